@@ -1,0 +1,1 @@
+"""Integrations with model runtimes (installed as ``constrain.adapters``)."""

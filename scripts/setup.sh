@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv and install constrain with its test tools. Safe to re-run.
+# torch is installed first, pinned, so pip takes the local CPU build instead of pulling CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+log=$(mktemp)
+pip_install() {
+    if ! python -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "setup: pip install $* failed" >&2
+        exit 1
+    fi
+}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+pip_install --upgrade pip
+pip_install "torch==${TORCH_VERSION:-2.13.0}"
+pip_install -e ".[test${EXTRAS:+,$EXTRAS}]"
+rm -f "$log"
+python -c "import constrain, torch; print(f'constrain {constrain.__version__} ready (torch {torch.__version__})')"
