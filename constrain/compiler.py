@@ -89,7 +89,7 @@ _CACHE: OrderedDict[tuple[Grammar, str], CompiledGrammar] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
-def compile(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:  # noqa: A001
+def compile(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:
     """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object."""
     key = (grammar, tokenizer_info.fingerprint)
     with _CACHE_LOCK:

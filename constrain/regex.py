@@ -18,7 +18,9 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numba
 import numpy as np
 
 from .exceptions import RegexSyntaxError, UnsupportedRegexFeature
@@ -27,8 +29,8 @@ try:  # Python >= 3.11
     from re import _constants as _c  # type: ignore[attr-defined]
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants as _c  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+    import sre_constants as _c
+    import sre_parse as _sre_parse
 
 MAX_CODEPOINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -281,7 +283,7 @@ class _Builder:
             raise self.unsupported(f"the character category {name}")
         return _category_ranges(table[name], flags & (re.ASCII | re.UNICODE | re.LOCALE))
 
-    def _in_ranges(self, items: Sequence[tuple[object, object]], flags: int) -> Ranges:
+    def _in_ranges(self, items: Sequence[tuple[Any, Any]], flags: int) -> Ranges:
         negate = False
         parts: Ranges = []
         for op, av in items:
@@ -291,7 +293,7 @@ class _Builder:
                 assert isinstance(av, int)
                 parts.append((av, av))
             elif op is _c.RANGE:
-                lo, hi = av  # type: ignore[misc]
+                lo, hi = av
                 parts.append((lo, hi))
             elif op is _c.CATEGORY:
                 parts.extend(self._category(av, flags))
@@ -303,7 +305,7 @@ class _Builder:
         return _complement(ranges) if negate else _without_surrogates(ranges)
 
     # ---- the tree -------------------------------------------------------------------------
-    def seq(self, items: Iterable[tuple[object, object]], flags: int) -> tuple[int, int]:
+    def seq(self, items: Iterable[tuple[Any, Any]], flags: int) -> tuple[int, int]:
         nfa = self.nfa
         start = nfa.state()
         cur = start
@@ -313,7 +315,7 @@ class _Builder:
             cur = e
         return start, cur
 
-    def node(self, op: object, av: object, flags: int) -> tuple[int, int]:  # noqa: C901
+    def node(self, op: Any, av: Any, flags: int) -> tuple[int, int]:
         nfa = self.nfa
         if op is _c.LITERAL:
             assert isinstance(av, int)
@@ -331,12 +333,12 @@ class _Builder:
             ranges = [(0, MAX_CODEPOINT)] if flags & re.DOTALL else [(0, 9), (11, MAX_CODEPOINT)]
             return nfa.charset(_without_surrogates(ranges))
         if op is _c.IN:
-            return nfa.charset(self._in_ranges(av, flags))  # type: ignore[arg-type]
+            return nfa.charset(self._in_ranges(av, flags))
         if op is _c.SUBPATTERN:
-            _group, add_flags, del_flags, sub = av  # type: ignore[misc]
+            _group, add_flags, del_flags, sub = av
             return self.seq(sub, (flags | add_flags) & ~del_flags)
         if op is _c.BRANCH:
-            _, branches = av  # type: ignore[misc]
+            _, branches = av
             start, end = nfa.state(), nfa.state()
             for br in branches:
                 s, e = self.seq(br, flags)
@@ -344,14 +346,14 @@ class _Builder:
                 nfa.eps[e].append((_EPS, end))
             return start, end
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
-            lo, hi, sub = av  # type: ignore[misc]
+            lo, hi, sub = av
             return self.repeat(lo, hi, sub, flags)
         if op is _c.AT:
             return self.anchor(av, flags)
         if op is _c.GROUPREF or op is getattr(_c, "GROUPREF_EXISTS", None):
             raise self.unsupported("a backreference", "backreferences make the language non-regular")
         if op in (_c.ASSERT, _c.ASSERT_NOT):
-            direction = "lookahead" if av[0] == 1 else "lookbehind"  # type: ignore[index]
+            direction = "lookahead" if av[0] == 1 else "lookbehind"
             kind = "negative " if op is _c.ASSERT_NOT else ""
             raise self.unsupported(f"a {kind}{direction} assertion", "rewrite it without lookaround")
         if op is getattr(_c, "POSSESSIVE_REPEAT", None):
@@ -360,19 +362,19 @@ class _Builder:
             raise self.unsupported("an atomic group (?>...)", "use a plain group")
         raise self.unsupported(f"the regex construct {op}")  # pragma: no cover
 
-    def repeat(self, lo: int, hi: int, sub: object, flags: int) -> tuple[int, int]:
+    def repeat(self, lo: int, hi: int, sub: Any, flags: int) -> tuple[int, int]:
         nfa = self.nfa
         unbounded = hi == _c.MAXREPEAT
-        if not unbounded and hi > 100_000 or lo > 100_000:
+        if (not unbounded and hi > 100_000) or lo > 100_000:
             raise self.unsupported(f"a repetition count {{{lo},{hi}}} beyond 100000")
         start = nfa.state()
         cur = start
         for _ in range(lo):
-            s, e = self.seq(sub, flags)  # type: ignore[arg-type]
+            s, e = self.seq(sub, flags)
             nfa.eps[cur].append((_EPS, s))
             cur = e
         if unbounded:
-            s, e = self.seq(sub, flags)  # type: ignore[arg-type]
+            s, e = self.seq(sub, flags)
             end = nfa.state()
             nfa.eps[cur].append((_EPS, s))
             nfa.eps[cur].append((_EPS, end))
@@ -382,7 +384,7 @@ class _Builder:
         end = nfa.state()
         for _ in range(hi - lo):
             nfa.eps[cur].append((_EPS, end))
-            s, e = self.seq(sub, flags)  # type: ignore[arg-type]
+            s, e = self.seq(sub, flags)
             nfa.eps[cur].append((_EPS, s))
             cur = e
         nfa.eps[cur].append((_EPS, end))
@@ -514,6 +516,89 @@ def _determinize(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndar
     return trans, accepting, classes
 
 
+def _determinize_fast(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subset construction for anchor-free patterns, with subsets as int bitsets.
+
+    Epsilon closures are computed once per NFA state and only byte-consuming states (and the final
+    state) are kept in subsets, so each DFA transition is a handful of big-int ORs.
+    """
+    classes = _byte_classes(nfa)
+    num_classes = int(classes.max()) + 1
+    n = len(nfa.edges)
+    closure: list[int | None] = [None] * n
+
+    def close(s0: int) -> int:
+        got = closure[s0]
+        if got is not None:
+            return got
+        bits = 0
+        seen = {s0}
+        stack = [s0]
+        while stack:
+            s = stack.pop()
+            if nfa.edges[s] or s == final:
+                bits |= 1 << s
+            for _kind, t in nfa.eps[s]:
+                if t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        closure[s0] = bits
+        return bits
+
+    move: dict[int, list[tuple[int, int]]] = {}
+
+    def moves_of(s: int) -> list[tuple[int, int]]:
+        got = move.get(s)
+        if got is not None:
+            return got
+        per: dict[int, int] = {}
+        for lo, hi, t in nfa.edges[s]:
+            ct = close(t)
+            for c in range(int(classes[lo]), int(classes[hi]) + 1):
+                per[c] = per.get(c, 0) | ct
+        got = list(per.items())
+        move[s] = got
+        return got
+
+    init = close(start)
+    index: dict[int, int] = {init: 0}
+    order = [init]
+    rows: list[list[int]] = []
+    final_bit = 1 << final
+    i = 0
+    while i < len(order):
+        cur = order[i]
+        i += 1
+        acc = [0] * num_classes
+        x = cur
+        while x:
+            low = x & -x
+            x ^= low
+            for c, bits in moves_of(low.bit_length() - 1):
+                acc[c] |= bits
+        row = [DEAD] * num_classes
+        for c in range(num_classes):
+            nxt = acc[c]
+            if not nxt:
+                continue
+            j = index.get(nxt)
+            if j is None:
+                j = len(order)
+                if j >= MAX_DFA_STATES:
+                    raise UnsupportedRegexFeature(
+                        f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+                        nfa.pattern,
+                        "simplify the pattern or bound its repetitions less finely",
+                    )
+                index[nxt] = j
+                order.append(nxt)
+            row[c] = j
+        rows.append(row)
+    trans = np.array(rows, dtype=np.int32).reshape(len(order), num_classes)
+    accepting = np.array([bool(st & final_bit) for st in order], dtype=bool)
+    return trans, accepting, classes
+
+
 def _prune_and_minimize(
     trans: np.ndarray, accepting: np.ndarray, start: int
 ) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -557,7 +642,9 @@ def _prune_and_minimize(
     t2 = np.where(t2 >= 0, t2, m).astype(np.int64)
     t2 = np.vstack([t2, np.full((1, k), m, dtype=np.int64)])
     acc2 = np.append(accepting[live], False)
-    block = _hopcroft(t2, acc2)
+    block = _moore_hashed(t2, acc2)
+    if not _is_congruence(t2, acc2, block):  # pragma: no cover - a 64-bit hash collision
+        block = _hopcroft(t2, acc2)
     # Build the quotient automaton, start state first, sink removed.
     sink_block = block[m]
     order = [int(block[ids[start]])]
@@ -584,6 +671,41 @@ def _prune_and_minimize(
             tb = int(block[t2[s, c]])
             out[j, c] = new_id.get(tb, -1) if tb != sink_block else -1
     return out, acc_out, 0
+
+
+@numba.njit(cache=True)
+def _moore_hashed(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Moore refinement with hashed signatures; the caller verifies the result (hashes may collide)."""
+    n, k = trans.shape
+    block = np.zeros(n, dtype=np.int64)
+    for s in range(n):
+        block[s] = 1 if accepting[s] else 0
+    num_blocks = 2
+    while True:
+        ids = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+        new = np.empty(n, dtype=np.int64)
+        for s in range(n):
+            h = np.uint64(block[s]) * np.uint64(0x9E3779B97F4A7C15)
+            for c in range(k):
+                h = (h ^ np.uint64(block[trans[s, c]])) * np.uint64(0x100000001B3)
+            key = np.int64(h)
+            j = ids.get(key, np.int64(-1))
+            if j < 0:
+                j = len(ids)
+                ids[key] = j
+            new[s] = j
+        block = new
+        if len(ids) == num_blocks:
+            return block
+        num_blocks = len(ids)
+
+
+def _is_congruence(trans: np.ndarray, accepting: np.ndarray, block: np.ndarray) -> bool:
+    """True when states in one block agree on acceptance and on the blocks they step to."""
+    reps = np.zeros(int(block.max()) + 1, dtype=np.int64)
+    reps[block] = np.arange(block.shape[0])
+    rep = reps[block]
+    return bool((accepting == accepting[rep]).all() and (block[trans] == block[trans[rep]]).all())
 
 
 def _hopcroft(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:
@@ -658,7 +780,8 @@ def _regex_to_dfa_cached(pattern: str, flags: int) -> DFA:
     nfa = _NFA(pattern)
     builder = _Builder(pattern, nfa)
     start, final = builder.seq(tree, flags)
-    trans, accepting, classes = _determinize(nfa, start, final)
+    determinize = _determinize if nfa.has_anchors else _determinize_fast
+    trans, accepting, classes = determinize(nfa, start, final)
     result = _prune_and_minimize(trans, accepting, 0)
     if result is None:
         # The empty language: a single non-accepting state with no way out.

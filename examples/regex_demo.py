@@ -21,11 +21,15 @@ from constrain.kernels import apply_token_bitmask_inplace
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "tokenizers" / "smollm2-49k.tokenizer.json"
-DEFAULT_REGEX = r'\{"date": "20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", "city": "[A-Z][a-z]{2,12}"\}'
+DEFAULT_REGEX = (
+    r'\{"date": "20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", "city": "[A-Z][a-z]{2,12}"\}'
+)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="a tokenizer.json file")
     parser.add_argument("--regex", default=DEFAULT_REGEX, help="the pattern every output must fullmatch")
     parser.add_argument("--seed", type=int, default=0)
@@ -39,8 +43,10 @@ def main() -> int:
     t0 = time.perf_counter()
     compiled = constrain.compile(constrain.Grammar.from_regex(args.regex), info)
     print(f"regex: {args.regex}")
-    print(f"tokenizer: {args.tokenizer.name} ({info.vocab_size} ids), DFA: {compiled.dfa.num_states} states, "
-          f"compiled in {(time.perf_counter() - t0) * 1e3:.1f} ms")
+    print(
+        f"tokenizer: {args.tokenizer.name} ({info.vocab_size} ids), DFA: {compiled.dfa.num_states} states, "
+        f"compiled in {(time.perf_counter() - t0) * 1e3:.1f} ms"
+    )
     gen = torch.Generator().manual_seed(args.seed)
     bitmask = constrain.allocate_token_bitmask(1, info.vocab_size)
     for _ in range(args.samples):

@@ -142,7 +142,9 @@ def _greedy_tokenize(info: TokenizerInfo, data: bytes) -> list[int] | None:
 
 @settings(max_examples=200, deadline=None)
 @given(regexes, st.lists(texts, min_size=5, max_size=5), st.randoms(use_true_random=False))
-def test_token_walk_ends_accepting_iff_fullmatch(pattern: str, samples: list[str], rnd: random.Random) -> None:
+def test_token_walk_ends_accepting_iff_fullmatch(
+    pattern: str, samples: list[str], rnd: random.Random
+) -> None:
     """Random byte-level tokenisations of random strings: accepted and can end <=> re.fullmatch."""
     info = _property_vocab()
     compiled = constrain.compile(Grammar.from_regex(pattern), info)
@@ -176,7 +178,7 @@ def _property_vocab() -> TokenizerInfo:
                 pieces.add((a + b).encode()[:3])
         for i, p in enumerate(sorted(pieces), start=1):
             _PROPERTY_INDEX[p] = i
-    vocab = [b""] + sorted(_PROPERTY_INDEX, key=_PROPERTY_INDEX.__getitem__)
+    vocab = [b"", *sorted(_PROPERTY_INDEX, key=_PROPERTY_INDEX.__getitem__)]
     return _cached_vocab(tuple(vocab))
 
 
@@ -198,8 +200,16 @@ REALISTIC = [
         ["123e4567-e89b-12d3-a456-42661417400"],
     ),
     (r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", ["-12.5e+10", "0", "3.14159"], ["01", "1."]),
-    (r'"([^"\\]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"', ['"he said \\"hi\\"\\n"', '"\\u00e9t\\u00E9"'], ['"\\x"']),
-    (r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}", ["192.168.0.255"], ["256.1.1.1"]),
+    (
+        r'"([^"\\]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"',
+        ['"he said \\"hi\\"\\n"', '"\\u00e9t\\u00E9"'],
+        ['"\\x"'],
+    ),
+    (
+        r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}",
+        ["192.168.0.255"],
+        ["256.1.1.1"],
+    ),
     (r"[0-9]{2}:[0-9]{2}(:[0-9]{2})?", ["23:59:01", "07:30"], ["7:30"]),
     (r"https?://[a-z0-9.-]+(/[A-Za-z0-9._~%-]*)*", ["https://example.org/a/b_c.html"], ["ftp://x"]),
     (r"\w+( \w+)*", ["Ünïcödé wörds 世界 mixed"], ["trailing "]),
@@ -212,7 +222,9 @@ REALISTIC = [
 
 @pytest.mark.parametrize("tok_name", ["llama3-128k", "mistral-32k", "gemma3-262k", "qwen3-151k"])
 @pytest.mark.parametrize(("pattern", "good", "bad"), REALISTIC)
-def test_real_tokenizers_realistic_regexes(tok_name: str, pattern: str, good: list[str], bad: list[str]) -> None:
+def test_real_tokenizers_realistic_regexes(
+    tok_name: str, pattern: str, good: list[str], bad: list[str]
+) -> None:
     info = tokenizer_info(tok_name)
     tok = hf_tokenizer(tok_name)
     compiled = constrain.compile(Grammar.from_regex(pattern), info)
