@@ -24,10 +24,10 @@ or ``Metaspace``)
     decoder has ``ByteFallback``) are the single byte 0xNN; any other text is its UTF-8. Note the
     leading space: these tokenizers usually prepend ``▁`` to the input, and their decoders remove one
     leading space of the *whole decoded text* again (``Strip(start=1)`` after ``Fuse``, or
-    ``Metaspace``, which drops the ``▁`` of the first token). That is a property of the text, not of any
-    token: the bytes here keep the space (``"▁Hello"`` is ``b" Hello"``), so ``decode_bytes`` of an
-    encoded text is ``b" " + text`` for Mistral, while ``tokenizer.decode`` gives ``text``. A token's
-    bytes are exactly what it adds when it does not start the decoded text.
+    ``Metaspace``, which drops the ``▁`` characters of the first token). That is a property of the
+    text, not of any token: the bytes here keep the space (``"▁Hello"`` is ``b" Hello"``), so
+    ``decode_bytes`` of an encoded text is ``b" " + text`` for Mistral, while ``tokenizer.decode``
+    gives ``text``. A token's bytes are exactly what it adds when it does not start the decoded text.
 
 ``plain`` (anything else without a per-token decoder rule, e.g. character-level vocabularies)
     A token's bytes are the UTF-8 of its text. (The ``tokenizers`` library joins the tokens of a
@@ -171,11 +171,13 @@ def _plan_decoder(decoder: Any, where: str) -> _DecoderPlan:
                 )
             byte_level = fused = True
         elif kind == "Strip":
-            content, start, stop = step.get("content", " "), step.get("start", 0), step.get("stop", 0)
+            content, start, stop = step.get("content", " "), step.get("start") or 0, step.get("stop") or 0
             if not isinstance(content, str) or len(content) != 1:
                 raise TokenizerError(f"{where}: Strip decoder with content {content!r} is not one character")
+            if not isinstance(start, int) or not isinstance(stop, int):
+                raise TokenizerError(f"{where}: Strip decoder with start={start!r}, stop={stop!r}")
             if not fused:
-                steps.append(("strip", content, int(start), int(stop)))
+                steps.append(("strip", content, start, stop))
             # after Fuse it only trims the ends of the whole decoded text: not a per-token property
         elif kind in ("Replace", "Metaspace", "ByteFallback"):
             if byte_level or fused:
@@ -252,7 +254,7 @@ def _apply_plan(plan: _DecoderPlan, strs: list[str]) -> list[bytes]:
 _WS = re.compile(r"[ \t\n\r]*")
 _TAIL = re.compile(r"\][ \t\n\r]*\}[ \t\n\r]*\}[ \t\n\r]*\Z")
 _JSON = json.JSONDecoder()
-_NEEDED_MODEL_KEYS = ("type", "vocab", "byte_fallback")
+_NEEDED_MODEL_KEYS = ("vocab",)
 _NEEDED_TOP_KEYS = ("added_tokens", "decoder", "model")
 
 
@@ -428,7 +430,7 @@ def _heuristic_eos(
 def _assemble(
     token_bytes: list[bytes],
     special: set[int],
-    eos_ids: Iterable[int] | None,
+    eos_ids: int | Iterable[int] | None,
     heuristic_eos: tuple[int, ...] | None,
     logits_width: int | None,
     kind: str,
@@ -478,7 +480,7 @@ def _assemble(
 def _from_json(
     data: Mapping[str, Any],
     *,
-    eos_ids: Iterable[int] | None,
+    eos_ids: int | Iterable[int] | None,
     logits_width: int | None,
     name: str,
     where: str,
@@ -505,8 +507,16 @@ def _name_from_path(path: Path) -> str:
     return name
 
 
+def _to_json_text(tok: Any, where: str) -> str:
+    try:
+        text = tok.to_str()
+    except Exception as exc:  # e.g. a custom Python component that cannot be serialised
+        raise TokenizerError(f"{where}: cannot serialise the tokenizer to JSON: {exc}") from exc
+    return str(text)
+
+
 def _from_slow_transformers(
-    tok: Any, *, eos_ids: Iterable[int] | None, logits_width: int | None, name: str, where: str
+    tok: Any, *, eos_ids: int | Iterable[int] | None, logits_width: int | None, name: str, where: str
 ) -> TokenizerInfo:
     """A transformers tokenizer without a ``tokenizers`` backend (a "slow", pure-Python one)."""
     try:
@@ -515,12 +525,14 @@ def _from_slow_transformers(
         all_special = list(getattr(tok, "all_special_ids", None) or ())
     except Exception as exc:  # third-party code: report whatever it raised
         raise TokenizerError(f"{where}: could not read the vocabulary: {exc}") from exc
+    vocab = {str(s): _check_id(i, where, "token id") for s, i in vocab.items()}
+    added = {_check_id(i, where, "added token id"): token for i, token in added.items()}
     top = max([*vocab.values(), *added.keys(), -1])
     if top < 0:
         raise TokenizerError(f"{where}: the vocabulary is empty")
     strs: list[str | None] = [None] * (top + 1)
     for s, i in vocab.items():
-        strs[_check_id(i, where, "token id")] = str(s)
+        strs[i] = s
     literal: dict[int, bytes] = {}
     special: set[int] = {i for i in all_special if i is not None and 0 <= i <= top}
     for i, token in added.items():
@@ -677,7 +689,7 @@ class TokenizerInfo:
         cls,
         path: str | PathLike[str],
         *,
-        eos_ids: Iterable[int] | None = None,
+        eos_ids: int | Iterable[int] | None = None,
         logits_width: int | None = None,
     ) -> TokenizerInfo:
         """Read a Hugging Face ``tokenizer.json`` (or a folder holding one).
@@ -711,7 +723,7 @@ class TokenizerInfo:
         cls,
         tok: Any,
         *,
-        eos_ids: Iterable[int] | None = None,
+        eos_ids: int | Iterable[int] | None = None,
         logits_width: int | None = None,
     ) -> TokenizerInfo:
         """Read a ``tokenizers.Tokenizer`` or a ``transformers`` tokenizer.
@@ -724,7 +736,7 @@ class TokenizerInfo:
         import tokenizers
 
         if isinstance(tok, tokenizers.Tokenizer):
-            data = _parse_tokenizer_json(tok.to_str(), "tokenizers.Tokenizer")
+            data = _parse_tokenizer_json(_to_json_text(tok, "tokenizers.Tokenizer"), "tokenizers.Tokenizer")
             return _from_json(data, eos_ids=eos_ids, logits_width=logits_width, name="", where="tokenizer")
 
         name = str(getattr(tok, "name_or_path", "") or "")
@@ -735,7 +747,7 @@ class TokenizerInfo:
                 eos_id = getattr(tok, "eos_token_id", None)
                 if eos_id is not None:
                     eos_ids = (eos_id,)
-            data = _parse_tokenizer_json(backend.to_str(), where)
+            data = _parse_tokenizer_json(_to_json_text(backend, where), where)
             return _from_json(data, eos_ids=eos_ids, logits_width=logits_width, name=name, where=where)
         if callable(getattr(tok, "get_vocab", None)) and callable(
             getattr(tok, "convert_ids_to_tokens", None)
@@ -751,9 +763,9 @@ class TokenizerInfo:
     @classmethod
     def from_vocab(
         cls,
-        token_bytes: Sequence[bytes],
+        token_bytes: Sequence[bytes | bytearray | memoryview],
         *,
-        eos_ids: Iterable[int],
+        eos_ids: int | Iterable[int],
         special_ids: Iterable[int] = (),
         logits_width: int | None = None,
         name: str = "",

@@ -86,8 +86,19 @@ def single_bytes(name: str) -> frozenset[int]:
     return frozenset(b[0] for b in info_of(name).token_bytes if len(b) == 1)
 
 
+@functools.cache
+def special_contents(name: str) -> tuple[str, ...]:
+    return tuple(t["content"] for t in raw_json(name)["added_tokens"] if t["special"])
+
+
 def representable(name: str, text: str) -> bool:
-    """Whether every byte of the text has a token (SmolLM2 lacks 21 bytes; its BPE drops them silently)."""
+    """Whether the text encodes to ordinary tokens that spell it.
+
+    Not so when it holds a special token's text (encoded as that special token), or, for a byte-level
+    tokenizer, a byte with no token (SmolLM2 lacks 21 bytes; its BPE drops them silently).
+    """
+    if any(s in text for s in special_contents(name)):
+        return False
     return info_of(name).kind != "byte_level" or set(text.encode("utf-8")) <= single_bytes(name)
 
 
@@ -377,10 +388,12 @@ def test_from_transformers_fast(name: str) -> None:
     assert got.eos_ids == info.eos_ids  # eos_token_id is None here: the named specials
     assert got.fingerprint == info.fingerprint
     if name == "qwen3-151k":
-        chat = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path_of(name)), eos_token="<|im_end|>")
-        assert TokenizerInfo.from_tokenizer(chat).eos_ids == (151645,)
-        assert TokenizerInfo.from_tokenizer(chat, eos_ids=[151643]).eos_ids == (151643,)
-        assert TokenizerInfo.from_tokenizer(chat, logits_width=151936).logits_width == 151936
+        fast.eos_token = "<|im_end|>"
+        assert fast.eos_token_id == 151645
+        assert TokenizerInfo.from_tokenizer(fast).eos_ids == (151645,)
+        explicit = TokenizerInfo.from_tokenizer(fast, eos_ids=[151643], logits_width=151936)
+        assert explicit.eos_ids == (151643,)
+        assert explicit.logits_width == 151936
 
 
 @needs_shared
@@ -445,7 +458,7 @@ def test_from_tokenizer_rejects_other_objects() -> None:
 
 
 def tiny_tokenizer_json(
-    vocab: dict[str, int],
+    vocab: dict[str, Any],
     decoder: dict[str, Any] | None,
     added: list[dict[str, Any]] | None = None,
     model_type: str = "BPE",
@@ -598,10 +611,15 @@ def test_fast_reader_agrees_with_json_module(tmp_path: Path) -> None:
 @needs_shared
 @pytest.mark.parametrize("name", ["gemma3-262k", "llama3-128k"])
 def test_from_file_is_fast(name: str) -> None:
+    """About 0.4 s (gemma3) and 0.13 s (llama3) on 2 cores: the BPE merges are skipped, not parsed."""
     info_of(name)  # warm the page cache
     best = min(_timed(lambda: TokenizerInfo.from_file(path_of(name))) for _ in range(2))
-    # well under a second on a small CI machine (about 0.4 s and 0.13 s on 2 cores)
-    assert best < (2.5 if name.startswith("gemma") else 1.0), best
+    if name.startswith("gemma"):  # relative to a plain json.load of the same file, robust to a busy machine
+        with open(path_of(name), encoding="utf-8") as f:
+            full_parse = _timed(lambda: json.load(f))
+        assert best < full_parse, (best, full_parse)
+    else:
+        assert best < 1.5, best
 
 
 def _timed(fn: Any) -> float:
@@ -667,7 +685,7 @@ def test_from_vocab_errors(kwargs: dict[str, Any], message: str) -> None:
 
 
 def test_direct_construction_is_validated() -> None:
-    ok = {
+    ok: dict[str, Any] = {
         "token_bytes": (b"a", b""),
         "special_ids": frozenset({1}),
         "eos_ids": (1,),
@@ -675,8 +693,8 @@ def test_direct_construction_is_validated() -> None:
         "logits_width": 2,
         "kind": "plain",
     }
-    assert TokenizerInfo(**ok).vocab_size == 2  # type: ignore[arg-type]
-    broken = [
+    assert TokenizerInfo(**ok).vocab_size == 2
+    broken: list[tuple[dict[str, Any], str]] = [
         ({"vocab_size": 3}, "vocab_size=3 but there are 2"),
         ({"kind": "wordpiece"}, "kind 'wordpiece' is not one of"),
         ({"special_ids": frozenset()}, "token 1 has no bytes but is not special"),
@@ -688,7 +706,7 @@ def test_direct_construction_is_validated() -> None:
     ]
     for change, message in broken:
         with pytest.raises(TokenizerError, match=message):
-            TokenizerInfo(**{**ok, **change})  # type: ignore[arg-type]
+            TokenizerInfo(**{**ok, **change})
 
 
 def test_decode_bytes_rejects_bad_ids() -> None:
