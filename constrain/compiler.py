@@ -31,6 +31,7 @@ class CompiledGrammar:
     dfa: DFA
     trie: TokenTrie
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _mask_addrs: dict[int, int] = field(default_factory=dict, repr=False)
     _eos_mask: np.ndarray = field(init=False, repr=False)
     _eos_words: tuple[tuple[int, int], ...] = field(init=False, repr=False)
 
@@ -76,7 +77,17 @@ class CompiledGrammar:
         mask = words.view(np.int32)
         mask.setflags(write=False)
         # Racing threads compute the same array; whichever lands first is kept.
-        return self._masks.setdefault(state, mask)
+        kept = self._masks.setdefault(state, mask)
+        self._mask_addrs.setdefault(state, kept.ctypes.data)
+        return kept
+
+    def state_mask_address(self, state: int) -> int:
+        """Memory address of :meth:`state_mask` (for a memcpy into a bitmask row without numpy overhead)."""
+        addr = self._mask_addrs.get(state)
+        if addr is None:
+            self.state_mask(state)
+            addr = self._mask_addrs[state]
+        return addr
 
     def precompute(self) -> int:
         """Compute the mask of every DFA state now; returns the number of states."""

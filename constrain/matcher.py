@@ -35,7 +35,16 @@ class GrammarMatcher:
     :class:`~constrain.CompiledGrammar`.
     """
 
-    __slots__ = ("_accepting", "_compiled", "_eos", "_history", "_special", "_token_bytes", "_trans")
+    __slots__ = (
+        "_accepting",
+        "_compiled",
+        "_eos",
+        "_fast_target",
+        "_history",
+        "_special",
+        "_token_bytes",
+        "_trans",
+    )
 
     def __init__(self, compiled: CompiledGrammar) -> None:
         if not isinstance(compiled, CompiledGrammar):
@@ -53,6 +62,8 @@ class GrammarMatcher:
         self._special = info.special_ids
         self._eos = frozenset(info.eos_ids)
         self._history: list[int] = [dfa.start]
+        # (bitmask, row stride in bytes, rows) of the last tensor validated by fill_next_token_bitmask
+        self._fast_target: tuple[Any, int, int] | None = None
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -146,6 +157,7 @@ class GrammarMatcher:
         twin._special = self._special
         twin._eos = self._eos
         twin._history = self._history.copy()
+        twin._fast_target = None
         return twin
 
     # ---- masks ---------------------------------------------------------------------------------
@@ -161,8 +173,18 @@ class GrammarMatcher:
         ``bitmask`` is an int32 CPU tensor (or numpy array) of shape ``(batch, ceil(vocab_size/32))``
         from :func:`constrain.allocate_token_bitmask`. Returns True (the mask restricts something).
         """
+        fast = self._fast_target
+        h = self._history
+        if fast is not None and fast[0] is bitmask and 0 <= row < fast[2] and h[-1] != _TERMINATED:
+            # Hot path: the same contiguous CPU tensor as last time; one memcpy of a cached row.
+            words = self._compiled.num_words
+            ctypes.memmove(
+                bitmask.data_ptr() + row * fast[1], self._compiled.state_mask_address(h[-1]), words * 4
+            )
+            return True
         mask = self.next_token_mask()
         words = mask.shape[0]
+        original = bitmask
         if torch is not None and isinstance(bitmask, torch.Tensor):
             if bitmask.dtype != torch.int32 or bitmask.device.type != "cpu":
                 raise MatcherUsageError(
@@ -181,6 +203,8 @@ class GrammarMatcher:
             if bitmask.stride(1) == 1:
                 dst = bitmask.data_ptr() + row * bitmask.stride(0) * 4
                 ctypes.memmove(dst, mask.ctypes.data, words * 4)
+                if original is bitmask:  # a 2-D tensor as given: take the hot path next time
+                    self._fast_target = (bitmask, bitmask.stride(0) * 4, bitmask.shape[0])
             else:
                 bitmask[row].copy_(torch.from_numpy(mask.copy()))
             return True

@@ -46,7 +46,7 @@ class TokenTrie:
         return int(self.nodes.shape[0])
 
     def walk(self, transitions: np.ndarray, state: int, out_mask: np.ndarray) -> int:
-        """Set in ``out_mask`` (uint32 words) each token whose bytes keep ``state`` alive; return the count."""
+        """Set in ``out_mask`` (uint32 words) each token that keeps ``state`` alive; return the count."""
         return int(
             walk_trie(
                 transitions,
