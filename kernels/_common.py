@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from constrain.exceptions import KernelUsageError
 
-IndicesLike = Union[Sequence[int], torch.Tensor, None]
+IndicesLike = Sequence[int] | torch.Tensor | None
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

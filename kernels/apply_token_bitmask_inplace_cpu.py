@@ -44,7 +44,7 @@ _NEG_INF_BITS: dict[torch.dtype, tuple[torch.dtype, np.integer]] = {
 
 
 @njit(cache=True, nogil=True)
-def _mask_rows(out, bitmask, rows, fill):  # type: ignore[no-untyped-def]
+def _mask_rows(out, bitmask, rows, fill):
     """``out``: integer view of the logits ``(batch, width)``; ``bitmask``: int32 ``(batch_b, n_words)``;
     ``rows``: int64 row numbers (already range-checked); ``fill``: the ``-inf`` bit pattern."""
     width = out.shape[1]

@@ -40,8 +40,9 @@ BLOCK_WORDS = 128
 NUM_WARPS = 4
 
 
+# Only the constexpr parameters are annotated: triton reads annotations, so the others stay bare.
 @triton.jit
-def _apply_token_bitmask_kernel(
+def _apply_token_bitmask_kernel(  # type: ignore[no-untyped-def]
     logits_ptr,
     bitmask_ptr,
     indices_ptr,
