@@ -652,10 +652,24 @@ def run_cases(
     max_build_s: float,
 ) -> None:
     """``repeat`` cold runs of every example path per engine; the first one is also the checked run."""
-    vocab = engines[0].vocab
     bitmasks = {e.name: e.new_bitmask() for e in engines}
     gc.collect()
     gc.freeze()  # the vocabularies are long-lived: keep them out of the per-run collections (0.2 s each)
+    try:
+        _run_repeats(cases, engines, results, repeat, max_build_s, bitmasks)
+    finally:
+        gc.unfreeze()
+
+
+def _run_repeats(
+    cases: list[Case],
+    engines: list[Engine],
+    results: dict[str, EngineResult],
+    repeat: int,
+    max_build_s: float,
+    bitmasks: dict[str, Any],
+) -> None:
+    vocab = engines[0].vocab
     for r in range(repeat):
         t = time.perf_counter()
         for case in cases:
@@ -815,7 +829,7 @@ def print_findings(results: dict[str, EngineResult], vocab: Vocab) -> None:
                 print(f"  {name} vs constrain, {case}: " + "; ".join(parts))
                 for line in d.first[:2]:
                     print(f"      {line}")
-    if "constrain" in results:
+    if "constrain" in results and len(results) > 1:
         totals = {
             n: sum(d.differing_steps for d in r.diffs.values())
             for n, r in results.items()
