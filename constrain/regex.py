@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -439,6 +439,22 @@ def _byte_classes(nfa: _NFA) -> np.ndarray:
     return classes
 
 
+def _subset_id(subset: Hashable, index: dict[Any, int], order: list[Any], pattern: str) -> int:
+    """The DFA state number of ``subset``, numbering it (in discovery order) on first sight."""
+    j = index.get(subset)
+    if j is None:
+        j = len(order)
+        if j >= MAX_DFA_STATES:
+            raise UnsupportedRegexFeature(
+                f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+                pattern,
+                "simplify the pattern or bound its repetitions less finely",
+            )
+        index[subset] = j
+        order.append(subset)
+    return j
+
+
 def _determinize(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subset construction. Returns (class transitions [S, C] with -1 dead, accepting [S], class of byte)."""
     classes = _byte_classes(nfa)
@@ -498,18 +514,7 @@ def _determinize(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndar
             if not targets:
                 continue
             nxt = closure(targets)
-            j = index.get(nxt)
-            if j is None:
-                j = len(order)
-                if j >= MAX_DFA_STATES:
-                    raise UnsupportedRegexFeature(
-                        f"a language whose automaton exceeds {MAX_DFA_STATES} states",
-                        nfa.pattern,
-                        "simplify the pattern or bound its repetitions less finely",
-                    )
-                index[nxt] = j
-                order.append(nxt)
-            row[c] = j
+            row[c] = _subset_id(nxt, index, order, nfa.pattern)
         rows.append(row)
     trans = np.array(rows, dtype=np.int32).reshape(len(order), num_classes)
     accepting = np.array([any(s == final for s, _ in st) for st in order], dtype=bool)
@@ -581,18 +586,7 @@ def _determinize_fast(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np
             nxt = acc[c]
             if not nxt:
                 continue
-            j = index.get(nxt)
-            if j is None:
-                j = len(order)
-                if j >= MAX_DFA_STATES:
-                    raise UnsupportedRegexFeature(
-                        f"a language whose automaton exceeds {MAX_DFA_STATES} states",
-                        nfa.pattern,
-                        "simplify the pattern or bound its repetitions less finely",
-                    )
-                index[nxt] = j
-                order.append(nxt)
-            row[c] = j
+            row[c] = _subset_id(nxt, index, order, nfa.pattern)
         rows.append(row)
     trans = np.array(rows, dtype=np.int32).reshape(len(order), num_classes)
     accepting = np.array([bool(st & final_bit) for st in order], dtype=bool)
