@@ -57,3 +57,39 @@ class KernelUsageError(ConstrainError, ValueError):
 
     The message says how to fix the call (e.g. "use allocate_token_bitmask(...)").
     """
+
+
+class SchemaError(InvalidInputError):
+    """The JSON Schema is malformed (a keyword with a value of the wrong type, a dangling ``$ref``, ...).
+
+    ``pointer`` is the JSON pointer of the offending keyword inside the schema (``""`` for the root).
+    """
+
+    def __init__(self, message: str, pointer: str = "") -> None:
+        self.pointer = pointer
+        super().__init__(f"{message} (at {pointer or '/'} in the schema)")
+
+
+class UnsupportedSchemaFeature(UnsupportedFeatureError):
+    """A JSON Schema keyword this engine cannot enforce exactly.
+
+    ``keyword`` names it and ``pointer`` is its JSON pointer inside the schema. Compile with
+    ``lenient=True`` to drop such keywords instead (with a warning that lists every dropped one).
+    """
+
+    def __init__(self, keyword: str, pointer: str, detail: str = "") -> None:
+        self.keyword = keyword
+        self.pointer = pointer
+        self.detail = detail
+        msg = f"JSON Schema keyword {keyword!r} at {pointer or '/'} cannot be enforced exactly"
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+class GrammarError(InvalidInputError):
+    """A Lark grammar is malformed; ``line`` and ``column`` (1-based) locate the problem when known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.line = line
+        self.column = column
+        where = f" at line {line}, column {column}" if line is not None else ""
+        super().__init__(f"{message}{where}")

@@ -749,6 +749,33 @@ def _expand_classes(trans: np.ndarray, classes: np.ndarray) -> np.ndarray:
 _EMPTY_DFA_TRANSITIONS = np.full((1, 256), -1, dtype=np.int32)
 
 
+def empty_dfa(label: str = "<empty>") -> DFA:
+    """The DFA of the empty language: one non-accepting state with no way out."""
+    return DFA(_EMPTY_DFA_TRANSITIONS.copy(), np.zeros(1, dtype=bool), 0, label)
+
+
+def dfa_from_arrays(transitions: np.ndarray, accepting: np.ndarray, start: int, label: str = "<dfa>") -> DFA:
+    """Trim and minimise a hand-built automaton (``transitions[s, byte]`` = next state or -1).
+
+    The result satisfies the :class:`DFA` invariants: start state 0, every state can reach acceptance,
+    no two states equivalent. An empty language gives :func:`empty_dfa`.
+    """
+    trans = np.asarray(transitions)
+    if trans.ndim != 2 or trans.shape[1] != 256:
+        raise ValueError(f"transitions must be [states, 256], got {trans.shape}")
+    # Work on byte classes (columns that agree everywhere) to keep minimisation cheap.
+    cols, classes = np.unique(trans.T, axis=0, return_inverse=True)
+    compact = np.ascontiguousarray(cols.T, dtype=np.int32)
+    result = _prune_and_minimize(compact, np.asarray(accepting, dtype=bool), int(start))
+    if result is None:
+        return empty_dfa(label)
+    t, acc, st = result
+    full = _expand_classes(t, np.asarray(classes).reshape(-1))
+    full.setflags(write=False)
+    acc.setflags(write=False)
+    return DFA(full, acc, st, label)
+
+
 def regex_to_dfa(pattern: str, flags: int = 0) -> DFA:
     """Compile ``pattern`` (Python ``re`` syntax, full-match semantics) to a minimal byte-level DFA.
 
