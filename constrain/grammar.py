@@ -7,8 +7,13 @@ it). :func:`constrain.compile` turns it, together with a :class:`~constrain.Toke
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .exceptions import InvalidInputError
 from .regex import DFA, regex_to_dfa
@@ -21,14 +26,17 @@ class Grammar:
     """An output language. Build one with a ``from_*`` constructor.
 
     Attributes:
-        kind: ``"regex"``.
-        source: the pattern text.
+        kind: ``"regex"``, ``"json_schema"`` or ``"lark"``.
+        source: the pattern text, the schema as canonical JSON text, or the Lark grammar text.
         flags: ``re`` flags for a regex.
+        options: the compile options of a JSON Schema, as sorted ``(name, value)`` pairs; for a Lark
+            grammar ``start`` (the start rule) and ``import_dir`` (where relative imports resolve).
     """
 
     kind: str
     source: str
     flags: int = 0
+    options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_regex(cls, pattern: str, flags: int | re.RegexFlag = 0) -> Grammar:
@@ -47,8 +55,99 @@ class Grammar:
         grammar.to_dfa()  # validate now, not at first use
         return grammar
 
+    @classmethod
+    def from_json_schema(
+        cls,
+        schema: Any,
+        *,
+        registry: Mapping[str, Any] | None = None,
+        draft: str = "2020-12",
+        formats: str = "assert",
+        lenient: bool = False,
+        whitespace: str = "compact",
+        max_whitespace: int = 2,
+        max_any_depth: int = 3,
+    ) -> Grammar:
+        """A JSON Schema (a dict, a boolean, JSON text, a path, or a pydantic model class).
+
+        The output is the instance in canonical form: compact JSON (or, with ``whitespace="flexible"``,
+        up to ``max_whitespace`` spaces or newlines between tokens), object keys in the schema's
+        property order then any others; see :mod:`constrain.json_schema.compiler`.
+
+        Args:
+            registry: URI -> schema document, for remote ``$ref``s (nothing is fetched).
+            draft: the draft to assume when the schema has no ``$schema``: "2020-12", "2019-09", "7",
+                "6" or "4".
+            formats: "assert" enforces ``format``; "annotate" ignores it (the spec's default).
+            lenient: drop keywords that cannot be enforced exactly, with a warning listing them,
+                instead of raising :class:`~constrain.exceptions.UnsupportedSchemaFeature`.
+            max_any_depth: how deep values that no schema constrains may nest.
+
+        Raises:
+            SchemaError: the schema is malformed (the message has its JSON pointer).
+            UnsupportedSchemaFeature: a keyword cannot be enforced exactly (keyword and pointer).
+        """
+        from .json_schema.compiler import load_schema
+
+        doc = load_schema(schema)
+        reg = tuple(sorted((uri, json.dumps(d, sort_keys=True)) for uri, d in (registry or {}).items()))
+        options = (
+            ("draft", str(draft)),
+            ("formats", formats),
+            ("lenient", bool(lenient)),
+            ("max_any_depth", int(max_any_depth)),
+            ("max_whitespace", int(max_whitespace)),
+            ("registry", reg),
+            ("whitespace", whitespace),
+        )
+        grammar = cls("json_schema", json.dumps(doc, ensure_ascii=False), 0, options)
+        grammar.to_dfa()  # compile now: errors surface here, and the DFA is cached
+        return grammar
+
+    @classmethod
+    def from_lark(
+        cls,
+        text_or_path: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        start: str = "start",
+    ) -> Grammar:
+        """A Lark grammar: EBNF text, a path to a ``.lark`` file, or ``name=`` of a shipped grammar.
+
+        Lark itself parses the grammar (``%import common.*``, templates, ``?rule``, ``%ignore``), so
+        a grammar means what it means in Lark; the output may be any string Lark's Earley parser
+        accepts with ``lexer="dynamic_complete"`` (see :mod:`constrain.cfg.earley`).
+
+        Raises:
+            GrammarError: Lark rejects the grammar (``line`` and ``column`` locate the problem).
+            UnsupportedFeatureError: a terminal uses lookaround or has no pattern (``%declare``).
+        """
+        from .cfg import automaton_for, read_grammar_text
+
+        text, import_dir = read_grammar_text(text_or_path, name)
+        options = (("import_dir", import_dir or ""), ("start", str(start)))
+        automaton_for(text, str(start), import_dir or "")  # validate now: errors surface here
+        return cls("lark", text, 0, options)
+
+    def schema_options(self) -> dict[str, Any]:
+        """The JSON Schema compile options as a dict (registry decoded)."""
+        opts = dict(self.options)
+        opts["registry"] = {uri: json.loads(text) for uri, text in opts.get("registry", ())}
+        return opts
+
     def to_dfa(self) -> DFA:
-        """The byte-level DFA of this grammar (cached per pattern and flags)."""
-        if self.kind != "regex":  # pragma: no cover - future kinds
-            raise InvalidInputError(f"grammar kind {self.kind!r} has no single DFA")
-        return regex_to_dfa(self.source, self.flags)
+        """The byte-level DFA of this grammar (cached)."""
+        if self.kind == "regex":
+            return regex_to_dfa(self.source, self.flags)
+        if self.kind == "json_schema":
+            return _json_schema_dfa(self)
+        raise InvalidInputError(f"grammar kind {self.kind!r} has no single DFA")
+
+
+@functools.lru_cache(maxsize=128)
+def _json_schema_dfa(grammar: Grammar) -> DFA:
+    from .json_schema.compiler import SchemaOptions, schema_to_dfa
+
+    opts = grammar.schema_options()
+    registry = opts.pop("registry")
+    return schema_to_dfa(json.loads(grammar.source), SchemaOptions(**opts), registry)

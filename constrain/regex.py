@@ -233,6 +233,44 @@ class _NFA:
         self.edges: list[list[tuple[int, int, int]]] = []  # (byte_lo, byte_hi, target)
         self.eps: list[list[tuple[int, int]]] = []  # (kind, target)
         self.has_anchors = False
+        # Bulk edges from embedded automata, as arrays: (src, byte_lo, byte_hi, dst) and eps (src, dst).
+        self.edge_blocks: list[np.ndarray] = []
+        self.eps_blocks: list[np.ndarray] = []
+
+    def embed_dfa(self, transitions: np.ndarray, accepting: np.ndarray, start: int) -> tuple[int, int]:
+        """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk."""
+        num = transitions.shape[0]
+        if len(self.edges) + num + 1 > MAX_NFA_STATES:
+            self.state()  # raises the size error
+        base = len(self.edges)
+        self.edges.extend([] for _ in range(num + 1))
+        self.eps.extend([] for _ in range(num + 1))
+        end = base + num
+        # A run starts at byte 0 and wherever the target changes.
+        change = np.ones((num, 256), dtype=bool)
+        change[:, 1:] = transitions[:, 1:] != transitions[:, :-1]
+        src, lo = np.nonzero(change)
+        nxt_lo = np.append(lo[1:], 256)
+        nxt_lo[np.append(src[1:] != src[:-1], True)] = 256
+        hi = nxt_lo - 1
+        dst = transitions[src, lo]
+        keep = dst >= 0
+        block = np.stack([src[keep] + base, lo[keep], hi[keep], dst[keep].astype(np.int64) + base], axis=1)
+        self.edge_blocks.append(block.astype(np.int64))
+        acc = np.flatnonzero(accepting)
+        self.eps_blocks.append(np.stack([acc + base, np.full(acc.shape[0], end)], axis=1).astype(np.int64))
+        return base + int(start), end
+
+    def materialize_blocks(self) -> None:
+        """Move bulk edges into the per-state lists (for the anchor-aware subset construction)."""
+        for block in self.edge_blocks:
+            for s, lo, hi, t in block.tolist():
+                self.edges[s].append((lo, hi, t))
+        for block in self.eps_blocks:
+            for s, t in block.tolist():
+                self.eps[s].append((_EPS, t))
+        self.edge_blocks.clear()
+        self.eps_blocks.clear()
 
     def state(self) -> int:
         if len(self.edges) >= MAX_NFA_STATES:
@@ -269,6 +307,10 @@ class _Builder:
         return UnsupportedRegexFeature(construct, self.pattern, hint)
 
     # ---- character sets -------------------------------------------------------------------
+    def charset(self, ranges: Ranges) -> tuple[int, int]:
+        """An NFA fragment reading one code point from ``ranges`` (subclasses re-encode it)."""
+        return self.nfa.charset(ranges)
+
     def _category(self, cat: object, flags: int) -> Ranges:
         name = str(cat)
         table = {
@@ -322,18 +364,18 @@ class _Builder:
             ranges: Ranges = [(av, av)]
             if flags & re.IGNORECASE:
                 ranges = _fold_case(ranges, flags)
-            return nfa.charset(_without_surrogates(ranges))
+            return self.charset(_without_surrogates(ranges))
         if op is _c.NOT_LITERAL:
             assert isinstance(av, int)
             ranges = [(av, av)]
             if flags & re.IGNORECASE:
                 ranges = _fold_case(ranges, flags)
-            return nfa.charset(_complement(ranges))
+            return self.charset(_complement(ranges))
         if op is _c.ANY:
             ranges = [(0, MAX_CODEPOINT)] if flags & re.DOTALL else [(0, 9), (11, MAX_CODEPOINT)]
-            return nfa.charset(_without_surrogates(ranges))
+            return self.charset(_without_surrogates(ranges))
         if op is _c.IN:
-            return nfa.charset(self._in_ranges(av, flags))
+            return self.charset(self._in_ranges(av, flags))
         if op is _c.SUBPATTERN:
             _group, add_flags, del_flags, sub = av
             return self.seq(sub, (flags | add_flags) & ~del_flags)
@@ -430,6 +472,9 @@ def _byte_classes(nfa: _NFA) -> np.ndarray:
         for lo, hi, _ in edges:
             cuts.add(lo)
             cuts.add(hi + 1)
+    for block in nfa.edge_blocks:
+        cuts.update(np.unique(block[:, 1]).tolist())
+        cuts.update((np.unique(block[:, 2]) + 1).tolist())
     if nfa.has_anchors:
         cuts.update((_NL, _NL + 1))
     bounds = sorted(cuts)
@@ -457,6 +502,7 @@ def _subset_id(subset: Hashable, index: dict[Any, int], order: list[Any], patter
 
 def _determinize(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subset construction. Returns (class transitions [S, C] with -1 dead, accepting [S], class of byte)."""
+    nfa.materialize_blocks()
     classes = _byte_classes(nfa)
     num_classes = int(classes.max()) + 1
     reps = [int(np.argmax(classes == c)) for c in range(num_classes)]
@@ -522,75 +568,234 @@ def _determinize(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndar
 
 
 def _determinize_fast(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Subset construction for anchor-free patterns, with subsets as int bitsets.
+    """Subset construction for anchor-free NFAs, in numba.
 
-    Epsilon closures are computed once per NFA state and only byte-consuming states (and the final
-    state) are kept in subsets, so each DFA transition is a handful of big-int ORs.
+    The NFA goes into CSR arrays (epsilon edges; byte-range edges as byte-class ranges); subsets are
+    sorted arrays of the states that read bytes (plus the final state), found by hashing.
     """
     classes = _byte_classes(nfa)
     num_classes = int(classes.max()) + 1
     n = len(nfa.edges)
-    closure: list[int | None] = [None] * n
+    # Epsilon edges and byte edges from the per-state lists and the bulk blocks, sorted into CSR.
+    eps_src = [np.fromiter((s for s, e in enumerate(nfa.eps) for _ in e), dtype=np.int64)]
+    eps_dst_parts = [np.fromiter((t for e in nfa.eps for _k, t in e), dtype=np.int64)]
+    for block in nfa.eps_blocks:
+        eps_src.append(block[:, 0])
+        eps_dst_parts.append(block[:, 1])
+    esrc = np.concatenate(eps_src)
+    order = np.argsort(esrc, kind="stable")
+    eps_dst = np.ascontiguousarray(np.concatenate(eps_dst_parts)[order])
+    eps_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(esrc, minlength=n), out=eps_ptr[1:])
+    num_list_edges = sum(len(e) for e in nfa.edges)
+    listed = np.fromiter(
+        (x for s, e in enumerate(nfa.edges) for edge in e for x in (s, *edge)), dtype=np.int64, count=4 * num_list_edges
+    ).reshape(-1, 4)
+    flat = np.concatenate([listed, *nfa.edge_blocks]) if nfa.edge_blocks else listed
+    flat = flat[np.argsort(flat[:, 0], kind="stable")]
+    edge_len = np.bincount(flat[:, 0], minlength=n).astype(np.int64)
+    edge_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(edge_len, out=edge_ptr[1:])
+    edge_clo = classes[flat[:, 1]].astype(np.int64)
+    edge_chi = classes[flat[:, 2]].astype(np.int64)
+    edge_dst = np.ascontiguousarray(flat[:, 3])
+    important = edge_len > 0
+    important[final] = True
+    rows, accepting, ok = _subset_construction(
+        eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, num_classes,
+        MAX_DFA_STATES,
+    )  # fmt: skip
+    if not ok:
+        raise UnsupportedRegexFeature(
+            f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+            nfa.pattern,
+            "simplify the pattern or bound its repetitions less finely",
+        )
+    return rows, accepting, classes
 
-    def close(s0: int) -> int:
-        got = closure[s0]
-        if got is not None:
-            return got
-        bits = 0
-        seen = {s0}
-        stack = [s0]
-        while stack:
-            s = stack.pop()
-            if nfa.edges[s] or s == final:
-                bits |= 1 << s
-            for _kind, t in nfa.eps[s]:
-                if t not in seen:
-                    seen.add(t)
-                    stack.append(t)
-        closure[s0] = bits
-        return bits
 
-    move: dict[int, list[tuple[int, int]]] = {}
+@numba.njit(cache=True)
+def _close(seeds, num_seeds, eps_ptr, eps_dst, important, stamp, tick, stack, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Epsilon closure of ``seeds``; writes its important states, sorted, to ``out``; returns the count."""
+    top = 0
+    count = 0
+    for i in range(num_seeds):
+        s = seeds[i]
+        if stamp[s] != tick:
+            stamp[s] = tick
+            stack[top] = s
+            top += 1
+    while top > 0:
+        top -= 1
+        s = stack[top]
+        if important[s]:
+            out[count] = s
+            count += 1
+        for j in range(eps_ptr[s], eps_ptr[s + 1]):
+            t = eps_dst[j]
+            if stamp[t] != tick:
+                stamp[t] = tick
+                stack[top] = t
+                top += 1
+    out[:count].sort()
+    return count
 
-    def moves_of(s: int) -> list[tuple[int, int]]:
-        got = move.get(s)
-        if got is not None:
-            return got
-        per: dict[int, int] = {}
-        for lo, hi, t in nfa.edges[s]:
-            ct = close(t)
-            for c in range(int(classes[lo]), int(classes[hi]) + 1):
-                per[c] = per.get(c, 0) | ct
-        got = list(per.items())
-        move[s] = got
-        return got
 
-    init = close(start)
-    index: dict[int, int] = {init: 0}
-    order = [init]
-    rows: list[list[int]] = []
-    final_bit = 1 << final
+@numba.njit(cache=True)
+def _subset_construction(eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, k, limit):  # type: ignore[no-untyped-def]  # pragma: no cover
+    n = eps_ptr.shape[0] - 1
+    stamp = np.zeros(n, dtype=np.int64)
+    stack = np.empty(n + 1, dtype=np.int64)
+    buf = np.empty(n + 1, dtype=np.int64)
+    seeds = np.empty(1, dtype=np.int64)
+    seeds[0] = start
+    tick = 1
+    cnt = _close(seeds, 1, eps_ptr, eps_dst, important, stamp, tick, stack, buf)
+    store = np.empty(max(1024, 4 * cnt), dtype=np.int64)
+    store[:cnt] = buf[:cnt]
+    sub_start = np.empty(1024, dtype=np.int64)
+    sub_len = np.empty(1024, dtype=np.int64)
+    sub_start[0] = 0
+    sub_len[0] = cnt
+    used = cnt
+    num = 1
+    index = dict()
+    h0 = np.int64(1469598103934665603)
+    h = h0
+    for j in range(cnt):
+        h = (h ^ buf[j]) * np.int64(1099511628211)
+    index[h] = 0
+    rows = np.full((1024, k), -1, dtype=np.int32)
+    accepting = np.zeros(1024, dtype=np.bool_)
+    counts = np.zeros(k + 1, dtype=np.int64)
     i = 0
-    while i < len(order):
-        cur = order[i]
-        i += 1
-        acc = [0] * num_classes
-        x = cur
-        while x:
-            low = x & -x
-            x ^= low
-            for c, bits in moves_of(low.bit_length() - 1):
-                acc[c] |= bits
-        row = [DEAD] * num_classes
-        for c in range(num_classes):
-            nxt = acc[c]
-            if not nxt:
+    while i < num:
+        if num > limit:
+            return rows[:0], accepting[:0], False
+        a = sub_start[i]
+        b = a + sub_len[i]
+        # Bucket the byte-reading edges of the subset by class.
+        counts[:] = 0
+        for p in range(a, b):
+            s = store[p]
+            if s == final:
+                accepting[i] = True
+            for e in range(edge_ptr[s], edge_ptr[s + 1]):
+                for c in range(edge_clo[e], edge_chi[e] + 1):
+                    counts[c + 1] += 1
+        for c in range(k):
+            counts[c + 1] += counts[c]
+        total = counts[k]
+        targets = np.empty(total, dtype=np.int64)
+        fill = counts[:k].copy()
+        for p in range(a, b):
+            s = store[p]
+            for e in range(edge_ptr[s], edge_ptr[s + 1]):
+                for c in range(edge_clo[e], edge_chi[e] + 1):
+                    targets[fill[c]] = edge_dst[e]
+                    fill[c] += 1
+        for c in range(k):
+            lo = counts[c]
+            hi = counts[c + 1]
+            if lo == hi:
                 continue
-            row[c] = _subset_id(nxt, index, order, nfa.pattern)
-        rows.append(row)
-    trans = np.array(rows, dtype=np.int32).reshape(len(order), num_classes)
-    accepting = np.array([bool(st & final_bit) for st in order], dtype=bool)
-    return trans, accepting, classes
+            tick += 1
+            cnt = _close(targets[lo:hi], hi - lo, eps_ptr, eps_dst, important, stamp, tick, stack, buf)
+            h = h0
+            for j in range(cnt):
+                h = (h ^ buf[j]) * np.int64(1099511628211)
+            # Open addressing on the hash: probe until an equal subset or a free key.
+            found = -1
+            while h in index:
+                j2 = index[h]
+                if sub_len[j2] == cnt:
+                    same = True
+                    base = sub_start[j2]
+                    for q in range(cnt):
+                        if store[base + q] != buf[q]:
+                            same = False
+                            break
+                    if same:
+                        found = j2
+                        break
+                h += 1
+            if found < 0:
+                found = num
+                index[h] = found
+                if num >= sub_start.shape[0]:
+                    grow = sub_start.shape[0] * 2
+                    ns = np.empty(grow, dtype=np.int64)
+                    ns[:num] = sub_start[:num]
+                    sub_start = ns
+                    nl = np.empty(grow, dtype=np.int64)
+                    nl[:num] = sub_len[:num]
+                    sub_len = nl
+                    nr = np.full((grow, k), -1, dtype=np.int32)
+                    nr[:num] = rows[:num]
+                    rows = nr
+                    na = np.zeros(grow, dtype=np.bool_)
+                    na[:num] = accepting[:num]
+                    accepting = na
+                if used + cnt > store.shape[0]:
+                    nst = np.empty(max(store.shape[0] * 2, used + cnt), dtype=np.int64)
+                    nst[:used] = store[:used]
+                    store = nst
+                store[used : used + cnt] = buf[:cnt]
+                sub_start[num] = used
+                sub_len[num] = cnt
+                used += cnt
+                num += 1
+            rows[i, c] = found
+        i += 1
+    return rows[:num].copy(), accepting[:num].copy(), True
+
+
+@numba.njit(cache=True)
+def _live_states(trans: np.ndarray, accepting: np.ndarray, start: int) -> np.ndarray:  # pragma: no cover
+    """States reachable from ``start`` that can also reach an accepting state."""
+    n, k = trans.shape
+    reach = np.zeros(n, dtype=np.bool_)
+    reach[start] = True
+    stack = [start]
+    while stack:
+        s = stack.pop()
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0 and not reach[t]:
+                reach[t] = True
+                stack.append(t)
+    # Reverse edges as CSR, then a backward search from the accepting states.
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0:
+                counts[t + 1] += 1
+    for i in range(n):
+        counts[i + 1] += counts[i]
+    fill = counts[:-1].copy()
+    preds = np.empty(counts[n], dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0:
+                preds[fill[t]] = s
+                fill[t] += 1
+    coreach = np.zeros(n, dtype=np.bool_)
+    stack2 = [np.int64(0)]
+    stack2.pop()
+    for s in range(n):
+        if accepting[s]:
+            coreach[s] = True
+            stack2.append(np.int64(s))
+    while stack2:
+        t = stack2.pop()
+        for i in range(counts[t], counts[t + 1]):
+            s = preds[i]
+            if not coreach[s]:
+                coreach[s] = True
+                stack2.append(s)
+    return reach & coreach
 
 
 def _prune_and_minimize(
@@ -601,36 +806,13 @@ def _prune_and_minimize(
     Returns None when the language is empty.
     """
     n, k = trans.shape
-    # Reachable from start.
-    reach = np.zeros(n, dtype=bool)
-    reach[start] = True
-    stack = [start]
-    while stack:
-        s = stack.pop()
-        for t in trans[s]:
-            if t >= 0 and not reach[t]:
-                reach[t] = True
-                stack.append(int(t))
-    # Co-reachable: reverse BFS from accepting states.
-    rev: list[list[int]] = [[] for _ in range(n)]
-    src, _cls = np.nonzero(trans >= 0)
-    for s, t in zip(src.tolist(), trans[trans >= 0].tolist()):
-        rev[t].append(s)
-    coreach = accepting.copy()
-    stack = [int(s) for s in np.nonzero(accepting)[0]]
-    while stack:
-        t = stack.pop()
-        for s in rev[t]:
-            if not coreach[s]:
-                coreach[s] = True
-                stack.append(s)
-    live = reach & coreach
+    live = _live_states(np.ascontiguousarray(trans, dtype=np.int64), accepting.astype(np.bool_), int(start))
     if not live[start]:
         return None
     # Renumber live states; a sink (index m) stands for dead during minimisation.
     ids = np.full(n, -1, dtype=np.int64)
-    ids[live] = np.arange(int(live.sum()))
     m = int(live.sum())
+    ids[live] = np.arange(m)
     t2 = trans[live]
     t2 = np.where(t2 >= 0, ids[np.maximum(t2, 0)], -1)
     t2 = np.where(t2 >= 0, t2, m).astype(np.int64)
@@ -639,32 +821,40 @@ def _prune_and_minimize(
     block = _moore_hashed(t2, acc2)
     if not _is_congruence(t2, acc2, block):  # pragma: no cover - a 64-bit hash collision
         block = _hopcroft(t2, acc2)
-    # Build the quotient automaton, start state first, sink removed.
-    sink_block = block[m]
-    order = [int(block[ids[start]])]
-    seen = {order[0]}
-    rep: dict[int, int] = {}
-    for s in range(m + 1):
-        rep.setdefault(int(block[s]), s)
+    # The quotient automaton: blocks renumbered in BFS order from the start, sink removed.
+    num_blocks = int(block.max()) + 1
+    rep = np.zeros(num_blocks, dtype=np.int64)
+    rep[block[::-1]] = np.arange(m, -1, -1)  # the first state of each block represents it
+    quotient = block[t2[rep]]  # [num_blocks, k] block -> block
+    sink_block = int(block[m])
+    order = _bfs_order(quotient, int(block[ids[start]]), sink_block)
+    new_id = np.full(num_blocks, -1, dtype=np.int64)
+    new_id[order] = np.arange(order.shape[0])
+    out = new_id[quotient[order]].astype(np.int32)
+    acc_out = acc2[rep[order]].copy()
+    return np.ascontiguousarray(out), acc_out, 0
+
+
+@numba.njit(cache=True)
+def _bfs_order(quotient: np.ndarray, start: int, sink: int) -> np.ndarray:  # pragma: no cover - numba
+    nb, k = quotient.shape
+    seen = np.zeros(nb, dtype=np.bool_)
+    order = np.empty(nb, dtype=np.int64)
+    order[0] = start
+    seen[start] = True
+    seen[sink] = True
+    size = 1
     i = 0
-    while i < len(order):
+    while i < size:
         b = order[i]
         i += 1
-        for t in t2[rep[b]]:
-            tb = int(block[t])
-            if tb != sink_block and tb not in seen:
-                seen.add(tb)
-                order.append(tb)
-    new_id = {b: j for j, b in enumerate(order)}
-    out = np.full((len(order), k), -1, dtype=np.int32)
-    acc_out = np.zeros(len(order), dtype=bool)
-    for b, j in new_id.items():
-        s = rep[b]
-        acc_out[j] = acc2[s]
         for c in range(k):
-            tb = int(block[t2[s, c]])
-            out[j, c] = new_id.get(tb, -1) if tb != sink_block else -1
-    return out, acc_out, 0
+            t = quotient[b, c]
+            if not seen[t]:
+                seen[t] = True
+                order[size] = t
+                size += 1
+    return order[:size]
 
 
 @numba.njit(cache=True)
@@ -754,6 +944,58 @@ def empty_dfa(label: str = "<empty>") -> DFA:
     return DFA(_EMPTY_DFA_TRANSITIONS.copy(), np.zeros(1, dtype=bool), 0, label)
 
 
+_COLUMN_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**62, size=1 << 20, dtype=np.int64)
+
+
+def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal columns of ``trans``: (a representative column per class, class id per column).
+
+    Columns are hashed with random weights, then checked against their representative, so a hash
+    collision can only split a class, never merge two different columns.
+    """
+    n = trans.shape[0]
+    if n > _COLUMN_WEIGHTS.shape[0]:
+        weights = np.random.default_rng(n).integers(1, 2**62, size=n, dtype=np.int64)
+    else:
+        weights = _COLUMN_WEIGHTS[:n]
+    with np.errstate(over="ignore"):
+        hashes = (trans.astype(np.int64) + 2).T @ weights
+    _uniq, first, classes = np.unique(hashes, return_index=True, return_inverse=True)
+    classes = np.asarray(classes).reshape(-1)
+    same = (trans == trans[:, first[classes]]).all(axis=0)
+    if not same.all():  # pragma: no cover - a 64-bit collision: give the odd columns their own class
+        extra = np.flatnonzero(~same)
+        first = np.concatenate([first, extra])
+        classes = classes.copy()
+        classes[extra] = np.arange(len(first) - len(extra), len(first))
+    return np.asarray(first), classes
+
+
+def dfa_byte_classes(dfa: DFA) -> np.ndarray:
+    """Class id per byte: bytes in one class lead every state to the same place (cached on the DFA)."""
+    got = dfa.__dict__.get("_byte_classes")
+    if got is None:
+        _reps, got = column_classes(dfa.transitions)
+        object.__setattr__(dfa, "_byte_classes", got)
+    return got
+
+
+def dfa_from_class_arrays(
+    compact: np.ndarray, accepting: np.ndarray, start: int, classes: np.ndarray, label: str = "<dfa>"
+) -> DFA:
+    """Like :func:`dfa_from_arrays` for transitions over byte classes (``classes[byte]`` = column)."""
+    result = _prune_and_minimize(compact, np.asarray(accepting, dtype=bool), int(start))
+    if result is None:
+        return empty_dfa(label)
+    t, acc, _st = result
+    full = _expand_classes(t, classes)
+    full.setflags(write=False)
+    acc.setflags(write=False)
+    dfa = DFA(full, acc, 0, label)
+    object.__setattr__(dfa, "_byte_classes", classes)
+    return dfa
+
+
 def dfa_from_arrays(transitions: np.ndarray, accepting: np.ndarray, start: int, label: str = "<dfa>") -> DFA:
     """Trim and minimise a hand-built automaton (``transitions[s, byte]`` = next state or -1).
 
@@ -764,8 +1006,8 @@ def dfa_from_arrays(transitions: np.ndarray, accepting: np.ndarray, start: int, 
     if trans.ndim != 2 or trans.shape[1] != 256:
         raise ValueError(f"transitions must be [states, 256], got {trans.shape}")
     # Work on byte classes (columns that agree everywhere) to keep minimisation cheap.
-    cols, classes = np.unique(trans.T, axis=0, return_inverse=True)
-    compact = np.ascontiguousarray(cols.T, dtype=np.int32)
+    reps, classes = column_classes(trans)
+    compact = np.ascontiguousarray(trans[:, reps], dtype=np.int32)
     result = _prune_and_minimize(compact, np.asarray(accepting, dtype=bool), int(start))
     if result is None:
         return empty_dfa(label)

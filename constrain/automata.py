@@ -1,0 +1,414 @@
+"""An algebra of byte-level DFAs: build them from small expressions, combine them as sets.
+
+The JSON Schema compiler describes each subschema as an expression (:class:`Seq`, :class:`Alt`,
+:class:`Repeat` of :class:`Literal` bytes, :class:`Regex` pieces and already-built :class:`Embed` DFAs),
+which :func:`build` turns into one NFA and then a minimal :class:`~constrain.regex.DFA`. Keywords that
+are not about concatenation (``allOf``, ``not``, ``oneOf``, ``if``) become :func:`intersect`,
+:func:`union` and :func:`difference`, computed as product automata in numba.
+
+A :class:`Regex` with ``json_string=True`` reads its pattern over the *decoded* characters of a JSON
+string and matches their canonical JSON encoding (``json.dumps(..., ensure_ascii=False)``): ``"`` and
+``\\`` and control characters become their escapes, every other character stands for itself. So a
+``pattern`` or ``format`` regex is enforced on the string value, not on its escaped text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .exceptions import RegexSyntaxError, UnsupportedRegexFeature
+from .regex import (
+    _M_START,
+    DFA,
+    MAX_DFA_STATES,
+    Ranges,
+    _Builder,
+    _determinize,
+    _determinize_fast,
+    _NFA,
+    _normalize,
+    _sre_parse,
+    dfa_byte_classes,
+    dfa_from_arrays,
+    dfa_from_class_arrays,
+    empty_dfa,
+)
+
+__all__ = [
+    "DFA",
+    "Alt",
+    "Embed",
+    "Expr",
+    "Graph",
+    "Literal",
+    "Regex",
+    "Repeat",
+    "Seq",
+    "build",
+    "difference",
+    "intersect",
+    "is_empty",
+    "union",
+]
+
+# Canonical JSON escapes of the characters that cannot appear raw inside a JSON string.
+_ESCAPES: dict[int, bytes] = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n"}
+_ESCAPES.update({0x0D: b"\\r", 0x09: b"\\t"})
+for _cp in range(0x20):
+    _ESCAPES.setdefault(_cp, b"\\u%04x" % _cp)
+_RAW_FORBIDDEN: Ranges = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
+
+
+class Expr:
+    """A regular language over bytes, as an expression tree (see :func:`build`)."""
+
+
+@dataclass(frozen=True)
+class Literal(Expr):
+    """Exactly these bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Regex(Expr):
+    """A Python ``re`` pattern (full match). ``json_string``: over decoded JSON string characters."""
+
+    pattern: str
+    flags: int = 0
+    json_string: bool = False
+
+
+@dataclass(frozen=True)
+class Seq(Expr):
+    """Concatenation."""
+
+    parts: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Alt(Expr):
+    """Union."""
+
+    parts: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Repeat(Expr):
+    """``sub{lo,hi}``; ``hi=None`` is unbounded."""
+
+    sub: Expr
+    lo: int
+    hi: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class Embed(Expr):
+    """An already-built DFA used as a piece of a larger expression."""
+
+    dfa: DFA
+
+
+@dataclass(frozen=True, eq=False)
+class Graph(Expr):
+    """A small automaton whose edges read sub-languages: ``edges`` are ``(src, dst, expr)`` triples.
+
+    Used for the members of an object or the items of an array, where the node is "how many so far"
+    (commas, ``minProperties``, ``maxItems``) and each edge reads one member.
+    """
+
+    num_nodes: int
+    start: int
+    finals: tuple[int, ...]
+    edges: tuple[tuple[int, int, Expr], ...]
+
+
+def seq(*parts: Expr) -> Expr:
+    """Concatenation, flattening nested sequences."""
+    flat: list[Expr] = []
+    for p in parts:
+        flat.extend(p.parts if isinstance(p, Seq) else (p,))
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def alt(*parts: Expr) -> Expr:
+    """Union of ``parts`` (the empty union is the empty language)."""
+    return parts[0] if len(parts) == 1 else Alt(tuple(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# Expression -> NFA -> DFA
+# --------------------------------------------------------------------------------------------
+
+
+def _subtract(ranges: Ranges, remove: Ranges) -> Ranges:
+    out: Ranges = []
+    for lo, hi in ranges:
+        pieces = [(lo, hi)]
+        for rlo, rhi in remove:
+            nxt: Ranges = []
+            for a, b in pieces:
+                if rhi < a or rlo > b:
+                    nxt.append((a, b))
+                    continue
+                if a < rlo:
+                    nxt.append((a, rlo - 1))
+                if rhi < b:
+                    nxt.append((rhi + 1, b))
+            pieces = nxt
+        out.extend(pieces)
+    return _normalize(out)
+
+
+def _literal_path(nfa: _NFA, start: int, end: int, data: bytes) -> None:
+    cur = start
+    for i, b in enumerate(data):
+        nxt = end if i == len(data) - 1 else nfa.state()
+        nfa.edges[cur].append((b, b, nxt))
+        cur = nxt
+
+
+class _JsonStringBuilder(_Builder):
+    """Reads each code point of the pattern as its canonical encoding inside a JSON string."""
+
+    def charset(self, ranges: Ranges) -> tuple[int, int]:
+        raw = _subtract(ranges, _RAW_FORBIDDEN)
+        if raw:
+            start, end = self.nfa.charset(raw)
+        else:
+            start, end = self.nfa.state(), self.nfa.state()
+        for lo, hi in ranges:
+            for cp in range(max(lo, 0), min(hi, 0x5C) + 1):
+                esc = _ESCAPES.get(cp)
+                if esc is not None:
+                    _literal_path(self.nfa, start, end, esc)
+        return start, end
+
+
+@functools.lru_cache(maxsize=1024)
+def regex_dfa(pattern: str, flags: int = 0, json_string: bool = False) -> DFA:
+    """Like :func:`constrain.regex.regex_to_dfa`, optionally over JSON string characters (cached)."""
+    try:
+        tree = _sre_parse.parse(pattern, flags)
+    except re.error as e:
+        raise RegexSyntaxError(e.msg, pattern, e.pos) from None
+    nfa = _NFA(pattern)
+    builder = (_JsonStringBuilder if json_string else _Builder)(pattern, nfa)
+    start, final = builder.seq(tree, tree.state.flags)
+    return _nfa_to_dfa(nfa, start, final, pattern)
+
+
+def _nfa_to_dfa(nfa: _NFA, start: int, final: int, label: str) -> DFA:
+    determinize = _determinize if nfa.has_anchors else _determinize_fast
+    trans, accepting, classes = determinize(nfa, start, final)
+    if trans.shape[0] > MAX_DFA_STATES:  # pragma: no cover - _subset_id enforces it first
+        raise UnsupportedRegexFeature("too many automaton states", label)
+    return dfa_from_class_arrays(trans, accepting, 0, classes.astype(np.int32), label)
+
+
+def _embed(nfa: _NFA, dfa: DFA) -> tuple[int, int]:
+    """Copy ``dfa`` into ``nfa`` as a fragment."""
+    return nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
+
+
+def _emit(nfa: _NFA, expr: Expr) -> tuple[int, int]:
+    if isinstance(expr, Literal):
+        start, end = nfa.state(), nfa.state()
+        if expr.data:
+            _literal_path(nfa, start, end, expr.data)
+        else:
+            nfa.eps[start].append((0, end))
+        return start, end
+    if isinstance(expr, Regex):
+        return _embed(nfa, regex_dfa(expr.pattern, expr.flags, expr.json_string))
+    if isinstance(expr, Embed):
+        return _embed(nfa, expr.dfa)
+    if isinstance(expr, Seq):
+        start = nfa.state()
+        cur = start
+        for part in expr.parts:
+            s, e = _emit(nfa, part)
+            nfa.eps[cur].append((0, s))
+            cur = e
+        return start, cur
+    if isinstance(expr, Alt):
+        start, end = nfa.state(), nfa.state()
+        for part in expr.parts:
+            s, e = _emit(nfa, part)
+            nfa.eps[start].append((0, s))
+            nfa.eps[e].append((0, end))
+        return start, end
+    if isinstance(expr, Graph):
+        nodes = [nfa.state() for _ in range(expr.num_nodes)]
+        end = nfa.state()
+        for src, dst, sub_expr in expr.edges:
+            s, e = _emit(nfa, sub_expr)
+            nfa.eps[nodes[src]].append((0, s))
+            nfa.eps[e].append((0, nodes[dst]))
+        for f in expr.finals:
+            nfa.eps[nodes[f]].append((0, end))
+        return nodes[expr.start], end
+    if isinstance(expr, Repeat):
+        # Build the sub-language once as a DFA so bounded repeats copy a minimal automaton.
+        sub = Embed(build(expr.sub)) if not isinstance(expr.sub, (Literal, Embed)) else expr.sub
+        start = nfa.state()
+        cur = start
+        for _ in range(expr.lo):
+            s, e = _emit(nfa, sub)
+            nfa.eps[cur].append((0, s))
+            cur = e
+        end = nfa.state()
+        if expr.hi is None:
+            s, e = _emit(nfa, sub)
+            nfa.eps[cur].append((0, s))
+            nfa.eps[e].append((0, s))
+            nfa.eps[e].append((0, end))
+            nfa.eps[cur].append((0, end))
+            return start, end
+        for _ in range(expr.hi - expr.lo):
+            nfa.eps[cur].append((0, end))
+            s, e = _emit(nfa, sub)
+            nfa.eps[cur].append((0, s))
+            cur = e
+        nfa.eps[cur].append((0, end))
+        return start, end
+    raise TypeError(f"not an automaton expression: {expr!r}")
+
+
+def build(expr: Expr, label: str = "<expr>") -> DFA:
+    """The minimal DFA of ``expr``."""
+    if isinstance(expr, Embed):
+        return expr.dfa
+    if isinstance(expr, Regex):
+        return regex_dfa(expr.pattern, expr.flags, expr.json_string)
+    nfa = _NFA(label)
+    start, final = _emit(nfa, expr)
+    return _nfa_to_dfa(nfa, start, final, label)
+
+
+# --------------------------------------------------------------------------------------------
+# Set operations as product automata
+# --------------------------------------------------------------------------------------------
+
+_OP_AND, _OP_OR, _OP_DIFF = 0, 1, 2
+
+
+@numba.njit(cache=True)
+def _product(ta, tb, acc_a, acc_b, sa, sb, op, limit):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Reachable pairs of states of two complete-by-sink DFAs over the same byte classes."""
+    na = ta.shape[0]
+    nb = tb.shape[0]
+    k = ta.shape[1]
+    index = dict()
+    index[sa * (nb + 1) + sb] = 0
+    qa = [sa]
+    qb = [sb]
+    rows = np.full((64, k), -1, dtype=np.int32)
+    acc = np.zeros(64, dtype=np.bool_)
+    i = 0
+    while i < len(qa):
+        if i >= limit:
+            return rows[:0], acc[:0], False
+        a = qa[i]
+        b = qb[i]
+        if i >= rows.shape[0]:
+            grown = np.full((rows.shape[0] * 2, k), -1, dtype=np.int32)
+            grown[: rows.shape[0]] = rows
+            rows = grown
+            acc2 = np.zeros(rows.shape[0], dtype=np.bool_)
+            acc2[: acc.shape[0]] = acc
+            acc = acc2
+        in_a = a < na and acc_a[a]
+        in_b = b < nb and acc_b[b]
+        if op == 0:
+            acc[i] = in_a and in_b
+        elif op == 1:
+            acc[i] = in_a or in_b
+        else:
+            acc[i] = in_a and not in_b
+        for c in range(k):
+            ta_next = ta[a, c] if a < na else -1
+            tb_next = tb[b, c] if b < nb else -1
+            if ta_next < 0:
+                ta_next = na
+            if tb_next < 0:
+                tb_next = nb
+            dead_a = ta_next == na
+            dead_b = tb_next == nb
+            if op == 0 and (dead_a or dead_b):
+                continue
+            if op == 1 and dead_a and dead_b:
+                continue
+            if op == 2 and dead_a:
+                continue
+            key = ta_next * (nb + 1) + tb_next
+            j = index.get(key, -1)
+            if j < 0:
+                j = len(qa)
+                index[key] = j
+                qa.append(ta_next)
+                qb.append(tb_next)
+            rows[i, c] = j
+        i += 1
+    return rows[: len(qa)], acc[: len(qa)], True
+
+
+def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
+    # Joint byte classes: bytes that both automata treat alike everywhere.
+    # Joint byte classes: pairs of the two automata's own classes.
+    pair = dfa_byte_classes(a).astype(np.int64) * 65536 + dfa_byte_classes(b)
+    _u, reps, classes = np.unique(pair, return_index=True, return_inverse=True)
+    classes = np.asarray(classes, dtype=np.int32).reshape(-1)
+    ta = np.ascontiguousarray(a.transitions[:, reps], dtype=np.int64)
+    tb = np.ascontiguousarray(b.transitions[:, reps], dtype=np.int64)
+    rows, acc, ok = _product(
+        ta, tb, a.accepting, b.accepting, np.int64(a.start), np.int64(b.start), op, MAX_DFA_STATES
+    )
+    if not ok:
+        raise UnsupportedRegexFeature(f"a product automaton past {MAX_DFA_STATES} states", label)
+    return dfa_from_class_arrays(rows, acc, 0, classes, label)
+
+
+def intersect(*dfas: DFA, label: str = "<and>") -> DFA:
+    """The DFA of the strings every one of ``dfas`` accepts."""
+    if not dfas:
+        raise ValueError("intersect() needs at least one automaton")
+    out = dfas[0]
+    for d in dfas[1:]:
+        if is_empty(out):
+            return out
+        out = _combine(out, d, _OP_AND, label)
+    return out
+
+
+def union(*dfas: DFA, label: str = "<or>") -> DFA:
+    """The DFA of the strings at least one of ``dfas`` accepts."""
+    live = [d for d in dfas if not is_empty(d)]
+    if not live:
+        return empty_dfa(label)
+    out = live[0]
+    for d in live[1:]:
+        out = _combine(out, d, _OP_OR, label)
+    return out
+
+
+def difference(a: DFA, b: DFA, label: str = "<minus>") -> DFA:
+    """The DFA of the strings ``a`` accepts and ``b`` does not."""
+    if is_empty(a) or is_empty(b):
+        return a
+    return _combine(a, b, _OP_DIFF, label)
+
+
+def is_empty(dfa: DFA) -> bool:
+    """Whether ``dfa`` accepts no string at all (trimmed DFAs have an accepting state otherwise)."""
+    return not bool(dfa.accepting.any())
+
+
+def accepts_empty_string(dfa: DFA) -> bool:
+    """Whether the empty string is in the language."""
+    return bool(dfa.accepting[dfa.start])

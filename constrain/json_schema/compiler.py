@@ -1,0 +1,1174 @@
+"""JSON Schema -> one byte-level DFA over the canonical serialisation of the instance.
+
+**Canonical form.** The automaton reads JSON as ``json.dumps(value, ensure_ascii=False, separators=(",",
+":"))`` writes it (whitespace: compact by default, or a bounded flexible mode), with one twist: object
+keys come in the *schema's property order* at that place in the instance, then the other keys.
+:func:`serialize_instance` writes exactly that form.
+
+**Locations.** Every place in an instance (the root, the value of key ``k``, item ``i``) has a
+*location*: the set of subschemas that apply there, gathered through ``$ref``, ``allOf``, ``anyOf``,
+``oneOf``, ``not``, ``if``/``then``/``else`` and ``dependentSchemas``. The location fixes the key order
+(the properties named anywhere in it, in first-seen order), so the languages of all those subschemas
+agree on one canonical form and can be intersected, united and complemented exactly.
+
+**Keywords as set operations.** A subschema's language is the intersection of its own keywords'
+languages (``type`` with ``minimum``, ``pattern``, ``properties`` ...) and its applicators': ``allOf``
+intersects, ``anyOf`` unites, ``oneOf`` is "in exactly one", ``not`` and ``else`` complement within the
+location's *skeleton* (every canonical value at that location). Values that no schema constrains are
+any JSON value nested at most ``max_any_depth`` deep (a finite automaton cannot count brackets).
+
+What cannot be enforced exactly (``uniqueItems`` over an infinite item set, recursive ``$ref`` until
+the context-free engine is wired, lookaround in ``pattern``) raises :class:`UnsupportedSchemaFeature`
+naming the keyword and its JSON pointer, or is dropped with a warning under ``lenient=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+
+from .. import automata as A
+from ..exceptions import (
+    ConstrainError,
+    RegexSyntaxError,
+    SchemaError,
+    UnsupportedRegexFeature,
+    UnsupportedSchemaFeature,
+)
+from ..regex import DFA, empty_dfa
+
+_DRAFTS = {
+    "2020-12": referencing.jsonschema.DRAFT202012,
+    "2019-09": referencing.jsonschema.DRAFT201909,
+    "7": referencing.jsonschema.DRAFT7,
+    "6": referencing.jsonschema.DRAFT6,
+    "4": referencing.jsonschema.DRAFT4,
+}
+_DRAFT_ORDER = {"4": 4, "6": 6, "7": 7, "2019-09": 8, "2020-12": 9}
+_META = {
+    "https://json-schema.org/draft/2020-12/schema": "2020-12",
+    "https://json-schema.org/draft/2019-09/schema": "2019-09",
+    "http://json-schema.org/draft-07/schema": "7",
+    "http://json-schema.org/draft-06/schema": "6",
+    "http://json-schema.org/draft-04/schema": "4",
+}
+
+_TYPES = ("null", "boolean", "object", "array", "number", "string")
+_INT_RE = r"-?(0|[1-9][0-9]*)"
+_NUMBER_RE = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+_INTEGER_VALUE_RE = _INT_RE + r"(\.0+)?"
+_ANY_CHARS = A.Regex(r"(?s).*", 0, True)
+_ONE_CHAR = A.Regex(r"(?s).", 0, True)
+
+# Keywords that only annotate: never constraints.
+_ANNOTATIONS = {
+    "$schema", "$id", "id", "$comment", "$defs", "definitions", "$anchor", "$dynamicAnchor",
+    "$recursiveAnchor", "$vocabulary", "title", "description", "default", "examples", "deprecated",
+    "readOnly", "writeOnly", "contentMediaType", "contentEncoding", "contentSchema",
+}  # fmt: skip
+
+_EMPTY_SCHEMA: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    """How a schema becomes a language (see :meth:`constrain.Grammar.from_json_schema`)."""
+
+    draft: str = "2020-12"
+    formats: str = "assert"
+    lenient: bool = False
+    whitespace: str = "compact"
+    max_whitespace: int = 2
+    max_any_depth: int = 3
+
+
+@dataclass(frozen=True, eq=False)
+class _Node:
+    schema: Any  # dict or bool
+    ptr: str
+    resolver: referencing.Resolver[Any]
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        if isinstance(self.schema, dict):
+            return (id(self.schema), str(self.resolver._base_uri))
+        return (bool(self.schema),)
+
+
+@dataclass(frozen=True, eq=False)
+class _Loc:
+    nodes: tuple[_Node, ...]
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return tuple(n.key for n in self.nodes)
+
+
+def _escape_ptr(part: object) -> str:
+    return str(part).replace("~", "~0").replace("/", "~1")
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class SchemaCompiler:
+    """Compiles one schema document; reused by :func:`serialize_instance` for the key order."""
+
+    def __init__(
+        self,
+        schema: Any,
+        options: SchemaOptions,
+        registry: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(schema, (dict, bool)):
+            raise SchemaError(f"a schema must be an object or a boolean, got {type(schema).__name__}")
+        draft = options.draft
+        if isinstance(schema, dict) and isinstance(schema.get("$schema"), str):
+            draft = _META.get(schema["$schema"].rstrip("#"), draft)
+        if draft not in _DRAFTS:
+            raise SchemaError(f"unknown draft {draft!r}; use one of {sorted(_DRAFTS)}")
+        self.draft = draft
+        self.version = _DRAFT_ORDER[draft]
+        self.options = options
+        self.spec = _DRAFTS[draft]
+        resources = []
+        for uri, doc in (registry or {}).items():
+            spec = self.spec
+            if isinstance(doc, dict) and isinstance(doc.get("$schema"), str):
+                meta = _META.get(doc["$schema"].rstrip("#"))
+                if meta:
+                    spec = _DRAFTS[meta]
+            resources.append((uri, referencing.Resource.from_contents(doc, default_specification=spec)))
+        root_resource = referencing.Resource.from_contents(schema, default_specification=self.spec)
+        root_uri = root_resource.id() or ""
+        reg: referencing.Registry[Any] = referencing.Registry().with_resources(resources)
+        reg = reg.with_resource(root_uri, root_resource)
+        if root_uri != "":
+            reg = reg.with_resource("", root_resource)
+        self.registry = reg.crawl()
+        self.root = _Node(schema, "#", self.registry.resolver(root_uri))
+        self.ws: A.Expr = (
+            A.Literal(b"")
+            if options.whitespace == "compact"
+            else A.Regex(f"[ \\n]{{0,{int(options.max_whitespace)}}}")
+        )
+        if options.whitespace not in ("compact", "flexible"):
+            raise SchemaError(f"whitespace must be 'compact' or 'flexible', got {options.whitespace!r}")
+        if options.formats not in ("assert", "annotate"):
+            raise SchemaError(f"formats must be 'assert' or 'annotate', got {options.formats!r}")
+        self.dropped: list[tuple[str, str]] = []
+        self._lang_memo: dict[tuple[Any, Any], DFA] = {}
+        self._active: set[tuple[Any, Any]] = set()
+        self._expand_memo: dict[tuple[Any, ...], tuple[_Node, ...]] = {}
+        self._any_memo: dict[int, DFA] = {}
+        self._pattern_memo: dict[str, re.Pattern[str]] = {}
+        self._synthetic: list[Any] = []  # synthetic schemas stay alive: node keys use id()
+
+    # ---- errors ---------------------------------------------------------------------------
+    def unsupported(self, keyword: str, ptr: str, detail: str = "") -> None:
+        """Raise :class:`UnsupportedSchemaFeature`, or record the dropped keyword under ``lenient``."""
+        if self.options.lenient:
+            self.dropped.append((keyword, ptr))
+            return
+        raise UnsupportedSchemaFeature(keyword, ptr, detail)
+
+    # ---- navigation -----------------------------------------------------------------------
+    def child(self, node: _Node, sub: Any, *path: object) -> _Node:
+        ptr = node.ptr + "".join("/" + _escape_ptr(p) for p in path)
+        if not isinstance(sub, (dict, bool)):
+            raise SchemaError(f"expected a schema (object or boolean), got {type(sub).__name__}", ptr)
+        resolver = node.resolver
+        if isinstance(sub, dict):
+            sub_id = self.spec.id_of(sub)
+            if sub_id:
+                resource = referencing.Resource.from_contents(sub, default_specification=self.spec)
+                resolver = resolver.in_subresource(resource)
+        return _Node(sub, ptr, resolver)
+
+    def kw(self, node: _Node) -> dict[str, Any]:
+        """The keywords in force: before 2019-09 a ``$ref`` hides its siblings."""
+        s = node.schema
+        if not isinstance(s, dict):
+            return {}
+        if self.version <= 7 and "$ref" in s:
+            return {"$ref": s["$ref"]}
+        return s
+
+    def resolve(self, node: _Node, keyword: str) -> _Node:
+        ref = self.kw(node)[keyword]
+        if not isinstance(ref, str):
+            raise SchemaError(f"{keyword} must be a string", node.ptr + "/" + keyword)
+        if keyword == "$dynamicRef":
+            return self._resolve_dynamic(node, ref)
+        try:
+            resolved = node.resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable as e:
+            raise SchemaError(f"cannot resolve {keyword} {ref!r}: {e}", node.ptr + "/" + keyword) from None
+        target_ptr = ref if ref.startswith("#") else str(resolved.resolver._base_uri) + ref[ref.find("#") :]
+        sub = resolved.contents
+        if not isinstance(sub, (dict, bool)):
+            raise SchemaError(f"{keyword} {ref!r} does not point at a schema", node.ptr + "/" + keyword)
+        return _Node(sub, target_ptr if "#" in ref else ref, resolved.resolver)
+
+    def _resolve_dynamic(self, node: _Node, ref: str) -> _Node:
+        # Without dynamic scope tracking a $dynamicRef is a plain $ref, which is exact only when no
+        # outer resource declares the same $dynamicAnchor.
+        try:
+            resolved = node.resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable as e:
+            raise SchemaError(f"cannot resolve $dynamicRef {ref!r}: {e}", node.ptr + "/$dynamicRef") from None
+        anchor = ref.split("#", 1)[1] if "#" in ref else ""
+        if anchor and not anchor.startswith("/"):
+            target = resolved.contents
+            if isinstance(target, dict) and target.get("$dynamicAnchor") == anchor:
+                self.unsupported(
+                    "$dynamicRef", node.ptr + "/$dynamicRef", "dynamic scope resolution is not implemented"
+                )
+        return _Node(resolved.contents, ref, resolved.resolver)
+
+    def expand(self, node: _Node) -> tuple[_Node, ...]:
+        """The node and every subschema that applies in place with it (refs, applicators)."""
+        memo = self._expand_memo.get(node.key)
+        if memo is not None:
+            return memo
+        out: list[_Node] = []
+        seen: set[tuple[Any, ...]] = set()
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.key in seen:
+                continue
+            seen.add(n.key)
+            out.append(n)
+            k = self.kw(n)
+            found: list[_Node] = []
+            for ref_kw in ("$ref", "$dynamicRef", "$recursiveRef"):
+                if ref_kw in k and ref_kw != "$recursiveRef":
+                    found.append(self.resolve(n, ref_kw))
+            for app in ("allOf", "anyOf", "oneOf"):
+                for i, sub in enumerate(self._list(n, app)):
+                    found.append(self.child(n, sub, app, i))
+            for single in ("not", "if", "then", "else"):
+                if single in k:
+                    found.append(self.child(n, k[single], single))
+            dep_schemas = dict(k.get("dependentSchemas", {}))
+            if self.version <= 7:
+                dep_schemas.update({p: s for p, s in k.get("dependencies", {}).items() if not isinstance(s, list)})
+            for name, sub in dep_schemas.items():
+                kwname = "dependentSchemas" if "dependentSchemas" in k else "dependencies"
+                found.append(self.child(n, sub, kwname, name))
+            stack.extend(reversed(found))
+        result = tuple(out)
+        self._expand_memo[node.key] = result
+        return result
+
+    def _list(self, node: _Node, keyword: str) -> list[Any]:
+        value = self.kw(node).get(keyword)
+        if value is None:
+            return []
+        if not isinstance(value, list) or (keyword in ("allOf", "anyOf", "oneOf") and not value):
+            raise SchemaError(f"{keyword} must be a non-empty array", node.ptr + "/" + keyword)
+        return value
+
+    def loc_of(self, nodes: Iterable[_Node]) -> _Loc:
+        out: list[_Node] = []
+        seen: set[tuple[Any, ...]] = set()
+        for n in nodes:
+            for m in self.expand(n):
+                if m.key not in seen:
+                    seen.add(m.key)
+                    out.append(m)
+        return _Loc(tuple(out))
+
+    def keys(self, loc: _Loc) -> list[str]:
+        """The location's key order: every property named by its schemas, first seen first."""
+        names: dict[str, None] = {}
+        for n in loc.nodes:
+            k = self.kw(n)
+            for p in k.get("properties", {}) or {}:
+                names.setdefault(p)
+            for p in k.get("required", []) or []:
+                if isinstance(p, str):
+                    names.setdefault(p)
+            deps = dict(k.get("dependentRequired", {}) or {})
+            if self.version <= 7:
+                deps.update({p: v for p, v in (k.get("dependencies", {}) or {}).items() if isinstance(v, list)})
+            for p, req in deps.items():
+                names.setdefault(p)
+                for q in req:
+                    names.setdefault(q)
+            for p in k.get("dependentSchemas", {}) or {}:
+                names.setdefault(p)
+            if self.version <= 7:
+                for p in k.get("dependencies", {}) or {}:
+                    names.setdefault(p)
+        return list(names)
+
+    def patterns(self, loc: _Loc) -> list[str]:
+        pats: dict[str, None] = {}
+        for n in loc.nodes:
+            for p in self.kw(n).get("patternProperties", {}) or {}:
+                pats.setdefault(p)
+        return list(pats)
+
+    def pattern_search(self, pattern: str, ptr: str) -> re.Pattern[str]:
+        got = self._pattern_memo.get(pattern)
+        if got is None:
+            from .ecma_regex import ecma_to_python
+
+            try:
+                got = re.compile(ecma_to_python(pattern))
+            except (re.error, RegexSyntaxError) as e:
+                raise SchemaError(f"invalid regex {pattern!r}: {e}", ptr) from None
+            self._pattern_memo[pattern] = got
+        return got
+
+    def _node_schemas_for_key(self, node: _Node, key: str) -> list[_Node]:
+        k = self.kw(node)
+        out: list[_Node] = []
+        props = k.get("properties", {}) or {}
+        if key in props:
+            out.append(self.child(node, props[key], "properties", key))
+        matched = False
+        for p, sub in (k.get("patternProperties", {}) or {}).items():
+            if self.pattern_search(p, node.ptr + "/patternProperties").search(key):
+                matched = True
+                out.append(self.child(node, sub, "patternProperties", p))
+        if key not in props and not matched and "additionalProperties" in k:
+            out.append(self.child(node, k["additionalProperties"], "additionalProperties"))
+        return out
+
+    def _node_schemas_for_class(self, node: _Node, klass: frozenset[str]) -> list[_Node]:
+        k = self.kw(node)
+        out = [
+            self.child(node, sub, "patternProperties", p)
+            for p, sub in (k.get("patternProperties", {}) or {}).items()
+            if p in klass
+        ]
+        if not out and "additionalProperties" in k:
+            out.append(self.child(node, k["additionalProperties"], "additionalProperties"))
+        return out
+
+    def key_loc(self, loc: _Loc, key: str) -> _Loc:
+        return self.loc_of(n for node in loc.nodes for n in self._node_schemas_for_key(node, key))
+
+    def class_loc(self, loc: _Loc, klass: frozenset[str]) -> _Loc:
+        return self.loc_of(n for node in loc.nodes for n in self._node_schemas_for_class(node, klass))
+
+    def _items_split(self, node: _Node) -> tuple[list[_Node], _Node | None]:
+        """(prefix item schemas, schema of the items after them) of one node."""
+        k = self.kw(node)
+        if self.version >= 9:
+            prefix = [self.child(node, s, "prefixItems", i) for i, s in enumerate(k.get("prefixItems", []))]
+            rest = self.child(node, k["items"], "items") if "items" in k else None
+            return prefix, rest
+        items = k.get("items")
+        if isinstance(items, list):
+            prefix = [self.child(node, s, "items", i) for i, s in enumerate(items)]
+            rest = self.child(node, k["additionalItems"], "additionalItems") if "additionalItems" in k else None
+            return prefix, rest
+        return [], (self.child(node, items, "items") if items is not None else None)
+
+    def prefix_len(self, loc: _Loc) -> int:
+        return max((len(self._items_split(n)[0]) for n in loc.nodes), default=0)
+
+    def item_loc(self, loc: _Loc, index: int) -> _Loc:
+        """The location of item ``index`` (any index >= prefix_len(loc) shares one location)."""
+        nodes: list[_Node] = []
+        for n in loc.nodes:
+            prefix, rest = self._items_split(n)
+            if index < len(prefix):
+                nodes.append(prefix[index])
+            elif rest is not None:
+                nodes.append(rest)
+            k = self.kw(n)
+            if "contains" in k:
+                nodes.append(self.child(n, k["contains"], "contains"))
+        return self.loc_of(nodes)
+
+    # ---- languages ------------------------------------------------------------------------
+    def any_value(self, depth: int) -> DFA:
+        """Any canonical JSON value nested at most ``depth`` deep (keys in any order)."""
+        key = (depth, self.options.whitespace, self.options.max_whitespace)
+        got = _ANY_CACHE.get(key)
+        if got is not None:
+            return got
+        ws = self.ws
+        scalar = A.alt(A.Regex(r"null|true|false|" + _NUMBER_RE), self._string_expr(_ANY_CHARS))
+        parts: list[A.Expr] = [scalar]
+        if depth > 0:
+            inner = A.Embed(self.any_value(depth - 1))
+            sep = A.seq(ws, A.Literal(b","), ws)
+            parts.append(
+                A.seq(A.Literal(b"["), ws, A.Repeat(A.seq(inner, A.Repeat(A.seq(sep, inner), 0, None)), 0, 1), ws, A.Literal(b"]"))
+            )
+            member = A.seq(self._string_expr(_ANY_CHARS), ws, A.Literal(b":"), ws, inner)
+            parts.append(
+                A.seq(A.Literal(b"{"), ws, A.Repeat(A.seq(member, A.Repeat(A.seq(sep, member), 0, None)), 0, 1), ws, A.Literal(b"}"))
+            )
+        dfa = A.build(A.alt(*parts), f"<any JSON value, depth {depth}>")
+        _ANY_CACHE[key] = dfa
+        return dfa
+
+    @staticmethod
+    def _string_expr(content: A.Expr) -> A.Expr:
+        return A.seq(A.Literal(b'"'), content, A.Literal(b'"'))
+
+    def skeleton(self, loc: _Loc) -> DFA:
+        """Every canonical value at ``loc``: the universe for ``not`` and ``else``."""
+        if not loc.nodes:
+            return self.any_value(self.options.max_any_depth)
+        if not any(_STRUCTURAL & self.kw(n).keys() for n in loc.nodes):
+            # No schema here shapes keys or items: the skeleton is one level of "any value" more.
+            return self.any_value(self.options.max_any_depth + 1)
+        return self.lang(_Node(_EMPTY_SCHEMA, loc.nodes[0].ptr, loc.nodes[0].resolver), loc)
+
+    def compile_root(self) -> DFA:
+        """The DFA of the whole schema."""
+        loc = self.loc_of([self.root])
+        dfa = self.lang(self.root, loc)
+        if self.dropped:
+            listed = ", ".join(f"{kw} at {ptr}" for kw, ptr in self.dropped)
+            warnings.warn(f"lenient=True dropped keywords it cannot enforce: {listed}", UserWarning, stacklevel=3)
+        return dfa
+
+    def lang(self, node: _Node, loc: _Loc) -> DFA:
+        """The DFA of ``node``'s constraints for a value at ``loc``."""
+        key = (node.key, loc.key)
+        got = self._lang_memo.get(key)
+        if got is not None:
+            return got
+        if key in self._active:
+            raise UnsupportedSchemaFeature(
+                "$ref",
+                node.ptr,
+                "recursive schema: the context-free engine is not wired to JSON Schema yet",
+            )
+        self._active.add(key)
+        try:
+            dfa = self._lang(node, loc)
+        finally:
+            self._active.discard(key)
+        self._lang_memo[key] = dfa
+        return dfa
+
+    def _lang(self, node: _Node, loc: _Loc) -> DFA:
+        if node.schema is True:
+            return self.skeleton(loc)
+        if node.schema is False:
+            return empty_dfa("false")
+        k = self.kw(node)
+        # None stands for "every value at this location" until a complement needs it spelled out.
+        result = self._own(node, k, loc)
+
+        def meet(current: DFA | None, other: DFA) -> DFA:
+            return other if current is None else A.intersect(current, other)
+
+        for ref_kw in ("$ref", "$dynamicRef"):
+            if ref_kw in k and (result is None or not A.is_empty(result)):
+                result = meet(result, self.lang(self.resolve(node, ref_kw), loc))
+        if "$recursiveRef" in k:
+            self.unsupported("$recursiveRef", node.ptr + "/$recursiveRef", "dynamic scope is not implemented")
+        for i, sub in enumerate(self._list(node, "allOf")):
+            result = meet(result, self.lang(self.child(node, sub, "allOf", i), loc))
+        if "anyOf" in k:
+            subs = [self.lang(self.child(node, s, "anyOf", i), loc) for i, s in enumerate(self._list(node, "anyOf"))]
+            result = meet(result, A.union(*subs))
+        if "oneOf" in k:
+            subs = [self.lang(self.child(node, s, "oneOf", i), loc) for i, s in enumerate(self._list(node, "oneOf"))]
+            exactly_one = []
+            for i, s in enumerate(subs):
+                others = [o for j, o in enumerate(subs) if j != i]
+                exactly_one.append(A.difference(s, A.union(*others)) if others else s)
+            result = meet(result, A.union(*exactly_one))
+        if "not" in k:
+            sub = self.lang(self.child(node, k["not"], "not"), loc)
+            result = A.difference(result if result is not None else self.skeleton(loc), sub)
+        if "if" in k and ("then" in k or "else" in k):
+            cond = self.lang(self.child(node, k["if"], "if"), loc)
+            universe = result if result is not None else self.skeleton(loc)
+            yes = A.intersect(universe, cond)
+            if "then" in k:
+                yes = A.intersect(yes, self.lang(self.child(node, k["then"], "then"), loc))
+            no = A.difference(universe, cond)
+            if "else" in k:
+                no = A.intersect(no, self.lang(self.child(node, k["else"], "else"), loc))
+            result = A.union(yes, no)
+        result = self._dependent_schemas(node, k, loc, result)
+        if k.get("uniqueItems") is True:
+            result = self._unique_items(node, k, result if result is not None else self.skeleton(loc))
+        for unevaluated in ("unevaluatedProperties", "unevaluatedItems"):
+            if unevaluated in k:
+                result = self._unevaluated(node, k, loc, unevaluated, result)
+        return result if result is not None else self.skeleton(loc)
+
+    # ---- per-type keywords ----------------------------------------------------------------
+    def _types(self, node: _Node, k: dict[str, Any]) -> list[str]:
+        t = k.get("type")
+        if t is None:
+            return list(_TYPES)
+        names = [t] if isinstance(t, str) else t
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise SchemaError("type must be a string or an array of strings", node.ptr + "/type")
+        out: list[str] = []
+        for x in names:
+            if x not in (*_TYPES, "integer"):
+                raise SchemaError(f"unknown type {x!r}", node.ptr + "/type")
+            if x == "integer" and "number" in names:
+                continue
+            if x not in out:
+                out.append(x)
+        return out
+
+    def _own(self, node: _Node, k: dict[str, Any], loc: _Loc) -> DFA | None:
+        if node.schema is not _EMPTY_SCHEMA and not (_OWN_KEYWORDS & k.keys()):
+            return None
+        parts: list[DFA] = []
+        for t in self._types(node, k):
+            if t == "null":
+                parts.append(A.build(A.Literal(b"null")))
+            elif t == "boolean":
+                parts.append(A.build(A.Regex("true|false")))
+            elif t in ("number", "integer"):
+                parts.append(self._number(node, k, integer=t == "integer"))
+            elif t == "string":
+                parts.append(self._string(node, k))
+            elif t == "array":
+                parts.append(self._array(node, k, loc))
+            elif t == "object":
+                parts.append(self._object(node, k, loc))
+        result = A.union(*parts) if parts else empty_dfa("no type")
+        values: list[Any] | None = None
+        if "enum" in k:
+            if not isinstance(k["enum"], list):
+                raise SchemaError("enum must be an array", node.ptr + "/enum")
+            values = list(k["enum"])
+        if "const" in k and self.version >= 6:
+            values = [k["const"]] if values is None else [v for v in values if _json_equal(v, k["const"])]
+        if values is not None:
+            forms: set[bytes] = set()
+            for v in values:
+                forms.update(self.value_forms(v, loc))
+            literals = A.build(A.alt(*[A.Literal(f) for f in sorted(forms)])) if forms else empty_dfa("enum")
+            result = A.intersect(result, literals)
+        return result
+
+    def value_forms(self, value: Any, loc: _Loc) -> set[bytes]:
+        """The canonical serialisations of a value from ``enum``/``const`` (``1`` also as ``1.0``)."""
+        text = serialize_value(self, value, loc).encode()
+        forms = {text}
+        if isinstance(value, bool) or value is None:
+            return forms
+        if isinstance(value, int):
+            forms.add(text + b".0")
+        elif isinstance(value, float) and value.is_integer() and math.isfinite(value):
+            forms.add(str(int(value)).encode())
+        return forms
+
+    def _number(self, node: _Node, k: dict[str, Any], integer: bool) -> DFA:
+        bounds: dict[str, Any] = {}
+        for name in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
+            if name in k:
+                v = k[name]
+                if isinstance(v, bool) and name.startswith("exclusive") and self.version <= 4:
+                    bounds[name] = v
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise SchemaError(f"{name} must be a number", f"{node.ptr}/{name}")
+                bounds[name] = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+        lo = hi = None
+        lo_ex = hi_ex = False
+        if "minimum" in bounds:
+            lo = bounds["minimum"]
+            lo_ex = bounds.get("exclusiveMinimum") is True
+        if "maximum" in bounds:
+            hi = bounds["maximum"]
+            hi_ex = bounds.get("exclusiveMaximum") is True
+        for name, is_lo in (("exclusiveMinimum", True), ("exclusiveMaximum", False)):
+            v = bounds.get(name)
+            if isinstance(v, Decimal):
+                if is_lo and (lo is None or v >= lo):
+                    lo, lo_ex = v, True
+                elif not is_lo and (hi is None or v <= hi):
+                    hi, hi_ex = v, True
+        if lo is None and hi is None:
+            base = A.build(A.Regex(_INTEGER_VALUE_RE if integer else _NUMBER_RE))
+        else:
+            from .numbers import number_range_regex
+
+            pattern = number_range_regex(
+                lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex, integer=integer
+            )
+            base = A.build(A.Regex(pattern))
+        if "multipleOf" in bounds:
+            m = bounds["multipleOf"]
+            if m <= 0:
+                raise SchemaError("multipleOf must be greater than 0", f"{node.ptr}/multipleOf")
+            from .numbers import multiple_of_dfa
+
+            try:
+                mult = multiple_of_dfa(m, integer=integer, pointer=f"{node.ptr}/multipleOf")
+            except UnsupportedSchemaFeature as e:
+                self.unsupported("multipleOf", f"{node.ptr}/multipleOf", e.detail)
+            else:
+                base = A.intersect(base, mult)
+        return base
+
+    def _string(self, node: _Node, k: dict[str, Any]) -> DFA:
+        content: list[DFA] = []
+        lo = k.get("minLength", 0)
+        hi = k.get("maxLength")
+        for name, v in (("minLength", lo), ("maxLength", hi)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v)):
+                raise SchemaError(f"{name} must be a non-negative integer", f"{node.ptr}/{name}")
+        if lo or hi is not None:
+            content.append(_length_dfa(int(lo), None if hi is None else int(hi)))
+        if "pattern" in k:
+            p = k["pattern"]
+            if not isinstance(p, str):
+                raise SchemaError("pattern must be a string", f"{node.ptr}/pattern")
+            dfa = self._pattern_dfa(p, f"{node.ptr}/pattern")
+            if dfa is not None:
+                content.append(dfa)
+        if "format" in k and self.options.formats == "assert" and isinstance(k["format"], str):
+            from .formats import format_regex
+
+            regex = format_regex(k["format"])
+            if regex is not None:
+                content.append(A.build(A.Regex(regex, 0, True)))
+            elif k["format"] in _UNENFORCEABLE_FORMATS:
+                self.unsupported("format", f"{node.ptr}/format", f"format {k['format']!r} is not regular")
+        body = A.intersect(*content) if content else A.build(_ANY_CHARS)
+        return A.build(self._string_expr(A.Embed(body)))
+
+    def _pattern_dfa(self, pattern: str, ptr: str) -> DFA | None:
+        from .ecma_regex import search_regex
+
+        try:
+            return A.build(A.Regex(search_regex(pattern), 0, True))
+        except UnsupportedRegexFeature as e:
+            self.unsupported(ptr.rsplit("/", 1)[-1], ptr, str(e))
+            return None
+        except RegexSyntaxError as e:
+            raise SchemaError(f"invalid regex {pattern!r}: {e}", ptr) from None
+
+    def _key_dfa(self, pattern: str, ptr: str) -> DFA | None:
+        """Quoted keys whose decoded text matches ``pattern`` (search semantics)."""
+        body = self._pattern_dfa(pattern, ptr)
+        return None if body is None else A.build(self._string_expr(A.Embed(body)))
+
+    # ---- arrays ---------------------------------------------------------------------------
+    def _count(self, node: _Node, k: dict[str, Any], name: str) -> int | None:
+        v = k.get(name)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
+            raise SchemaError(f"{name} must be a non-negative integer", f"{node.ptr}/{name}")
+        return int(v)
+
+    def _array(self, node: _Node, k: dict[str, Any], loc: _Loc) -> DFA:
+        prefix, rest = self._items_split(node)
+        width = self.prefix_len(loc)
+        lo = self._count(node, k, "minItems") or 0
+        hi = self._count(node, k, "maxItems")
+        values: dict[int, DFA] = {}
+
+        def value(i: int) -> DFA:
+            i = min(i, width)  # every index past the prefixes shares one location
+            got = values.get(i)
+            if got is None:
+                iloc = self.item_loc(loc, i)
+                sub = prefix[i] if i < len(prefix) else rest
+                got = values[i] = self.lang(sub, iloc) if sub is not None else self.skeleton(iloc)
+            return got
+
+        # Node i = "i items so far"; with no maxItems the last node loops and means "at least i".
+        chain = hi if hi is not None else max(width, lo) + 1
+        if chain - max(width, lo) > 512:
+            self.unsupported("maxItems", f"{node.ptr}/maxItems", "more than 512 counted items")
+            chain, hi = max(width, lo) + 1, None
+        edges: list[tuple[int, int, A.Expr]] = []
+        n_nodes = 1
+        for i in range(chain):
+            v = value(i)
+            if A.is_empty(v):
+                break
+            edges.append((i, i + 1, A.seq(self._sep(i), A.Embed(v))))
+            n_nodes = i + 2
+        else:
+            if hi is None and not A.is_empty(value(chain)):
+                edges.append((chain, chain, A.seq(self._sep(1), A.Embed(value(chain)))))
+        finals = tuple(i for i in range(n_nodes) if i >= lo and (hi is None or i <= hi))
+        graph = A.Graph(n_nodes, 0, finals, tuple(edges))
+        result = A.build(A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"array at {node.ptr}")
+        if "contains" in k and self.version >= 6:
+            result = A.intersect(result, self._contains(node, k, loc))
+        return result
+
+    def _sep(self, count: int) -> A.Expr:
+        return A.Literal(b"") if count == 0 else A.seq(self.ws, A.Literal(b","), self.ws)
+
+    def _contains(self, node: _Node, k: dict[str, Any], loc: _Loc) -> DFA:
+        lo = self._count(node, k, "minContains") if self.version >= 8 else None
+        hi = self._count(node, k, "maxContains") if self.version >= 8 else None
+        lo = 1 if lo is None else lo
+        empty = _Node(_EMPTY_SCHEMA, node.ptr, node.resolver)
+        if lo == 0 and hi is None:
+            return self._array(empty, {}, loc)
+        if (hi if hi is not None else lo) > 512:
+            self.unsupported("contains", f"{node.ptr}/contains", "counts beyond 512")
+            return self._array(empty, {}, loc)
+        cnode = self.child(node, k["contains"], "contains")
+        width = self.prefix_len(loc)
+        top_pos = width + 1  # positions saturate here (also tells "first item" from the rest)
+        cap = hi + 1 if hi is not None else lo  # matches saturate at lo when unbounded above
+
+        def nid(p: int, c: int) -> int:
+            return p * (cap + 1) + c
+
+        edges: list[tuple[int, int, A.Expr]] = []
+        for p in range(top_pos + 1):
+            iloc = self.item_loc(loc, min(p, width))
+            skel = self.skeleton(iloc)
+            hit = self.lang(cnode, iloc)
+            yes, no = A.intersect(skel, hit), A.difference(skel, hit)
+            nxt = min(p + 1, top_pos)
+            for c in range(cap + 1):
+                if not A.is_empty(no):
+                    edges.append((nid(p, c), nid(nxt, c), A.seq(self._sep(p), A.Embed(no))))
+                c2 = min(c + 1, cap) if hi is None else c + 1
+                if not A.is_empty(yes) and (hi is None or c2 <= hi):
+                    edges.append((nid(p, c), nid(nxt, c2), A.seq(self._sep(p), A.Embed(yes))))
+        finals = tuple(
+            nid(p, c) for p in range(top_pos + 1) for c in range(cap + 1) if c >= lo and (hi is None or c <= hi)
+        )
+        graph = A.Graph((top_pos + 1) * (cap + 1), 0, finals, tuple(edges))
+        return A.build(A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"contains at {node.ptr}")
+
+    # ---- objects --------------------------------------------------------------------------
+    def _object(self, node: _Node, k: dict[str, Any], loc: _Loc) -> DFA:
+        names = self.keys(loc)
+        pats = self.patterns(loc)
+        if len(pats) > 6:
+            self.unsupported("patternProperties", f"{node.ptr}/patternProperties", "more than 6 patterns at one place")
+            pats = pats[:6]
+        required = k.get("required", []) if self.version >= 4 else []
+        if not isinstance(required, list):
+            raise SchemaError("required must be an array", f"{node.ptr}/required")
+        lo = self._count(node, k, "minProperties") or 0
+        hi = self._count(node, k, "maxProperties")
+        key_names: A.DFA | None = None
+        if "propertyNames" in k and self.version >= 6:
+            pn = self.child(node, k["propertyNames"], "propertyNames")
+            key_names = self.lang(pn, self.loc_of([pn]))
+
+        slots: list[tuple[bytes, DFA | None, bool]] = []  # (quoted key, value or None=absent, required)
+        for name in names:
+            subs = self._node_schemas_for_key(node, name)
+            kloc = self.key_loc(loc, name)
+            value = A.intersect(*[self.lang(s, kloc) for s in subs]) if subs else self.skeleton(kloc)
+            quoted = _json_bytes(name)
+            allowed = not A.is_empty(value) and (key_names is None or key_names.matches(quoted))
+            is_required = name in required
+            if not allowed and is_required:
+                return empty_dfa(f"object at {node.ptr}: required {name!r} cannot be present")
+            slots.append((quoted, value if allowed else None, is_required))
+
+        tail: list[tuple[DFA, DFA]] = []
+        not_names = A.build(A.alt(*[A.Literal(_json_bytes(n)) for n in names])) if names else None
+        any_key = A.build(self._string_expr(_ANY_CHARS))
+        for mask in range(1 << len(pats)):
+            klass = frozenset(p for i, p in enumerate(pats) if mask >> i & 1)
+            key_dfa = any_key
+            for i, p in enumerate(pats):
+                d = self._key_dfa(p, f"{node.ptr}/patternProperties")
+                if d is None:
+                    continue
+                key_dfa = A.intersect(key_dfa, d) if mask >> i & 1 else A.difference(key_dfa, d)
+            if not_names is not None:
+                key_dfa = A.difference(key_dfa, not_names)
+            if key_names is not None:
+                key_dfa = A.intersect(key_dfa, key_names)
+            if A.is_empty(key_dfa):
+                continue
+            subs = self._node_schemas_for_class(node, klass)
+            cloc = self.class_loc(loc, klass)
+            value = A.intersect(*[self.lang(s, cloc) for s in subs]) if subs else self.skeleton(cloc)
+            if not A.is_empty(value):
+                tail.append((key_dfa, value))
+        return self._object_graph(node, slots, tail, lo, hi)
+
+    def _object_graph(
+        self,
+        node: _Node,
+        slots: list[tuple[bytes, DFA | None, bool]],
+        tail: list[tuple[DFA, DFA]],
+        lo: int,
+        hi: int | None,
+    ) -> DFA:
+        ws = self.ws
+        if hi is not None and hi > 256:
+            hi = None if lo <= 256 else hi
+        top = hi if hi is not None else max(lo, 1)
+        if top > 256:
+            self.unsupported("minProperties", f"{node.ptr}/minProperties", "more than 256 counted members")
+            top, lo = 1, 0
+        n = len(slots)
+
+        def nid(i: int, c: int) -> int:
+            return i * (top + 1) + c
+
+        def bump(c: int) -> int | None:
+            if hi is not None:
+                return c + 1 if c + 1 <= hi else None
+            return min(c + 1, top)
+
+        edges: list[tuple[int, int, A.Expr]] = []
+        for i, (quoted, value, is_required) in enumerate(slots):
+            for c in range(top + 1):
+                if not is_required:
+                    edges.append((nid(i, c), nid(i + 1, c), A.Literal(b"")))
+                c2 = bump(c)
+                if value is not None and c2 is not None:
+                    member = A.seq(self._sep(c), A.Literal(quoted), ws, A.Literal(b":"), ws, A.Embed(value))
+                    edges.append((nid(i, c), nid(i + 1, c2), member))
+        for key_dfa, value in tail:
+            for c in range(top + 1):
+                c2 = bump(c)
+                if c2 is None:
+                    continue
+                member = A.seq(self._sep(c), A.Embed(key_dfa), ws, A.Literal(b":"), ws, A.Embed(value))
+                edges.append((nid(n, c), nid(n, c2), member))
+        finals = tuple(nid(n, c) for c in range(top + 1) if c >= lo)
+        graph = A.Graph((n + 1) * (top + 1), 0, finals, tuple(edges))
+        return A.build(A.seq(A.Literal(b"{"), ws, graph, ws, A.Literal(b"}")), f"object at {node.ptr}")
+
+    def _dependent_schemas(self, node: _Node, k: dict[str, Any], loc: _Loc, result: DFA | None) -> DFA | None:
+        deps_req: dict[str, list[str]] = dict(k.get("dependentRequired", {}) or {}) if self.version >= 8 else {}
+        deps_sch: dict[str, tuple[Any, str]] = {}
+        if self.version >= 8:
+            deps_sch = {p: (s, "dependentSchemas") for p, s in (k.get("dependentSchemas", {}) or {}).items()}
+        else:
+            for p, v in (k.get("dependencies", {}) or {}).items():
+                if isinstance(v, list):
+                    deps_req[p] = v
+                else:
+                    deps_sch[p] = (v, "dependencies")
+        if not deps_req and not deps_sch:
+            return result
+        empty = _Node(_EMPTY_SCHEMA, node.ptr, node.resolver)
+        for prop, req in deps_req.items():
+            absent = self._presence(empty, loc, {prop: False})
+            present = self._presence(empty, loc, {prop: True, **{q: True for q in req}})
+            non_objects = self._non_objects(loc)
+            rule = A.union(absent, present, non_objects)
+            result = rule if result is None else A.intersect(result, rule)
+        for prop, (sub, kwname) in deps_sch.items():
+            absent = self._presence(empty, loc, {prop: False})
+            present = A.intersect(
+                self._presence(empty, loc, {prop: True}), self.lang(self.child(node, sub, kwname, prop), loc)
+            )
+            rule = A.union(absent, present, self._non_objects(loc))
+            result = rule if result is None else A.intersect(result, rule)
+        return result
+
+    def _non_objects(self, loc: _Loc) -> DFA:
+        skel = self.skeleton(loc)
+        return A.difference(skel, A.build(A.Regex(r"\{(?s:.*)")))
+
+    def _presence(self, empty: _Node, loc: _Loc, want: dict[str, bool]) -> DFA:
+        """Objects at ``loc`` where each key in ``want`` is present (True) or absent (False)."""
+        names = self.keys(loc)
+        slots: list[tuple[bytes, DFA | None, bool]] = []
+        for name in names:
+            value = self.skeleton(self.key_loc(loc, name))
+            w = want.get(name)
+            slots.append((_json_bytes(name), None if w is False else value, w is True))
+        pats = self.patterns(loc)
+        tail: list[tuple[DFA, DFA]] = []
+        any_key = A.build(self._string_expr(_ANY_CHARS))
+        not_names = A.build(A.alt(*[A.Literal(_json_bytes(n)) for n in names])) if names else None
+        for mask in range(1 << min(len(pats), 6)):
+            klass = frozenset(p for i, p in enumerate(pats) if mask >> i & 1)
+            key_dfa = any_key
+            for i, p in enumerate(pats[:6]):
+                d = self._key_dfa(p, f"{empty.ptr}/patternProperties")
+                if d is not None:
+                    key_dfa = A.intersect(key_dfa, d) if mask >> i & 1 else A.difference(key_dfa, d)
+            if not_names is not None:
+                key_dfa = A.difference(key_dfa, not_names)
+            if not A.is_empty(key_dfa):
+                tail.append((key_dfa, self.skeleton(self.class_loc(loc, klass))))
+        return self._object_graph(empty, slots, tail, 0, None)
+
+    # ---- keywords beyond regular languages ----------------------------------------------------
+    def _unique_items(self, node: _Node, k: dict[str, Any], result: DFA) -> DFA:
+        hi = self._count(node, k, "maxItems")
+        if hi is not None and hi <= 1:
+            return result
+        arrays = A.intersect(result, A.build(A.Regex(r"\[(?s:.*)")))
+        strings = enumerate_strings(arrays, 5000)
+        if strings is None:
+            self.unsupported("uniqueItems", f"{node.ptr}/uniqueItems", "the set of possible arrays is infinite")
+            return result
+        others = A.difference(result, arrays)
+        keep = [s for s in strings if _all_unique(json.loads(s))]
+        finite = A.build(A.alt(*[A.Literal(s) for s in keep])) if keep else empty_dfa("uniqueItems")
+        return A.union(others, finite)
+
+    def _unevaluated(
+        self, node: _Node, k: dict[str, Any], loc: _Loc, keyword: str, result: DFA | None
+    ) -> DFA | None:
+        ptr = f"{node.ptr}/{keyword}"
+        sub = k[keyword]
+        if sub is True:
+            return result
+        # Static case: what the node evaluates does not depend on which branch of an applicator holds.
+        names: dict[str, None] = {}
+        pats: dict[str, None] = {}
+        prefix = 0
+        all_items = False
+        all_props = False
+        stack = [node]
+        seen: set[tuple[Any, ...]] = set()
+        while stack:
+            n = stack.pop()
+            if n.key in seen or not isinstance(n.schema, dict):
+                continue
+            seen.add(n.key)
+            kk = self.kw(n)
+            if any(a in kk for a in ("anyOf", "oneOf", "if", "not", "dependentSchemas", "$dynamicRef")):
+                dynamic = [a for a in ("anyOf", "oneOf", "if", "dependentSchemas", "$dynamicRef") if a in kk]
+                if dynamic:
+                    self.unsupported(keyword, ptr, f"evaluation depends on {dynamic[0]} at {n.ptr}")
+                    return result
+            for p in kk.get("properties", {}) or {}:
+                names.setdefault(p)
+            for p in kk.get("patternProperties", {}) or {}:
+                pats.setdefault(p)
+            if "additionalProperties" in kk or ("unevaluatedProperties" in kk and n is not node):
+                all_props = True
+            p_items, rest = self._items_split(n)
+            prefix = max(prefix, len(p_items))
+            if rest is not None or ("unevaluatedItems" in kk and n is not node):
+                all_items = True
+            if "contains" in kk and keyword == "unevaluatedItems":
+                self.unsupported(keyword, ptr, f"evaluation depends on contains at {n.ptr}")
+                return result
+            if "$ref" in kk:
+                stack.append(self.resolve(n, "$ref"))
+            for i, s in enumerate(kk.get("allOf", []) or []):
+                stack.append(self.child(n, s, "allOf", i))
+        if keyword == "unevaluatedProperties":
+            if all_props:
+                return result
+            synthetic: dict[str, Any] = {
+                "properties": {p: True for p in names},
+                "patternProperties": {p: True for p in pats},
+                "additionalProperties": sub,
+            }
+        else:
+            if all_items:
+                return result
+            if self.version >= 9:
+                synthetic = {"prefixItems": [True] * prefix, "items": sub}
+            else:
+                synthetic = {"items": [True] * prefix, "additionalItems": sub}
+        # Children keep the node's pointer (the synthetic schema points back at the real keyword).
+        syn_node = _Node(synthetic, node.ptr, node.resolver)
+        self._synthetic.append(synthetic)
+        self.child(node, sub, keyword)  # validates the subschema's type
+        syn = self.lang(syn_node, loc)
+        return syn if result is None else A.intersect(result, syn)
+
+
+_UNENFORCEABLE_FORMATS = {"regex"}
+_ANY_CACHE: dict[tuple[Any, ...], DFA] = {}
+_STRUCTURAL = {
+    "properties", "required", "dependentRequired", "dependentSchemas", "dependencies", "patternProperties",
+    "additionalProperties", "items", "prefixItems", "additionalItems", "contains",
+}  # fmt: skip
+_OWN_KEYWORDS = {
+    "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minLength", "maxLength", "pattern", "format", "items", "prefixItems", "additionalItems", "minItems",
+    "maxItems", "contains", "properties", "patternProperties", "additionalProperties", "required",
+    "propertyNames", "minProperties", "maxProperties",
+}  # fmt: skip
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return bool(a == b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[x], b[x]) for x in a)
+    return bool(a == b)
+
+
+def _all_unique(items: Any) -> bool:
+    if not isinstance(items, list):
+        return True
+    return not any(_json_equal(items[i], items[j]) for i in range(len(items)) for j in range(i))
+
+
+def _length_dfa(lo: int, hi: int | None) -> DFA:
+    """JSON string contents of ``lo`` to ``hi`` code points, as layered copies of the one-char DFA."""
+    if hi is not None and hi < lo:
+        return empty_dfa("minLength > maxLength")
+    top = hi if hi is not None else lo
+    if top > 20_000:
+        raise UnsupportedSchemaFeature("maxLength", "", f"a length bound of {top} is too large to count")
+    char = A.build(_ONE_CHAR)
+    acc_states = np.flatnonzero(char.accepting)
+    # The one-char automaton has a single accepting state with no way out: it is the next layer's start.
+    (final,) = acc_states.tolist()
+    inner = [s for s in range(char.num_states) if s != final and s != char.start]
+    local = {char.start: 0, **{s: i + 1 for i, s in enumerate(inner)}}
+    width = len(local)
+    layers = top + 1
+    n = layers * width
+    trans = np.full((n, 256), -1, dtype=np.int32)
+    for layer in range(layers):
+        base = layer * width
+        for s, i in local.items():
+            row = char.transitions[s]
+            for b in np.flatnonzero(row >= 0).tolist():
+                t = int(row[b])
+                if t == final:
+                    if layer + 1 < layers:
+                        trans[base + i, b] = (layer + 1) * width
+                    elif hi is None:
+                        trans[base + i, b] = layer * width  # saturate: stay on the last layer
+                else:
+                    trans[base + i, b] = base + local[t]
+    accepting = np.zeros(n, dtype=bool)
+    for layer in range(lo, layers):
+        accepting[layer * width] = True
+    return A.dfa_from_arrays(trans, accepting, 0, f"length {lo}..{hi}")
+
+
+def enumerate_strings(dfa: DFA, limit: int) -> list[bytes] | None:
+    """Every string of a finite language, or None when it is infinite or has more than ``limit``."""
+    if A.is_empty(dfa):
+        return []
+    out: list[bytes] = []
+    trans = dfa.transitions
+    on_path: set[int] = set()
+
+    def walk(state: int, prefix: bytes) -> bool:
+        if state in on_path:
+            return False  # a cycle: infinite
+        if dfa.accepting[state]:
+            out.append(prefix)
+            if len(out) > limit:
+                return False
+        on_path.add(state)
+        row = trans[state]
+        for b in np.flatnonzero(row >= 0).tolist():
+            if not walk(int(row[b]), prefix + bytes([b])):
+                return False
+        on_path.discard(state)
+        return True
+
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 20_000))
+    try:
+        ok = walk(dfa.start, b"")
+    finally:
+        sys.setrecursionlimit(old)
+    return out if ok else None
+
+
+def serialize_value(compiler: SchemaCompiler, value: Any, loc: _Loc) -> str:
+    """The canonical text of ``value`` at ``loc``: compact, object keys in the location's order."""
+    if isinstance(value, dict):
+        order = [n for n in compiler.keys(loc) if n in value] if loc.nodes else []
+        order += [n for n in value if n not in order]
+        parts = []
+        for name in order:
+            if not loc.nodes:
+                child = loc
+            elif name in compiler.keys(loc):
+                child = compiler.key_loc(loc, name)
+            else:
+                pats = compiler.patterns(loc)
+                klass = frozenset(p for p in pats if compiler.pattern_search(p, "").search(name))
+                child = compiler.class_loc(loc, klass)
+            parts.append(json.dumps(name, ensure_ascii=False) + ":" + serialize_value(compiler, value[name], child))
+        return "{" + ",".join(parts) + "}"
+    if isinstance(value, list):
+        items = [
+            serialize_value(compiler, v, compiler.item_loc(loc, i) if loc.nodes else loc)
+            for i, v in enumerate(value)
+        ]
+        return "[" + ",".join(items) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def load_schema(schema: Any) -> Any:
+    """A schema given as a dict, a boolean, JSON text or a path to a JSON file."""
+    import os
+
+    if isinstance(schema, (dict, bool)):
+        return schema
+    if isinstance(schema, os.PathLike) or (isinstance(schema, str) and not schema.lstrip().startswith(("{", "[", "t", "f"))):
+        path = os.fspath(schema)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except OSError as e:
+            raise SchemaError(f"cannot read schema file {path!r}: {e}") from None
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"schema file {path!r} is not JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    if isinstance(schema, (str, bytes)):
+        try:
+            return json.loads(schema)
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"schema text is not JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        return schema.model_json_schema()
+    raise SchemaError(f"cannot read a schema from {type(schema).__name__}")
+
+
+def schema_to_dfa(
+    schema: Any, options: SchemaOptions | None = None, registry: Mapping[str, Any] | None = None
+) -> DFA:
+    """Compile a JSON Schema to the DFA of its canonical serialisations."""
+    compiler = SchemaCompiler(load_schema(schema), options or SchemaOptions(), registry)
+    try:
+        return compiler.compile_root()
+    except RecursionError:
+        raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None
+
+
+def serialize_instance(
+    instance: Any,
+    schema: Any,
+    *,
+    registry: Mapping[str, Any] | None = None,
+    options: SchemaOptions | None = None,
+) -> str:
+    """The canonical compact text of ``instance`` that the schema's automaton reads."""
+    compiler = SchemaCompiler(load_schema(schema), options or SchemaOptions(), registry)
+    loc = compiler.loc_of([compiler.root])
+    return serialize_value(compiler, instance, loc)
+
+
+__all__ = ["ConstrainError", "SchemaCompiler", "SchemaOptions", "schema_to_dfa", "serialize_instance"]
