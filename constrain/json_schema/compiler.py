@@ -29,7 +29,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -928,19 +928,9 @@ class SchemaCompiler:
         finite = A.build(A.alt(*[A.Literal(s) for s in keep])) if keep else empty_dfa("uniqueItems")
         return A.union(others, finite)
 
-    def _unevaluated(
-        self, node: _Node, k: dict[str, Any], loc: _Loc, keyword: str, result: DFA | None
-    ) -> DFA | None:
-        ptr = f"{node.ptr}/{keyword}"
-        sub = k[keyword]
-        if sub is True:
-            return result
-        # Static case: what the node evaluates does not depend on which branch of an applicator holds.
-        names: dict[str, None] = {}
-        pats: dict[str, None] = {}
-        prefix = 0
-        all_items = False
-        all_props = False
+    def _evaluated(self, node: _Node) -> _Evaluated:
+        """What ``node`` evaluates regardless of branches, and the branching applicators it holds."""
+        ev = _Evaluated()
         stack = [node]
         seen: set[tuple[Any, ...]] = set()
         while stack:
@@ -949,49 +939,188 @@ class SchemaCompiler:
                 continue
             seen.add(n.key)
             kk = self.kw(n)
-            if any(a in kk for a in ("anyOf", "oneOf", "if", "not", "dependentSchemas", "$dynamicRef")):
-                dynamic = [a for a in ("anyOf", "oneOf", "if", "dependentSchemas", "$dynamicRef") if a in kk]
-                if dynamic:
-                    self.unsupported(keyword, ptr, f"evaluation depends on {dynamic[0]} at {n.ptr}")
-                    return result
-            for p in kk.get("properties", {}) or {}:
-                names.setdefault(p)
-            for p in kk.get("patternProperties", {}) or {}:
-                pats.setdefault(p)
+            ev.names.update(dict.fromkeys(kk.get("properties", {}) or {}))
+            ev.patterns.update(dict.fromkeys(kk.get("patternProperties", {}) or {}))
             if "additionalProperties" in kk or ("unevaluatedProperties" in kk and n is not node):
-                all_props = True
+                ev.all_props = True
             p_items, rest = self._items_split(n)
-            prefix = max(prefix, len(p_items))
+            ev.prefix = max(ev.prefix, len(p_items))
             if rest is not None or ("unevaluatedItems" in kk and n is not node):
-                all_items = True
-            if "contains" in kk and keyword == "unevaluatedItems":
-                self.unsupported(keyword, ptr, f"evaluation depends on contains at {n.ptr}")
-                return result
+                ev.all_items = True
+            if "contains" in kk:
+                ev.contains.append(n)
+            for dyn in ("anyOf", "oneOf", "if", "dependentSchemas", "$dynamicRef", "$recursiveRef"):
+                if dyn in kk:
+                    ev.branches.append((dyn, n))
             if "$ref" in kk:
                 stack.append(self.resolve(n, "$ref"))
-            for i, s in enumerate(kk.get("allOf", []) or []):
-                stack.append(self.child(n, s, "allOf", i))
-        if keyword == "unevaluatedProperties":
-            if all_props:
-                return result
-            synthetic: dict[str, Any] = {
-                "properties": {p: True for p in names},
-                "patternProperties": {p: True for p in pats},
-                "additionalProperties": sub,
-            }
-        else:
-            if all_items:
-                return result
-            if self.version >= 9:
-                synthetic = {"prefixItems": [True] * prefix, "items": sub}
+            for i, sub in enumerate(kk.get("allOf", []) or []):
+                stack.append(self.child(n, sub, "allOf", i))
+        return ev
+
+    def _branch_options(self, kind: str, owner: _Node, loc: _Loc, keyword: str, ptr: str) -> list[tuple[DFA, _Evaluated]] | None:
+        """The ways one branching applicator can come out: (language of that outcome, what it evaluates)."""
+        k = self.kw(owner)
+        skel = self.skeleton(loc)
+
+        def member(sub: Any, *path: object) -> tuple[DFA, list[tuple[DFA | None, _Evaluated]]] | None:
+            n = self.child(owner, sub, *path)
+            scenarios = self._scenarios(n, loc, keyword, ptr)
+            return None if scenarios is None else (self.lang(n, loc), scenarios)
+
+        def valid_ways(m: tuple[DFA, list[tuple[DFA | None, _Evaluated]]]) -> list[tuple[DFA, _Evaluated]]:
+            return [(m[0] if c is None else A.intersect(m[0], c), ev) for c, ev in m[1]]
+
+        options: list[tuple[DFA, _Evaluated]] = []
+        if kind in ("anyOf", "oneOf"):
+            members = [member(sub, kind, i) for i, sub in enumerate(k[kind])]
+            if any(m is None for m in members):
+                return None
+            ms = [m for m in members if m is not None]
+            if len(ms) > 6:
+                self.unsupported(keyword, ptr, f"{kind} with more than 6 branches")
+                return None
+            for mask in range(1, 1 << len(ms)):
+                if kind == "oneOf" and mask & (mask - 1):
+                    continue
+                combos: list[tuple[DFA, _Evaluated]] = [(skel, _Evaluated())]
+                for i, m in enumerate(ms):
+                    if mask >> i & 1:
+                        combos = [
+                            (A.intersect(lang, way), ev.merged(way_ev))
+                            for lang, ev in combos
+                            for way, way_ev in valid_ways(m)
+                        ]
+                    else:
+                        combos = [(A.difference(lang, m[0]), ev) for lang, ev in combos]
+                    combos = [(lang, ev) for lang, ev in combos if not A.is_empty(lang)]
+                    if len(options) + len(combos) > 64:
+                        self.unsupported(keyword, ptr, "more than 64 combinations of branches")
+                        return None
+                options.extend(combos)
+            return options
+        if kind == "if":
+            cond = member(k["if"], "if")
+            if cond is None:
+                return None
+            then = member(k["then"], "then") if "then" in k else None
+            other = member(k["else"], "else") if "else" in k else None
+            yes = valid_ways(cond)
+            if then is not None:
+                yes = [(A.intersect(a, b), ea.merged(eb)) for a, ea in yes for b, eb in valid_ways(then)]
+            no: list[tuple[DFA, _Evaluated]] = [(A.difference(skel, cond[0]), _Evaluated())]
+            if other is not None:
+                no = [(A.intersect(no[0][0], b), eb) for b, eb in valid_ways(other)]
+            return [(lang, ev) for lang, ev in yes + no if not A.is_empty(lang)]
+        if kind == "dependentSchemas":
+            empty = _Node(_EMPTY_SCHEMA, owner.ptr, owner.resolver)
+            opts: list[tuple[DFA, _Evaluated]] = [(skel, _Evaluated())]
+            for prop, sub in (k["dependentSchemas"] or {}).items():
+                got = member(sub, "dependentSchemas", prop)
+                if got is None:
+                    return None
+                nxt: list[tuple[DFA, _Evaluated]] = []
+                absent_rule = A.union(self._presence(empty, loc, {prop: False}), self._non_objects(loc))
+                present_rule = self._presence(empty, loc, {prop: True})
+                for lang, ev in opts:
+                    nxt.append((A.intersect(lang, absent_rule), ev))
+                    for way, way_ev in valid_ways(got):
+                        nxt.append((A.intersect(lang, present_rule, way), ev.merged(way_ev)))
+                opts = [(lang, ev) for lang, ev in nxt if not A.is_empty(lang)]
+            return opts
+        self.unsupported(keyword, ptr, f"evaluation depends on {kind} at {owner.ptr}")
+        return None
+
+    def _scenarios(self, node: _Node, loc: _Loc, keyword: str, ptr: str) -> list[tuple[DFA | None, _Evaluated]] | None:
+        """The ways ``node``'s branching applicators can come out, each with what it then evaluates."""
+        base = self._evaluated(node)
+        if keyword == "unevaluatedItems" and base.contains:
+            self.unsupported(keyword, ptr, f"evaluation depends on contains at {base.contains[0].ptr}")
+            return None
+        scenarios: list[tuple[DFA | None, _Evaluated]] = [(None, base)]
+        for kind, owner in base.branches:
+            options = self._branch_options(kind, owner, loc, keyword, ptr)
+            if options is None:
+                return None
+            scenarios = [
+                (lang if cond is None else A.intersect(cond, lang), ev.merged(opt_ev))
+                for cond, ev in scenarios
+                for lang, opt_ev in options
+            ]
+            scenarios = [(c, ev) for c, ev in scenarios if c is None or not A.is_empty(c)]
+            if len(scenarios) > 64:
+                self.unsupported(keyword, ptr, "more than 64 combinations of branches")
+                return None
+        return scenarios
+
+    def _unevaluated(
+        self, node: _Node, k: dict[str, Any], loc: _Loc, keyword: str, result: DFA | None
+    ) -> DFA | None:
+        ptr = f"{node.ptr}/{keyword}"
+        sub = k[keyword]
+        if sub is True:
+            return result
+        self.child(node, sub, keyword)  # a schema, or SchemaError
+        got = self._scenarios(node, loc, keyword, ptr)
+        if got is None:
+            return result
+        scenarios = got
+        parts: list[DFA] = []
+        for cond, ev in scenarios:
+            if keyword == "unevaluatedProperties":
+                if ev.all_props:
+                    syn = None
+                else:
+                    synthetic: dict[str, Any] = {
+                        "properties": dict.fromkeys(ev.names, True),
+                        "patternProperties": dict.fromkeys(ev.patterns, True),
+                        "additionalProperties": sub,
+                    }
+            elif ev.all_items:
+                syn = None
+            elif self.version >= 9:
+                synthetic = {"prefixItems": [True] * ev.prefix, "items": sub}
             else:
-                synthetic = {"items": [True] * prefix, "additionalItems": sub}
-        # Children keep the node's pointer (the synthetic schema points back at the real keyword).
-        syn_node = _Node(synthetic, node.ptr, node.resolver)
-        self._synthetic.append(synthetic)
-        self.child(node, sub, keyword)  # validates the subschema's type
-        syn = self.lang(syn_node, loc)
-        return syn if result is None else A.intersect(result, syn)
+                synthetic = {"items": [True] * ev.prefix, "additionalItems": sub}
+            if not (keyword == "unevaluatedProperties" and ev.all_props) and not (
+                keyword == "unevaluatedItems" and ev.all_items
+            ):
+                self._synthetic.append(synthetic)
+                syn = self.lang(_Node(synthetic, node.ptr, node.resolver), loc)
+            piece = syn if cond is None else (cond if syn is None else A.intersect(cond, syn))
+            parts.append(piece if piece is not None else self.skeleton(loc))
+        rule = A.union(*parts)
+        return rule if result is None else A.intersect(result, rule)
+
+
+@dataclass
+class _Evaluated:
+    """Annotations a subschema produces for ``unevaluated*``: the keys and items it evaluates."""
+
+    names: dict[str, None] = field(default_factory=dict)
+    patterns: dict[str, None] = field(default_factory=dict)
+    prefix: int = 0
+    all_props: bool = False
+    all_items: bool = False
+    branches: list[tuple[str, _Node]] = field(default_factory=list)
+    contains: list[_Node] = field(default_factory=list)
+
+    def merge(self, other: _Evaluated) -> None:
+        self.names.update(other.names)
+        self.patterns.update(other.patterns)
+        self.prefix = max(self.prefix, other.prefix)
+        self.all_props |= other.all_props
+        self.all_items |= other.all_items
+
+    def copy(self) -> _Evaluated:
+        out = _Evaluated()
+        out.merge(self)
+        return out
+
+    def merged(self, other: _Evaluated) -> _Evaluated:
+        out = self.copy()
+        out.merge(other)
+        return out
 
 
 _UNENFORCEABLE_FORMATS = {"regex"}
