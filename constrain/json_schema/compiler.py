@@ -153,7 +153,10 @@ class SchemaCompiler:
             resources.append((uri, referencing.Resource.from_contents(doc, default_specification=spec)))
         root_resource = referencing.Resource.from_contents(schema, default_specification=self.spec)
         root_uri = root_resource.id() or ""
-        reg: referencing.Registry[Any] = referencing.Registry().with_resources(resources)
+        # The drafts' own metaschemas ship with jsonschema (offline), so "$ref" to them resolves.
+        import jsonschema_specifications
+
+        reg: referencing.Registry[Any] = jsonschema_specifications.REGISTRY.with_resources(resources)
         reg = reg.with_resource(root_uri, root_resource)
         if root_uri != "":
             reg = reg.with_resource("", root_resource)
@@ -566,16 +569,48 @@ class SchemaCompiler:
         return result
 
     def value_forms(self, value: Any, loc: _Loc) -> set[bytes]:
-        """The canonical serialisations of a value from ``enum``/``const`` (``1`` also as ``1.0``)."""
-        text = serialize_value(self, value, loc).encode()
-        forms = {text}
-        if isinstance(value, bool) or value is None:
-            return forms
+        """The canonical texts of an ``enum``/``const`` value: ``1`` also as ``1.0``, and object keys
+        in any order where the location does not fix it (small objects only)."""
+        return {f.encode() for f in self._forms(value, loc, [0])}
+
+    def _forms(self, value: Any, loc: _Loc, budget: list[int]) -> list[str]:
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return [json.dumps(value, ensure_ascii=False)]
         if isinstance(value, int):
-            forms.add(text + b".0")
-        elif isinstance(value, float) and value.is_integer() and math.isfinite(value):
-            forms.add(str(int(value)).encode())
-        return forms
+            return [str(value), f"{value}.0"]
+        if isinstance(value, float):
+            text = json.dumps(value)
+            return [text, str(int(value))] if value.is_integer() and math.isfinite(value) else [text]
+        if isinstance(value, list):
+            combos = [""]
+            for i, item in enumerate(value):
+                sub = self._forms(item, self.item_loc(loc, i) if loc.nodes else loc, budget)
+                combos = [c + ("," if i else "") + f for c in combos for f in sub][:256]
+            return ["[" + c + "]" for c in combos]
+        if isinstance(value, dict):
+            import itertools
+
+            known = self.keys(loc) if loc.nodes else []
+            fixed = [n for n in known if n in value]
+            free = [n for n in value if n not in fixed]
+            orders = [fixed + list(p) for p in itertools.permutations(free)] if len(free) <= 4 else [fixed + free]
+            out: list[str] = []
+            for order in orders:
+                combos = [""]
+                for i, name in enumerate(order):
+                    if not loc.nodes:
+                        child = loc
+                    elif name in known:
+                        child = self.key_loc(loc, name)
+                    else:
+                        klass = frozenset(p for p in self.patterns(loc) if self.pattern_search(p, "").search(name))
+                        child = self.class_loc(loc, klass)
+                    sub = self._forms(value[name], child, budget)
+                    head = ("," if i else "") + json.dumps(name, ensure_ascii=False) + ":"
+                    combos = [c + head + f for c in combos for f in sub][:256]
+                out.extend("{" + c + "}" for c in combos)
+            return out[:1024]
+        return [json.dumps(value, ensure_ascii=False)]
 
     def _number(self, node: _Node, k: dict[str, Any], integer: bool) -> DFA:
         bounds: dict[str, Any] = {}
