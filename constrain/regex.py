@@ -15,6 +15,7 @@ possessive repeats, word boundaries) raise :class:`UnsupportedRegexFeature` nami
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -243,8 +244,11 @@ class _NFA:
         if len(self.edges) + num + 1 > MAX_NFA_STATES:
             self.state()  # raises the size error
         base = len(self.edges)
-        self.edges.extend([] for _ in range(num + 1))
-        self.eps.extend([] for _ in range(num + 1))
+        # Inner states get no list edges (their edges live in the block): share one empty tuple.
+        self.edges.extend(itertools.repeat((), num))  # type: ignore[arg-type]
+        self.eps.extend(itertools.repeat((), num))  # type: ignore[arg-type]
+        self.edges.append([])
+        self.eps.append([])
         end = base + num
         # A run starts at byte 0 and wherever the target changes.
         change = np.ones((num, 256), dtype=bool)
@@ -263,6 +267,8 @@ class _NFA:
 
     def materialize_blocks(self) -> None:
         """Move bulk edges into the per-state lists (for the anchor-aware subset construction)."""
+        self.edges = [e if isinstance(e, list) else [] for e in self.edges]
+        self.eps = [e if isinstance(e, list) else [] for e in self.eps]
         for block in self.edge_blocks:
             for s, lo, hi, t in block.tolist():
                 self.edges[s].append((lo, hi, t))
@@ -818,9 +824,7 @@ def _prune_and_minimize(
     t2 = np.where(t2 >= 0, t2, m).astype(np.int64)
     t2 = np.vstack([t2, np.full((1, k), m, dtype=np.int64)])
     acc2 = np.append(accepting[live], False)
-    block = _moore_hashed(t2, acc2)
-    if not _is_congruence(t2, acc2, block):  # pragma: no cover - a 64-bit hash collision
-        block = _hopcroft(t2, acc2)
+    block = _hopcroft_numba(t2, acc2)
     # The quotient automaton: blocks renumbered in BFS order from the start, sink removed.
     num_blocks = int(block.max()) + 1
     rep = np.zeros(num_blocks, dtype=np.int64)
@@ -855,6 +859,100 @@ def _bfs_order(quotient: np.ndarray, start: int, sink: int) -> np.ndarray:  # pr
                 order[size] = t
                 size += 1
     return order[:size]
+
+
+@numba.njit(cache=True)
+def _hopcroft_numba(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Hopcroft's partition refinement on a complete DFA; returns the block (class) of each state.
+
+    Blocks are contiguous slices of ``elems``; splitting moves the predecessors of the splitter to the
+    front of their block (Valmari's layout), so a round costs time proportional to the edges read.
+    """
+    n, k = trans.shape
+    # Predecessors per (class, target), as CSR.
+    ptr = np.zeros(k * n + 1, dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            ptr[c * n + trans[s, c] + 1] += 1
+    for i in range(k * n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    src = np.empty(n * k, dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            idx = c * n + trans[s, c]
+            src[fill[idx]] = s
+            fill[idx] += 1
+    elems = np.empty(n, dtype=np.int64)
+    pos = np.empty(n, dtype=np.int64)
+    block_of = np.zeros(n, dtype=np.int64)
+    bstart = np.zeros(n + 1, dtype=np.int64)
+    bend = np.zeros(n + 1, dtype=np.int64)
+    mcount = np.zeros(n + 1, dtype=np.int64)
+    in_work = np.zeros(n + 1, dtype=np.bool_)
+    j = 0
+    nblocks = 0
+    for want in (True, False):
+        first = j
+        for s in range(n):
+            if accepting[s] == want:
+                elems[j] = s
+                pos[s] = j
+                block_of[s] = nblocks
+                j += 1
+        if j > first:
+            bstart[nblocks] = first
+            bend[nblocks] = j
+            nblocks += 1
+    work = [np.int64(b) for b in range(nblocks)]
+    for b in range(nblocks):
+        in_work[b] = True
+    touched = np.empty(n + 1, dtype=np.int64)
+    while len(work) > 0:
+        b = work.pop()
+        in_work[b] = False
+        splitter = elems[bstart[b] : bend[b]].copy()
+        for c in range(k):
+            ntouched = 0
+            for t in splitter:
+                for i in range(ptr[c * n + t], ptr[c * n + t + 1]):
+                    p = src[i]
+                    bp = block_of[p]
+                    front = bstart[bp] + mcount[bp]
+                    if pos[p] < front:
+                        continue  # already marked
+                    q = elems[front]
+                    elems[pos[p]] = q
+                    pos[q] = pos[p]
+                    elems[front] = p
+                    pos[p] = front
+                    if mcount[bp] == 0:
+                        touched[ntouched] = bp
+                        ntouched += 1
+                    mcount[bp] += 1
+            for ti in range(ntouched):
+                bp = touched[ti]
+                m = mcount[bp]
+                mcount[bp] = 0
+                if m == bend[bp] - bstart[bp]:
+                    continue
+                nb = nblocks
+                nblocks += 1
+                bstart[nb] = bstart[bp]
+                bend[nb] = bstart[bp] + m
+                bstart[bp] = bstart[bp] + m
+                for e in range(bstart[nb], bend[nb]):
+                    block_of[elems[e]] = nb
+                if in_work[bp]:
+                    work.append(np.int64(nb))
+                    in_work[nb] = True
+                elif bend[nb] - bstart[nb] <= bend[bp] - bstart[bp]:
+                    work.append(np.int64(nb))
+                    in_work[nb] = True
+                else:
+                    work.append(np.int64(bp))
+                    in_work[bp] = True
+    return block_of
 
 
 @numba.njit(cache=True)

@@ -669,7 +669,12 @@ class SchemaCompiler:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v)):
                 raise SchemaError(f"{name} must be a non-negative integer", f"{node.ptr}/{name}")
         if lo or hi is not None:
-            content.append(_length_dfa(int(lo), None if hi is None else int(hi)))
+            top = int(hi) if hi is not None else int(lo)
+            if top > _MAX_COUNTED_LENGTH:
+                name = "maxLength" if hi is not None else "minLength"
+                self.unsupported(name, f"{node.ptr}/{name}", f"a length bound of {top} is too large to count")
+            else:
+                content.append(_length_dfa(int(lo), None if hi is None else int(hi)))
         if "pattern" in k:
             p = k["pattern"]
             if not isinstance(p, str):
@@ -1159,6 +1164,7 @@ class _Evaluated:
 
 
 _UNENFORCEABLE_FORMATS = {"regex"}
+_MAX_COUNTED_LENGTH = 10_000
 _ANY_CACHE: dict[tuple[Any, ...], DFA] = {}
 _STRUCTURAL = {
     "properties", "required", "dependentRequired", "dependentSchemas", "dependencies", "patternProperties",
