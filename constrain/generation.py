@@ -1,0 +1,861 @@
+"""Constrained generation with a transformers causal LM: ``generate`` and ``generate_json``.
+
+The loop is a speculative-decoding core. It owns the model's KV cache (a transformers ``DynamicCache``)
+and, each round:
+
+1. asks a :class:`~constrain.drafters.Drafter` for a draft (by default
+   :class:`~constrain.drafters.GrammarForcedDrafter`: the tokens the grammar forces, jump-forward);
+2. runs the model ONCE over the pending token and the draft;
+3. walks the draft with the matcher: at each position the grammar's mask is applied to that position's
+   logits (:func:`constrain.kernels.apply_token_bitmask_inplace`) and the :class:`Sampler` accepts the
+   drafted token or replaces it; the first replacement ends the round, and if the whole draft passed, one
+   more token is sampled from the last position;
+4. crops the KV cache (and the matcher never took the rejected tokens) back to what was kept.
+
+With no draft this is plain masked decoding, one forward pass per token. With a draft, a forced literal
+like ``", "age": `` costs one pass instead of six, and (with ``verify=True``) the tokens are exactly
+those the one-token-at-a-time loop would pick under greedy decoding, or distributed exactly like them
+when sampling (the speculative-sampling acceptance rule with a one-hot draft distribution).
+
+The output never leaves the language: every token is checked by the matcher. If the token budget runs
+out before the output may end, ``on_budget="raise"`` raises :class:`BudgetExhaustedError` (carrying the
+partial text) and ``on_budget="complete"`` appends the shortest valid completion (a breadth-first search
+over the grammar's DFA, no model calls), so the result is valid but may be over budget.
+
+Statistics (output tokens, forward passes, drafted/forced tokens, time to first token, time per output
+token) come back with ``generate(..., return_stats=True)``, which returns a :class:`GenerationResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, overload, runtime_checkable
+
+import numpy as np
+import torch
+
+from .compiler import CompiledGrammar, compile
+from .drafters import Draft, Drafter, GrammarForcedDrafter
+from .exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
+from .grammar import Grammar
+from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
+from .matcher import GrammarMatcher
+from .models import default_model, load_model, tokenizer_info_for
+from .tokenizer_info import TokenizerInfo
+
+__all__ = [
+    "BudgetExhaustedError",
+    "GenerationResult",
+    "GenerationStats",
+    "GreedySampler",
+    "ModelRunner",
+    "OutputValidationError",
+    "Sampler",
+    "TemperatureSampler",
+    "generate",
+    "generate_json",
+    "make_sampler",
+    "shortest_completion",
+]
+
+OnBudget = Literal["raise", "complete"]
+Prompt = str | Sequence[Mapping[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+
+
+class BudgetExhaustedError(ConstrainError, RuntimeError):
+    """``max_new_tokens`` ran out before the output could end. Raise the budget or use
+    ``on_budget="complete"``.
+
+    Attributes:
+        partial_text: the output so far (a valid prefix of the language).
+        token_ids: its token ids.
+        stats: the :class:`GenerationStats` of the run.
+    """
+
+    def __init__(self, partial_text: str, token_ids: list[int], stats: GenerationStats, budget: int) -> None:
+        self.partial_text = partial_text
+        self.token_ids = token_ids
+        self.stats = stats
+        self.budget = budget
+        shown = partial_text if len(partial_text) <= 200 else partial_text[:200] + "..."
+        super().__init__(
+            f"max_new_tokens={budget} ran out before the output could end (partial output: {shown!r}); "
+            "raise max_new_tokens, or pass on_budget='complete' to finish along the shortest valid completion"
+        )
+
+
+class OutputValidationError(ConstrainError, ValueError):
+    """The generated text does not validate against the schema (a schema keyword the grammar did not
+    enforce, e.g. one dropped by ``lenient=True``). ``text`` is the output, ``error`` the validator's."""
+
+    def __init__(self, message: str, text: str, error: Exception | None = None) -> None:
+        self.text = text
+        self.error = error
+        super().__init__(message)
+
+
+# ------------------------------------------------------------------------------------------------
+# Samplers
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Picks the next token from one row of logits that the grammar's mask was already applied to.
+
+    ``accept`` is the verification rule of speculative decoding: given a drafted token (and, for a
+    stochastic drafter, its draft distribution), return ``(token, accepted)``: the draft itself with
+    ``accepted=True``, or a replacement drawn so that the emitted token has exactly the distribution
+    ``sample`` would give.
+    """
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int: ...
+
+    def accept(
+        self,
+        logits: torch.Tensor,
+        token: int,
+        draft_probs: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[int, bool]: ...
+
+
+class GreedySampler:
+    """Argmax (ties go to the lowest id). A draft token is accepted iff it is the argmax."""
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
+        """The argmax of ``logits``."""
+        return int(torch.argmax(logits))
+
+    def accept(
+        self,
+        logits: torch.Tensor,
+        token: int,
+        draft_probs: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[int, bool]:
+        """``(argmax, argmax == token)``."""
+        best = int(torch.argmax(logits))
+        return best, best == token
+
+    def __repr__(self) -> str:
+        return "GreedySampler()"
+
+
+class TemperatureSampler:
+    """Sampling from ``softmax(logits / temperature)``, optionally restricted to the top-p nucleus.
+
+    Verification uses the speculative-sampling rule: accept a draft token ``t`` with probability
+    ``min(1, p(t) / q(t))`` (``q(t) = 1`` for a deterministic draft), else draw from
+    ``normalize(max(p - q, 0))``; the emitted token is then distributed exactly as ``p``.
+    """
+
+    def __init__(self, temperature: float = 1.0, top_p: float | None = None) -> None:
+        if not temperature > 0:
+            raise InvalidInputError(
+                f"temperature must be > 0 for sampling (got {temperature}); use GreedySampler"
+            )
+        if top_p is not None and not 0 < top_p <= 1:
+            raise InvalidInputError(f"top_p must be in (0, 1], got {top_p}")
+        self.temperature = float(temperature)
+        self.top_p = top_p
+
+    def __repr__(self) -> str:
+        return f"TemperatureSampler(temperature={self.temperature}, top_p={self.top_p})"
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The sampling distribution (float32; masked tokens get 0)."""
+        p = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if self.top_p is not None and self.top_p < 1:
+            sorted_p, order = torch.sort(p, descending=True)
+            cumulative = torch.cumsum(sorted_p, dim=-1)
+            # keep the smallest prefix whose mass reaches top_p (the token that crosses it included)
+            drop = cumulative - sorted_p >= self.top_p
+            sorted_p[drop] = 0
+            p = torch.zeros_like(p).scatter_(-1, order, sorted_p)
+            p = p / p.sum()
+        return p
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
+        """One draw from :meth:`probs`."""
+        return int(torch.multinomial(self.probs(logits), 1, generator=generator))
+
+    def accept(
+        self,
+        logits: torch.Tensor,
+        token: int,
+        draft_probs: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[int, bool]:
+        """Accept ``token`` with probability ``min(1, p/q)``, else draw from the residual."""
+        p = self.probs(logits)
+        q_t = 1.0 if draft_probs is None else float(draft_probs[token])
+        p_t = float(p[token])
+        u = float(torch.rand((), generator=generator, device=p.device))
+        if q_t > 0 and u < min(1.0, p_t / q_t):
+            return token, True
+        if draft_probs is None:
+            residual = p.clone()
+            residual[token] = 0
+        else:
+            residual = torch.clamp(p - draft_probs.to(p.dtype), min=0)
+        total = float(residual.sum())
+        if total <= 0:  # p == q: nothing left to correct; any draw from p is right
+            residual, total = p, float(p.sum())
+        return int(torch.multinomial(residual / total, 1, generator=generator)), False
+
+
+def make_sampler(temperature: float = 0.0, top_p: float | None = None) -> Sampler:
+    """``GreedySampler()`` for ``temperature == 0``, else ``TemperatureSampler(temperature, top_p)``."""
+    if temperature < 0:
+        raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return GreedySampler()
+    return TemperatureSampler(temperature, top_p)
+
+
+# ------------------------------------------------------------------------------------------------
+# The model with its KV cache
+
+
+class ModelRunner:
+    """A causal LM and the KV cache of one sequence: feed tokens, get logits, crop on rollback.
+
+    ``length`` is the number of tokens whose keys and values are cached.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache = DynamicCache(config=model.config)
+        self.length = 0
+        self.forward_passes = 0
+
+    @property
+    def can_crop(self) -> bool:
+        """Whether :meth:`crop` restores the cache exactly (not so for sliding-window or recurrent layers)."""
+        return bool(getattr(self.cache, "is_croppable", True))
+
+    def forward(self, tokens: Sequence[int], keep: int = 1) -> torch.Tensor:
+        """Run ``tokens`` through the model after the cached ones; float32 logits of the last ``keep``
+        positions, ``(keep, width)``."""
+        if not tokens:
+            raise InvalidInputError("ModelRunner.forward needs at least one token")
+        keep = max(1, min(keep, len(tokens)))
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=keep)
+        self.length += len(tokens)
+        self.forward_passes += 1
+        # A normal (not inference-mode) float32 copy: the loop masks it in place.
+        return out.logits[0, -keep:].to(torch.float32, copy=True)
+
+    def crop(self, length: int) -> None:
+        """Forget the cached tokens past ``length`` (a rejected draft)."""
+        if not 0 <= length <= self.length:
+            raise InvalidInputError(f"cannot crop a cache of {self.length} tokens to {length}")
+        if length < self.length:
+            # negative = number of tokens to remove (transformers 5; older versions read it the same way)
+            self.cache.crop(length - self.length)
+            self.length = length
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class GenerationStats:
+    """What one generation cost.
+
+    Attributes:
+        prompt_tokens: tokens in the (templated) prompt.
+        output_tokens: tokens the loop emitted (EOS included; completion tokens not included).
+        forward_passes: model calls (the prefill is the first).
+        draft_tokens: tokens proposed by the drafter.
+        accepted_draft_tokens: proposed tokens that were kept.
+        forced_tokens: kept tokens that the grammar forced (jump-forward).
+        completion_tokens: tokens appended by ``on_budget="complete"`` without the model.
+        time_to_first_token_s: from the call to the first output token (prefill included).
+        total_time_s: the whole call (prompt templating and grammar compilation excluded).
+    """
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    forward_passes: int = 0
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
+    forced_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    total_time_s: float = 0.0
+
+    @property
+    def time_per_output_token_s(self) -> float:
+        """Decode time per output token after the first: ``(total - ttft) / (output_tokens - 1)``."""
+        if self.output_tokens <= 1:
+            return 0.0
+        return (self.total_time_s - self.time_to_first_token_s) / (self.output_tokens - 1)
+
+    @property
+    def tokens_per_forward_pass(self) -> float:
+        """Output tokens per model call (1.0 without speculation)."""
+        return self.output_tokens / self.forward_passes if self.forward_passes else 0.0
+
+
+@dataclass
+class GenerationResult:
+    """Text, ids and stats of one generation.
+
+    ``finish_reason``: ``"eos"`` (the model ended it), ``"grammar"`` (the language allows nothing
+    more), ``"length"`` (the budget ran out where the output may end, or unconstrained), ``"completed"``
+    (``on_budget="complete"`` finished it).
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shortest completion
+
+
+_byte_maps: weakref.WeakKeyDictionary[TokenizerInfo, tuple[dict[bytes, int], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _bytes_to_token(info: TokenizerInfo) -> tuple[dict[bytes, int], int]:
+    hit = _byte_maps.get(info)
+    if hit is None:
+        table: dict[bytes, int] = {}
+        for tid, data in enumerate(info.token_bytes):
+            if data and tid not in info.special_ids:
+                table.setdefault(data, tid)
+        hit = (table, max(map(len, table), default=1))
+        _byte_maps[info] = hit
+    return hit
+
+
+def shortest_completion(matcher: GrammarMatcher) -> list[int]:
+    """Tokens that bring ``matcher`` to a state where the output may end, spelling the shortest such
+    byte string (breadth-first over the DFA; ties go to the smallest byte). ``matcher`` is not changed.
+
+    The bytes are split into tokens greedily, longest valid token first: valid, not necessarily the
+    tokenizer's canonical segmentation.
+
+    Raises:
+        UnsupportedFeatureError: the compiled grammar has no DFA (not a regular language).
+        ConstrainError: no completion exists or no token sequence spells it.
+    """
+    if matcher.is_terminated() or matcher.can_end():
+        return []
+    dfa = getattr(matcher.compiled, "dfa", None)
+    if dfa is None:
+        raise UnsupportedFeatureError("on_budget='complete' needs a grammar compiled to a DFA")
+    trans = np.asarray(dfa.transitions)
+    accepting = dfa.accepting
+    start = matcher.state
+    parent: dict[int, tuple[int, int]] = {start: (-1, -1)}
+    queue = deque([start])
+    goal = -1
+    while queue:
+        s = queue.popleft()
+        if accepting[s]:
+            goal = s
+            break
+        for b in np.flatnonzero(trans[s] >= 0).tolist():
+            t = int(trans[s, b])
+            if t not in parent:
+                parent[t] = (s, b)
+                queue.append(t)
+    if goal < 0:
+        raise ConstrainError("the grammar has no completion from the current state")
+    path = bytearray()
+    s = goal
+    while s != start:
+        s, b = parent[s]
+        path.append(b)
+    data = bytes(reversed(path))
+
+    table, longest = _bytes_to_token(matcher.compiled.tokenizer_info)
+    walker = matcher.fork()
+    out: list[int] = []
+    pos = 0
+    while pos < len(data):
+        for n in range(min(longest, len(data) - pos), 0, -1):
+            tid = table.get(data[pos : pos + n])
+            if tid is not None and walker.accept_token(tid):
+                out.append(tid)
+                pos += n
+                break
+        else:
+            raise ConstrainError(f"no token spells the completion bytes {data[pos:]!r} from here")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompt, model and grammar plumbing
+
+
+def _encode_prompt(tokenizer: Any, prompt: Prompt, chat: bool | None) -> list[int]:
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if isinstance(prompt, str):
+        use_chat = has_template if chat is None else chat
+        messages: list[Mapping[str, Any]] = [{"role": "user", "content": prompt}]
+    else:
+        use_chat = True if chat is None else chat
+        messages = list(prompt)
+        if not use_chat:
+            raise InvalidInputError("a list of chat messages needs chat=True (or None)")
+    if use_chat:
+        if not has_template:
+            raise InvalidInputError(
+                "chat=True but the tokenizer has no chat template; pass chat=False and a plain prompt"
+            )
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(prompt)["input_ids"]
+    ids = [int(i) for i in ids]
+    if not ids:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        if bos is None:
+            raise InvalidInputError("the prompt is empty and the tokenizer has no BOS token to start from")
+        ids = [int(bos)]
+    return ids
+
+
+def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    if model is None:
+        if tokenizer is not None:
+            raise InvalidInputError("a tokenizer was given without its model; pass model= too")
+        return default_model()
+    if isinstance(model, (str, os.PathLike)):
+        loaded, loaded_tok = load_model(model)
+        return loaded, tokenizer if tokenizer is not None else loaded_tok
+    if tokenizer is None:
+        raise InvalidInputError("pass the model's tokenizer too (tokenizer=...)")
+    return model, tokenizer
+
+
+def _load_schema(schema: Any) -> Any:
+    """A JSON Schema given as a dict/bool, JSON text or a file path, as a Python object."""
+    if isinstance(schema, (dict, bool)):
+        return schema
+    if isinstance(schema, os.PathLike):
+        return _read_schema_file(Path(schema))
+    if isinstance(schema, str):
+        text = schema.strip()
+        if text.startswith(("{", "[")) or text in ("true", "false"):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise InvalidInputError(f"the schema is not valid JSON: {exc}") from None
+        path = Path(schema).expanduser()
+        if path.is_file():
+            return _read_schema_file(path)
+        raise InvalidInputError(f"schema {schema[:80]!r} is neither JSON text nor an existing file")
+    raise InvalidInputError(
+        f"schema must be a dict, JSON text, a path or a pydantic model class, got {type(schema).__name__}"
+    )
+
+
+def _read_schema_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read schema file {path}: {exc}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"schema file {path} is not valid JSON: {exc}") from None
+
+
+def _is_pydantic_model(obj: Any) -> bool:
+    return isinstance(obj, type) and callable(getattr(obj, "model_json_schema", None))
+
+
+def _schema_grammar(schema: Any, options: Mapping[str, Any]) -> Grammar:
+    from_json_schema = getattr(Grammar, "from_json_schema", None)
+    if from_json_schema is None:
+        raise UnsupportedFeatureError("this build of constrain has no JSON Schema support yet")
+    grammar: Grammar = from_json_schema(schema, **options)
+    return grammar
+
+
+def _compiled_for(
+    info: TokenizerInfo,
+    regex: str | None,
+    grammar: Grammar | CompiledGrammar | None,
+    schema: Any,
+    schema_options: Mapping[str, Any],
+) -> CompiledGrammar | None:
+    given = sum(x is not None for x in (regex, grammar, schema))
+    if given > 1:
+        raise InvalidInputError("pass at most one of regex=, grammar=, schema=")
+    if regex is not None:
+        return compile(Grammar.from_regex(regex), info)
+    if isinstance(grammar, Grammar):
+        return compile(grammar, info)  # a Lark grammar compiles to a CompiledCFG, same interface
+    if grammar is not None:
+        # CompiledGrammar or constrain.cfg.CompiledCFG: anything compile() returns
+        compiled_info = getattr(grammar, "tokenizer_info", None)
+        if not isinstance(compiled_info, TokenizerInfo):
+            raise InvalidInputError(
+                f"grammar must be a Grammar or a compiled grammar, got {type(grammar).__name__}"
+            )
+        if compiled_info.fingerprint != info.fingerprint:
+            raise InvalidInputError("the compiled grammar was compiled for another tokenizer")
+        return grammar
+    if schema is not None:
+        if _is_pydantic_model(schema):
+            schema = schema.model_json_schema()
+        return compile(_schema_grammar(_load_schema(schema), schema_options), info)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _must_end(matcher: GrammarMatcher) -> bool:
+    """True where the output may end and no byte may follow (so no model call is needed to stop)."""
+    if matcher.is_terminated():
+        return True
+    if not matcher.can_end():
+        return False
+    dfa = getattr(matcher.compiled, "dfa", None)
+    return dfa is not None and not bool((np.asarray(dfa.transitions[matcher.state]) >= 0).any())
+
+
+def run(
+    model: Any,
+    info: TokenizerInfo,
+    prompt_ids: Sequence[int],
+    matcher: GrammarMatcher | None,
+    *,
+    max_new_tokens: int = 256,
+    sampler: Sampler | None = None,
+    drafter: Drafter | None = None,
+    seed: int | None = None,
+    on_budget: OnBudget = "raise",
+) -> GenerationResult:
+    """The decoding loop on already-encoded prompt ids (what :func:`generate` calls).
+
+    ``matcher`` (``None``: unconstrained) is advanced in place. ``drafter=None`` decodes one token per
+    forward pass. See the module docstring for the algorithm and :class:`GenerationResult` for the
+    result.
+
+    Raises:
+        BudgetExhaustedError: ``on_budget="raise"`` and the budget ran out before the output could end.
+    """
+    if max_new_tokens < 0:
+        raise InvalidInputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if on_budget not in ("raise", "complete"):
+        raise InvalidInputError(f"on_budget must be 'raise' or 'complete', got {on_budget!r}")
+    if not prompt_ids:
+        raise InvalidInputError("the prompt has no tokens")
+    sampler = sampler if sampler is not None else GreedySampler()
+    t0 = time.perf_counter()
+    stats = GenerationStats(prompt_tokens=len(prompt_ids))
+    generator: torch.Generator | None = None
+    runner = ModelRunner(model)
+    if seed is not None:
+        generator = torch.Generator(device=runner.device).manual_seed(seed)
+    if drafter is not None and not runner.can_crop:
+        drafter = None  # a rejected draft could not be rolled back out of this model's cache
+    bitmask = allocate_token_bitmask(1, info.vocab_size)
+    eos = frozenset(info.eos_ids)
+    context = [int(t) for t in prompt_ids]
+    out: list[int] = []
+    pending = list(context)
+    finish = ""
+
+    def masked(row: torch.Tensor) -> torch.Tensor:
+        if matcher is not None:
+            matcher.fill_next_token_bitmask(bitmask, 0)
+            apply_token_bitmask_inplace(row, bitmask[0].to(row.device, non_blocking=True))
+        elif row.shape[0] > info.vocab_size:  # ids past the vocabulary are padding, never sampled
+            row[info.vocab_size :] = float("-inf")
+        return row
+
+    def take(token: int) -> None:
+        if matcher is not None and not matcher.accept_token(token):
+            raise ConstrainError(f"token {token} passed the mask but the matcher rejected it (engine bug)")
+        out.append(token)
+        context.append(token)
+        if len(out) == 1:
+            stats.time_to_first_token_s = time.perf_counter() - t0
+
+    while True:
+        if matcher is not None and _must_end(matcher):
+            finish = "eos" if matcher.is_terminated() else "grammar"
+            break
+        if out and matcher is None and out[-1] in eos:
+            finish = "eos"
+            break
+        remaining = max_new_tokens - len(out)
+        if remaining <= 0:
+            finish = "length"
+            break
+        draft = drafter.propose(context, matcher, remaining - 1) if drafter is not None else Draft()
+        tokens = draft.tokens[: max(0, remaining - 1)]
+        stats.draft_tokens += len(tokens)
+        base = runner.length
+        logits = runner.forward(pending + list(tokens), keep=len(tokens) + 1)
+        kept = 0
+        extra: int | None = None
+        for i, d in enumerate(tokens):
+            if not draft.verify and matcher is not None and matcher.accept_token(d):
+                matcher.rollback(1)  # take() re-accepts it
+                take(d)
+            else:
+                row = masked(logits[i])
+                q = draft.probs[i] if draft.probs is not None else None
+                token, ok = sampler.accept(row, d, q, generator)
+                if not ok:
+                    extra = token
+                    break
+                take(d)
+            kept += 1
+            if d in eos or (matcher is not None and matcher.is_terminated()):
+                break
+        stats.accepted_draft_tokens += kept
+        if draft.forced:
+            stats.forced_tokens += kept
+        # Stop sampling where the round ended the output: EOS, or a state the grammar lets nothing follow.
+        done = (bool(out) and out[-1] in eos) or (matcher is not None and _must_end(matcher))
+        if extra is None and not done:
+            extra = sampler.sample(masked(logits[kept]), generator)
+        if extra is not None:
+            take(extra)
+        # Keep the pending tokens and the kept draft in the cache; the newest token is fed next round.
+        runner.crop(base + len(pending) + kept)
+        pending = [out[-1]]
+
+    stats.forward_passes = runner.forward_passes
+    stats.output_tokens = len(out)
+    if finish == "length" and matcher is not None and not matcher.can_end():
+        if on_budget == "raise":
+            stats.total_time_s = time.perf_counter() - t0
+            partial = info.decode_bytes(out).decode("utf-8", errors="replace")
+            raise BudgetExhaustedError(partial, out, stats, max_new_tokens)
+        completion = shortest_completion(matcher)
+        for token in completion:
+            matcher.accept_token(token)
+        out.extend(completion)
+        stats.completion_tokens = len(completion)
+        finish = "completed"
+    stats.total_time_s = time.perf_counter() - t0
+    if not out:
+        stats.time_to_first_token_s = stats.total_time_s
+    body = [t for t in out if t not in eos]
+    raw = info.decode_bytes(body)
+    # A constrained output is whole UTF-8 (the languages are); an unconstrained one may stop mid-character.
+    text = raw.decode("utf-8", errors="strict" if matcher is not None else "replace")
+    return GenerationResult(text=text, token_ids=out, finish_reason=finish, stats=stats)
+
+
+@overload
+def generate(
+    prompt: Prompt,
+    *,
+    regex: str | None = ...,
+    grammar: Grammar | CompiledGrammar | None = ...,
+    schema: Any = ...,
+    model: Any = ...,
+    tokenizer: Any = ...,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    top_p: float | None = ...,
+    seed: int | None = ...,
+    chat: bool | None = ...,
+    on_budget: OnBudget = ...,
+    sampler: Sampler | None = ...,
+    drafter: Drafter | None = ...,
+    speculate: bool = ...,
+    return_stats: Literal[False] = ...,
+    **schema_options: Any,
+) -> str: ...
+
+
+@overload
+def generate(
+    prompt: Prompt,
+    *,
+    regex: str | None = ...,
+    grammar: Grammar | CompiledGrammar | None = ...,
+    schema: Any = ...,
+    model: Any = ...,
+    tokenizer: Any = ...,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    top_p: float | None = ...,
+    seed: int | None = ...,
+    chat: bool | None = ...,
+    on_budget: OnBudget = ...,
+    sampler: Sampler | None = ...,
+    drafter: Drafter | None = ...,
+    speculate: bool = ...,
+    return_stats: Literal[True],
+    **schema_options: Any,
+) -> GenerationResult: ...
+
+
+def generate(
+    prompt: Prompt,
+    *,
+    regex: str | None = None,
+    grammar: Grammar | CompiledGrammar | None = None,
+    schema: Any = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float | None = None,
+    seed: int | None = None,
+    chat: bool | None = None,
+    on_budget: OnBudget = "raise",
+    sampler: Sampler | None = None,
+    drafter: Drafter | None = None,
+    speculate: bool = True,
+    return_stats: bool = False,
+    **schema_options: Any,
+) -> str | GenerationResult:
+    """Generate text that stays inside a language (or free text, with no constraint given).
+
+    Args:
+        prompt: the user's text, or a list of chat messages (``{"role": ..., "content": ...}``).
+        regex / grammar / schema: at most one constraint: a Python ``re`` pattern (fullmatch
+            semantics), a :class:`Grammar` or :class:`CompiledGrammar`, or a JSON Schema (dict, JSON
+            text, path or pydantic model class; ``schema_options`` go to ``Grammar.from_json_schema``).
+        model, tokenizer: a transformers causal LM and its tokenizer, or a local model path as
+            ``model``; both ``None``: the default model (:func:`constrain.models.default_model`).
+        max_new_tokens: the budget of output tokens (EOS counts).
+        temperature: 0 (the default) decodes greedily; > 0 samples, with ``top_p`` nucleus filtering.
+        seed: seeds the sampler's generator (reproducible sampling).
+        chat: apply the tokenizer's chat template (with ``add_generation_prompt``); ``None``: when the
+            tokenizer has one.
+        on_budget: what happens when ``max_new_tokens`` runs out before the output may end:
+            ``"raise"`` (:class:`BudgetExhaustedError`) or ``"complete"`` (append the shortest valid
+            completion; the result may then exceed the budget).
+        sampler: a :class:`Sampler` to use instead of the one ``temperature``/``top_p`` describe.
+        drafter: a :class:`~constrain.drafters.Drafter`; default :class:`GrammarForcedDrafter`.
+        speculate: ``False`` decodes one token per forward pass (no drafter), the reference loop.
+        return_stats: return a :class:`GenerationResult` (text, ids, finish reason, stats) instead of
+            the text.
+
+    Raises:
+        BudgetExhaustedError: see ``on_budget``.
+        InvalidInputError: conflicting or malformed arguments.
+    """
+    model, tokenizer = _resolve_model(model, tokenizer)
+    info = tokenizer_info_for(tokenizer)
+    compiled = _compiled_for(info, regex, grammar, schema, schema_options)
+    matcher = GrammarMatcher(compiled) if compiled is not None else None
+    if sampler is None:
+        sampler = make_sampler(temperature, top_p)
+    if not speculate:
+        drafter = None
+    elif drafter is None:
+        drafter = GrammarForcedDrafter()
+    prompt_ids = _encode_prompt(tokenizer, prompt, chat)
+    result = run(
+        model,
+        info,
+        prompt_ids,
+        matcher,
+        max_new_tokens=max_new_tokens,
+        sampler=sampler,
+        drafter=drafter,
+        seed=seed,
+        on_budget=on_budget,
+    )
+    return result if return_stats else result.text
+
+
+def validate_json(text: str, schema: Any) -> Any:
+    """Parse ``text`` and validate it against ``schema`` with ``jsonschema`` (format checking on).
+
+    Raises:
+        OutputValidationError: the text is not JSON or does not validate.
+    """
+    import jsonschema
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise OutputValidationError(f"the output is not valid JSON: {exc}", text, exc) from None
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "(root)"
+        raise OutputValidationError(
+            f"the output does not validate against the schema at {where}: {error.message}", text, error
+        )
+    return value
+
+
+def generate_json(
+    schema: Any,
+    prompt: Prompt,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    top_p: float | None = None,
+    seed: int | None = None,
+    chat: bool | None = None,
+    on_budget: OnBudget = "raise",
+    **schema_options: Any,
+) -> Any:
+    """Generate a JSON value that validates against ``schema``, parsed (or a pydantic instance).
+
+    ``schema`` is a dict (or ``True``/``False``), JSON text, a path to a ``.json`` file, or a pydantic
+    model class (then the result is an instance of it). The output is validated with ``jsonschema``
+    (format checking on) before it is returned: an invalid value is never returned. Other arguments
+    as in :func:`generate`; ``schema_options`` go to ``Grammar.from_json_schema``.
+
+    Raises:
+        BudgetExhaustedError: the budget ran out (``on_budget="raise"``); ``.partial_text`` has the text.
+        OutputValidationError: the output violates a keyword the grammar could not enforce.
+    """
+    pydantic_cls = schema if _is_pydantic_model(schema) else None
+    schema_obj = pydantic_cls.model_json_schema() if pydantic_cls is not None else _load_schema(schema)
+    text = generate(
+        prompt,
+        schema=schema_obj,
+        model=model,
+        tokenizer=tokenizer,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        chat=chat,
+        on_budget=on_budget,
+        **schema_options,
+    )
+    value = validate_json(text, schema_obj)
+    if pydantic_cls is not None:
+        try:
+            return pydantic_cls.model_validate(value)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise OutputValidationError(
+                f"the output does not validate as {pydantic_cls.__name__}: {exc}", text, exc
+            ) from None
+    return value

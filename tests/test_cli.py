@@ -1,0 +1,122 @@
+"""The ``constrain`` command line: help texts, a regex run, exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+import constrain
+from constrain.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def lm() -> Iterator[tuple[Any, Any]]:
+    """The default model, loaded once (``main`` reuses it through ``default_model``), single-threaded."""
+    pytest.importorskip("transformers")
+    from constrain.models import ModelNotAvailableError, default_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        try:
+            yield default_model()
+        except ModelNotAvailableError as exc:
+            pytest.skip(f"default model not installed: {exc}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_help_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "constrain", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for word in ("generate-json", "generate", "prepare-model", "examples:"):
+        assert word in done.stdout
+
+
+@pytest.mark.parametrize("command", ["generate-json", "generate", "prepare-model"])
+def test_subcommand_help_teaches(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: constrain {command}" in out
+    if command != "prepare-model":
+        assert "examples:" in out and "--max-new-tokens" in out
+
+
+def test_suite_is_registered_when_present() -> None:
+    try:
+        import constrain.suites  # noqa: F401
+    except ImportError:
+        pytest.skip("constrain.suites is not in this build")
+    assert "suite" in build_parser().format_help()
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: constrain" in capsys.readouterr().err
+
+
+def test_generate_with_a_regex(lm: tuple[Any, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    pattern = "(yes|no)"
+    code = main(
+        ["generate", "--regex", pattern, "--prompt", "Is the sky blue?", "--max-new-tokens", "4", "--stats"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert re.fullmatch(pattern, captured.out.rstrip("\n")), captured.out
+    assert "forward passes" in captured.err
+
+
+def test_budget_exhaustion_exits_1(lm: tuple[Any, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["generate", "--regex", "[a-z]+( [a-z]+){10}", "--prompt", "Hi", "--max-new-tokens", "2"]
+    assert main(args) == 1
+    assert "max_new_tokens=2 ran out" in capsys.readouterr().err
+    assert main([*args, "--on-budget", "complete"]) == 0
+    assert re.fullmatch("[a-z]+( [a-z]+){10}", capsys.readouterr().out.rstrip("\n"))
+
+
+def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--regex", "(", "--prompt", "x", "--model", "/nonexistent/model"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["generate-json", "--schema", "{not json", "--prompt", "x"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_generate_json(lm: tuple[Any, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    if not hasattr(constrain.Grammar, "from_json_schema"):
+        pytest.skip("Grammar.from_json_schema is not in this build yet")
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    code = main(
+        [
+            "generate-json",
+            "--schema",
+            json.dumps(schema),
+            "--prompt",
+            "Is water wet?",
+            "--max-new-tokens",
+            "12",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    value = json.loads(captured.out)
+    assert isinstance(value, dict) and isinstance(value["ok"], bool)

@@ -1,0 +1,214 @@
+"""The JSON Schema compiler and the automata algebra under it, checked against ``jsonschema`` and ``re``.
+
+Each table row is a schema with instances; the expected verdict comes from ``jsonschema`` itself (the
+oracle), and the automaton must agree on the instance's canonical serialisation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import warnings
+
+import jsonschema
+import pytest
+
+import constrain
+from constrain import automata as A
+from constrain.exceptions import SchemaError, UnsupportedSchemaFeature
+from constrain.json_schema.compiler import SchemaOptions, schema_to_dfa, serialize_instance
+
+# (schema, instances); the verdict for each instance is jsonschema's.
+TABLE: list[tuple[dict, list]] = [
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 3}},
+            "required": ["a"],
+        },
+        [
+            {"a": 1},
+            {"a": 1, "b": "xy"},
+            {"b": "x"},
+            {"a": "x"},
+            {"a": 1, "b": "long"},
+            {"a": 1, "c": [1, {"d": 2}]},
+        ],
+    ),
+    (
+        {"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3},
+        [[True], [], [True, False, True, True], [1]],
+    ),
+    ({"anyOf": [{"type": "string"}, {"type": "null"}]}, ["x", None, 1]),
+    ({"not": {"type": "integer"}}, [1, 1.5, "a", {"a": 1}, [1], None]),
+    ({"oneOf": [{"type": "integer"}, {"minimum": 2}]}, [1, 2.5, 3, "x"]),
+    ({"enum": [1, "a", {"x": [1]}]}, [1, 1.0, "a", {"x": [1]}, 2, {"x": [2]}]),
+    ({"type": "object", "additionalProperties": False, "properties": {"x": {}}}, [{"x": 1}, {"y": 1}, {}]),
+    (
+        {
+            "properties": {"foo": {"type": "array", "maxItems": 3}, "bar": {}},
+            "required": ["foo"],
+            "minProperties": 2,
+        },
+        [{"foo": [1], "bar": []}, {"foo": [1]}, {"foo": [1, 2, 3, 4], "bar": 1}],
+    ),
+    (
+        {"contains": {"const": 5}, "maxContains": 2, "minContains": 2},
+        [[5, 5], [5, 1, 5], [5], [5, 5, 5], "x"],
+    ),
+    ({"dependentRequired": {"a": ["b"]}}, [{"a": 1}, {"a": 1, "b": 2}, {"b": 1}, 3]),
+    (
+        {"if": {"properties": {"a": {"const": 1}}}, "then": {"required": ["b"]}, "else": {"required": ["c"]}},
+        [{"a": 1}, {"a": 1, "b": 1}, {"a": 2, "c": 1}, {"a": 2}],
+    ),
+    (
+        {"prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
+        [[1, "a"], [1], [1, "a", 2], ["a"]],
+    ),
+    ({"type": "string", "minLength": 2, "maxLength": 3}, ["ab", "a", "abcd", 'a"', "\U0001f600é", "a\n"]),
+    (
+        {"uniqueItems": True, "prefixItems": [{"type": "boolean"}, {"type": "boolean"}], "items": False},
+        [[True, False], [True, True], [False]],
+    ),
+    (
+        {"type": "integer", "minimum": -5, "exclusiveMaximum": 12, "multipleOf": 3},
+        [-3, 0, 9, 12, 10, -6, 3.0],
+    ),
+    ({"type": "number", "minimum": 0.5, "maximum": 2.25}, [0.5, 0.49, 2.25, 2.26, 1, "1"]),
+    ({"type": "string", "pattern": "^[a-c]+$"}, ["abc", "abd", "", "a"]),
+    ({"type": "string", "format": "date"}, ["2024-02-29", "2023-02-29", "2024-13-01", "x"]),
+    (
+        {"patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+        [{"x-a": 1, "b": "s"}, {"x-a": "s"}, {"b": 1}, {}],
+    ),
+    ({"propertyNames": {"maxLength": 2}}, [{"ab": 1}, {"abc": 1}, {}]),
+    (
+        {
+            "properties": {"a": {}},
+            "unevaluatedProperties": False,
+            "anyOf": [{"properties": {"b": {}}}, {"required": ["c"]}],
+        },
+        [{"a": 1, "b": 2}, {"c": 1}, {"a": 1}, {"d": 1}],
+    ),
+    (
+        {"$defs": {"pos": {"type": "integer", "minimum": 1}}, "items": {"$ref": "#/$defs/pos"}},
+        [[1, 2], [0], []],
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "instances"), TABLE, ids=[json.dumps(s)[:60] for s, _ in TABLE])
+def test_schema_agrees_with_jsonschema(schema: dict, instances: list) -> None:
+    dfa = schema_to_dfa(schema, SchemaOptions(formats="assert"))
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    for instance in instances:
+        text = serialize_instance(instance, schema)
+        assert dfa.matches(text.encode()) == validator.is_valid(instance), (schema, text)
+
+
+def test_keys_follow_the_schema_order_then_the_others() -> None:
+    schema = {"properties": {"b": {}, "a": {}}}
+    assert serialize_instance({"z": 1, "a": 2, "b": 3}, schema) == '{"b":3,"a":2,"z":1}'
+    dfa = schema_to_dfa(schema)
+    assert dfa.matches(b'{"b":3,"a":2,"z":1}')
+    assert not dfa.matches(b'{"a":2,"b":3}')  # declared keys come in schema order
+
+
+def test_flexible_whitespace_is_bounded() -> None:
+    dfa = schema_to_dfa({"type": "array", "items": {"type": "integer"}}, SchemaOptions(whitespace="flexible"))
+    assert dfa.matches(b"[ 1,\n 2 ]")
+    assert dfa.matches(b"[1,2]")
+    assert not dfa.matches(b"[1,    2]")  # more than max_whitespace=2
+
+
+def test_unconstrained_values_nest_to_the_configured_depth() -> None:
+    dfa = schema_to_dfa({"type": "object"}, SchemaOptions(max_any_depth=1))
+    assert dfa.matches(b'{"a":[1]}')
+    assert not dfa.matches(b'{"a":[[1]]}')
+
+
+def test_schema_errors_carry_the_pointer() -> None:
+    with pytest.raises(SchemaError) as e:
+        schema_to_dfa({"properties": {"a": {"minLength": -1, "type": "string"}}})
+    assert e.value.pointer == "#/properties/a/minLength"
+    with pytest.raises(SchemaError, match="cannot resolve"):
+        schema_to_dfa({"$ref": "#/$defs/missing"})
+    with pytest.raises(SchemaError, match="not JSON"):
+        constrain.Grammar.from_json_schema('{"type": ')
+
+
+def test_unsupported_keyword_is_named_with_its_pointer() -> None:
+    with pytest.raises(UnsupportedSchemaFeature) as e:
+        schema_to_dfa({"properties": {"tags": {"type": "array", "uniqueItems": True}}})
+    assert e.value.keyword == "uniqueItems"
+    assert e.value.pointer == "#/properties/tags/uniqueItems"
+
+
+def test_recursion_is_refused_not_truncated() -> None:
+    tree = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
+    with pytest.raises(UnsupportedSchemaFeature, match="recursive"):
+        schema_to_dfa(tree)
+
+
+def test_lenient_drops_with_a_warning_listing_the_keywords() -> None:
+    schema = {"type": "array", "uniqueItems": True, "items": {"type": "string", "pattern": "(?=a)b"}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dfa = schema_to_dfa(schema, SchemaOptions(lenient=True))
+    message = " ".join(str(w.message) for w in caught)
+    assert "uniqueItems at #/uniqueItems" in message and "pattern at #/items/pattern" in message
+    assert dfa.matches(b'["x","x"]')
+
+
+def test_remote_refs_resolve_only_from_the_registry() -> None:
+    schema = {"$ref": "http://example.com/item.json"}
+    with pytest.raises(SchemaError, match="cannot resolve"):
+        schema_to_dfa(schema)
+    dfa = schema_to_dfa(schema, registry={"http://example.com/item.json": {"type": "integer"}})
+    assert dfa.matches(b"12") and not dfa.matches(b'"x"')
+
+
+def test_grammar_from_json_schema_matches_through_real_tokens() -> None:
+    info = constrain.TokenizerInfo.from_vocab(
+        [bytes([b]) for b in range(256)] + [b'{"', b'":', b"true", b""], eos_ids=[259]
+    )
+    grammar = constrain.Grammar.from_json_schema(
+        {"properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    )
+    matcher = constrain.GrammarMatcher(constrain.compile(grammar, info))
+    for tid in (256, *b"ok", 257, 258):
+        assert matcher.accept_token(tid)
+    assert not matcher.can_end()
+    assert matcher.accept_token(ord("}"))
+    assert matcher.can_end()
+
+
+# ---- the automata algebra against re -------------------------------------------------------------
+
+_ALPHABET = "ab1"
+
+
+def _random_strings(rng: random.Random, n: int) -> list[str]:
+    return ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 6))) for _ in range(n)]
+
+
+@pytest.mark.parametrize(("p", "q"), [("a*b", "[ab]{2,3}"), ("(ab)*", "a.*"), ("1?a+", "[^b]*"), ("", "a|")])
+def test_set_operations_agree_with_re(p: str, q: str) -> None:
+    rng = random.Random(f"{p}|{q}")
+    a, b = A.regex_dfa(p), A.regex_dfa(q)
+    inter, uni, diff = A.intersect(a, b), A.union(a, b), A.difference(a, b)
+    for s in _random_strings(rng, 300):
+        in_p, in_q = re.fullmatch(p, s) is not None, re.fullmatch(q, s) is not None
+        assert inter.matches(s.encode()) == (in_p and in_q)
+        assert uni.matches(s.encode()) == (in_p or in_q)
+        assert diff.matches(s.encode()) == (in_p and not in_q)
+
+
+def test_json_string_mode_reads_canonical_escapes() -> None:
+    dfa = A.regex_dfa(r"(?s)a.b", 0, True)
+    for text, ok in [('a"b', True), ("a\nb", True), ("a\\b", True), ("aéb", True), ("ab", False)]:
+        assert dfa.matches(json.dumps(text, ensure_ascii=False)[1:-1].encode()) == ok, text
+    assert not dfa.matches(b"a\\u0022b")  # only the canonical escape of '"'
