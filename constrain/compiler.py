@@ -101,7 +101,15 @@ _CACHE_LOCK = threading.Lock()
 
 
 def compile(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:
-    """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object."""
+    """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object.
+
+    A Lark grammar (``kind == "lark"``) compiles to a :class:`constrain.cfg.CompiledCFG`, which
+    :class:`~constrain.GrammarMatcher` accepts the same way.
+    """
+    if grammar.kind == "lark":
+        from .cfg import compile_lark
+
+        return compile_lark(grammar, tokenizer_info)  # type: ignore[return-value]
     key = (grammar, tokenizer_info.fingerprint)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
@@ -123,3 +131,6 @@ def clear_caches() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
     _regex_to_dfa_cached.cache_clear()
+    from .cfg import clear_caches as clear_cfg_caches
+
+    clear_cfg_caches()

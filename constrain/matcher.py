@@ -46,6 +46,16 @@ class GrammarMatcher:
         "_trans",
     )
 
+    def __new__(cls, compiled: Any = None) -> Any:
+        # A compiled Lark grammar gets its own matcher class with the same API.
+        from .cfg.token_masks import CompiledCFG
+
+        if cls is GrammarMatcher and isinstance(compiled, CompiledCFG):
+            from .cfg.matcher import CFGMatcher
+
+            return CFGMatcher(compiled)
+        return super().__new__(cls)
+
     def __init__(self, compiled: CompiledGrammar) -> None:
         if not isinstance(compiled, CompiledGrammar):
             raise MatcherUsageError(

@@ -1,0 +1,248 @@
+"""``CFGMatcher``: the per-sequence state for a Lark grammar, with :class:`constrain.GrammarMatcher`'s API.
+
+The state is one configuration id of the shared :class:`~constrain.cfg.earley.EarleyAutomaton`;
+the history is a list of them, so ``rollback`` pops and ``fork`` copies a list of ints.
+The error model is :mod:`constrain.matcher`'s: a rejected token returns False and changes nothing;
+only API misuse raises :class:`~constrain.exceptions.MatcherUsageError`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import MatcherUsageError
+from .token_masks import CompiledCFG
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - torch is a dependency
+    torch = None  # type: ignore[assignment]
+
+_TERMINATED = -2  # history marker: EOS was accepted
+_MAX_FORCED = 4096
+
+
+class CFGMatcher:
+    """Tracks one sequence through a compiled Lark grammar. Cheap to create and to :meth:`fork`."""
+
+    __slots__ = ("_auto", "_compiled", "_eos", "_fast_target", "_history", "_special", "_token_bytes")
+
+    def __init__(self, compiled: CompiledCFG) -> None:
+        if not isinstance(compiled, CompiledCFG):
+            raise MatcherUsageError(
+                f"CFGMatcher needs a CompiledCFG (from constrain.compile), got {type(compiled).__name__}"
+            )
+        self._compiled = compiled
+        self._auto = compiled.automaton
+        info = compiled.tokenizer_info
+        self._token_bytes = info.token_bytes
+        self._special = info.special_ids
+        self._eos = frozenset(info.eos_ids)
+        self._history: list[int] = [self._auto.start]
+        self._fast_target: tuple[Any, int, int] | None = None
+
+    # ---- state ---------------------------------------------------------------------------------
+    @property
+    def compiled(self) -> CompiledCFG:
+        """The compiled grammar this matcher walks."""
+        return self._compiled
+
+    @property
+    def state(self) -> int:
+        """The current configuration id."""
+        h = self._history
+        return h[-2] if h[-1] == _TERMINATED else h[-1]
+
+    @property
+    def num_steps(self) -> int:
+        """How many tokens (EOS included) were accepted and can be rolled back."""
+        return len(self._history) - 1
+
+    def is_terminated(self) -> bool:
+        """True after EOS was accepted."""
+        return self._history[-1] == _TERMINATED
+
+    def can_end(self) -> bool:
+        """True where the output so far is a complete sentence of the grammar (EOS is allowed here)."""
+        s = self._history[-1]
+        return s != _TERMINATED and self._auto.is_final(s)
+
+    # ---- stepping ------------------------------------------------------------------------------
+    def accept_token(self, token_id: int) -> bool:
+        """Consume one token. Returns False (state unchanged) when the grammar rejects it."""
+        h = self._history
+        state = h[-1]
+        if state == _TERMINATED:
+            return False
+        if token_id in self._eos:
+            if not self._auto.is_final(state):
+                return False
+            h.append(_TERMINATED)
+            return True
+        if token_id < 0 or token_id >= len(self._token_bytes) or token_id in self._special:
+            return False
+        data = self._token_bytes[token_id]
+        if not data:
+            return False
+        nxt = self._auto.walk(state, data)
+        if nxt < 0:
+            return False
+        h.append(nxt)
+        return True
+
+    def accept_bytes(self, data: bytes | str) -> bool:
+        """Consume raw bytes (or text, as UTF-8) as one step; False (state unchanged) if rejected."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        h = self._history
+        if h[-1] == _TERMINATED:
+            return False
+        nxt = self._auto.walk(h[-1], data)
+        if nxt < 0:
+            return False
+        h.append(nxt)
+        return True
+
+    def rollback(self, num_tokens: int = 1) -> None:
+        """Undo the last ``num_tokens`` accepted steps (EOS counts as one)."""
+        if num_tokens < 0 or num_tokens > len(self._history) - 1:
+            raise MatcherUsageError(
+                f"cannot roll back {num_tokens} steps: {len(self._history) - 1} were accepted"
+            )
+        if num_tokens:
+            del self._history[-num_tokens:]
+
+    def reset(self) -> None:
+        """Return to the start state."""
+        del self._history[1:]
+
+    def fork(self) -> CFGMatcher:
+        """An independent copy that shares the compiled grammar (for beams, drafts, n > 1)."""
+        twin = CFGMatcher.__new__(CFGMatcher)
+        twin._compiled = self._compiled
+        twin._auto = self._auto
+        twin._token_bytes = self._token_bytes
+        twin._special = self._special
+        twin._eos = self._eos
+        twin._history = self._history.copy()
+        twin._fast_target = None
+        return twin
+
+    # ---- masks ---------------------------------------------------------------------------------
+    def next_token_mask(self) -> np.ndarray:
+        """The current allowed-token bitmask row (read-only int32 words)."""
+        if self.is_terminated():
+            return self._compiled.eos_only_mask()
+        return self._compiled.config_mask(self._history[-1])
+
+    def fill_next_token_bitmask(self, bitmask: Any, row: int = 0) -> bool:
+        """Write the allowed tokens for the next step into ``bitmask[row]``.
+
+        ``bitmask`` is an int32 CPU tensor (or numpy array) of shape ``(batch, ceil(vocab_size/32))``
+        from :func:`constrain.allocate_token_bitmask`. Returns True (the mask restricts something).
+        """
+        fast = self._fast_target
+        h = self._history
+        if fast is not None and fast[0] is bitmask and 0 <= row < fast[2] and h[-1] != _TERMINATED:
+            # Hot path: the same contiguous CPU tensor as last time; one memcpy of a cached row.
+            ctypes.memmove(
+                bitmask.data_ptr() + row * fast[1],
+                self._compiled.config_mask_address(h[-1]),
+                self._compiled.num_words * 4,
+            )
+            return True
+        mask = self.next_token_mask()
+        words = mask.shape[0]
+        original = bitmask
+        if torch is not None and isinstance(bitmask, torch.Tensor):
+            if bitmask.dtype != torch.int32 or bitmask.device.type != "cpu":
+                raise MatcherUsageError(
+                    "bitmask must be an int32 CPU tensor; use constrain.allocate_token_bitmask(batch, "
+                    "vocab_size) and move it to the GPU after filling (non_blocking=True)"
+                )
+            if bitmask.dim() == 1:
+                bitmask = bitmask.unsqueeze(0)
+            if bitmask.dim() != 2 or bitmask.shape[1] != words:
+                raise MatcherUsageError(
+                    f"bitmask has shape {tuple(bitmask.shape)}, expected (batch, {words}) for a "
+                    f"vocabulary of {self._compiled.tokenizer_info.vocab_size}"
+                )
+            if not 0 <= row < bitmask.shape[0]:
+                raise MatcherUsageError(f"row {row} out of range for a bitmask of {bitmask.shape[0]} rows")
+            if bitmask.stride(1) == 1:
+                dst = bitmask.data_ptr() + row * bitmask.stride(0) * 4
+                ctypes.memmove(dst, mask.ctypes.data, words * 4)
+                if original is bitmask and not self.is_terminated():
+                    self._fast_target = (bitmask, bitmask.stride(0) * 4, bitmask.shape[0])
+            else:
+                bitmask[row].copy_(torch.from_numpy(mask.copy()))
+            return True
+        if isinstance(bitmask, np.ndarray):
+            if bitmask.dtype != np.int32:
+                raise MatcherUsageError("bitmask must be int32; use constrain.allocate_token_bitmask")
+            target = bitmask if bitmask.ndim == 1 else bitmask[row]
+            if target.shape != (words,):
+                raise MatcherUsageError(f"bitmask row has shape {target.shape}, expected ({words},)")
+            target[:] = mask
+            return True
+        raise MatcherUsageError(
+            f"bitmask must be a torch.Tensor or numpy array, got {type(bitmask).__name__}"
+        )
+
+    def allowed_token_ids(self) -> np.ndarray:
+        """The ids allowed next, ascending (a convenience for tests and samplers; O(vocab))."""
+        bits = np.unpackbits(self.next_token_mask().view(np.uint8), bitorder="little")
+        return np.flatnonzero(bits[: self._compiled.tokenizer_info.vocab_size])
+
+    # ---- forced continuations (jump-forward) -----------------------------------------------------
+    def forced_bytes(self) -> bytes:
+        """The bytes every continuation must start with (empty where there is a choice or an end)."""
+        if self.is_terminated():
+            return b""
+        auto = self._auto
+        state = self._history[-1]
+        out = bytearray()
+        seen = {state}
+        while not auto.is_final(state) and len(out) < _MAX_FORCED:
+            live = np.flatnonzero(auto.trans[state] != -1)
+            if live.shape[0] != 1:
+                break
+            b = int(live[0])
+            nxt = auto.resolve(state, b)
+            if nxt < 0 or nxt in seen:  # pragma: no cover - every live byte leads somewhere new
+                break
+            out.append(b)
+            state = nxt
+            seen.add(state)
+        return bytes(out)
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens that spell :meth:`forced_bytes`, longest match first (each one is accepted here)."""
+        data = self.forced_bytes()
+        trie = self._compiled.trie
+        nodes = trie.nodes
+        out: list[int] = []
+        pos = 0
+        while pos < len(data):
+            best_len, best_tok = 0, -1
+            n = depth = 0
+            while n < trie.num_nodes and pos + depth < len(data):
+                byte, node_depth, skip, tok = (int(x) for x in nodes[n])
+                if node_depth != depth:
+                    break
+                if byte == data[pos + depth]:
+                    if tok != -1:
+                        best_len = depth + 1
+                        best_tok = tok if tok >= 0 else int(trie.sorted_ids[trie.dup_start[-2 - tok]])
+                    n += 1
+                    depth += 1
+                else:
+                    n = skip
+            if best_tok < 0:
+                break
+            out.append(best_tok)
+            pos += best_len
+        return out

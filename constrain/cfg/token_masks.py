@@ -1,0 +1,311 @@
+"""Token masks for the Earley configuration automaton: a lookup for the common case, a walk for the rest.
+
+A configuration ``c`` (see :mod:`constrain.cfg.earley`) holds lexemes in progress, each a terminal
+``T`` in DFA state ``q``. A token is allowed at ``c`` in one of two ways:
+
+* it stays inside one lexeme: ``q`` survives the token's bytes in ``T``'s DFA. Every configuration
+  can be completed, so this needs no parser at all. These *lexer-only* tokens depend on ``(T, q)``
+  alone; one trie walk per ``(T, q)`` finds them, cached for the grammar's lifetime (XGrammar's
+  context-independent tokens).
+* it ends a lexeme strictly inside the token and goes on past it (``",`` after a string, ``1]``).
+  Only these *crossing* tokens need the parser. The same walk per ``(T, q)`` marks the candidates
+  (the token passes through an accepting state of ``T`` before its last byte), and for a set of
+  lexemes the candidates that are not already lexer-only are laid out as a sub-trie of the
+  vocabulary, built once. At run time that sub-trie is walked through the configuration automaton
+  (``trans``, lazily extended), skipping every subtree whose first byte dies (llguidance's trie walk
+  with parser checks at lexeme boundaries, restricted to the few tokens that can cross one).
+
+The mask of a configuration is the lexer-only union plus the walk's result, plus EOS where the
+input may end; it is cached per configuration, so a configuration seen again costs one memcpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+
+from ..grammar import Grammar
+from ..token_index import TokenTrie, token_trie
+from .earley import UNKNOWN, EarleyAutomaton
+
+if TYPE_CHECKING:
+    from ..tokenizer_info import TokenizerInfo
+
+_UNKNOWN_BUF = 4096
+
+
+@numba.njit(cache=True, nogil=True)
+def lexeme_token_sets(
+    transitions: np.ndarray,
+    accepting: np.ndarray,
+    state: int,
+    nodes: np.ndarray,
+    dup_start: np.ndarray,
+    dup_end: np.ndarray,
+    sorted_ids: np.ndarray,
+    max_depth: int,
+    inside: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - numba
+    """Lexer-only tokens of ``(transitions, state)`` into ``inside``; returns the crossing sub-trie.
+
+    Plain loops over the preorder trie: a node whose byte keeps the lexeme alive marks its tokens in
+    ``inside``. A node whose byte kills the lexeme below an accepting state (the lexeme could have
+    ended just above it) starts a subtree of crossing candidates: the subtree and the path to it
+    are kept, renumbered into a smaller preorder trie (``int32[M, 4]``, same layout as the input).
+    Tokens on an alive path are lexer-only, so they never need the parser.
+    """
+    total = nodes.shape[0]
+    stack = np.empty(max_depth + 1, dtype=np.int32)
+    acc = np.zeros(max_depth + 1, dtype=np.bool_)  # an accepting state after 1..d bytes of the path
+    path = np.empty(max_depth + 1, dtype=np.int64)
+    emitted = np.zeros(max_depth + 1, dtype=np.bool_)
+    kept = np.empty(total, dtype=np.int64)
+    nkept = 0
+    stack[0] = state
+    n = 0
+    while n < total:
+        d = nodes[n, 1]
+        nxt = transitions[stack[d], nodes[n, 0]]
+        if nxt < 0:
+            end = nodes[n, 2]
+            if acc[d]:
+                for up in range(d):  # the path to here, once
+                    if not emitted[up]:
+                        emitted[up] = True
+                        kept[nkept] = path[up]
+                        nkept += 1
+                for k in range(n, end):
+                    kept[nkept] = k
+                    nkept += 1
+            n = end
+            continue
+        path[d] = n
+        emitted[d] = False
+        stack[d + 1] = nxt
+        acc[d + 1] = acc[d] or accepting[nxt]
+        _mark(nodes[n, 3], dup_start, dup_end, sorted_ids, inside)
+        n += 1
+    out = np.empty((nkept, 4), dtype=np.int32)
+    sel = kept[:nkept]
+    for j in range(nkept):
+        k = sel[j]
+        out[j, 0] = nodes[k, 0]
+        out[j, 1] = nodes[k, 1]
+        out[j, 2] = np.searchsorted(sel, nodes[k, 2])
+        out[j, 3] = nodes[k, 3]
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mark(
+    tid: int, dup_start: np.ndarray, dup_end: np.ndarray, sorted_ids: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - numba
+    if tid >= 0:
+        out[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+    elif tid <= -2:
+        k = -2 - tid
+        for i in range(dup_start[k], dup_end[k]):
+            t = sorted_ids[i]
+            out[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_configs(
+    trans: np.ndarray,
+    start: int,
+    nodes: np.ndarray,
+    dup_start: np.ndarray,
+    dup_end: np.ndarray,
+    sorted_ids: np.ndarray,
+    max_depth: int,
+    out: np.ndarray,
+    unknown: np.ndarray,
+) -> int:  # pragma: no cover - numba
+    """Walk the trie through the configuration automaton from ``start``; mark surviving tokens.
+
+    A transition not built yet (``-2``) is recorded in ``unknown`` (``(config, byte)`` rows) and its
+    subtree skipped; returns how many were recorded (the caller builds them and walks again).
+    """
+    stack = np.empty(max_depth + 1, dtype=np.int32)
+    stack[0] = start
+    n = 0
+    total = nodes.shape[0]
+    found = 0
+    cap = unknown.shape[0]
+    while n < total:
+        d = nodes[n, 1]
+        s = stack[d]
+        nxt = trans[s, nodes[n, 0]]
+        if nxt < 0:
+            if nxt == -2:
+                if found < cap:
+                    unknown[found, 0] = s
+                    unknown[found, 1] = nodes[n, 0]
+                found += 1
+            n = nodes[n, 2]
+            continue
+        stack[d + 1] = nxt
+        _mark(nodes[n, 3], dup_start, dup_end, sorted_ids, out)
+        n += 1
+    return found
+
+
+@dataclass(frozen=True)
+class _LexsetMasks:
+    inside: np.ndarray  # uint32 words: tokens that stay inside one lexeme
+    crossing: tuple[np.ndarray, ...]  # int32[M, 4] sub-tries of the tokens that may cross a lexeme end
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledCFG:
+    """A Lark grammar bound to a tokenizer: immutable from the outside, shareable across threads.
+
+    Masks are computed on first visit of a configuration and cached (see the module docstring).
+    """
+
+    grammar: Grammar
+    tokenizer_info: TokenizerInfo
+    automaton: EarleyAutomaton
+    trie: TokenTrie
+    _lexeme_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
+    _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
+    _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _mask_addrs: dict[int, int] = field(default_factory=dict, repr=False)
+    _eos_mask: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        eos = np.zeros(self.num_words, dtype=np.uint32)
+        for tid in self.tokenizer_info.eos_ids:
+            eos[tid >> 5] |= np.uint32(1 << (tid & 31))
+        eos.setflags(write=False)
+        object.__setattr__(self, "_eos_mask", eos)
+
+    @property
+    def num_words(self) -> int:
+        """Width of one bitmask row in int32 words: ``ceil(vocab_size / 32)``."""
+        return (self.tokenizer_info.vocab_size + 31) // 32
+
+    @property
+    def num_cached_states(self) -> int:
+        """How many configurations have their token mask computed so far."""
+        return len(self._masks)
+
+    def eos_only_mask(self) -> np.ndarray:
+        """The mask that allows only the EOS tokens (used once a matcher has terminated)."""
+        return self._eos_mask.view(np.int32)
+
+    # ---- per (terminal, DFA state) -------------------------------------------------------------------
+    def _lexeme_sets(self, term: int, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lexer-only tokens as uint32 words, crossing-candidate sub-trie) of one lexeme state."""
+        key = (term, state)
+        hit = self._lexeme_cache.get(key)
+        if hit is not None:
+            return hit
+        dfa = self.automaton.dfas[term]
+        trie = self.trie
+        inside = np.zeros(self.num_words, dtype=np.uint32)
+        crossing = lexeme_token_sets(
+            dfa.transitions,
+            dfa.accepting,
+            state,
+            trie.nodes,
+            trie.dup_start,
+            trie.dup_end,
+            trie.sorted_ids,
+            trie.max_depth,
+            inside,
+        )
+        return self._lexeme_cache.setdefault(key, (inside, crossing))
+
+    def _lexset(self, lexset: frozenset[tuple[int, int]]) -> _LexsetMasks:
+        hit = self._lexset_masks.get(lexset)
+        if hit is not None:
+            return hit
+        inside = np.zeros(self.num_words, dtype=np.uint32)
+        crossing = []
+        for term, state in sorted(lexset):
+            i, c = self._lexeme_sets(term, state)
+            inside |= i
+            if c.shape[0]:
+                crossing.append(c)
+        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, tuple(crossing)))
+
+    # ---- per configuration ---------------------------------------------------------------------------
+    def config_mask(self, config: int) -> np.ndarray:
+        """The read-only int32 bitmask row of ``config`` (EOS bits set where the input may end)."""
+        mask = self._masks.get(config)
+        if mask is None:
+            mask = self._compute_mask(config)
+        return mask
+
+    def config_mask_address(self, config: int) -> int:
+        """Memory address of :meth:`config_mask` (for a memcpy into a bitmask row)."""
+        addr = self._mask_addrs.get(config)
+        if addr is None:
+            self.config_mask(config)
+            addr = self._mask_addrs[config]
+        return addr
+
+    def _compute_mask(self, config: int) -> np.ndarray:
+        auto = self.automaton
+        lm = self._lexset(auto.lexset(config))
+        words = lm.inside.copy()
+        trie = self.trie
+        unknown = np.empty((_UNKNOWN_BUF, 2), dtype=np.int32)
+        for sub in lm.crossing:
+            while True:
+                found = walk_configs(
+                    auto.trans,
+                    config,
+                    sub,
+                    trie.dup_start,
+                    trie.dup_end,
+                    trie.sorted_ids,
+                    trie.max_depth,
+                    words,
+                    unknown,
+                )
+                if found == 0:
+                    break
+                for s, b in {(int(s), int(b)) for s, b in unknown[: min(found, _UNKNOWN_BUF)]}:
+                    auto.resolve(s, b)
+        if auto.is_final(config):
+            words |= self._eos_mask
+        mask = words.view(np.int32)
+        mask.setflags(write=False)
+        kept = self._masks.setdefault(config, mask)
+        self._mask_addrs.setdefault(config, kept.ctypes.data)
+        return kept
+
+    def precompute_lexemes(self) -> int:
+        """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
+        count = 0
+        for term, dfa in enumerate(self.automaton.dfas):
+            for state in range(dfa.num_states):
+                self._lexeme_sets(term, state)
+                count += 1
+        return count
+
+
+#: Up to this many (terminal, DFA state) pairs, their lexer-only walks run while compiling (JSON has
+#: 54, about 25 ms on a loaded 2-core runner), so no later first visit pays for one. (A background
+#: thread was tried: its Python parts hold the GIL and slowed the first masks down instead.)
+EAGER_LEXEME_LIMIT = 512
+
+
+def compile_cfg(
+    grammar: Grammar, tokenizer_info: TokenizerInfo, automaton: EarleyAutomaton, *, eager: bool = True
+) -> CompiledCFG:
+    """Bind a Lark grammar's automaton to a tokenizer; masks are filled lazily (see module docstring)."""
+    compiled = CompiledCFG(grammar, tokenizer_info, automaton, token_trie(tokenizer_info))
+    if eager and sum(d.num_states for d in automaton.dfas) <= EAGER_LEXEME_LIMIT:
+        compiled.precompute_lexemes()
+    return compiled
+
+
+__all__ = ["UNKNOWN", "CompiledCFG", "compile_cfg"]

@@ -1,0 +1,336 @@
+"""Lark grammars: tiny vocabularies with exact allowed sets, errors, and real tokenizers against oracles.
+
+The oracles are independent of the engine: Lark's own Earley parser (``lexer="dynamic_complete"``,
+the language documented in :mod:`constrain.cfg.earley`) for every string we produce, and a brute
+force (fork the matcher, try every token) for the masks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import lark
+import numpy as np
+import pytest
+import torch
+
+import constrain
+import constrain.grammars
+from constrain import Grammar, GrammarMatcher, MatcherUsageError, TokenizerInfo
+from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for
+from constrain.exceptions import GrammarError, UnsupportedFeatureError
+
+from .shared_data import hf_tokenizer, tokenizer_info
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def lark_accepts(text: str, source: str, start: str = "start") -> bool:
+    """Lark's verdict (Earley, dynamic_complete lexer): the oracle for every produced string."""
+    parser = _lark_parser(source, start)
+    try:
+        parser.parse(text)
+    except lark.exceptions.LarkError:
+        return False
+    return True
+
+
+_PARSERS: dict[tuple[str, str], lark.Lark] = {}
+
+
+def _lark_parser(source: str, start: str) -> lark.Lark:
+    key = (source, start)
+    if key not in _PARSERS:
+        _PARSERS[key] = lark.Lark(source, parser="earley", lexer="dynamic_complete", start=start)
+    return _PARSERS[key]
+
+
+def allowed(m: CFGMatcher) -> set[int]:
+    return set(m.allowed_token_ids().tolist())
+
+
+def brute_force(m: CFGMatcher, vocab_size: int) -> set[int]:
+    """Every token the matcher accepts: try each one on a fork, rolling back after each success."""
+    twin = m.fork()
+    out = set()
+    for tid in range(vocab_size):
+        if twin.accept_token(tid):
+            out.add(tid)
+            twin.rollback(1)
+    return out
+
+
+def shortest_completion(m: CFGMatcher) -> bytes:
+    """The shortest printable-ASCII byte string that takes the matcher to an end (BFS over configurations)."""
+    auto = m.compiled.automaton
+    start = m.state
+    prev: dict[int, tuple[int, int]] = {start: (-1, -1)}
+    queue = deque([start])
+    while queue:
+        c = queue.popleft()
+        if auto.is_final(c):
+            out = bytearray()
+            while prev[c][0] >= 0:
+                c, b = prev[c]
+                out.append(b)
+            return bytes(reversed(out))
+        for b in range(0x20, 0x7F):
+            nxt = auto.resolve(c, b)
+            if nxt >= 0 and nxt not in prev:
+                prev[nxt] = (c, b)
+                queue.append(nxt)
+    raise AssertionError("no completion found")  # pragma: no cover
+
+
+# ---- a tiny vocabulary with exact allowed sets ------------------------------------------------------------
+
+PARENS = r"""
+start: "(" start ")" | NUM
+NUM: /[0-9]+/
+"""
+TINY = [b"", b"", b"(", b")", b"1", b"12", b"((", b"))", b"1)", b"(1", b"2)", b")(", b"a"]
+EOS = 0
+
+
+def tiny_matcher(source: str = PARENS) -> CFGMatcher:
+    info = TokenizerInfo.from_vocab(TINY, eos_ids=[EOS], special_ids=[1])
+    m = GrammarMatcher(constrain.compile(Grammar.from_lark(source), info))
+    assert isinstance(m, CFGMatcher)
+    return m
+
+
+def test_tiny_vocab_exact_allowed_sets() -> None:
+    m = tiny_matcher()
+    assert allowed(m) == {2, 4, 5, 6, 9}  # ( 1 12 (( (1
+    assert m.accept_token(2)  # (
+    assert allowed(m) == {2, 4, 5, 6, 8, 9, 10}  # one level open: "1)" and "2)" may close it
+    assert m.accept_token(2)  # ((
+    assert m.accept_token(4)  # ((1
+    assert allowed(m) == {3, 4, 5, 7, 8, 10}  # "))" closes both levels; digits may go on
+    assert not m.can_end()
+    assert not m.accept_token(11)  # ")(" : rejected, state unchanged
+    assert m.accept_token(7)  # ((1))
+    assert m.can_end()
+    assert allowed(m) == {EOS}
+    assert m.accept_token(EOS) and m.is_terminated()
+    assert allowed(m) == {EOS}
+    assert not m.accept_token(4)
+
+
+def test_tiny_vocab_context_decides_crossing_tokens() -> None:
+    m = tiny_matcher()
+    assert m.accept_token(9)  # (1
+    assert 7 not in allowed(m)  # "))" would close a level that is not open
+    assert {3, 8, 10} <= allowed(m)
+    assert m.accept_token(3) and m.can_end()
+
+
+def test_rollback_fork_reset() -> None:
+    m = tiny_matcher()
+    assert m.accept_token(6) and m.accept_token(5)  # ((12
+    twin = m.fork()
+    assert m.accept_token(7) and m.accept_token(EOS)
+    assert m.is_terminated() and not twin.is_terminated()
+    m.rollback(2)
+    assert m.num_steps == 2 and allowed(m) == allowed(twin)
+    with pytest.raises(MatcherUsageError):
+        m.rollback(3)
+    m.reset()
+    assert m.num_steps == 0 and allowed(m) == {2, 4, 5, 6, 9}
+
+
+def test_accept_bytes_and_forced_bytes() -> None:
+    m = tiny_matcher('start: "hello" ("," WORD)*\nWORD: /[a-z]+/')
+    assert m.forced_bytes() == b"hello"
+    assert m.accept_bytes("hel")
+    assert m.forced_bytes() == b"lo"
+    assert not m.accept_bytes("x")
+    assert m.accept_bytes(b"lo,ab") and m.can_end()
+    assert m.forced_bytes() == b""
+
+
+def test_fill_bitmask_tensor_and_numpy() -> None:
+    m = tiny_matcher()
+    words = m.compiled.num_words
+    bm = torch.full((2, words), -1, dtype=torch.int32)
+    assert m.fill_next_token_bitmask(bm, 1)
+    assert bm[1].numpy().tolist() == m.next_token_mask().tolist()
+    assert m.fill_next_token_bitmask(bm, 0)  # the hot path, same tensor
+    assert bm[0].numpy().tolist() == m.next_token_mask().tolist()
+    arr = np.zeros((1, words), dtype=np.int32)
+    m.fill_next_token_bitmask(arr, 0)
+    assert arr[0].tolist() == m.next_token_mask().tolist()
+    with pytest.raises(MatcherUsageError):
+        m.fill_next_token_bitmask(torch.zeros((1, words), dtype=torch.int64))
+
+
+def test_compile_and_matcher_dispatch() -> None:
+    info = TokenizerInfo.from_vocab(TINY, eos_ids=[EOS], special_ids=[1])
+    grammar = Grammar.from_lark(PARENS)
+    assert grammar.kind == "lark" and dict(grammar.options)["start"] == "start"
+    compiled = constrain.compile(grammar, info)
+    assert isinstance(compiled, CompiledCFG)
+    assert constrain.compile(grammar, info) is compiled
+    assert type(GrammarMatcher(compiled)) is CFGMatcher
+    regex = GrammarMatcher(constrain.compile(Grammar.from_regex("a+"), info))
+    assert type(regex) is GrammarMatcher and type(regex.fork()) is GrammarMatcher
+
+
+def test_start_rule_and_named_grammar() -> None:
+    g = Grammar.from_lark('start: a\na: "x" b\nb: "y"', start="a")
+    assert automaton_for(g.source, "a").accepts(b"xy")
+    assert Grammar.from_lark(name="json").source == constrain.grammars.load("json")
+    with pytest.raises(constrain.InvalidInputError):
+        Grammar.from_lark(name="no-such-grammar")
+
+
+# ---- Lark features and semantics -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "good", "bad"),
+    [
+        # ambiguous, not LALR(1): the same input derives two ways
+        ('start: a | b\na: "x" "y"+\nb: "x"+ "y"', ["xy", "xyy", "xxy"], ["x", "yx", ""]),
+        ('start: start start | "a"', ["a", "aaaa"], ["", "b"]),
+        # templates, ?rule, [] and ?
+        (
+            'start: _sep{item, ","}\n_sep{x, s}: x (s x)*\n?item: "a" ["b"] "c"?',
+            ["a", "ab,ac", "abc,a,ac"],
+            ["", "a,", "ba"],
+        ),
+        # regex flags and case-insensitive strings
+        (
+            'start: "select"i NAME\nNAME: /[a-z]+/i\n%ignore " "',
+            ["SELECT Foo", "select x", "selectx "],
+            ["select", "selec x"],
+        ),
+        # %ignore at the start, between, at the end; common imports
+        (
+            'start: INT ("," INT)*\n%import common.INT\n%import common.WS\n%ignore WS',
+            ["1", " 1 , 2 ", "\n1,2\n"],
+            ["1,", ",1", ""],
+        ),
+        # a keyword is also a NAME under the dynamic lexer (Lark's Earley accepts it too)
+        ('start: "if" NAME | NAME "=" NAME\nNAME: /[a-z]+/\n%ignore " "', ["if x", "if = x"], ["if", "="]),
+        # ESCAPED_STRING ends at the first unescaped quote, as in Lark's lexer
+        (
+            "start: ESCAPED_STRING\n%import common.ESCAPED_STRING",
+            ['""', '"a\\"b"', '"\\\\"'],
+            ['"a"b"', '"\\"', '"a\nb"'],
+        ),
+        ('start: C_COMMENT "x"\n%import common.C_COMMENT', ["/* a */x", "/***/x"], ["/* */ */x"]),
+    ],
+)
+def test_language_matches_lark(source: str, good: list[str], bad: list[str]) -> None:
+    auto = automaton_for(Grammar.from_lark(source).source)
+    for s in good:
+        assert lark_accepts(s, source), f"bad test: Lark rejects {s!r}"
+        assert auto.accepts(s.encode()), s
+    for s in bad:
+        assert not lark_accepts(s, source), f"bad test: Lark accepts {s!r}"
+        assert not auto.accepts(s.encode()), s
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [
+        ('start: "a" foo', 1, 12),
+        ('start: "a"\nstart2: (', 2, 10),
+        ('start: "a" "b\n', 1, 12),
+        ("start: x\nx{a}: a", None, None),
+    ],
+)
+def test_grammar_error_location(source: str, line: int | None, column: int | None) -> None:
+    with pytest.raises(GrammarError) as info:
+        Grammar.from_lark(source)
+    err = info.value
+    assert isinstance(err, constrain.ConstrainError) and isinstance(err, ValueError)
+    if line is not None:
+        assert (err.line, err.column) == (line, column), str(err)
+        assert f"line {line}" in str(err)
+
+
+def test_unsupported_and_empty_grammars() -> None:
+    with pytest.raises(UnsupportedFeatureError):
+        Grammar.from_lark("start: A\nA: /a(?=b)/")
+    with pytest.raises(GrammarError):
+        Grammar.from_lark('start: start "a"')  # generates nothing
+    with pytest.raises(constrain.InvalidInputError):
+        Grammar.from_lark(None)
+
+
+# ---- real tokenizers ------------------------------------------------------------------------------------
+
+WALK_GRAMMARS = ["json", "arithmetic", "sqlite_select", "python_expr"]
+
+
+def random_walk(
+    m: CFGMatcher, rng: random.Random, max_tokens: int, brute_steps: tuple[int, ...] = ()
+) -> bytes:
+    """Random allowed tokens (never EOS early), then the shortest completion spelled by single bytes.
+
+    At ``brute_steps`` the mask is also checked against the brute force.
+    """
+    info = m.compiled.tokenizer_info
+    eos = set(info.eos_ids)
+    out = bytearray()
+    for step in range(max_tokens):
+        if step in brute_steps:
+            assert allowed(m) == brute_force(m, info.vocab_size), f"step {step} after {bytes(out)!r}"
+        if m.can_end() and rng.random() < 0.3:
+            break
+        ids = [t for t in m.allowed_token_ids().tolist() if t not in eos]
+        tid = rng.choice(ids)
+        assert m.accept_token(tid)
+        out += info.token_bytes[tid]
+    single = {b[0]: tid for tid, b in enumerate(info.token_bytes) if len(b) == 1}
+    for b in shortest_completion(m):
+        assert single[b] in allowed(m)
+        assert m.accept_token(single[b])
+        out.append(b)
+    assert m.can_end() and any(e in allowed(m) for e in eos)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("tok", ["llama3-128k", "mistral-32k", "gemma3-262k"])
+@pytest.mark.parametrize("name", WALK_GRAMMARS)
+def test_random_walks_are_accepted_by_lark(tok: str, name: str) -> None:
+    info = tokenizer_info(tok)
+    source = constrain.grammars.load(name)
+    compiled = constrain.compile(Grammar.from_lark(name=name), info)
+    rng = random.Random(f"{tok}/{name}")
+    for _ in range(3):
+        m = GrammarMatcher(compiled)
+        # the 32k vocabulary makes a brute-force check cheap enough at a couple of random-walk steps
+        data = random_walk(m, rng, max_tokens=12, brute_steps=(2, 6) if tok == "mistral-32k" else ())
+        text = data.decode("utf-8")  # every mask keeps UTF-8 valid at the end
+        assert lark_accepts(text, source), text
+
+
+@pytest.mark.parametrize("tok", ["llama3-128k", "mistral-32k"])
+def test_masks_match_brute_force_along_a_path(tok: str) -> None:
+    info = tokenizer_info(tok)
+    text = '{"name": "Ada", "tags": ["x", 1.5e3, {}], "ok": true, "n": -0}'
+    ids = hf_tokenizer(tok).encode(text, add_special_tokens=False).ids
+    m = GrammarMatcher(constrain.compile(Grammar.from_lark(name="json"), info))
+    for step, tid in enumerate(ids):
+        if step in (0, 2, 5, 9, 14, 17) or step == len(ids) - 1:
+            assert allowed(m) == brute_force(m, info.vocab_size), f"step {step}"
+        assert tid in allowed(m)
+        assert m.accept_token(tid)
+    assert m.can_end()
+    assert info.decode_bytes(ids).decode().strip() == text  # SentencePiece may add a leading space
+
+
+def test_masks_match_brute_force_sql_gemma() -> None:
+    info = tokenizer_info("gemma3-262k")
+    text = "SELECT a.x, count(*) AS n FROM t a JOIN u ON a.id = u.id WHERE x > 1 GROUP BY a.x;"
+    ids = hf_tokenizer("gemma3-262k").encode(text, add_special_tokens=False).ids
+    m = GrammarMatcher(constrain.compile(Grammar.from_lark(name="sqlite_select"), info))
+    for step, tid in enumerate(ids):
+        if step in (0, 3, 9):
+            assert allowed(m) == brute_force(m, info.vocab_size), f"step {step}"
+        assert m.accept_token(tid), step
+    assert m.can_end()
