@@ -102,7 +102,9 @@ class _Node:
     @property
     def key(self) -> tuple[Any, ...]:
         if isinstance(self.schema, dict):
-            return (id(self.schema), str(self.resolver._base_uri))
+            # The dynamic scope is part of the identity: it decides where a $dynamicRef lands.
+            scope = tuple(uri for uri, _ in self.resolver.dynamic_scope())
+            return (id(self.schema), str(self.resolver._base_uri), scope)
         return (bool(self.schema),)
 
 
@@ -226,20 +228,16 @@ class SchemaCompiler:
         return _Node(sub, target_ptr if "#" in ref else ref, resolved.resolver)
 
     def _resolve_dynamic(self, node: _Node, ref: str) -> _Node:
-        # Without dynamic scope tracking a $dynamicRef is a plain $ref, which is exact only when no
-        # outer resource declares the same $dynamicAnchor.
+        # The resolver remembers the resources entered on the way here (the dynamic scope), and its
+        # lookup of a $dynamicAnchor walks that scope as the spec says.
         try:
             resolved = node.resolver.lookup(ref)
         except referencing.exceptions.Unresolvable as e:
             raise SchemaError(f"cannot resolve $dynamicRef {ref!r}: {e}", node.ptr + "/$dynamicRef") from None
-        anchor = ref.split("#", 1)[1] if "#" in ref else ""
-        if anchor and not anchor.startswith("/"):
-            target = resolved.contents
-            if isinstance(target, dict) and target.get("$dynamicAnchor") == anchor:
-                self.unsupported(
-                    "$dynamicRef", node.ptr + "/$dynamicRef", "dynamic scope resolution is not implemented"
-                )
-        return _Node(resolved.contents, ref, resolved.resolver)
+        sub = resolved.contents
+        if not isinstance(sub, (dict, bool)):
+            raise SchemaError(f"$dynamicRef {ref!r} does not point at a schema", node.ptr + "/$dynamicRef")
+        return _Node(sub, ref, resolved.resolver)
 
     def expand(self, node: _Node) -> tuple[_Node, ...]:
         """The node and every subschema that applies in place with it (refs, applicators)."""
@@ -1043,11 +1041,12 @@ class SchemaCompiler:
                 ev.all_items = True
             if "contains" in kk:
                 ev.contains.append(n)
-            for dyn in ("anyOf", "oneOf", "if", "dependentSchemas", "$dynamicRef", "$recursiveRef"):
+            for dyn in ("anyOf", "oneOf", "if", "dependentSchemas", "$recursiveRef"):
                 if dyn in kk:
                     ev.branches.append((dyn, n))
-            if "$ref" in kk:
-                stack.append(self.resolve(n, "$ref"))
+            for ref_kw in ("$ref", "$dynamicRef"):
+                if ref_kw in kk:
+                    stack.append(self.resolve(n, ref_kw))
             for i, sub in enumerate(kk.get("allOf", []) or []):
                 stack.append(self.child(n, sub, "allOf", i))
         return ev
