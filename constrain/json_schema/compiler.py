@@ -265,7 +265,7 @@ class SchemaCompiler:
                 if single in k:
                     found.append(self.child(n, k[single], single))
             dep_schemas = dict(k.get("dependentSchemas", {}))
-            if self.version <= 7:
+            if "dependencies" in k:  # draft-07's keyword, honoured in every draft
                 dep_schemas.update(
                     {p: s for p, s in k.get("dependencies", {}).items() if not isinstance(s, list)}
                 )
@@ -306,7 +306,7 @@ class SchemaCompiler:
                 if isinstance(p, str):
                     names.setdefault(p)
             deps = dict(k.get("dependentRequired", {}) or {})
-            if self.version <= 7:
+            if "dependencies" in k:
                 deps.update(
                     {p: v for p, v in (k.get("dependencies", {}) or {}).items() if isinstance(v, list)}
                 )
@@ -316,9 +316,8 @@ class SchemaCompiler:
                     names.setdefault(q)
             for p in k.get("dependentSchemas", {}) or {}:
                 names.setdefault(p)
-            if self.version <= 7:
-                for p in k.get("dependencies", {}) or {}:
-                    names.setdefault(p)
+            for p in k.get("dependencies", {}) or {}:
+                names.setdefault(p)
         return list(names)
 
     def patterns(self, loc: _Loc) -> list[str]:
@@ -950,7 +949,7 @@ class SchemaCompiler:
         deps_sch: dict[str, tuple[Any, str]] = {}
         if self.version >= 8:
             deps_sch = {p: (s, "dependentSchemas") for p, s in (k.get("dependentSchemas", {}) or {}).items()}
-        else:
+        if "dependencies" in k:
             for p, v in (k.get("dependencies", {}) or {}).items():
                 if isinstance(v, list):
                     deps_req[p] = v
