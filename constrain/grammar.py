@@ -67,6 +67,7 @@ class Grammar:
         whitespace: str = "compact",
         max_whitespace: int = 2,
         max_any_depth: int = 3,
+        property_order: str = "schema",
     ) -> Grammar:
         """A JSON Schema (a dict, a boolean, JSON text, a path, or a pydantic model class).
 
@@ -82,6 +83,8 @@ class Grammar:
             lenient: drop keywords that cannot be enforced exactly, with a warning listing them,
                 instead of raising :class:`~constrain.exceptions.UnsupportedSchemaFeature`.
             max_any_depth: how deep values that no schema constrains may nest.
+            property_order: "schema" (named keys in the schema's order, then the others) or "any"
+                (any order, for objects that name at most 4 keys; larger ones keep the schema order).
 
         Raises:
             SchemaError: the schema is malformed (the message has its JSON pointer).
@@ -97,6 +100,7 @@ class Grammar:
             ("lenient", bool(lenient)),
             ("max_any_depth", int(max_any_depth)),
             ("max_whitespace", int(max_whitespace)),
+            ("property_order", property_order),
             ("registry", reg),
             ("whitespace", whitespace),
         )

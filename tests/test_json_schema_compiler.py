@@ -117,6 +117,24 @@ def test_keys_follow_the_schema_order_then_the_others() -> None:
     assert not dfa.matches(b'{"a":2,"b":3}')  # declared keys come in schema order
 
 
+def test_any_property_order_accepts_every_order_and_stays_exact() -> None:
+    schema = {"properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["a"]}
+    dfa = schema_to_dfa(schema, SchemaOptions(property_order="any"))
+    validator = jsonschema.Draft202012Validator(schema)
+    for text in [
+        '{"a":1,"b":"x"}',
+        '{"b":"x","a":1}',
+        '{"z":0,"a":1}',
+        '{"b":"x","z":[],"a":1}',
+        '{"b":"x"}',
+    ]:
+        assert dfa.matches(text.encode()) == validator.is_valid(json.loads(text)), text
+    negated = schema_to_dfa({"not": schema}, SchemaOptions(property_order="any"))
+    assert not negated.matches(b'{"b":"x","a":1}') and negated.matches(b'{"b":1,"a":1}')
+    opts = SchemaOptions(property_order="any")
+    assert serialize_instance({"b": "x", "a": 1}, schema, options=opts) == '{"b":"x","a":1}'
+
+
 def test_flexible_whitespace_is_bounded() -> None:
     dfa = schema_to_dfa({"type": "array", "items": {"type": "integer"}}, SchemaOptions(whitespace="flexible"))
     assert dfa.matches(b"[ 1,\n 2 ]")

@@ -24,6 +24,7 @@ naming the keyword and its JSON pointer, or is dropped with a warning under ``le
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -91,6 +92,7 @@ class SchemaOptions:
     whitespace: str = "compact"
     max_whitespace: int = 2
     max_any_depth: int = 3
+    property_order: str = "schema"
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +173,8 @@ class SchemaCompiler:
         )
         if options.whitespace not in ("compact", "flexible"):
             raise SchemaError(f"whitespace must be 'compact' or 'flexible', got {options.whitespace!r}")
+        if options.property_order not in ("schema", "any"):
+            raise SchemaError(f"property_order must be 'schema' or 'any', got {options.property_order!r}")
         if options.formats not in ("assert", "annotate"):
             raise SchemaError(f"formats must be 'assert' or 'annotate', got {options.formats!r}")
         self.dropped: list[tuple[str, str]] = []
@@ -617,10 +621,8 @@ class SchemaCompiler:
                 combos = [c + ("," if i else "") + f for c in combos for f in sub][:256]
             return ["[" + c + "]" for c in combos]
         if isinstance(value, dict):
-            import itertools
-
             known = self.keys(loc) if loc.nodes else []
-            fixed = [n for n in known if n in value]
+            fixed = [n for n in known if n in value] if self.options.property_order == "schema" else []
             free = [n for n in value if n not in fixed]
             orders = (
                 [fixed + list(p) for p in itertools.permutations(free)] if len(free) <= 4 else [fixed + free]
@@ -905,13 +907,30 @@ class SchemaCompiler:
         lo: int,
         hi: int | None,
     ) -> DFA:
-        ws = self.ws
         if hi is not None and hi > 256:
-            hi = None if lo <= 256 else hi
-        top = hi if hi is not None else max(lo, 1)
-        if top > 256:
+            self.unsupported("maxProperties", f"{node.ptr}/maxProperties", "more than 256 counted members")
+            hi = None
+        if lo > 256:
             self.unsupported("minProperties", f"{node.ptr}/minProperties", "more than 256 counted members")
-            top, lo = 1, 0
+            lo = 0
+        if self.options.property_order == "any" and len(slots) <= _ANY_ORDER_MAX_KEYS:
+            # Every order of the named keys, with other keys anywhere between them.
+            orders = [list(p) for p in itertools.permutations(slots)]
+            return A.union(*[self._object_order(node, order, tail, lo, hi, True) for order in orders])
+        return self._object_order(node, slots, tail, lo, hi, False)
+
+    def _object_order(
+        self,
+        node: _Node,
+        slots: list[tuple[bytes, DFA | None, bool]],
+        tail: list[tuple[DFA, DFA]],
+        lo: int,
+        hi: int | None,
+        tail_anywhere: bool,
+    ) -> DFA:
+        """Objects whose named keys come in the order of ``slots``; nodes count the members so far."""
+        ws = self.ws
+        top = hi if hi is not None else max(lo, 1)
         n = len(slots)
 
         def nid(i: int, c: int) -> int:
@@ -932,12 +951,13 @@ class SchemaCompiler:
                     member = A.seq(self._sep(c), A.Literal(quoted), ws, A.Literal(b":"), ws, A.Embed(value))
                     edges.append((nid(i, c), nid(i + 1, c2), member))
         for key_dfa, value in tail:
-            for c in range(top + 1):
-                c2 = bump(c)
-                if c2 is None:
-                    continue
-                member = A.seq(self._sep(c), A.Embed(key_dfa), ws, A.Literal(b":"), ws, A.Embed(value))
-                edges.append((nid(n, c), nid(n, c2), member))
+            for i in range(n + 1) if tail_anywhere else (n,):
+                for c in range(top + 1):
+                    c2 = bump(c)
+                    if c2 is None:
+                        continue
+                    member = A.seq(self._sep(c), A.Embed(key_dfa), ws, A.Literal(b":"), ws, A.Embed(value))
+                    edges.append((nid(i, c), nid(i, c2), member))
         finals = tuple(nid(n, c) for c in range(top + 1) if c >= lo)
         graph = A.Graph((n + 1) * (top + 1), 0, finals, tuple(edges))
         return A.build(A.seq(A.Literal(b"{"), ws, graph, ws, A.Literal(b"}")), f"object at {node.ptr}")
@@ -1221,6 +1241,7 @@ class _Evaluated:
 
 _UNENFORCEABLE_FORMATS = {"regex"}
 _MAX_COUNTED_LENGTH = 10_000
+_ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 _SIZE_KEYWORDS = (
     "properties", "patternProperties", "additionalProperties", "items", "prefixItems", "allOf", "anyOf",
     "oneOf", "not", "if", "$ref", "enum",
@@ -1329,7 +1350,8 @@ def enumerate_strings(dfa: DFA, limit: int) -> list[bytes] | None:
 def serialize_value(compiler: SchemaCompiler, value: Any, loc: _Loc) -> str:
     """The canonical text of ``value`` at ``loc``: compact, object keys in the location's order."""
     if isinstance(value, dict):
-        order = [n for n in compiler.keys(loc) if n in value] if loc.nodes else []
+        schema_order = loc.nodes and compiler.options.property_order == "schema"
+        order = [n for n in compiler.keys(loc) if n in value] if schema_order else []
         order += [n for n in value if n not in order]
         parts = []
         for name in order:
