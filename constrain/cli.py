@@ -1,8 +1,9 @@
 """The ``constrain`` command line (also ``python -m constrain``).
 
 Subcommands: ``generate-json`` (a JSON value valid against a schema), ``generate`` (text matching a regex
-or grammar, or free text), ``prepare-model`` (convert the default model once, as setup does) and
-``suite`` (conformance runs, from :mod:`constrain.suites`). Exit codes: 0 success, 1 the run failed
+or grammar, or free text), ``prepare-model`` (convert the default model once, as setup does),
+``suite`` (conformance runs, from :mod:`constrain.suites`) and ``bench`` (end-to-end benchmarks with a
+model, from :mod:`constrain.benchmarks`). Exit codes: 0 success, 1 the run failed
 (budget exhausted, invalid output), 2 bad arguments or input.
 """
 
@@ -30,6 +31,7 @@ examples:
       --prompt 'Invent a user.'
   constrain generate --regex '[0-9]{4}-[0-9]{2}-[0-9]{2}' --prompt 'When did Apollo 11 land?'
   constrain suite json-schema-test-suite --help
+  constrain bench jsonschemabench --help
   constrain <command> --help      (each command lists its own options and examples)
 """
 
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         suites = None  # type: ignore[assignment]
     if suites is not None and hasattr(suites, "add_arguments"):
         suites.add_arguments(sub)
+    from . import benchmarks  # stdlib imports only: the model loads when `bench` runs
+
+    benchmarks.add_arguments(sub)
     return parser
 
 
