@@ -1,24 +1,30 @@
 """Lark grammars: tiny vocabularies with exact allowed sets, errors, and real tokenizers against oracles.
 
-The oracles are independent of the engine: Lark's own Earley parser (``lexer="dynamic_complete"``,
-the language documented in :mod:`constrain.cfg.earley`) for every string we produce, and a brute
-force (fork the matcher, try every token) for the masks.
+The oracles are independent of the engine. For strings: Lark's own Earley parser with its dynamic
+lexer's terminal matcher replaced by the rule documented in :mod:`constrain.cfg.earley` (a terminal
+ends where the next character cannot continue its regex), decided with the third-party ``regex``
+module's partial matching rather than our DFAs (:func:`lark_accepts`); every generated string is also
+checked against plain ``lark.Lark(..., lexer="dynamic")`` (a superset, see the earley docstring).
+For masks: a brute force (fork the matcher, try every token).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from typing import Any
 
 import lark
 import numpy as np
 import pytest
+import regex
 import torch
 
 import constrain
 import constrain.grammars
 from constrain import Grammar, GrammarMatcher, MatcherUsageError, TokenizerInfo
 from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for
+from constrain.cfg.lark_frontend import _EXACT_REWRITES
 from constrain.exceptions import GrammarError, UnsupportedFeatureError
 
 from .shared_data import hf_tokenizer, tokenizer_info
@@ -26,24 +32,74 @@ from .shared_data import hf_tokenizer, tokenizer_info
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 
-def lark_accepts(text: str, source: str, start: str = "start") -> bool:
-    """Lark's verdict (Earley, dynamic_complete lexer): the oracle for every produced string."""
-    parser = _lark_parser(source, start)
+class _Match:
+    """The two things Lark's dynamic Earley scanner reads from a match."""
+
+    def __init__(self, text: str, start: int, end: int) -> None:
+        self._text, self._end = text[start:end], end
+
+    def group(self, _: int = 0) -> str:
+        return self._text
+
+    def end(self) -> int:
+        return self._end
+
+
+class _LookaheadMatcher:
+    """Lark's terminal matcher with the one-byte-lookahead rule: from ``index``, extend while the text
+    is still a prefix of some match of the terminal (``regex`` partial matching), then the match is
+    that longest live prefix if it is a full match, else there is none."""
+
+    def __init__(self, terminals: list[Any]) -> None:
+        self._res: dict[str, Any] = {}
+        for t in terminals:
+            pattern = t.pattern.to_regexp()
+            # ESCAPED_STRING / C_COMMENT: the lazy-quantifier regexes as the languages Lark's lexer gives
+            # them (the front end's table; as written, their language never ends at a quote).
+            self._res[t.name] = regex.compile(_EXACT_REWRITES.get(pattern, pattern))
+
+    def match(self, term: Any, text: str, index: int = 0) -> _Match | None:
+        r = self._res[term.name]
+        k = index
+        while k < len(text) and r.fullmatch(text[index : k + 1], partial=True) is not None:
+            k += 1
+        if k > index and r.fullmatch(text[index:k]) is not None:
+            return _Match(text, index, k)
+        return None
+
+
+_PARSERS: dict[tuple[str, str, str], lark.Lark] = {}
+
+
+def lark_parser(source: str, start: str = "start", lexer: str = "lookahead") -> lark.Lark:
+    """Lark's Earley parser: ``lexer="lookahead"`` (the engine's rule, plugged into Lark's dynamic
+    lexer) or one of Lark's own (``"dynamic"``, ``"dynamic_complete"``)."""
+    key = (source, start, lexer)
+    if key not in _PARSERS:
+        parser = lark.Lark(
+            source, parser="earley", lexer="dynamic" if lexer == "lookahead" else lexer, start=start
+        )
+        if lexer == "lookahead":
+            earley = parser.parser.parser
+            earley.term_matcher = _LookaheadMatcher(list(parser.terminals)).match
+        _PARSERS[key] = parser
+    return _PARSERS[key]
+
+
+def lark_accepts(text: str, source: str, start: str = "start", lexer: str = "lookahead") -> bool:
+    """Lark's verdict (see :func:`lark_parser`): the oracle for every produced string."""
     try:
-        parser.parse(text)
+        lark_parser(source, start, lexer).parse(text)
     except lark.exceptions.LarkError:
         return False
     return True
 
 
-_PARSERS: dict[tuple[str, str], lark.Lark] = {}
-
-
-def _lark_parser(source: str, start: str) -> lark.Lark:
-    key = (source, start)
-    if key not in _PARSERS:
-        _PARSERS[key] = lark.Lark(source, parser="earley", lexer="dynamic_complete", start=start)
-    return _PARSERS[key]
+def cfg_matcher(compiled: Any) -> CFGMatcher:
+    """``GrammarMatcher`` on a compiled Lark grammar (it dispatches to ``CFGMatcher``)."""
+    m = GrammarMatcher(compiled)
+    assert isinstance(m, CFGMatcher)
+    return m
 
 
 def allowed(m: CFGMatcher) -> set[int]:
@@ -116,6 +172,16 @@ def test_tiny_vocab_exact_allowed_sets() -> None:
     assert m.accept_token(EOS) and m.is_terminated()
     assert allowed(m) == {EOS}
     assert not m.accept_token(4)
+
+
+def test_walk_buffer_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More pending transitions than the walk's buffer holds: it grows the buffer and walks again."""
+    import constrain.cfg.token_masks as token_masks
+
+    monkeypatch.setattr(token_masks, "_UNKNOWN_BUF", 1)
+    m = tiny_matcher('start: "(" start ")" | NUM\nNUM: /[0-9]+/\n%ignore " "')
+    assert m.accept_token(2) and m.accept_token(4)  # (1
+    assert allowed(m) == brute_force(m, len(TINY)) == {3, 4, 5, 8, 10}
 
 
 def test_tiny_vocab_context_decides_crossing_tokens() -> None:
@@ -221,6 +287,9 @@ def test_start_rule_and_named_grammar() -> None:
             ['"a"b"', '"\\"', '"a\nb"'],
         ),
         ('start: C_COMMENT "x"\n%import common.C_COMMENT', ["/* a */x", "/***/x"], ["/* */ */x"]),
+        # longest match, one byte of lookahead: A cannot stop before a "b" that continues it
+        ('start: A "b"\nA: /ab?/', ["abb"], ["ab", "b"]),
+        ("start: A+\nA: /ab?/", ["a", "aab", "aba"], [""]),
     ],
 )
 def test_language_matches_lark(source: str, good: list[str], bad: list[str]) -> None:
@@ -302,11 +371,12 @@ def test_random_walks_are_accepted_by_lark(tok: str, name: str) -> None:
     compiled = constrain.compile(Grammar.from_lark(name=name), info)
     rng = random.Random(f"{tok}/{name}")
     for _ in range(3):
-        m = GrammarMatcher(compiled)
+        m = cfg_matcher(compiled)
         # the 32k vocabulary makes a brute-force check cheap enough at a couple of random-walk steps
         data = random_walk(m, rng, max_tokens=12, brute_steps=(2, 6) if tok == "mistral-32k" else ())
         text = data.decode("utf-8")  # every mask keeps UTF-8 valid at the end
         assert lark_accepts(text, source), text
+        assert lark_accepts(text, source, lexer="dynamic"), text
 
 
 @pytest.mark.parametrize("tok", ["llama3-128k", "mistral-32k"])
@@ -314,7 +384,7 @@ def test_masks_match_brute_force_along_a_path(tok: str) -> None:
     info = tokenizer_info(tok)
     text = '{"name": "Ada", "tags": ["x", 1.5e3, {}], "ok": true, "n": -0}'
     ids = hf_tokenizer(tok).encode(text, add_special_tokens=False).ids
-    m = GrammarMatcher(constrain.compile(Grammar.from_lark(name="json"), info))
+    m = cfg_matcher(constrain.compile(Grammar.from_lark(name="json"), info))
     for step, tid in enumerate(ids):
         if step in (0, 2, 5, 9, 14, 17) or step == len(ids) - 1:
             assert allowed(m) == brute_force(m, info.vocab_size), f"step {step}"
@@ -328,7 +398,7 @@ def test_masks_match_brute_force_sql_gemma() -> None:
     info = tokenizer_info("gemma3-262k")
     text = "SELECT a.x, count(*) AS n FROM t a JOIN u ON a.id = u.id WHERE x > 1 GROUP BY a.x;"
     ids = hf_tokenizer("gemma3-262k").encode(text, add_special_tokens=False).ids
-    m = GrammarMatcher(constrain.compile(Grammar.from_lark(name="sqlite_select"), info))
+    m = cfg_matcher(constrain.compile(Grammar.from_lark(name="sqlite_select"), info))
     for step, tid in enumerate(ids):
         if step in (0, 3, 9):
             assert allowed(m) == brute_force(m, info.vocab_size), f"step {step}"

@@ -3,19 +3,41 @@
 Method: Earley over terminals, with each terminal recognised by its own byte DFA
 (:func:`constrain.regex.regex_to_dfa`). We chose Earley because Lark grammars may be ambiguous or
 outside LALR(1) (Lark's own default parser is Earley), and a constraint engine must accept every
-string of the language, not only those one LR table can parse. We chose a *scannerless* lexer (every
-terminal may end anywhere its regex allows, not only at the longest match) because that is what lets
-us accept every way to split the output into terminals: the language is exactly Lark's
-``parser="earley", lexer="dynamic_complete"`` language, a superset of what Lark's standard and
-contextual lexers accept (their longest-match lexing is one of the splits we allow). Terminal
-priorities only choose between parse trees in Lark; they do not change which strings are accepted,
-so they are ignored here. ``%ignore`` terminals may appear before, between and after terminals.
+string of the language, not only those one LR table can parse. Terminal priorities only choose
+between parse trees in Lark; they do not change which strings are accepted, so they are ignored here.
+``%ignore`` terminals may appear before, between and after terminals.
+
+Lexing rule (maximal munch with one byte of lookahead). Lark's default Earley lexer
+(``lexer="dynamic"``, ``lark/parsers/xearley.py``) scans each expected terminal (and each ``%ignore``
+terminal) at each position with ``regex.match(text, i)``: one match per terminal and position, the
+one Python's backtracking engine returns, which for Lark's greedy terminals is the longest match
+(Lark also sorts literal alternatives longest first). The longest match needs unbounded lookahead
+(``1.`` may still become ``1.5`` or fall back to ``1``), which a left-to-right automaton cannot
+decide without carrying every fallback. We implement the rule a streaming lexer can decide: a
+lexeme of terminal ``T`` ends at position ``j`` exactly when its DFA is accepting at ``j`` and the
+byte at ``j`` cannot continue it (or the input ends at ``j``). The lexeme is extended greedily
+while the next byte keeps ``T``'s DFA alive, and the boundary is decided on the byte that kills it.
+Each terminal is lexed on its own (a keyword ``"if"`` ends after ``if`` while ``NAME`` may go on
+reading ``ifx``), exactly as in Lark. Every end this rule allows is also Lark's longest match, so
+the language is a subset of Lark's ``lexer="dynamic"`` language; it differs only where a terminal
+could be extended by the next byte and then dies before accepting again (Python ``1else``: the
+``e`` may start an exponent, so ``NUMBER`` may not end after ``1``; Lark backtracks to ``1``). The
+tests use Lark's own Earley parser with this rule plugged in as its terminal matcher as the exact
+oracle, and plain ``lexer="dynamic"`` as a second oracle for every generated string.
+
+Consequence for completability: under a longest-match rule a productive grammar may still have
+strings that cannot be finished (``start: A B``, ``A: /a+/``, ``B: /a/`` generates nothing).
+Every shipped grammar ends each lexeme on some byte that starts what may follow it (or on an
+``%ignore`` whitespace), so their configurations all stay completable; the token masks (which
+allow tokens that stay inside one lexeme without asking the parser) rely on this.
 
 Why it is fast enough: Earley sets are hash-consed into *nodes*. A node holds the items waiting at
 one position, each item pointing at the node where it started (its origin) rather than at a
 position, so two positions with the same pending items and the same origins up the chain are the
-same node and have the same future. A *configuration* is the node at the current position (if a
-terminal may have just ended) plus the lexemes in progress ``(start node, terminal, DFA state)``.
+same node and have the same future. A *configuration* is the set of lexemes in progress
+``(start node, terminal, DFA state)``; where a lexeme ends is decided by the next byte, so a
+boundary is never a configuration of its own (the start configuration holds fresh lexemes at the
+root). The node after a set of lexeme ends is cached by that set (:meth:`EarleyAutomaton.end_node`).
 Configurations are interned too, so the recogniser is a deterministic automaton over
 configurations, built lazily: ``trans[c, byte]`` is ``-2`` until first needed, then the next
 configuration or ``-1``. Inside a JSON string the configuration repeats byte after byte, so a
@@ -23,8 +45,8 @@ string is a self-loop, and the k-th element of a list reaches the same nodes as 
 (Lark expands ``x*`` with left recursion). Rollback and fork are a list of configuration ids.
 
 Nullable symbols use Aycock and Horspool's fix (predicting a nullable symbol also steps over it).
-Unproductive rules are dropped first, so every item in a node can still complete; hence every
-configuration we create can be extended to a full sentence, which the token masks rely on.
+Unproductive rules are dropped first, so every item in a node can still complete (see above for
+what the lexing rule adds to that).
 """
 
 from __future__ import annotations
@@ -59,10 +81,10 @@ class _Node:
 
 @dataclass(eq=False)
 class _Config:
-    node: int  # -1: no terminal may end here
-    lexemes: tuple[Lexeme, ...]  # in progress, including fresh ones starting at ``node``
+    base: int  # the start configuration: the root node (its ``final`` counts); else -1
+    lexemes: tuple[Lexeme, ...]  # in progress (fresh ones at the DFA start state in the start config)
     lexset: frozenset[tuple[int, int]]  # {(terminal, DFA state)}: all the token masks depend on
-    final: bool
+    final: int  # -1 until first asked: whether ending every accepting lexeme here completes a sentence
 
 
 @dataclass(eq=False)
@@ -109,11 +131,13 @@ class EarleyAutomaton:
         self._configs: list[_Config] = []
         self._config_ids: dict[tuple[int, frozenset[Lexeme]], int] = {}
         self._lexset_rows: dict[frozenset[tuple[int, int]], tuple[np.ndarray, np.ndarray]] = {}
+        self._end_nodes: dict[tuple[frozenset[tuple[int, int]], frozenset[int]], int] = {}
+        self._fresh: dict[int, tuple[tuple[int, int], ...]] = {}  # node -> (terminal, start state)
         self.trans = np.full((64, 256), UNKNOWN, dtype=np.int32)
         root = self._close([(0, SELF)], False)
         if root < 0:  # pragma: no cover - the start rule is productive
             raise GrammarError("the grammar generates no string")
-        self.start = self._config(root, set())
+        self.start = self._config(root, {(root, t, q) for t, q in self._fresh_lexemes(root)})
 
     # ---- interning ---------------------------------------------------------------------------------
     def _close(self, seeds: list[Item], final: bool) -> int:
@@ -162,28 +186,31 @@ class EarleyAutomaton:
         self._node_ids[key] = nid
         return nid
 
-    def _config(self, node: int, lexemes: set[Lexeme]) -> int:
-        """Intern the configuration (node, lexemes in progress); fresh lexemes start at ``node``."""
-        if node >= 0:
+    def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
+        """(terminal, DFA start state) of every lexeme that may start at ``node`` (%ignore included)."""
+        hit = self._fresh.get(node)
+        if hit is None:
             starts = self._dfa_start
-            for t in self._nodes[node].expect_t:
-                lexemes.add((node, t, starts[t]))
-            for t in self.ignore:
-                lexemes.add((node, t, starts[t]))
-        key = (node, frozenset(lexemes))
+            terms = sorted(set(self._nodes[node].expect_t) | set(self.ignore))
+            hit = self._fresh[node] = tuple((t, starts[t]) for t in terms)
+        return hit
+
+    def _config(self, base: int, lexemes: set[Lexeme]) -> int:
+        """Intern the configuration of ``lexemes`` (``base``: the root node for the start config, or -1)."""
+        key = (base, frozenset(lexemes))
         cid = self._config_ids.get(key)
         if cid is not None:
             return cid
         cid = len(self._configs)
-        lex = tuple(lexemes)
+        lex = tuple(sorted(lexemes))
         lexset = frozenset((t, q) for _, t, q in lex)
-        final = node >= 0 and self._nodes[node].final
-        self._configs.append(_Config(node, lex, lexset, final))
+        self._configs.append(_Config(base, lex, lexset, -1))
         if cid >= self.trans.shape[0]:
             grown = np.full((2 * self.trans.shape[0], 256), UNKNOWN, dtype=np.int32)
             grown[:cid] = self.trans[:cid]
             self.trans = grown
-        # Bytes that no lexeme survives are dead now; only the rest need the parser (lazily).
+        # Bytes that no lexeme survives are dead now unless some lexeme may end before them; only
+        # the rest need the parser (lazily).
         self.trans[cid] = self._lexset_row(lexset)[0]
         self._config_ids[key] = cid
         return cid
@@ -196,21 +223,49 @@ class EarleyAutomaton:
             pairs = sorted(lexset)
             nxt = np.empty((256, max(1, len(pairs))), dtype=np.int32)
             nxt[:, 0] = -1
+            may_end = False
             for k, (t, q) in enumerate(pairs):
                 nxt[:, k] = self._dfa_trans[t][q]
-            alive = (nxt >= 0).any(axis=1)
+                may_end = may_end or bool(self._dfa_acc[t][q])
+            # A lexeme that may end here makes every byte a candidate (the byte that kills it
+            # starts what follows), so then nothing is dead before the parser is asked.
+            alive = np.ones(256, dtype=bool) if may_end else (nxt >= 0).any(axis=1)
             keys = np.ascontiguousarray(nxt).view(np.dtype((np.void, 4 * nxt.shape[1]))).ravel()
             _, classes = np.unique(keys, return_inverse=True)
             hit = (np.where(alive, UNKNOWN, DEAD).astype(np.int32), classes.ravel())
             self._lexset_rows[lexset] = hit
         return hit
 
+    def end_node(self, ends_t: frozenset[tuple[int, int]], ends_ign: frozenset[int]) -> int:
+        """The node after lexemes ``(start node, terminal)`` and %ignore lexemes (by start node) end
+        at one position, cached by that set of ends (the closure is the expensive part of a step)."""
+        key = (ends_t, ends_ign)
+        hit = self._end_nodes.get(key)
+        if hit is not None:
+            return hit
+        if not ends_t and len(ends_ign) == 1:
+            # Skipped text: the position behaves exactly like the one the ignored lexeme began at.
+            node = next(iter(ends_ign))
+        else:
+            nodes = self._nodes
+            seeds: list[Item] = []
+            final = False
+            for m, t in ends_t:
+                seeds.extend(nodes[m].expect_t[t])
+            for m in ends_ign:
+                seeds.extend(nodes[m].resolved)
+                final = final or nodes[m].final
+            node = self._close(seeds, final)
+        self._end_nodes[key] = node
+        return node
+
     # ---- stepping ----------------------------------------------------------------------------------
     def resolve(self, c: int, b: int) -> int:
         """``trans[c, b]``, computing it first if needed (returns -1 for a dead byte).
 
-        Every byte that moves each lexeme of ``c`` to the same DFA state as ``b`` does (``b``'s byte
-        class here) gets the same answer, so it is filled in at the same time.
+        Every byte that acts like ``b`` on each lexeme of ``c`` and, where lexemes end before it, on
+        every lexeme that may start after them (``b``'s byte class here) gets the same answer, so
+        it is filled in at the same time.
         """
         nxt = int(self.trans[c, b])
         if nxt != UNKNOWN:
@@ -218,49 +273,47 @@ class EarleyAutomaton:
         with self._lock:
             if int(self.trans[c, b]) != UNKNOWN:
                 return int(self.trans[c, b])
-            lexemes = self._configs[c].lexemes
-            rows = self._dfa_trans
-            states = [int(rows[t][q, b]) for _, t, q in lexemes]
-            classes = self._lexset_row(self._configs[c].lexset)[1]
+            target, lexset = self._step(c, b)
+            classes = self._lexset_row(lexset)[1]
             same = classes == classes[b]
-            target = self._step(c, states)
             self.trans[c, same] = target  # after _step, which may have grown the table
             return target
 
-    def _step(self, c: int, states: list[int]) -> int:
-        """The configuration after a byte that takes lexeme ``k`` of ``c`` to DFA state ``states[k]``."""
-        lex_out: set[Lexeme] = set()
-        done_t: set[tuple[int, int]] = set()
-        done_ign: set[int] = set()
+    def _step(self, c: int, b: int) -> tuple[int, frozenset[tuple[int, int]]]:
+        """The configuration after byte ``b`` from ``c``, and the lexeme states ``b`` was read by.
+
+        A lexeme that ``b`` keeps alive goes on; one that ``b`` kills ends before ``b`` if its DFA
+        is accepting (else it is dropped). Where any lexeme ends, the lexemes that may start at the
+        resulting node read ``b`` as their first byte.
+        """
+        rows = self._dfa_trans
         dfa_acc = self._dfa_acc
         is_ignore = self._is_ignore
-        for (m, t, _), q2 in zip(self._configs[c].lexemes, states):
-            if q2 < 0:
-                continue
-            lex_out.add((m, t, q2))
-            if dfa_acc[t][q2]:
+        config = self._configs[c]
+        out: set[Lexeme] = set()
+        ends_t: set[tuple[int, int]] = set()
+        ends_ign: set[int] = set()
+        for m, t, q in config.lexemes:
+            q2 = int(rows[t][q, b])
+            if q2 >= 0:
+                out.add((m, t, q2))
+            elif dfa_acc[t][q]:
                 if is_ignore[t]:
-                    done_ign.add(m)
+                    ends_ign.add(m)
                 else:
-                    done_t.add((m, t))
-        if not lex_out:
-            return DEAD
-        node = -1
-        if done_t or done_ign:
-            if not done_t and len(done_ign) == 1:
-                # Skipped text: the position behaves exactly like the one the ignored lexeme began at.
-                node = next(iter(done_ign))
-            else:
-                nodes = self._nodes
-                seeds: list[Item] = []
-                final = False
-                for m, t in done_t:
-                    seeds.extend(nodes[m].expect_t[t])
-                for m in done_ign:
-                    seeds.extend(nodes[m].resolved)
-                    final = final or nodes[m].final
-                node = self._close(seeds, final)
-        return self._config(node, lex_out)
+                    ends_t.add((m, t))
+        lexset = config.lexset
+        if ends_t or ends_ign:
+            node = self.end_node(frozenset(ends_t), frozenset(ends_ign))
+            fresh = self._fresh_lexemes(node)
+            for t, q in fresh:
+                q2 = int(rows[t][q, b])
+                if q2 >= 0:
+                    out.add((node, t, q2))
+            lexset = lexset | frozenset(fresh)
+        if not out:
+            return DEAD, lexset
+        return self._config(-1, out), lexset
 
     def walk(self, c: int, data: bytes) -> int:
         """The configuration after ``data`` from ``c`` (-1 when rejected)."""
@@ -277,8 +330,24 @@ class EarleyAutomaton:
 
     # ---- queries -----------------------------------------------------------------------------------
     def is_final(self, c: int) -> bool:
-        """True where the input read so far is a sentence of the grammar."""
-        return self._configs[c].final
+        """True where the input read so far is a sentence of the grammar (the end of the input ends
+        every accepting lexeme; computed on first call, then cached)."""
+        config = self._configs[c]
+        if config.final < 0:
+            with self._lock:
+                final = config.base >= 0 and self._nodes[config.base].final
+                ends_t = set()
+                ends_ign = set()
+                for m, t, q in config.lexemes:
+                    if self._dfa_acc[t][q]:
+                        if self._is_ignore[t]:
+                            ends_ign.add(m)
+                        else:
+                            ends_t.add((m, t))
+                if not final and (ends_t or ends_ign):
+                    final = self._nodes[self.end_node(frozenset(ends_t), frozenset(ends_ign))].final
+                config.final = int(final)
+        return config.final == 1
 
     def lexset(self, c: int) -> frozenset[tuple[int, int]]:
         """The (terminal, DFA state) pairs of the lexemes in progress at ``c`` (fresh ones included)."""

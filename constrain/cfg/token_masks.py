@@ -8,10 +8,13 @@ A configuration ``c`` (see :mod:`constrain.cfg.earley`) holds lexemes in progres
   alone; one trie walk per ``(T, q)`` finds them, cached for the grammar's lifetime (XGrammar's
   context-independent tokens).
 * it ends a lexeme strictly inside the token and goes on past it (``",`` after a string, ``1]``).
-  Only these *crossing* tokens need the parser. The same walk per ``(T, q)`` marks the candidates
-  (the token passes through an accepting state of ``T`` before its last byte), and for a set of
+  Only these *crossing* tokens need the parser. The same walk per ``(T, q)`` marks the candidates:
+  a lexeme ends only before the byte that kills it (:mod:`constrain.cfg.earley`'s lexing rule), so
+  a candidate is a token with a byte that kills ``T`` right after an accepting state. For a set of
   lexemes the candidates that are not already lexer-only are laid out as a sub-trie of the
-  vocabulary, built once. At run time that sub-trie is walked through the configuration automaton
+  vocabulary, built once; where a lexeme is accepting already, the tokens whose first byte kills it
+  all cross, and their first-byte subtrees of the full trie are walked in place instead. At run
+  time that sub-trie is walked through the configuration automaton
   (``trans``, lazily extended), skipping every subtree whose first byte dies (llguidance's trie walk
   with parser checks at lexeme boundaries, restricted to the few tokens that can cross one).
 
@@ -52,14 +55,16 @@ def lexeme_token_sets(
     """Lexer-only tokens of ``(transitions, state)`` into ``inside``; returns the crossing sub-trie.
 
     Plain loops over the preorder trie: a node whose byte keeps the lexeme alive marks its tokens in
-    ``inside``. A node whose byte kills the lexeme below an accepting state (the lexeme could have
-    ended just above it) starts a subtree of crossing candidates: the subtree and the path to it
-    are kept, renumbered into a smaller preorder trie (``int32[M, 4]``, same layout as the input).
-    Tokens on an alive path are lexer-only, so they never need the parser.
+    ``inside``. A node whose byte kills the lexeme in an accepting state (the lexeme ends just
+    above it and the byte starts what follows) starts a subtree of crossing candidates: the subtree
+    and the path to it are kept, renumbered into a smaller preorder trie (``int32[M, 4]``, same
+    layout as the input).
+    Tokens on an alive path are lexer-only, so they never need the parser. A first byte that kills
+    the lexeme (``state`` itself accepting) is left out: such a token's whole first-byte subtree of
+    the vocabulary crosses, and is walked in place (see :func:`walk_configs`), not copied.
     """
     total = nodes.shape[0]
     stack = np.empty(max_depth + 1, dtype=np.int32)
-    acc = np.zeros(max_depth + 1, dtype=np.bool_)  # an accepting state after 1..d bytes of the path
     path = np.empty(max_depth + 1, dtype=np.int64)
     emitted = np.zeros(max_depth + 1, dtype=np.bool_)
     kept = np.empty(total, dtype=np.int64)
@@ -71,7 +76,7 @@ def lexeme_token_sets(
         nxt = transitions[stack[d], nodes[n, 0]]
         if nxt < 0:
             end = nodes[n, 2]
-            if acc[d]:
+            if d > 0 and accepting[stack[d]]:
                 for up in range(d):  # the path to here, once
                     if not emitted[up]:
                         emitted[up] = True
@@ -85,7 +90,6 @@ def lexeme_token_sets(
         path[d] = n
         emitted[d] = False
         stack[d + 1] = nxt
-        acc[d + 1] = acc[d] or accepting[nxt]
         _mark(nodes[n, 3], dup_start, dup_end, sorted_ids, inside)
         n += 1
     out = np.empty((nkept, 4), dtype=np.int32)
@@ -115,8 +119,8 @@ def _mark(
 @numba.njit(cache=True, nogil=True)
 def walk_configs(
     trans: np.ndarray,
-    start: int,
     nodes: np.ndarray,
+    ranges: np.ndarray,
     dup_start: np.ndarray,
     dup_end: np.ndarray,
     sorted_ids: np.ndarray,
@@ -124,32 +128,38 @@ def walk_configs(
     out: np.ndarray,
     unknown: np.ndarray,
 ) -> int:  # pragma: no cover - numba
-    """Walk the trie through the configuration automaton from ``start``; mark surviving tokens.
+    """Walk trie subtrees through the configuration automaton; mark surviving tokens in ``out``.
 
-    A transition not built yet (``-2``) is recorded in ``unknown`` (``(config, byte)`` rows) and its
-    subtree skipped; returns how many were recorded (the caller builds them and walks again).
+    ``ranges[k] = (lo, hi, depth, config)``: the preorder nodes ``lo..hi`` (whole subtrees whose
+    roots are at ``depth``), entered in configuration ``config``. A transition not built yet
+    (``-2``) is recorded in ``unknown`` as a row of the same layout (its subtree, entered in the
+    configuration it left from) and skipped; returns how many were recorded. The caller builds those
+    transitions and walks just the recorded subtrees, so no part of the trie is walked twice.
     """
     stack = np.empty(max_depth + 1, dtype=np.int32)
-    stack[0] = start
-    n = 0
-    total = nodes.shape[0]
     found = 0
     cap = unknown.shape[0]
-    while n < total:
-        d = nodes[n, 1]
-        s = stack[d]
-        nxt = trans[s, nodes[n, 0]]
-        if nxt < 0:
-            if nxt == -2:
-                if found < cap:
-                    unknown[found, 0] = s
-                    unknown[found, 1] = nodes[n, 0]
-                found += 1
-            n = nodes[n, 2]
-            continue
-        stack[d + 1] = nxt
-        _mark(nodes[n, 3], dup_start, dup_end, sorted_ids, out)
-        n += 1
+    for r in range(ranges.shape[0]):
+        n = ranges[r, 0]
+        total = ranges[r, 1]
+        stack[ranges[r, 2]] = ranges[r, 3]
+        while n < total:
+            d = nodes[n, 1]
+            s = stack[d]
+            nxt = trans[s, nodes[n, 0]]
+            if nxt < 0:
+                if nxt == -2:
+                    if found < cap:
+                        unknown[found, 0] = n
+                        unknown[found, 1] = nodes[n, 2]
+                        unknown[found, 2] = d
+                        unknown[found, 3] = s
+                    found += 1
+                n = nodes[n, 2]
+                continue
+            stack[d + 1] = nxt
+            _mark(nodes[n, 3], dup_start, dup_end, sorted_ids, out)
+            n += 1
     return found
 
 
@@ -157,6 +167,8 @@ def walk_configs(
 class _LexsetMasks:
     inside: np.ndarray  # uint32 words: tokens that stay inside one lexeme
     crossing: tuple[np.ndarray, ...]  # int32[M, 4] sub-tries of the tokens that may cross a lexeme end
+    # (lo, hi) ranges of the full trie: first bytes that end an accepting lexeme right away
+    first_ranges: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,6 +186,7 @@ class CompiledCFG:
         default_factory=dict, repr=False
     )
     _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
+    _root: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _mask_addrs: dict[int, int] = field(default_factory=dict, repr=False)
     _eos_mask: np.ndarray = field(init=False, repr=False)
@@ -228,12 +241,28 @@ class CompiledCFG:
             return hit
         inside = np.zeros(self.num_words, dtype=np.uint32)
         crossing = []
+        kills = np.zeros(256, dtype=bool)
+        dfas = self.automaton.dfas
         for term, state in sorted(lexset):
             i, c = self._lexeme_sets(term, state)
             inside |= i
             if c.shape[0]:
                 crossing.append(c)
-        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, tuple(crossing)))
+            if dfas[term].accepting[state]:
+                kills |= dfas[term].transitions[state] < 0
+        roots = self._root_ranges()
+        first = roots[kills[roots[:, 2]]][:, :2].copy()
+        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, tuple(crossing), first))
+
+    def _root_ranges(self) -> np.ndarray:
+        """``int64[K, 3]``: (first node, end, byte) of each depth-0 subtree of the vocabulary trie."""
+        hit = self._root.get(0)
+        if hit is None:
+            nodes = self.trie.nodes
+            idx = np.flatnonzero(nodes[:, 1] == 0)
+            ranges = np.stack([idx, nodes[idx, 2], nodes[idx, 0]], axis=1).astype(np.int64)
+            hit = self._root.setdefault(0, ranges)
+        return hit
 
     # ---- per configuration ---------------------------------------------------------------------------
     def config_mask(self, config: int) -> np.ndarray:
@@ -256,13 +285,20 @@ class CompiledCFG:
         lm = self._lexset(auto.lexset(config))
         words = lm.inside.copy()
         trie = self.trie
-        unknown = np.empty((_UNKNOWN_BUF, 2), dtype=np.int32)
-        for sub in lm.crossing:
-            while True:
+        unknown = np.empty((_UNKNOWN_BUF, 4), dtype=np.int64)
+        walks = [(sub, np.array([[0, sub.shape[0], 0, config]], dtype=np.int64)) for sub in lm.crossing]
+        if lm.first_ranges.shape[0]:
+            ranges = np.empty((lm.first_ranges.shape[0], 4), dtype=np.int64)
+            ranges[:, :2] = lm.first_ranges
+            ranges[:, 2] = 0
+            ranges[:, 3] = config
+            walks.append((trie.nodes, ranges))
+        for sub, ranges in walks:
+            while ranges.shape[0]:
                 found = walk_configs(
                     auto.trans,
-                    config,
                     sub,
+                    ranges,
                     trie.dup_start,
                     trie.dup_end,
                     trie.sorted_ids,
@@ -270,10 +306,13 @@ class CompiledCFG:
                     words,
                     unknown,
                 )
-                if found == 0:
-                    break
-                for s, b in {(int(s), int(b)) for s, b in unknown[: min(found, _UNKNOWN_BUF)]}:
-                    auto.resolve(s, b)
+                if found > unknown.shape[0]:
+                    unknown = np.empty((found, 4), dtype=np.int64)
+                    continue  # nothing was resolved: walk the same ranges again into a larger buffer
+                ranges = unknown[:found].copy()
+                codes = ranges[:, 3] * 256 + sub[ranges[:, 0], 0]
+                for code in np.unique(codes).tolist():
+                    auto.resolve(code >> 8, code & 255)
         if auto.is_final(config):
             words |= self._eos_mask
         mask = words.view(np.int32)
