@@ -929,10 +929,11 @@ def plot_summaries(summaries: Sequence[SubsetSummary], path: str | Path, *, titl
         ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
         if unit == "%":
             ax.set_ylim(0, 105)
-    axes[0].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
