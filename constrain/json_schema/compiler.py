@@ -181,7 +181,6 @@ class SchemaCompiler:
         self._lang_memo: dict[tuple[Any, Any], DFA] = {}
         self._active: set[tuple[Any, Any]] = set()
         self._expand_memo: dict[tuple[Any, ...], tuple[_Node, ...]] = {}
-        self._any_memo: dict[int, DFA] = {}
         self._pattern_memo: dict[str, re.Pattern[str]] = {}
         self._synthetic: list[Any] = []  # synthetic schemas stay alive: node keys use id()
 
@@ -420,29 +419,17 @@ class SchemaCompiler:
         parts: list[A.Expr] = [scalar]
         if depth > 0:
             inner = A.Embed(self.any_value(depth - 1))
-            sep = A.seq(ws, A.Literal(b","), ws)
-            parts.append(
-                A.seq(
-                    A.Literal(b"["),
-                    ws,
-                    A.Repeat(A.seq(inner, A.Repeat(A.seq(sep, inner), 0, None)), 0, 1),
-                    ws,
-                    A.Literal(b"]"),
-                )
-            )
             member = A.seq(self._string_expr(_ANY_CHARS), ws, A.Literal(b":"), ws, inner)
-            parts.append(
-                A.seq(
-                    A.Literal(b"{"),
-                    ws,
-                    A.Repeat(A.seq(member, A.Repeat(A.seq(sep, member), 0, None)), 0, 1),
-                    ws,
-                    A.Literal(b"}"),
-                )
-            )
+            parts += [self._bracketed(b"[", inner, b"]"), self._bracketed(b"{", member, b"}")]
         dfa = A.build(A.alt(*parts), f"<any JSON value, depth {depth}>")
         _ANY_CACHE[key] = dfa
         return dfa
+
+    def _bracketed(self, open_: bytes, item: A.Expr, close: bytes) -> A.Expr:
+        """``open_ (item (, item)*)? close``: an array or object of any length."""
+        sep = A.seq(self.ws, A.Literal(b","), self.ws)
+        items = A.Repeat(A.seq(item, A.Repeat(A.seq(sep, item), 0, None)), 0, 1)
+        return A.seq(A.Literal(open_), self.ws, items, self.ws, A.Literal(close))
 
     @staticmethod
     def _string_expr(content: A.Expr) -> A.Expr:
