@@ -110,13 +110,18 @@ def compile(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:
         from .cfg import compile_lark
 
         return compile_lark(grammar, tokenizer_info)  # type: ignore[return-value]
+    automaton = grammar.to_automaton()
+    if not isinstance(automaton, DFA):  # a recursive JSON Schema: the context-free engine
+        from .cfg import compile_automaton
+
+        return compile_automaton(grammar, tokenizer_info, automaton)  # type: ignore[return-value]
     key = (grammar, tokenizer_info.fingerprint)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is not None and hit.tokenizer_info is tokenizer_info:
             _CACHE.move_to_end(key)
             return hit
-    compiled = CompiledGrammar(grammar, tokenizer_info, grammar.to_dfa(), token_trie(tokenizer_info))
+    compiled = CompiledGrammar(grammar, tokenizer_info, automaton, token_trie(tokenizer_info))
     with _CACHE_LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _COMPILE_CACHE_SIZE:
@@ -132,5 +137,8 @@ def clear_caches() -> None:
         _CACHE.clear()
     _regex_to_dfa_cached.cache_clear()
     from .cfg import clear_caches as clear_cfg_caches
+    from .grammar import _json_schema_automaton
+
+    _json_schema_automaton.cache_clear()
 
     clear_cfg_caches()

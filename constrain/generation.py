@@ -33,7 +33,7 @@ import os
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload, runtime_checkable
@@ -351,47 +351,72 @@ def _bytes_to_token(info: TokenizerInfo) -> tuple[dict[bytes, int], int]:
     return hit
 
 
-def shortest_completion(matcher: GrammarMatcher) -> list[int]:
-    """Tokens that bring ``matcher`` to a state where the output may end, spelling the shortest such
-    byte string (breadth-first over the DFA; ties go to the smallest byte). ``matcher`` is not changed.
+_MAX_COMPLETION_CONFIGS = 200_000
 
-    The bytes are split into tokens greedily, longest valid token first: valid, not necessarily the
-    tokenizer's canonical segmentation.
 
-    Raises:
-        UnsupportedFeatureError: the compiled grammar has no DFA (not a regular language).
-        ConstrainError: no completion exists or no token sequence spells it.
-    """
-    if matcher.is_terminated() or matcher.can_end():
-        return []
+def _completion_bytes(matcher: GrammarMatcher) -> bytes:
+    """The shortest bytes from the matcher's state to a state where the output may end."""
     dfa = getattr(matcher.compiled, "dfa", None)
-    if dfa is None:
-        raise UnsupportedFeatureError("on_budget='complete' needs a grammar compiled to a DFA")
-    trans = np.asarray(dfa.transitions)
-    accepting = dfa.accepting
+    if dfa is not None:
+        trans = np.asarray(dfa.transitions)
+
+        def successors(s: int) -> list[tuple[int, int]]:
+            row = trans[s]
+            return [(b, int(row[b])) for b in np.flatnonzero(row >= 0).tolist()]
+
+        is_goal: Callable[[int], bool] = lambda s: bool(dfa.accepting[s])  # noqa: E731
+    else:  # a context-free grammar: breadth-first over the Earley configuration automaton
+        from .cfg.earley import UNKNOWN
+
+        auto = matcher.compiled.automaton  # type: ignore[attr-defined]
+
+        def successors(s: int) -> list[tuple[int, int]]:
+            row = auto.trans[s]
+            for b in np.flatnonzero(row == UNKNOWN).tolist():
+                if auto.trans[s, b] == UNKNOWN:  # one resolve fills the byte's whole class
+                    auto.resolve(s, b)
+            row = auto.trans[s]
+            return [(b, int(row[b])) for b in np.flatnonzero(row >= 0).tolist()]
+
+        is_goal = auto.is_final
     start = matcher.state
     parent: dict[int, tuple[int, int]] = {start: (-1, -1)}
     queue = deque([start])
     goal = -1
-    while queue:
+    while queue and len(parent) <= _MAX_COMPLETION_CONFIGS:
         s = queue.popleft()
-        if accepting[s]:
+        if is_goal(s):
             goal = s
             break
-        for b in np.flatnonzero(trans[s] >= 0).tolist():
-            t = int(trans[s, b])
+        for b, t in successors(s):
             if t not in parent:
                 parent[t] = (s, b)
                 queue.append(t)
     if goal < 0:
-        raise ConstrainError("the grammar has no completion from the current state")
+        raise ConstrainError("no completion of the output was found from the current state")
     path = bytearray()
     s = goal
     while s != start:
         s, b = parent[s]
         path.append(b)
-    data = bytes(reversed(path))
+    return bytes(reversed(path))
 
+
+def shortest_completion(matcher: GrammarMatcher) -> list[int]:
+    """Tokens that bring ``matcher`` to a state where the output may end, spelling the shortest such
+    byte string (breadth-first over the DFA, or over the configurations of a context-free grammar;
+    ties go to the smallest byte). ``matcher`` is not changed.
+
+    The bytes are split into tokens greedily, longest valid token first: valid, not necessarily the
+    tokenizer's canonical segmentation.
+
+    Raises:
+        ConstrainError: no completion exists (or, for a context-free grammar, none was found within
+            ``_MAX_COMPLETION_CONFIGS`` configurations), or no token sequence spells it.
+    """
+    if matcher.is_terminated() or matcher.can_end():
+        return []
+    data = _completion_bytes(matcher)
     table, longest = _bytes_to_token(matcher.compiled.tokenizer_info)
     walker = matcher.fork()
     out: list[int] = []

@@ -1,7 +1,7 @@
 """``Grammar``: what the user wants the output to look like, before it meets a tokenizer.
 
-A grammar is a small immutable description (a regex today; JSON Schemas and Lark grammars build on
-it). :func:`constrain.compile` turns it, together with a :class:`~constrain.TokenizerInfo`, into a
+A grammar is a small immutable description: a regex, a JSON Schema or a Lark grammar.
+:func:`constrain.compile` turns it, together with a :class:`~constrain.TokenizerInfo`, into a
 :class:`~constrain.CompiledGrammar`.
 """
 
@@ -13,10 +13,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import InvalidInputError
 from .regex import DFA, regex_to_dfa
+
+if TYPE_CHECKING:
+    from .cfg.earley import EarleyAutomaton
 
 _ALLOWED_FLAGS = re.IGNORECASE | re.DOTALL | re.ASCII | re.UNICODE | re.VERBOSE | re.MULTILINE
 
@@ -105,7 +108,7 @@ class Grammar:
             ("whitespace", whitespace),
         )
         grammar = cls("json_schema", json.dumps(doc, ensure_ascii=False), 0, options)
-        grammar.to_dfa()  # compile now: errors surface here, and the DFA is cached
+        grammar.to_automaton()  # compile now: errors surface here, and the automaton is cached
         return grammar
 
     @classmethod
@@ -140,18 +143,40 @@ class Grammar:
         return opts
 
     def to_dfa(self) -> DFA:
-        """The byte-level DFA of this grammar (cached)."""
+        """The byte-level DFA of this grammar (cached).
+
+        Raises:
+            InvalidInputError: the language is context-free (a Lark grammar, or a JSON Schema whose
+                ``$ref``s recurse); use :meth:`to_automaton`.
+        """
+        got = self.to_automaton()
+        if not isinstance(got, DFA):
+            raise InvalidInputError(f"this {self.kind} grammar is context-free: it has no single DFA")
+        return got
+
+    def to_automaton(self) -> DFA | EarleyAutomaton:
+        """The grammar's automaton (cached): a byte DFA for regular languages, else the Earley
+        configuration automaton of :mod:`constrain.cfg` (Lark grammars, recursive JSON Schemas)."""
         if self.kind == "regex":
             return regex_to_dfa(self.source, self.flags)
         if self.kind == "json_schema":
-            return _json_schema_dfa(self)
-        raise InvalidInputError(f"grammar kind {self.kind!r} has no single DFA")
+            return _json_schema_automaton(self)
+        if self.kind == "lark":
+            from .cfg import automaton_for
+
+            opts = dict(self.options)
+            return automaton_for(
+                self.source, str(opts.get("start", "start")), str(opts.get("import_dir", ""))
+            )
+        raise InvalidInputError(f"unknown grammar kind {self.kind!r}")
 
 
 @functools.lru_cache(maxsize=128)
-def _json_schema_dfa(grammar: Grammar) -> DFA:
-    from .json_schema.compiler import SchemaOptions, schema_to_dfa
+def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton:
+    from .json_schema.compiler import SchemaOptions, schema_to_language
+    from .json_schema.recursion import build_automaton
 
     opts = grammar.schema_options()
     registry = opts.pop("registry")
-    return schema_to_dfa(json.loads(grammar.source), SchemaOptions(**opts), registry)
+    got = schema_to_language(json.loads(grammar.source), SchemaOptions(**opts), registry)
+    return got if isinstance(got, DFA) else build_automaton(got)

@@ -306,13 +306,15 @@ def load_maskbench(
     *,
     subsets: Iterable[str] | None = None,
     limit: int | None = None,
+    recursive_only: bool = False,
 ) -> Suite:
     """Load MaskBench records from ``maskbench-data.tar.xz`` (read without unpacking) or a folder of them.
 
     Each record ``{"description", "meta", "schema", "tests": [{"description", "data", "valid"}]}``
     becomes one :class:`SchemaCase` in the row of its subset (:func:`maskbench_subset`); records
     without tests are kept (they still measure compile coverage and time). ``subsets`` keeps only
-    those subsets; ``limit`` keeps the first ``limit`` schemas (by file name) of each subset.
+    those subsets; ``limit`` keeps the first ``limit`` schemas (by file name) of each subset;
+    ``recursive_only`` keeps only schemas with a ``$ref`` cycle (:func:`has_ref_cycle`), before ``limit``.
     ``format`` is enforced (MaskBench's verdicts were made with format assertion on), and the draft
     comes from the schema's ``$schema`` (2020-12 where there is none, as Python's ``jsonschema`` does).
     """
@@ -335,6 +337,8 @@ def load_maskbench(
             raise InvalidInputError(f"{root}: {name} is not JSON: {exc}") from exc
         if not isinstance(record, dict) or "schema" not in record:
             raise InvalidInputError(f"{root}: {name} is not a MaskBench record (no 'schema')")
+        if recursive_only and not _is_recursive(record["schema"]):
+            continue
         taken[subset] += 1
         sid = _maskbench_id(name)
         tests = tuple(
@@ -357,8 +361,22 @@ def load_maskbench(
         name="maskbench" + (f" ({', '.join(sorted(wanted))})" if wanted else ""),
         cases=tuple(cases),
         registry={},
-        options={"path": str(root), "subsets": sorted(wanted) if wanted else None, "limit": limit},
+        options={
+            "path": str(root),
+            "subsets": sorted(wanted) if wanted else None,
+            "limit": limit,
+            "recursive_only": recursive_only,
+        },
     )
+
+
+def _is_recursive(schema: Any) -> bool:
+    from .json_schema.compiler import has_ref_cycle
+
+    try:
+        return has_ref_cycle(schema, draft=_draft_of(schema) or "2020-12")
+    except Exception:  # noqa: BLE001 - a schema that cannot be walked: the run itself reports why
+        return False
 
 
 _DRAFT_URIS = {"draft-04": "4", "draft-06": "6", "draft-07": "7", "2019-09": "2019-09"}
@@ -1196,6 +1214,11 @@ def _add_suite_commands(parser: argparse.ArgumentParser, *, required: bool = Tru
     )
     mb.add_argument("--limit", type=int, metavar="N", help="at most N schemas from each subset")
     mb.add_argument("--subset", action="append", metavar="NAME", help="only this subset (repeat for several)")
+    mb.add_argument(
+        "--recursive",
+        action="store_true",
+        help="only schemas with a $ref cycle (the context-free engine's share of MaskBench)",
+    )
     _add_common(mb)
 
 
@@ -1231,7 +1254,9 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
         return _err("no data: pass --path (../shared/data is not beside this checkout)")
     try:
         if args.suite_command == "maskbench":
-            suite = load_maskbench(args.path, subsets=args.subset, limit=args.limit)
+            suite = load_maskbench(
+                args.path, subsets=args.subset, limit=args.limit, recursive_only=args.recursive
+            )
         else:
             suite = load_json_schema_test_suite(
                 args.path, draft=args.draft, optional=args.optional, filter=args.filter

@@ -35,16 +35,25 @@ def automaton_for(source: str, start: str = "start", import_dir: str = "") -> Ea
 
 def compile_lark(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledCFG:
     """Bind a ``kind == "lark"`` grammar to a tokenizer. Cached: the same pair gives the same object."""
+    opts = dict(grammar.options)
+    return compile_automaton(
+        grammar,
+        tokenizer_info,
+        automaton_for(grammar.source, str(opts.get("start", "start")), str(opts.get("import_dir", ""))),
+    )
+
+
+def compile_automaton(
+    grammar: Grammar, tokenizer_info: TokenizerInfo, automaton: EarleyAutomaton
+) -> CompiledCFG:
+    """Bind ``grammar``'s configuration automaton (a Lark grammar's, or a recursive JSON Schema's) to a
+    tokenizer. Cached: the same pair gives the same object."""
     key = (grammar, tokenizer_info.fingerprint)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is not None and hit.tokenizer_info is tokenizer_info:
             _CACHE.move_to_end(key)
             return hit
-    opts = dict(grammar.options)
-    automaton = automaton_for(
-        grammar.source, str(opts.get("start", "start")), str(opts.get("import_dir", ""))
-    )
     compiled = compile_cfg(grammar, tokenizer_info, automaton)
     with _CACHE_LOCK:
         _CACHE[key] = compiled
@@ -69,6 +78,7 @@ __all__ = [
     "automaton_for",
     "build_automaton",
     "clear_caches",
+    "compile_automaton",
     "compile_cfg",
     "compile_lark",
     "parse_lark",

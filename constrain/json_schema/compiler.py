@@ -17,9 +17,17 @@ intersects, ``anyOf`` unites, ``oneOf`` is "in exactly one", ``not`` and ``else`
 location's *skeleton* (every canonical value at that location). Values that no schema constrains are
 any JSON value nested at most ``max_any_depth`` deep (a finite automaton cannot count brackets).
 
-What cannot be enforced exactly (``uniqueItems`` over an infinite item set, recursive ``$ref`` until
-the context-free engine is wired, lookaround in ``pattern``) raises :class:`UnsupportedSchemaFeature`
-naming the keyword and its JSON pointer, or is dropped with a warning under ``lenient=True``.
+**Recursion.** A ``$ref`` cycle that comes back to a (subschema, location) pair still being compiled
+leaves a *hole* there (two bytes no UTF-8 text holds) that stands for that pair's language. The
+result is then a set of DFAs with holes, which :mod:`constrain.json_schema.recursion` turns into a
+context-free grammar for the Earley engine: no depth cap. Holes pass through properties, items,
+``$ref`` and ``anyOf`` (concatenation and union are exact on them); ``allOf``/``oneOf``/``not``/``if``
+over a hole are exact only where the operands' first bytes cannot overlap (``oneOf: [null, node]``),
+and are refused otherwise.
+
+What cannot be enforced exactly (``uniqueItems`` over an infinite item set, recursion inside
+intersections, lookaround in ``pattern``) raises :class:`UnsupportedSchemaFeature` naming the keyword
+and its JSON pointer, or is dropped with a warning under ``lenient=True``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -48,6 +56,7 @@ from ..exceptions import (
     UnsupportedSchemaFeature,
 )
 from ..regex import DFA, dfa_from_arrays, empty_dfa
+from .recursion import HOLE, MAX_HOLES, RecursiveLanguage, has_holes, hole_edges
 
 _DRAFTS = {
     "2020-12": referencing.jsonschema.DRAFT202012,
@@ -104,8 +113,10 @@ class _Node:
     @property
     def key(self) -> tuple[Any, ...]:
         if isinstance(self.schema, dict):
-            # The dynamic scope is part of the identity: it decides where a $dynamicRef lands.
-            scope = tuple(uri for uri, _ in self.resolver.dynamic_scope())
+            # The dynamic scope is part of the identity: it decides where a $dynamicRef lands, which
+            # is the outermost resource with the anchor. So only each URI's outermost entry matters;
+            # keeping just those bounds the scope, and a $ref cycle comes back to the same key.
+            scope = tuple(dict.fromkeys(reversed([str(uri) for uri, _ in self.resolver.dynamic_scope()])))
             return (id(self.schema), str(self.resolver._base_uri), scope)
         return (bool(self.schema),)
 
@@ -183,6 +194,9 @@ class SchemaCompiler:
         self._expand_memo: dict[tuple[Any, ...], tuple[_Node, ...]] = {}
         self._pattern_memo: dict[str, re.Pattern[str]] = {}
         self._synthetic: list[Any] = []  # synthetic schemas stay alive: node keys use id()
+        # Recursion: a (node, location) met again while still being compiled becomes a hole.
+        self._holes: dict[tuple[Any, Any], int] = {}
+        self._hole_info: list[tuple[tuple[Any, Any], str, frozenset[int]]] = []  # key, pointer, first bytes
 
     # ---- errors ---------------------------------------------------------------------------
     def unsupported(self, keyword: str, ptr: str, detail: str = "") -> None:
@@ -444,8 +458,8 @@ class SchemaCompiler:
             return self.any_value(self.options.max_any_depth + 1)
         return self.lang(_Node(_EMPTY_SCHEMA, loc.nodes[0].ptr, loc.nodes[0].resolver), loc)
 
-    def compile_root(self) -> DFA:
-        """The DFA of the whole schema."""
+    def compile_root(self) -> DFA | RecursiveLanguage:
+        """The DFA of the whole schema, or DFAs with holes where ``$ref`` recurses."""
         loc = self.loc_of([self.root])
         dfa = self.lang(self.root, loc)
         if self.dropped:
@@ -453,7 +467,93 @@ class SchemaCompiler:
             warnings.warn(
                 f"lenient=True dropped keywords it cannot enforce: {listed}", UserWarning, stacklevel=3
             )
-        return dfa
+        if not has_holes(dfa):
+            return dfa
+        holes: dict[int, DFA] = {}
+        todo = [dfa]
+        while todo:
+            d = todo.pop()
+            mids = np.unique(d.transitions[:, HOLE])
+            for mid in mids[mids >= 0].tolist():
+                for idx in np.flatnonzero(d.transitions[mid] >= 0).tolist():
+                    if idx not in holes:
+                        holes[idx] = self._lang_memo[self._hole_info[idx][0]]
+                        todo.append(holes[idx])
+        return RecursiveLanguage(dfa, holes, {i: self._hole_info[i][1] for i in holes})
+
+    # ---- recursion ------------------------------------------------------------------------
+    def _hole(self, key: tuple[Any, Any], node: _Node) -> DFA:
+        """A stand-in for the language of ``key``, still being compiled: the bytes ``0xFF idx``."""
+        idx = self._holes.get(key)
+        if idx is None:
+            idx = len(self._hole_info)
+            if idx >= MAX_HOLES:
+                raise UnsupportedSchemaFeature(
+                    "$ref", node.ptr, f"more than {MAX_HOLES} recursive places in one schema"
+                )
+            self._holes[key] = idx
+            self._hole_info.append((key, node.ptr, self._first_bytes_of_node(node, frozenset())))
+        return A.build(A.Literal(bytes([HOLE, idx])), f"recursive {node.ptr}")
+
+    def _first_bytes_of_node(self, node: _Node, seen: frozenset[Any]) -> frozenset[int]:
+        """Bytes a value valid under ``node`` may start with (an over-approximation)."""
+        if node.schema is False:
+            return frozenset()
+        if not isinstance(node.schema, dict) or node.key in seen:
+            return _VALUE_FIRST
+        seen = seen | {node.key}
+        k = self.kw(node)
+        out = _VALUE_FIRST
+        if "type" in k:
+            out &= frozenset(b for t in self._types(node, k) for b in _TYPE_FIRST[t])
+        if isinstance(k.get("enum"), list):
+            out &= frozenset(_json_bytes(v)[0] for v in k["enum"])
+        if "const" in k and self.version >= 6:
+            out &= frozenset({_json_bytes(k["const"])[0]})
+        for ref_kw in ("$ref", "$dynamicRef"):
+            if ref_kw in k:
+                out &= self._first_bytes_of_node(self.resolve(node, ref_kw), seen)
+        for i, sub in enumerate(self._list(node, "allOf")):
+            out &= self._first_bytes_of_node(self.child(node, sub, "allOf", i), seen)
+        for app in ("anyOf", "oneOf"):
+            if app in k:
+                subs = [self.child(node, sub, app, i) for i, sub in enumerate(self._list(node, app))]
+                out &= frozenset().union(*[self._first_bytes_of_node(n, seen) for n in subs])
+        return out
+
+    def _first_bytes(self, dfa: DFA) -> frozenset[int]:
+        """Bytes the values of ``dfa`` may start with; a hole contributes its place's first bytes."""
+        row = dfa.transitions[dfa.start]
+        out = {b for b in np.flatnonzero(row >= 0).tolist() if b != HOLE}
+        for idx, _ in hole_edges(dfa, dfa.start):
+            out |= self._hole_info[idx][2]
+        return frozenset(out)
+
+    def _refuse_recursive(self, op: str, dfas: tuple[DFA, ...]) -> UnsupportedSchemaFeature:
+        idx = next(i for d in dfas for i, _ in _all_hole_edges(d))
+        return UnsupportedSchemaFeature(
+            "$ref",
+            self._hole_info[idx][1],
+            f"recursive schema combined by {op} with other constraints: the context-free engine "
+            "handles recursion through properties, items, $ref and anyOf, not inside allOf/oneOf/not/if",
+        )
+
+    def _intersect(self, *dfas: DFA) -> DFA:
+        """``A.intersect``, exact with recursive operands when their first bytes rule out overlap."""
+        if len(dfas) < 2 or not any(has_holes(d) for d in dfas):
+            return A.intersect(*dfas)
+        firsts = [self._first_bytes(d) for d in dfas]
+        if any(not (a & b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]):
+            return empty_dfa("disjoint recursive values")
+        raise self._refuse_recursive("allOf", dfas)
+
+    def _difference(self, a: DFA, b: DFA) -> DFA:
+        """``A.difference``, exact with recursive operands when their first bytes rule out overlap."""
+        if not has_holes(a) and not has_holes(b):
+            return A.difference(a, b)
+        if not (self._first_bytes(a) & self._first_bytes(b)):
+            return a
+        raise self._refuse_recursive("not/oneOf/if", (a, b))
 
     def lang(self, node: _Node, loc: _Loc) -> DFA:
         """The DFA of ``node``'s constraints for a value at ``loc``."""
@@ -462,11 +562,7 @@ class SchemaCompiler:
         if got is not None:
             return got
         if key in self._active:
-            raise UnsupportedSchemaFeature(
-                "$ref",
-                node.ptr,
-                "recursive schema: the context-free engine is not wired to JSON Schema yet",
-            )
+            return self._hole(key, node)
         self._active.add(key)
         try:
             dfa = self._lang(node, loc)
@@ -491,7 +587,7 @@ class SchemaCompiler:
         result = self._own(node, k, loc)
 
         def meet(current: DFA | None, other: DFA) -> DFA:
-            return other if current is None else A.intersect(current, other)
+            return other if current is None else self._intersect(current, other)
 
         for ref_kw in ("$ref", "$dynamicRef"):
             if ref_kw in k and (result is None or not A.is_empty(result)):
@@ -514,20 +610,20 @@ class SchemaCompiler:
             exactly_one = []
             for i, s in enumerate(subs):
                 others = [o for j, o in enumerate(subs) if j != i]
-                exactly_one.append(A.difference(s, A.union(*others)) if others else s)
+                exactly_one.append(self._difference(s, A.union(*others)) if others else s)
             result = meet(result, A.union(*exactly_one))
         if "not" in k:
             sub = self.lang(self.child(node, k["not"], "not"), loc)
-            result = A.difference(result if result is not None else self.skeleton(loc), sub)
+            result = self._difference(result if result is not None else self.skeleton(loc), sub)
         if "if" in k and ("then" in k or "else" in k):
             cond = self.lang(self.child(node, k["if"], "if"), loc)
             universe = result if result is not None else self.skeleton(loc)
-            yes = A.intersect(universe, cond)
+            yes = self._intersect(universe, cond)
             if "then" in k:
-                yes = A.intersect(yes, self.lang(self.child(node, k["then"], "then"), loc))
-            no = A.difference(universe, cond)
+                yes = self._intersect(yes, self.lang(self.child(node, k["then"], "then"), loc))
+            no = self._difference(universe, cond)
             if "else" in k:
-                no = A.intersect(no, self.lang(self.child(node, k["else"], "else"), loc))
+                no = self._intersect(no, self.lang(self.child(node, k["else"], "else"), loc))
             result = A.union(yes, no)
         result = self._dependent_schemas(node, k, loc, result)
         if k.get("uniqueItems") is True:
@@ -585,7 +681,7 @@ class SchemaCompiler:
             for v in values:
                 forms.update(self.value_forms(v, loc))
             literals = A.build(A.alt(*[A.Literal(f) for f in sorted(forms)])) if forms else empty_dfa("enum")
-            result = A.intersect(result, literals)
+            result = self._intersect(result, literals)
         return result
 
     def value_forms(self, value: Any, loc: _Loc) -> set[bytes]:
@@ -680,7 +776,7 @@ class SchemaCompiler:
             except UnsupportedSchemaFeature as e:
                 self.unsupported("multipleOf", f"{node.ptr}/multipleOf", e.detail)
             else:
-                base = A.intersect(base, mult)
+                base = self._intersect(base, mult)
         return base
 
     def _string(self, node: _Node, k: dict[str, Any]) -> DFA:
@@ -717,7 +813,7 @@ class SchemaCompiler:
                     content.append(_length_dfa(0, longest))
             elif k["format"] in _UNENFORCEABLE_FORMATS:
                 self.unsupported("format", f"{node.ptr}/format", f"format {k['format']!r} is not regular")
-        body = A.intersect(*content) if content else A.build(_ANY_CHARS)
+        body = self._intersect(*content) if content else A.build(_ANY_CHARS)
         return A.build(self._string_expr(A.Embed(body)))
 
     def _pattern_dfa(self, pattern: str, ptr: str) -> DFA | None:
@@ -783,7 +879,7 @@ class SchemaCompiler:
             A.seq(A.Literal(b"["), self.ws, graph, self.ws, A.Literal(b"]")), f"array at {node.ptr}"
         )
         if "contains" in k and self.version >= 6:
-            result = A.intersect(result, self._contains(node, k, loc))
+            result = self._intersect(result, self._contains(node, k, loc))
         return result
 
     def _sep(self, count: int) -> A.Expr:
@@ -812,7 +908,7 @@ class SchemaCompiler:
             iloc = self.item_loc(loc, min(p, width))
             skel = self.skeleton(iloc)
             hit = self.lang(cnode, iloc)
-            yes, no = A.intersect(skel, hit), A.difference(skel, hit)
+            yes, no = self._intersect(skel, hit), self._difference(skel, hit)
             nxt = min(p + 1, top_pos)
             for c in range(cap + 1):
                 if not A.is_empty(no):
@@ -854,7 +950,7 @@ class SchemaCompiler:
         for name in names:
             subs = self._node_schemas_for_key(node, name)
             kloc = self.key_loc(loc, name)
-            value = A.intersect(*[self.lang(s, kloc) for s in subs]) if subs else self.skeleton(kloc)
+            value = self._intersect(*[self.lang(s, kloc) for s in subs]) if subs else self.skeleton(kloc)
             quoted = _json_bytes(name)
             allowed = not A.is_empty(value) and (key_names is None or key_names.matches(quoted))
             is_required = name in required
@@ -872,16 +968,16 @@ class SchemaCompiler:
                 d = self._key_dfa(p, f"{node.ptr}/patternProperties")
                 if d is None:
                     continue
-                key_dfa = A.intersect(key_dfa, d) if mask >> i & 1 else A.difference(key_dfa, d)
+                key_dfa = self._intersect(key_dfa, d) if mask >> i & 1 else self._difference(key_dfa, d)
             if not_names is not None:
-                key_dfa = A.difference(key_dfa, not_names)
+                key_dfa = self._difference(key_dfa, not_names)
             if key_names is not None:
-                key_dfa = A.intersect(key_dfa, key_names)
+                key_dfa = self._intersect(key_dfa, key_names)
             if A.is_empty(key_dfa):
                 continue
             subs = self._node_schemas_for_class(node, klass)
             cloc = self.class_loc(loc, klass)
-            value = A.intersect(*[self.lang(s, cloc) for s in subs]) if subs else self.skeleton(cloc)
+            value = self._intersect(*[self.lang(s, cloc) for s in subs]) if subs else self.skeleton(cloc)
             if not A.is_empty(value):
                 tail.append((key_dfa, value))
         return self._object_graph(node, slots, tail, lo, hi)
@@ -970,19 +1066,19 @@ class SchemaCompiler:
             present = self._presence(empty, loc, {prop: True, **{q: True for q in req}})
             non_objects = self._non_objects(loc)
             rule = A.union(absent, present, non_objects)
-            result = rule if result is None else A.intersect(result, rule)
+            result = rule if result is None else self._intersect(result, rule)
         for prop, (sub, kwname) in deps_sch.items():
             absent = self._presence(empty, loc, {prop: False})
-            present = A.intersect(
+            present = self._intersect(
                 self._presence(empty, loc, {prop: True}), self.lang(self.child(node, sub, kwname, prop), loc)
             )
             rule = A.union(absent, present, self._non_objects(loc))
-            result = rule if result is None else A.intersect(result, rule)
+            result = rule if result is None else self._intersect(result, rule)
         return result
 
     def _non_objects(self, loc: _Loc) -> DFA:
         skel = self.skeleton(loc)
-        return A.difference(skel, A.build(A.Regex(r"\{(?s:.*)")))
+        return self._difference(skel, A.build(A.Regex(r"\{(?s:.*)")))
 
     def _presence(self, empty: _Node, loc: _Loc, want: dict[str, bool]) -> DFA:
         """Objects at ``loc`` where each key in ``want`` is present (True) or absent (False)."""
@@ -1002,9 +1098,9 @@ class SchemaCompiler:
             for i, p in enumerate(pats[:6]):
                 d = self._key_dfa(p, f"{empty.ptr}/patternProperties")
                 if d is not None:
-                    key_dfa = A.intersect(key_dfa, d) if mask >> i & 1 else A.difference(key_dfa, d)
+                    key_dfa = self._intersect(key_dfa, d) if mask >> i & 1 else self._difference(key_dfa, d)
             if not_names is not None:
-                key_dfa = A.difference(key_dfa, not_names)
+                key_dfa = self._difference(key_dfa, not_names)
             if not A.is_empty(key_dfa):
                 tail.append((key_dfa, self.skeleton(self.class_loc(loc, klass))))
         return self._object_graph(empty, slots, tail, 0, None)
@@ -1014,14 +1110,17 @@ class SchemaCompiler:
         hi = self._count(node, k, "maxItems")
         if hi is not None and hi <= 1:
             return result
-        arrays = A.intersect(result, A.build(A.Regex(r"\[(?s:.*)")))
+        if has_holes(result):
+            self.unsupported("uniqueItems", f"{node.ptr}/uniqueItems", "the arrays hold recursive values")
+            return result
+        arrays = self._intersect(result, A.build(A.Regex(r"\[(?s:.*)")))
         strings = enumerate_strings(arrays, 5000)
         if strings is None:
             self.unsupported(
                 "uniqueItems", f"{node.ptr}/uniqueItems", "the set of possible arrays is infinite"
             )
             return result
-        others = A.difference(result, arrays)
+        others = self._difference(result, arrays)
         keep = [s for s in strings if _all_unique(json.loads(s))]
         finite = A.build(A.alt(*[A.Literal(s) for s in keep])) if keep else empty_dfa("uniqueItems")
         return A.union(others, finite)
@@ -1070,7 +1169,7 @@ class SchemaCompiler:
             return None if scenarios is None else (self.lang(n, loc), scenarios)
 
         def valid_ways(m: tuple[DFA, list[tuple[DFA | None, _Evaluated]]]) -> list[tuple[DFA, _Evaluated]]:
-            return [(m[0] if c is None else A.intersect(m[0], c), ev) for c, ev in m[1]]
+            return [(m[0] if c is None else self._intersect(m[0], c), ev) for c, ev in m[1]]
 
         options: list[tuple[DFA, _Evaluated]] = []
         if kind in ("anyOf", "oneOf"):
@@ -1088,12 +1187,12 @@ class SchemaCompiler:
                 for i, m in enumerate(ms):
                     if mask >> i & 1:
                         combos = [
-                            (A.intersect(lang, way), ev.merged(way_ev))
+                            (self._intersect(lang, way), ev.merged(way_ev))
                             for lang, ev in combos
                             for way, way_ev in valid_ways(m)
                         ]
                     else:
-                        combos = [(A.difference(lang, m[0]), ev) for lang, ev in combos]
+                        combos = [(self._difference(lang, m[0]), ev) for lang, ev in combos]
                     combos = [(lang, ev) for lang, ev in combos if not A.is_empty(lang)]
                     if len(options) + len(combos) > 64:
                         self.unsupported(keyword, ptr, "more than 64 combinations of branches")
@@ -1108,10 +1207,10 @@ class SchemaCompiler:
             other = member(k["else"], "else") if "else" in k else None
             yes = valid_ways(cond)
             if then is not None:
-                yes = [(A.intersect(a, b), ea.merged(eb)) for a, ea in yes for b, eb in valid_ways(then)]
-            no: list[tuple[DFA, _Evaluated]] = [(A.difference(skel, cond[0]), _Evaluated())]
+                yes = [(self._intersect(a, b), ea.merged(eb)) for a, ea in yes for b, eb in valid_ways(then)]
+            no: list[tuple[DFA, _Evaluated]] = [(self._difference(skel, cond[0]), _Evaluated())]
             if other is not None:
-                no = [(A.intersect(no[0][0], b), eb) for b, eb in valid_ways(other)]
+                no = [(self._intersect(no[0][0], b), eb) for b, eb in valid_ways(other)]
             return [(lang, ev) for lang, ev in yes + no if not A.is_empty(lang)]
         if kind == "dependentSchemas":
             empty = _Node(_EMPTY_SCHEMA, owner.ptr, owner.resolver)
@@ -1124,9 +1223,9 @@ class SchemaCompiler:
                 absent_rule = A.union(self._presence(empty, loc, {prop: False}), self._non_objects(loc))
                 present_rule = self._presence(empty, loc, {prop: True})
                 for lang, ev in opts:
-                    nxt.append((A.intersect(lang, absent_rule), ev))
+                    nxt.append((self._intersect(lang, absent_rule), ev))
                     for way, way_ev in valid_ways(got):
-                        nxt.append((A.intersect(lang, present_rule, way), ev.merged(way_ev)))
+                        nxt.append((self._intersect(lang, present_rule, way), ev.merged(way_ev)))
                 opts = [(lang, ev) for lang, ev in nxt if not A.is_empty(lang)]
             return opts
         self.unsupported(keyword, ptr, f"evaluation depends on {kind} at {owner.ptr}")
@@ -1146,7 +1245,7 @@ class SchemaCompiler:
             if options is None:
                 return None
             scenarios = [
-                (lang if cond is None else A.intersect(cond, lang), ev.merged(opt_ev))
+                (lang if cond is None else self._intersect(cond, lang), ev.merged(opt_ev))
                 for cond, ev in scenarios
                 for lang, opt_ev in options
             ]
@@ -1190,10 +1289,10 @@ class SchemaCompiler:
             ):
                 self._synthetic.append(synthetic)
                 syn = self.lang(_Node(synthetic, node.ptr, node.resolver), loc)
-            piece = syn if cond is None else (cond if syn is None else A.intersect(cond, syn))
+            piece = syn if cond is None else (cond if syn is None else self._intersect(cond, syn))
             parts.append(piece if piece is not None else self.skeleton(loc))
         rule = A.union(*parts)
-        return rule if result is None else A.intersect(result, rule)
+        return rule if result is None else self._intersect(result, rule)
 
 
 @dataclass
@@ -1227,6 +1326,17 @@ class _Evaluated:
 
 
 _UNENFORCEABLE_FORMATS = {"regex"}
+_TYPE_FIRST = {
+    "null": b"n", "boolean": b"tf", "object": b"{", "array": b"[", "string": b'"',
+    "number": b"-0123456789", "integer": b"-0123456789",
+}  # fmt: skip
+_VALUE_FIRST = frozenset(b"".join(_TYPE_FIRST.values()))
+
+
+def _all_hole_edges(dfa: DFA) -> list[tuple[int, int]]:
+    return [e for s in range(dfa.num_states) for e in hole_edges(dfa, s)]
+
+
 _MAX_COUNTED_LENGTH = 10_000
 _ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 _SIZE_KEYWORDS = (
@@ -1394,15 +1504,90 @@ def load_schema(schema: Any) -> Any:
     raise SchemaError(f"cannot read a schema from {type(schema).__name__}")
 
 
-def schema_to_dfa(
+_SINGLE_SUBSCHEMA = (
+    "additionalProperties", "additionalItems", "items", "contains", "propertyNames", "not", "if", "then",
+    "else", "unevaluatedProperties", "unevaluatedItems",
+)  # fmt: skip
+_LIST_SUBSCHEMAS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_MAP_SUBSCHEMAS = ("properties", "patternProperties", "dependentSchemas", "dependencies")
+
+
+def has_ref_cycle(schema: Any, registry: Mapping[str, Any] | None = None, draft: str = "2020-12") -> bool:
+    """True when following subschemas and ``$ref``/``$dynamicRef`` from the root can come back to a
+    subschema on the way (a recursive schema). Static: nothing is compiled."""
+    compiler = SchemaCompiler(load_schema(schema), SchemaOptions(draft=draft), registry)
+    done: set[Any] = set()
+    on_path: set[Any] = set()
+
+    def children(n: _Node) -> Iterator[_Node]:
+        k = compiler.kw(n)
+        for ref_kw in ("$ref", "$dynamicRef"):
+            if isinstance(k.get(ref_kw), str):
+                yield compiler.resolve(n, ref_kw)
+        for kw in _SINGLE_SUBSCHEMA:
+            if isinstance(k.get(kw), (dict, bool)):
+                yield compiler.child(n, k[kw], kw)
+        for kw in _LIST_SUBSCHEMAS:
+            if isinstance(k.get(kw), list):
+                for i, sub in enumerate(k[kw]):
+                    if isinstance(sub, (dict, bool)):
+                        yield compiler.child(n, sub, kw, i)
+        for kw in _MAP_SUBSCHEMAS:
+            if isinstance(k.get(kw), dict):
+                for name, sub in k[kw].items():
+                    if isinstance(sub, (dict, bool)):
+                        yield compiler.child(n, sub, kw, name)
+
+    # Iterative depth-first search (schemas can be deep): a node met again while on the path closes a cycle.
+    stack: list[tuple[_Node, Iterator[_Node] | None]] = [(compiler.root, None)]
+    while stack:
+        node, it = stack[-1]
+        if it is None:
+            if node.key in on_path:
+                return True
+            if node.key in done or not isinstance(node.schema, dict):
+                stack.pop()
+                continue
+            on_path.add(node.key)
+            it = children(node)
+            stack[-1] = (node, it)
+        nxt = next(it, None)
+        if nxt is None:
+            on_path.discard(node.key)
+            done.add(node.key)
+            stack.pop()
+        else:
+            stack.append((nxt, None))
+    return False
+
+
+def schema_to_language(
     schema: Any, options: SchemaOptions | None = None, registry: Mapping[str, Any] | None = None
-) -> DFA:
-    """Compile a JSON Schema to the DFA of its canonical serialisations."""
+) -> DFA | RecursiveLanguage:
+    """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``)."""
     compiler = SchemaCompiler(load_schema(schema), options or SchemaOptions(), registry)
     try:
         return compiler.compile_root()
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None
+
+
+def schema_to_dfa(
+    schema: Any, options: SchemaOptions | None = None, registry: Mapping[str, Any] | None = None
+) -> DFA:
+    """Compile a JSON Schema to the DFA of its canonical serialisations.
+
+    Raises:
+        UnsupportedSchemaFeature: the schema recurses (``$ref`` cycles), so no finite automaton
+            exists; :func:`constrain.compile` takes such schemas through the context-free engine.
+    """
+    got = schema_to_language(schema, options, registry)
+    if isinstance(got, RecursiveLanguage):
+        first = min(got.pointers)
+        raise UnsupportedSchemaFeature(
+            "$ref", got.pointers[first], "recursive schema: no finite automaton; use constrain.compile"
+        )
+    return got
 
 
 def serialize_instance(
@@ -1418,4 +1603,13 @@ def serialize_instance(
     return serialize_value(compiler, instance, loc)
 
 
-__all__ = ["ConstrainError", "SchemaCompiler", "SchemaOptions", "schema_to_dfa", "serialize_instance"]
+__all__ = [
+    "ConstrainError",
+    "RecursiveLanguage",
+    "SchemaCompiler",
+    "SchemaOptions",
+    "has_ref_cycle",
+    "schema_to_dfa",
+    "schema_to_language",
+    "serialize_instance",
+]

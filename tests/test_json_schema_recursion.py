@@ -1,0 +1,214 @@
+"""Recursive JSON Schemas (``$ref`` cycles) through the context-free engine, checked against ``jsonschema``.
+
+Oracles: ``jsonschema`` for validity of instances and of random walks; the canonical text of an
+instance (:func:`serialize_instance`) must be accepted exactly when ``jsonschema`` accepts the
+instance. No depth cap: nesting far deeper than ``max_any_depth`` is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import jsonschema
+import pytest
+
+import constrain
+from constrain.cfg import CFGMatcher, EarleyAutomaton
+from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
+from constrain.json_schema.compiler import schema_to_dfa, serialize_instance
+
+from .test_json_schema_walks import llama3, random_walk
+
+TREE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 5},
+        "children": {"type": "array", "items": {"$ref": "#"}, "maxItems": 3},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+LINKED_LIST = {
+    "$defs": {
+        "node": {
+            "type": "object",
+            "properties": {
+                "value": {"type": "integer"},
+                "next": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/node"}]},
+            },
+            "required": ["value", "next"],
+            "additionalProperties": False,
+        }
+    },
+    "$ref": "#/$defs/node",
+}
+
+ANY_JSON = {
+    "$defs": {
+        "json": {
+            "anyOf": [
+                {"type": ["null", "boolean", "number", "string"]},
+                {"type": "array", "items": {"$ref": "#/$defs/json"}},
+                {"type": "object", "additionalProperties": {"$ref": "#/$defs/json"}},
+            ]
+        }
+    },
+    "$ref": "#/$defs/json",
+}
+
+COMMENTS = {  # a thread of comments, each with replies (mutual recursion through $defs)
+    "type": "object",
+    "properties": {"thread": {"$ref": "#/$defs/comment"}},
+    "required": ["thread"],
+    "$defs": {
+        "comment": {
+            "type": "object",
+            "properties": {
+                "author": {"type": "string", "enum": ["ann", "bob"]},
+                "score": {"type": "integer", "minimum": 0, "maximum": 9},
+                "replies": {"$ref": "#/$defs/replies"},
+            },
+            "required": ["author"],
+        },
+        "replies": {"type": "array", "items": {"$ref": "#/$defs/comment"}},
+    },
+}
+
+
+def _random_value(rng: random.Random, depth: int) -> Any:
+    kind = rng.randrange(7 if depth > 0 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.choice([0, 7, -3, 2.5, 1e3])
+    if kind == 3:
+        return rng.choice(["", "ab", "abcdef", 'q"\\', "ann", "bob"])
+    if kind == 4:
+        return rng.randrange(12)
+    if kind == 5:
+        return [_random_value(rng, depth - 1) for _ in range(rng.randrange(4))]
+    keys = ["name", "children", "value", "next", "author", "score", "replies", "thread", "x"]
+    return {k: _random_value(rng, depth - 1) for k in rng.sample(keys, rng.randrange(4))}
+
+
+def _mutations(rng: random.Random, value: Any, depth: int) -> Any:
+    """``value`` with a random subvalue replaced (to make near-miss instances)."""
+    if depth == 0 or not isinstance(value, (dict, list)) or not value or rng.random() < 0.3:
+        return _random_value(rng, 2)
+    if isinstance(value, dict):
+        k = rng.choice(list(value))
+        return {**value, k: _mutations(rng, value[k], depth - 1)}
+    i = rng.randrange(len(value))
+    return [*value[:i], _mutations(rng, value[i], depth - 1), *value[i + 1 :]]
+
+
+SEEDS = {
+    "tree": (TREE, [{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}, {"name": "d"}]}]),
+    "linked_list": (LINKED_LIST, [{"value": 1, "next": {"value": 2, "next": {"value": 3, "next": None}}}]),
+    "any_json": (ANY_JSON, [{"a": [1, {"b": [None, "x"]}], "c": {"d": {}}}]),
+    "comments": (COMMENTS, [{"thread": {"author": "ann", "score": 3, "replies": [{"author": "bob"}]}}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_canonical_text_accepted_exactly_when_jsonschema_validates(name: str) -> None:
+    schema, seeds = SEEDS[name]
+    automaton = constrain.Grammar.from_json_schema(schema).to_automaton()
+    assert isinstance(automaton, EarleyAutomaton)
+    validator = jsonschema.Draft202012Validator(schema)
+    rng = random.Random(name)
+    instances = list(seeds)
+    for _ in range(300):
+        base = rng.choice(seeds)
+        instances.append(_mutations(rng, base, 4) if rng.random() < 0.7 else _random_value(rng, 4))
+    valid_seen = invalid_seen = 0
+    for inst in instances:
+        text = serialize_instance(inst, schema).encode()
+        expected = validator.is_valid(inst)
+        assert automaton.accepts(text) == expected, (name, text)
+        valid_seen += expected
+        invalid_seen += not expected
+    assert valid_seen >= 1
+    assert invalid_seen >= 50 or name == "any_json"  # every JSON value is valid there
+
+
+def test_no_depth_cap() -> None:
+    automaton = constrain.Grammar.from_json_schema(ANY_JSON, max_any_depth=2).to_automaton()
+    assert isinstance(automaton, EarleyAutomaton)
+    deep: Any = 1
+    for i in range(40):
+        deep = [deep] if i % 2 else {"k": deep}
+    assert automaton.accepts(json.dumps(deep, separators=(",", ":")).encode())
+    assert not automaton.accepts(json.dumps(deep, separators=(",", ":")).encode()[:-1])
+    node: Any = None
+    for v in range(60):
+        node = {"value": v, "next": node}
+    ll = constrain.Grammar.from_json_schema(LINKED_LIST).to_automaton()
+    assert isinstance(ll, EarleyAutomaton)
+    assert ll.accepts(serialize_instance(node, LINKED_LIST).encode())
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_random_token_walks_validate(name: str) -> None:
+    schema, _ = SEEDS[name]
+    compiled = constrain.compile(constrain.Grammar.from_json_schema(schema), llama3())
+    assert isinstance(constrain.GrammarMatcher(compiled), CFGMatcher)
+    validator = jsonschema.Draft202012Validator(schema)
+    rng = random.Random(1)
+    finished = 0
+    for _ in range(6):
+        walk = random_walk(compiled, rng)
+        if walk.text is None:
+            continue
+        finished += 1
+        value = json.loads(walk.text.decode("utf-8"))
+        assert validator.is_valid(value), walk.text
+    assert finished >= 3
+
+
+def test_serialized_instances_walk_through_the_matcher_token_by_token() -> None:
+    info = llama3()
+    compiled = constrain.compile(constrain.Grammar.from_json_schema(COMMENTS), info)
+    inst = {
+        "thread": {
+            "author": "ann",
+            "replies": [{"author": "bob", "replies": [{"author": "ann", "score": 9}]}],
+        }
+    }
+    m = constrain.GrammarMatcher(compiled)
+    assert m.accept_bytes(serialize_instance(inst, COMMENTS).encode())
+    assert m.can_end()
+    bad = constrain.GrammarMatcher(compiled)
+    assert not bad.accept_bytes(b'{"thread":{"author":"ann","replies":[{"author":"eve"')
+
+
+def test_recursion_inside_intersections_is_refused_with_its_pointer() -> None:
+    schema = {
+        "$defs": {"t": {"properties": {"kids": {"items": {"$ref": "#/$defs/t"}}}}},
+        "allOf": [{"$ref": "#/$defs/t"}, {"properties": {"kids": {"maxItems": 2}}}],
+    }
+    with pytest.raises(UnsupportedSchemaFeature) as e:
+        constrain.Grammar.from_json_schema(schema)
+    assert e.value.keyword == "$ref"
+    assert e.value.pointer.startswith("#")
+    assert "allOf" in str(e.value)
+
+
+def test_nullable_ref_through_oneof_is_exact() -> None:
+    # oneOf [null, object]: the branches start with different bytes, so "exactly one" is exact.
+    automaton = constrain.Grammar.from_json_schema(LINKED_LIST).to_automaton()
+    assert isinstance(automaton, EarleyAutomaton)
+    assert automaton.accepts(b'{"value":1,"next":null}')
+    assert not automaton.accepts(b'{"value":1,"next":1}')
+
+
+def test_dfa_only_entry_points_say_the_schema_is_recursive() -> None:
+    with pytest.raises(UnsupportedSchemaFeature, match="recursive"):
+        schema_to_dfa(TREE)
+    with pytest.raises(InvalidInputError, match="context-free"):
+        constrain.Grammar.from_json_schema(TREE).to_dfa()
