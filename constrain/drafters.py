@@ -9,12 +9,13 @@ the output has exactly the distribution of one-token-at-a-time masked sampling (
 same tokens).
 
 :class:`GrammarForcedDrafter` drafts what the grammar forces: where the automaton allows one byte string
-only (``{"name": "``), the tokens that spell it (:meth:`GrammarMatcher.forced_tokens`, greedy longest
-match). Those tokens are valid but are not always the tokenizer's canonical segmentation of the text.
-With ``verify=True`` (the default) the model checks them like any draft, so where it prefers another
-segmentation (or a token running past the forced bytes, like ``"j`` after a forced ``"``) its choice wins
-and nothing is lost. With ``verify=False`` they are taken as they are (classic jump-forward): never a
-rejection, but the model then continues from a segmentation it may not have chosen.
+only (``{"name": "``), the tokens that spell it (:meth:`GrammarMatcher.forced_tokens`: the tokenizer's
+own encoding, less trailing tokens that could merge with what follows; greedy longest match where the
+tokenizer cannot be asked). With ``verify=True`` (the default) the model checks them like any draft, so
+where it prefers another segmentation (or a token running past the forced bytes, like ``"j`` after a
+forced ``"``) its choice wins and nothing is lost. With ``verify=False`` they are taken as they are
+(classic jump-forward): never a rejection, but the model then continues from a segmentation it may not
+have chosen.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import numpy as np
 
 from .compiler import CompiledGrammar
 from .exceptions import MatcherUsageError
+from .forced import forced_tokens_cached
 
 try:
     import torch
@@ -236,58 +237,38 @@ class GrammarMatcher:
         return np.flatnonzero(bits[: self._compiled.tokenizer_info.vocab_size])
 
     # ---- forced continuations (jump-forward) -----------------------------------------------------
-    def forced_bytes(self) -> bytes:
-        """The bytes every continuation must start with (empty where there is a choice or an end)."""
-        if self.is_terminated():
-            return b""
+    def _forced_walk(self) -> tuple[bytes, np.ndarray]:
+        """The forced bytes and the bytes allowed after them (none: the output must end there)."""
         trans = self._compiled.dfa.transitions
         accepting = self._accepting
         state = self._history[-1]
         out = bytearray()
         seen = {state}
-        while not accepting[state]:
-            live = np.flatnonzero(trans[state] >= 0)
-            if live.shape[0] != 1:
-                break
+        live = np.flatnonzero(trans[state] >= 0)
+        while not accepting[state] and live.shape[0] == 1:
             b = int(live[0])
             out.append(b)
             state = int(trans[state, b])
             if state in seen:  # pragma: no cover - a forced cycle would be an empty-language loop
                 break
             seen.add(state)
-        return bytes(out)
+            live = np.flatnonzero(trans[state] >= 0)
+        return bytes(out), live
+
+    def forced_bytes(self) -> bytes:
+        """The bytes every continuation must start with (empty where there is a choice or an end)."""
+        if self.is_terminated():
+            return b""
+        return self._forced_walk()[0]
 
     def forced_tokens(self) -> list[int]:
-        """Tokens that spell :meth:`forced_bytes`, longest match first (each one is accepted here).
+        """Tokens for a prefix of :meth:`forced_bytes`, as the tokenizer itself would encode it.
 
-        Greedy longest-match over the vocabulary; for most forced strings (``{"name":"``) this is the
-        tokenizer's own segmentation. Stops before a tail that no token covers exactly.
+        The tokenizer's own encoding of the forced text, less the last tokens where the bytes the
+        grammar allows next could merge with them (see :mod:`constrain.forced`); longest match first
+        over the vocabulary where the tokenizer cannot be asked. Each one is accepted here, in turn.
+        Cached per DFA state.
         """
-        data = self.forced_bytes()
-        trie = self._compiled.trie
-        out: list[int] = []
-        pos = 0
-        while pos < len(data):
-            best_len, best_tok = 0, -1
-            n = 0
-            depth = 0
-            total = trie.num_nodes
-            nodes = trie.nodes
-            # Descend the trie along data[pos:], remembering the longest token seen.
-            while n < total and pos + depth < len(data):
-                byte, node_depth, skip, tok = nodes[n]
-                if node_depth != depth:
-                    break
-                if byte == data[pos + depth]:
-                    if tok != -1:
-                        best_len = depth + 1
-                        best_tok = int(tok) if tok >= 0 else int(trie.sorted_ids[trie.dup_start[-2 - tok]])
-                    n += 1
-                    depth += 1
-                else:
-                    n = int(skip)
-            if best_tok < 0:
-                break
-            out.append(best_tok)
-            pos += best_len
-        return out
+        if self.is_terminated():
+            return []
+        return forced_tokens_cached(self, self._compiled, self._history[-1], self._forced_walk)

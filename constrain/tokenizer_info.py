@@ -51,7 +51,7 @@ import json
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any, cast
@@ -247,6 +247,27 @@ def _apply_plan(plan: _DecoderPlan, strs: list[str]) -> list[bytes]:
     return out
 
 
+def _without_prefix_space(part: Any) -> Any:
+    """A normaliser / pre-tokenizer (as JSON) that adds no space or ``▁`` in front of the input."""
+    if isinstance(part, list):
+        return [
+            _without_prefix_space(p) for p in part if not (isinstance(p, dict) and p.get("type") == "Prepend")
+        ]
+    if not isinstance(part, dict):
+        return part
+    if part.get("type") == "Prepend":
+        return None
+    out = {key: _without_prefix_space(value) for key, value in part.items()}
+    if out.get("type") == "Metaspace":
+        if "prepend_scheme" in out:
+            out["prepend_scheme"] = "never"
+        if "add_prefix_space" in out:
+            out["add_prefix_space"] = False
+    elif out.get("type") == "ByteLevel" and out.get("add_prefix_space"):
+        out["add_prefix_space"] = False
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------
 # Reading tokenizer.json quickly: the BPE merges (most of a large file) are not needed, so when they sit at
 # the end of the file, as the tokenizers library writes it, they are skipped without being parsed.
@@ -436,6 +457,7 @@ def _assemble(
     kind: str,
     name: str,
     where: str,
+    backend: Any = None,
 ) -> TokenizerInfo:
     """Normalise (specials and EOS carry no bytes; empty tokens are special) and validate."""
     vocab_size = len(token_bytes)
@@ -474,6 +496,7 @@ def _assemble(
         logits_width=width,
         kind=kind,
         name=name,
+        backend=backend,
     )
 
 
@@ -484,6 +507,7 @@ def _from_json(
     logits_width: int | None,
     name: str,
     where: str,
+    backend: Any = None,
 ) -> TokenizerInfo:
     plan = _plan_decoder(data.get("decoder"), where)
     strs, added = _vocab_strings(data, where)
@@ -495,7 +519,7 @@ def _from_json(
         texts[i] = ""
     token_bytes = _apply_plan(plan, texts)
     heuristic = _heuristic_eos(strs, special, where) if eos_ids is None else None
-    return _assemble(token_bytes, special, eos_ids, heuristic, logits_width, plan.kind, name, where)
+    return _assemble(token_bytes, special, eos_ids, heuristic, logits_width, plan.kind, name, where, backend)
 
 
 def _name_from_path(path: Path) -> str:
@@ -602,6 +626,10 @@ class TokenizerInfo:
     kind: str
     #: for messages, e.g. the file stem
     name: str = ""
+    #: the tokenizer's own encoder: a ``tokenizers.Tokenizer``, or the path of the ``tokenizer.json`` it
+    #: is loaded from on first use (see :meth:`encode_fragment`); None for :meth:`from_vocab` and slow
+    #: transformers tokenizers. Not part of the fingerprint: it changes nothing the masks depend on.
+    backend: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = self._label
@@ -683,6 +711,87 @@ class TokenizerInfo:
         return b"".join(out)
 
     # ----------------------------------------------------------------------------------------------------
+    # The tokenizer's own segmentation (for forced tokens, see constrain.forced)
+
+    @functools.cached_property
+    def _fragment_encoder(self) -> Any:
+        """The backend, changed (on a copy) so that it encodes text from the middle of an output.
+
+        SentencePiece-style tokenizers add a ``▁`` in front of the input (a ``Prepend("▁")`` normaliser,
+        a ``Metaspace`` pre-tokenizer with ``prepend_scheme`` "always"/"first"), byte-level ones may
+        add a space (``ByteLevel(add_prefix_space=True)``): right for a whole text, spurious for a
+        fragment. None when there is no backend or it cannot be loaded.
+        """
+        import tokenizers
+
+        backend = self.backend
+        if backend is None:
+            return None
+        try:
+            if not isinstance(backend, tokenizers.Tokenizer):
+                backend = tokenizers.Tokenizer.from_file(str(backend))
+            parts = {
+                key: None if part is None else json.loads(part.__getstate__())
+                for key, part in (
+                    ("normalizer", backend.normalizer),
+                    ("pre_tokenizer", backend.pre_tokenizer),
+                )
+            }
+            fixed = {key: _without_prefix_space(part) for key, part in parts.items()}
+            if fixed == parts:
+                return backend
+            data = json.loads(backend.to_str())
+            data.update(fixed)
+            return tokenizers.Tokenizer.from_str(json.dumps(data))
+        except Exception:  # noqa: BLE001 - a missing or foreign file: forced tokens fall back to greedy
+            return None
+
+    def encode_fragment(self, text: str) -> list[int] | None:
+        """The ids the tokenizer gives ``text`` on its own, as part of a longer output.
+
+        No special tokens (BOS) and no prefix space are added. None without a backend tokenizer
+        (:meth:`from_vocab`, slow transformers tokenizers). The ids are not checked: compare
+        ``decode_bytes(ids)`` with the text before relying on them (a normaliser may change it).
+        """
+        encoder = self._fragment_encoder
+        if encoder is None:
+            return None
+        return list(encoder.encode(text, add_special_tokens=False).ids)
+
+    @functools.cached_property
+    def _plain_added_tokens(self) -> bool:
+        encoder = self._fragment_encoder
+        return encoder is None or any(not t.special for t in encoder.get_added_tokens_decoder().values())
+
+    def fragment_splits_at(self, text: str, at: int) -> bool:
+        """True where encoding ``text`` keeps ``text[:at]`` and ``text[at:]`` in separate tokens.
+
+        That is where the pre-tokenizer cuts the (normalised) text at ``at``, so no BPE merge can span
+        that point. False where it does not, where the tokenizer cannot tell (no backend, no
+        pre-tokenizer: one piece), and where added tokens that are not special may span it (they are
+        matched before the pre-tokenizer runs).
+        """
+        encoder = self._fragment_encoder
+        if encoder is None or encoder.pre_tokenizer is None or self._plain_added_tokens:
+            return False
+        head = text[:at]
+        if encoder.normalizer is not None:
+            head, text = encoder.normalizer.normalize_str(head), encoder.normalizer.normalize_str(text)
+        if not text.startswith(head):
+            return False
+        return any(end == len(head) for _, (_, end) in encoder.pre_tokenizer.pre_tokenize_str(text))
+
+    @functools.cached_property
+    def sorted_token_bytes(self) -> list[bytes]:
+        """The distinct non-empty token byte strings, sorted (tokens with a given prefix are a range)."""
+        return sorted({b for b in self.token_bytes if b})
+
+    @functools.cached_property
+    def max_token_length(self) -> int:
+        """The length in bytes of the longest token."""
+        return max(map(len, self.token_bytes))
+
+    # ----------------------------------------------------------------------------------------------------
 
     @classmethod
     def from_file(
@@ -715,7 +824,12 @@ class TokenizerInfo:
         where = str(p)
         data = _parse_tokenizer_json(text, where)
         return _from_json(
-            data, eos_ids=eos_ids, logits_width=logits_width, name=_name_from_path(p), where=where
+            data,
+            eos_ids=eos_ids,
+            logits_width=logits_width,
+            name=_name_from_path(p),
+            where=where,
+            backend=p.resolve(),
         )
 
     @classmethod
@@ -737,7 +851,9 @@ class TokenizerInfo:
 
         if isinstance(tok, tokenizers.Tokenizer):
             data = _parse_tokenizer_json(_to_json_text(tok, "tokenizers.Tokenizer"), "tokenizers.Tokenizer")
-            return _from_json(data, eos_ids=eos_ids, logits_width=logits_width, name="", where="tokenizer")
+            return _from_json(
+                data, eos_ids=eos_ids, logits_width=logits_width, name="", where="tokenizer", backend=tok
+            )
 
         name = str(getattr(tok, "name_or_path", "") or "")
         where = f"tokenizer {name!r}" if name else f"{type(tok).__name__}"
@@ -748,7 +864,9 @@ class TokenizerInfo:
                 if eos_id is not None:
                     eos_ids = (eos_id,)
             data = _parse_tokenizer_json(_to_json_text(backend, where), where)
-            return _from_json(data, eos_ids=eos_ids, logits_width=logits_width, name=name, where=where)
+            return _from_json(
+                data, eos_ids=eos_ids, logits_width=logits_width, name=name, where=where, backend=backend
+            )
         if callable(getattr(tok, "get_vocab", None)) and callable(
             getattr(tok, "convert_ids_to_tokens", None)
         ):
