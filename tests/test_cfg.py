@@ -23,7 +23,7 @@ import torch
 import constrain
 import constrain.grammars
 from constrain import Grammar, GrammarMatcher, MatcherUsageError, TokenizerInfo
-from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for
+from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for, build_automaton, parse_lark
 from constrain.cfg.lark_frontend import _EXACT_REWRITES
 from constrain.exceptions import GrammarError, UnsupportedFeatureError
 
@@ -404,3 +404,59 @@ def test_masks_match_brute_force_sql_gemma() -> None:
             assert allowed(m) == brute_force(m, info.vocab_size), f"step {step}"
         assert m.accept_token(tid), step
     assert m.can_end()
+
+
+def test_masks_match_byte_level_reference_on_random_json_walks() -> None:
+    """Every mask along random JSON walks equals a per-token check on a separate automaton.
+
+    The reference steps its own automaton one byte at a time with the bare Earley step (no ``trans``
+    table, no byte classes, no trie walk, no batched transitions), so the masks' machinery (lexer-only
+    sets, crossing sub-tries, batched resolution of missed transitions) is checked against it. The
+    walks prefer structural tokens so they nest and close objects and arrays.
+    """
+    info = tokenizer_info("mistral-32k")
+    compiled = constrain.compile(Grammar.from_lark(name="json"), info)
+    ref = build_automaton(parse_lark(constrain.grammars.load("json")))
+    cache: dict[tuple[int, int], int] = {}
+
+    def ref_walk(c: int, data: bytes) -> int:
+        for b in data:
+            nxt = cache.get((c, b))
+            if nxt is None:
+                nxt = cache[c, b] = ref._step(c, b)[0]
+            if nxt < 0:
+                return -1
+            c = nxt
+        return c
+
+    eos = set(info.eos_ids)
+    candidates = [
+        t for t, data in enumerate(info.token_bytes) if data and t not in eos and t not in info.special_ids
+    ]
+    # JSON punctuation with a few value bytes: walks through these open and close nested values
+    json_bytes = set(b'[]{},:"0123456789.-abcdeflnrstu')
+    structural = [
+        t
+        for t in candidates
+        if set(info.token_bytes[t]) <= json_bytes and set(info.token_bytes[t]) & set(b'[]{},:"')
+    ]
+    rng = random.Random("json walks")
+    prefixes = ['{"a": [{"b": [', '[[{"k": {"x": [1, ', '{"s": "t", "o": {"p": {', "[[[[[[["]
+    for walk, prefix in enumerate(prefixes):
+        m = cfg_matcher(compiled)
+        c = ref.start
+        forced = hf_tokenizer("mistral-32k").encode(prefix, add_special_tokens=False).ids
+        for step in range(len(forced) + 24):
+            expected = {t for t in candidates if ref_walk(c, info.token_bytes[t]) >= 0}
+            if ref.is_final(c):
+                expected |= eos
+            assert allowed(m) == expected, f"walk {walk} step {step}"
+            # mostly punctuation that keeps the document open (else the walks end in whitespace)
+            pool = [
+                t for t in structural if t in expected and not ref.is_final(ref_walk(c, info.token_bytes[t]))
+            ]
+            if rng.random() < 0.2:
+                pool = []
+            tid = forced[step] if step < len(forced) else rng.choice(pool or sorted(expected - eos))
+            assert m.accept_token(tid)
+            c = ref_walk(c, info.token_bytes[tid])

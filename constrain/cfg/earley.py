@@ -130,9 +130,12 @@ class EarleyAutomaton:
         self._node_ids: dict[tuple[frozenset[Item], bool], int] = {}
         self._configs: list[_Config] = []
         self._config_ids: dict[tuple[int, frozenset[Lexeme]], int] = {}
-        self._lexset_rows: dict[frozenset[tuple[int, int]], tuple[np.ndarray, np.ndarray]] = {}
+        self._lexset_rows: dict[
+            frozenset[tuple[int, int]], tuple[np.ndarray, np.ndarray, list[np.ndarray]]
+        ] = {}
         self._end_nodes: dict[tuple[frozenset[tuple[int, int]], frozenset[int]], int] = {}
         self._fresh: dict[int, tuple[tuple[int, int], ...]] = {}  # node -> (terminal, start state)
+        self._fresh_sets: dict[int, frozenset[tuple[int, int]]] = {}  # the same, as a set
         self.trans = np.full((64, 256), UNKNOWN, dtype=np.int32)
         root = self._close([(0, SELF)], False)
         if root < 0:  # pragma: no cover - the start rule is productive
@@ -193,6 +196,7 @@ class EarleyAutomaton:
             starts = self._dfa_start
             terms = sorted(set(self._nodes[node].expect_t) | set(self.ignore))
             hit = self._fresh[node] = tuple((t, starts[t]) for t in terms)
+            self._fresh_sets[node] = frozenset(hit)
         return hit
 
     def _config(self, base: int, lexemes: set[Lexeme]) -> int:
@@ -202,8 +206,8 @@ class EarleyAutomaton:
         if cid is not None:
             return cid
         cid = len(self._configs)
-        lex = tuple(sorted(lexemes))
-        lexset = frozenset((t, q) for _, t, q in lex)
+        lex = tuple(lexemes)
+        lexset = frozenset([(t, q) for _, t, q in lex])
         self._configs.append(_Config(base, lex, lexset, -1))
         if cid >= self.trans.shape[0]:
             grown = np.full((2 * self.trans.shape[0], 256), UNKNOWN, dtype=np.int32)
@@ -215,9 +219,11 @@ class EarleyAutomaton:
         self._config_ids[key] = cid
         return cid
 
-    def _lexset_row(self, lexset: frozenset[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-        """(initial trans row, byte classes) of a set of lexeme states, cached: many configurations
-        share one lexeme set and differ only in where the lexemes started."""
+    def _lexset_row(
+        self, lexset: frozenset[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(initial trans row, byte classes, the bytes of each class) of a set of lexeme states,
+        cached: many configurations share one lexeme set and differ only in where the lexemes started."""
         hit = self._lexset_rows.get(lexset)
         if hit is None:
             pairs = sorted(lexset)
@@ -232,7 +238,10 @@ class EarleyAutomaton:
             alive = np.ones(256, dtype=bool) if may_end else (nxt >= 0).any(axis=1)
             keys = np.ascontiguousarray(nxt).view(np.dtype((np.void, 4 * nxt.shape[1]))).ravel()
             _, classes = np.unique(keys, return_inverse=True)
-            hit = (np.where(alive, UNKNOWN, DEAD).astype(np.int32), classes.ravel())
+            classes = classes.ravel()
+            order = np.argsort(classes, kind="stable")
+            members = np.split(order, np.flatnonzero(np.diff(classes[order])) + 1)
+            hit = (np.where(alive, UNKNOWN, DEAD).astype(np.int32), classes, members)
             self._lexset_rows[lexset] = hit
         return hit
 
@@ -271,13 +280,28 @@ class EarleyAutomaton:
         if nxt != UNKNOWN:
             return nxt
         with self._lock:
-            if int(self.trans[c, b]) != UNKNOWN:
-                return int(self.trans[c, b])
-            target, lexset = self._step(c, b)
-            classes = self._lexset_row(lexset)[1]
-            same = classes == classes[b]
-            self.trans[c, same] = target  # after _step, which may have grown the table
-            return target
+            return self._resolve_locked(c, b)
+
+    def resolve_many(self, configs: list[int], data: list[int]) -> None:
+        """Build ``trans[c, b]`` for every pair (``configs[i]``, ``data[i]``) not known yet, under one lock.
+
+        The crossing-token walk of :mod:`constrain.cfg.token_masks` collects every transition it
+        misses and builds them in one call; pairs filled meanwhile by an earlier pair's byte class
+        are skipped.
+        """
+        with self._lock:
+            for c, b in zip(configs, data):
+                if self.trans[c, b] == UNKNOWN:
+                    self._resolve_locked(c, b)
+
+    def _resolve_locked(self, c: int, b: int) -> int:
+        nxt = int(self.trans[c, b])
+        if nxt != UNKNOWN:
+            return nxt
+        target, lexset = self._step(c, b)
+        row = self._lexset_row(lexset)
+        self.trans[c, row[2][row[1][b]]] = target  # after _step, which may have grown the table
+        return target
 
     def _step(self, c: int, b: int) -> tuple[int, frozenset[tuple[int, int]]]:
         """The configuration after byte ``b`` from ``c``, and the lexeme states ``b`` was read by.
@@ -310,7 +334,7 @@ class EarleyAutomaton:
                 q2 = int(rows[t][q, b])
                 if q2 >= 0:
                     out.add((node, t, q2))
-            lexset = lexset | frozenset(fresh)
+            lexset = lexset | self._fresh_sets[node]
         if not out:
             return DEAD, lexset
         return self._config(-1, out), lexset

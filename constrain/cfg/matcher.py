@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import MatcherUsageError
+from ..forced import forced_tokens_cached
+from .earley import UNKNOWN
 from .token_masks import CompiledCFG
 
 try:
@@ -198,18 +200,23 @@ class CFGMatcher:
         return np.flatnonzero(bits[: self._compiled.tokenizer_info.vocab_size])
 
     # ---- forced continuations (jump-forward) -----------------------------------------------------
-    def forced_bytes(self) -> bytes:
-        """The bytes every continuation must start with (empty where there is a choice or an end)."""
-        if self.is_terminated():
-            return b""
+    def _live_bytes(self, state: int) -> np.ndarray:
+        """The bytes that lead somewhere from ``state`` (computing unknown transitions first)."""
+        auto = self._auto
+        row = auto.trans[state]
+        for b in np.flatnonzero(row == UNKNOWN).tolist():
+            if row[b] == UNKNOWN:  # one resolve fills the byte's whole class
+                auto.resolve(state, b)
+        return np.flatnonzero(auto.trans[state] >= 0)
+
+    def _forced_walk(self) -> tuple[bytes, np.ndarray]:
+        """The forced bytes and the bytes allowed after them (none: the output must end there)."""
         auto = self._auto
         state = self._history[-1]
         out = bytearray()
         seen = {state}
-        while not auto.is_final(state) and len(out) < _MAX_FORCED:
-            live = np.flatnonzero(auto.trans[state] != -1)
-            if live.shape[0] != 1:
-                break
+        live = self._live_bytes(state)
+        while not auto.is_final(state) and len(out) < _MAX_FORCED and live.shape[0] == 1:
             b = int(live[0])
             nxt = auto.resolve(state, b)
             if nxt < 0 or nxt in seen:  # pragma: no cover - every live byte leads somewhere new
@@ -217,32 +224,21 @@ class CFGMatcher:
             out.append(b)
             state = nxt
             seen.add(state)
-        return bytes(out)
+            live = self._live_bytes(state)
+        return bytes(out), live
+
+    def forced_bytes(self) -> bytes:
+        """The bytes every continuation must start with (empty where there is a choice or an end)."""
+        if self.is_terminated():
+            return b""
+        return self._forced_walk()[0]
 
     def forced_tokens(self) -> list[int]:
-        """Tokens that spell :meth:`forced_bytes`, longest match first (each one is accepted here)."""
-        data = self.forced_bytes()
-        trie = self._compiled.trie
-        nodes = trie.nodes
-        out: list[int] = []
-        pos = 0
-        while pos < len(data):
-            best_len, best_tok = 0, -1
-            n = depth = 0
-            while n < trie.num_nodes and pos + depth < len(data):
-                byte, node_depth, skip, tok = (int(x) for x in nodes[n])
-                if node_depth != depth:
-                    break
-                if byte == data[pos + depth]:
-                    if tok != -1:
-                        best_len = depth + 1
-                        best_tok = tok if tok >= 0 else int(trie.sorted_ids[trie.dup_start[-2 - tok]])
-                    n += 1
-                    depth += 1
-                else:
-                    n = skip
-            if best_tok < 0:
-                break
-            out.append(best_tok)
-            pos += best_len
-        return out
+        """Tokens for a prefix of :meth:`forced_bytes`, as the tokenizer itself would encode it.
+
+        As :meth:`constrain.GrammarMatcher.forced_tokens` (see :mod:`constrain.forced`); cached per
+        configuration.
+        """
+        if self.is_terminated():
+            return []
+        return forced_tokens_cached(self, self._compiled, self._history[-1], self._forced_walk)

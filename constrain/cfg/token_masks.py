@@ -166,7 +166,9 @@ def walk_configs(
 @dataclass(frozen=True)
 class _LexsetMasks:
     inside: np.ndarray  # uint32 words: tokens that stay inside one lexeme
-    crossing: tuple[np.ndarray, ...]  # int32[M, 4] sub-tries of the tokens that may cross a lexeme end
+    # int32[M, 4]: the sub-tries of the tokens that may cross a lexeme end, one after another (their
+    # skip pointers offset), so one walk covers them all
+    crossing: np.ndarray
     # (lo, hi) ranges of the full trie: first bytes that end an accepting lexeme right away
     first_ranges: np.ndarray
 
@@ -240,19 +242,24 @@ class CompiledCFG:
         if hit is not None:
             return hit
         inside = np.zeros(self.num_words, dtype=np.uint32)
-        crossing = []
+        parts = []
         kills = np.zeros(256, dtype=bool)
         dfas = self.automaton.dfas
+        offset = 0
         for term, state in sorted(lexset):
             i, c = self._lexeme_sets(term, state)
             inside |= i
             if c.shape[0]:
-                crossing.append(c)
+                c = c.copy()
+                c[:, 2] += offset
+                parts.append(c)
+                offset += c.shape[0]
             if dfas[term].accepting[state]:
                 kills |= dfas[term].transitions[state] < 0
+        crossing = np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.int32)
         roots = self._root_ranges()
         first = roots[kills[roots[:, 2]]][:, :2].copy()
-        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, tuple(crossing), first))
+        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, crossing, first))
 
     def _root_ranges(self) -> np.ndarray:
         """``int64[K, 3]``: (first node, end, byte) of each depth-0 subtree of the vocabulary trie."""
@@ -285,14 +292,16 @@ class CompiledCFG:
         lm = self._lexset(auto.lexset(config))
         words = lm.inside.copy()
         trie = self.trie
-        unknown = np.empty((_UNKNOWN_BUF, 4), dtype=np.int64)
-        walks = [(sub, np.array([[0, sub.shape[0], 0, config]], dtype=np.int64)) for sub in lm.crossing]
+        walks = []
+        if lm.crossing.shape[0]:
+            walks.append((lm.crossing, np.array([[0, lm.crossing.shape[0], 0, config]], dtype=np.int64)))
         if lm.first_ranges.shape[0]:
             ranges = np.empty((lm.first_ranges.shape[0], 4), dtype=np.int64)
             ranges[:, :2] = lm.first_ranges
             ranges[:, 2] = 0
             ranges[:, 3] = config
             walks.append((trie.nodes, ranges))
+        unknown = np.empty((_UNKNOWN_BUF, 4), dtype=np.int64)
         for sub, ranges in walks:
             while ranges.shape[0]:
                 found = walk_configs(
@@ -309,10 +318,11 @@ class CompiledCFG:
                 if found > unknown.shape[0]:
                     unknown = np.empty((found, 4), dtype=np.int64)
                     continue  # nothing was resolved: walk the same ranges again into a larger buffer
+                # Every transition this round missed, built in one call; then only the subtrees
+                # behind them are walked again.
                 ranges = unknown[:found].copy()
-                codes = ranges[:, 3] * 256 + sub[ranges[:, 0], 0]
-                for code in np.unique(codes).tolist():
-                    auto.resolve(code >> 8, code & 255)
+                codes = np.unique(ranges[:, 3] * 256 + sub[ranges[:, 0], 0])
+                auto.resolve_many((codes >> 8).tolist(), (codes & 255).tolist())
         if auto.is_final(config):
             words |= self._eos_mask
         mask = words.view(np.int32)
