@@ -228,3 +228,43 @@ def test_json_schema_processor(tok: Any) -> None:
     proc(torch.tensor([[1, 2]]), scores)
     allowed = {tok.decode([int(t)]) for t in _allowed(scores)[0]}
     assert allowed and all("true".startswith(s) or "false".startswith(s) for s in allowed)
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 8},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("mode", ["sampling", "beam_search"])
+def test_json_schema_processor_on_a_batch_of_four(lm: tuple[Any, Any], mode: str) -> None:
+    import json
+
+    import jsonschema
+
+    model, tok = lm
+    enc = _batch(tok)
+    proc = JSONSchemaLogitsProcessor(PERSON_SCHEMA, tok)
+    torch.manual_seed(0)
+    search: dict[str, Any] = (
+        {"do_sample": True, "temperature": 1.0, "top_p": 0.95}
+        if mode == "sampling"
+        else {"do_sample": False, "num_beams": 4}
+    )
+    out = model.generate(
+        **enc,
+        logits_processor=transformers.LogitsProcessorList([proc]),
+        num_return_sequences=2,
+        max_new_tokens=32,  # the longest valid output is well under 32 tokens
+        pad_token_id=tok.pad_token_id,
+        **search,
+    )
+    texts = _outputs(tok, out, enc["input_ids"].shape[1])
+    assert len(texts) == 8
+    for text in texts:
+        jsonschema.validate(json.loads(text), PERSON_SCHEMA)
