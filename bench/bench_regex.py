@@ -446,6 +446,14 @@ ADAPTERS: dict[str, type[Engine]] = {
 }
 
 
+def _constrain_background() -> bool | None:
+    try:
+        import constrain.compiler
+    except ImportError:
+        return None
+    return bool(getattr(constrain.compiler, "BACKGROUND_PRECOMPUTE", False))
+
+
 def _cpus() -> int:
     import os
 
@@ -486,11 +494,15 @@ class PathRun:
     rows: list[np.ndarray] = field(default_factory=list)  # checked runs: the mask at every step
 
 
-def run_path(engine: Engine, case: Case, tokens: list[int], bitmask: Any, check: bool) -> PathRun:
+def run_path(
+    engine: Engine, case: Case, tokens: list[int], bitmask: Any, check: bool, step_gap_s: float = 0.0
+) -> PathRun:
     """Build cold, then fill before each path token and once at the end; only the fills are timed.
 
     With ``check`` the bitmask is set to all-ones before each fill (so bits an engine leaves unwritten
     show up as allowed), and the path token, ``accept`` and the final EOS are checked, all untimed.
+    ``step_gap_s`` sleeps (untimed, GIL released) after each accept, standing in for the model's
+    forward pass; 0 (the default) times fills back to back, the worst case for work done ahead.
     """
     clock = time.perf_counter_ns
     run = PathRun()
@@ -517,6 +529,8 @@ def run_path(engine: Engine, case: Case, tokens: list[int], bitmask: Any, check:
             if not engine.accept(tid) and check:
                 run.error = f"step {step}: token {vocab.show(tid)} rejected by accept"
                 return run
+            if step_gap_s:
+                time.sleep(step_gap_s)
             if check:
                 bitmask.fill_(-1)
             t = clock()
@@ -650,13 +664,14 @@ def run_cases(
     results: dict[str, EngineResult],
     repeat: int,
     max_build_s: float,
+    step_gap_s: float = 0.0,
 ) -> None:
     """``repeat`` cold runs of every example path per engine; the first one is also the checked run."""
     bitmasks = {e.name: e.new_bitmask() for e in engines}
     gc.collect()
     gc.freeze()  # the vocabularies are long-lived: keep them out of the per-run collections (0.2 s each)
     try:
-        _run_repeats(cases, engines, results, repeat, max_build_s, bitmasks)
+        _run_repeats(cases, engines, results, repeat, max_build_s, bitmasks, step_gap_s)
     finally:
         gc.unfreeze()
 
@@ -668,6 +683,7 @@ def _run_repeats(
     repeat: int,
     max_build_s: float,
     bitmasks: dict[str, Any],
+    step_gap_s: float = 0.0,
 ) -> None:
     vocab = engines[0].vocab
     for r in range(repeat):
@@ -681,7 +697,9 @@ def _run_repeats(
                 for k, example in enumerate(case.examples):
                     tokens = vocab.encode(example)
                     try:
-                        run = run_path(engine, case, tokens, bitmasks[engine.name], check=r == 0)
+                        run = run_path(
+                            engine, case, tokens, bitmasks[engine.name], check=r == 0, step_gap_s=step_gap_s
+                        )
                     except EngineError as exc:
                         res.skipped[case.name] = str(exc)
                         print(f"  {case.name:18s} {engine.name:14s} rejected: {exc}")
@@ -879,6 +897,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--cases", default="", help="comma-separated substrings of case names (default: all)")
     p.add_argument("--json", type=Path, default=None, help="write every raw number here")
+    p.add_argument(
+        "--step-gap-ms",
+        type=float,
+        default=0.0,
+        help="untimed sleep after each accepted token, standing in for a forward pass (default 0)",
+    )
+    p.add_argument(
+        "--constrain-background",
+        choices=("on", "off"),
+        default="",
+        help="force constrain's background mask fill on or off (default: the library default)",
+    )
     return p.parse_args(argv)
 
 
@@ -891,6 +921,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown engine(s) {unknown}; choose from {', '.join(ADAPTERS)}")
     names.sort(key=ALL_ENGINES.index)  # constrain first: it is the reference for the mask comparison
+    if args.constrain_background:
+        import constrain.compiler
+
+        constrain.compiler.BACKGROUND_PRECOMPUTE = args.constrain_background == "on"
     wanted = [s for s in args.cases.split(",") if s]
     cases = [c for c in CASES if not wanted or any(w in c.name for w in wanted)]
 
@@ -908,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
     if not engines:
         raise SystemExit("no engine available")
     print(f"runs ({args.repeat} cold runs per example path; the first also checks and compares masks):")
-    run_cases(cases, engines, results, args.repeat, args.max_build_s)
+    run_cases(cases, engines, results, args.repeat, args.max_build_s, args.step_gap_ms / 1e3)
     summaries = report(cases, results)
     print_findings(results, vocab)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
@@ -920,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
                 "vocab_size": vocab.size,
                 "eos_ids": vocab.eos_ids,
                 "repeat": args.repeat,
+                "step_gap_ms": args.step_gap_ms,
+                "constrain_background": _constrain_background(),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "python": sys.version.split()[0],
                 "machine": f"{platform.machine()} {platform.processor()} {_cpus()} CPUs",
