@@ -31,13 +31,14 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_regex as br
+from bench_cfg import Result  # one record type for both CFG benches
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -250,16 +251,6 @@ ADAPTERS: dict[str, type[br.Engine]] = {
     "xgrammar": XGrammarSchema,
     "llguidance": LLGuidanceSchema,
 }
-
-
-@dataclass
-class Result:
-    engine: str
-    note: str = ""
-    errors: dict[str, str] = field(default_factory=dict)
-    ttfm_ms: dict[str, list[float]] = field(default_factory=dict)  # per case, per run
-    fill_us: dict[str, list[float]] = field(default_factory=dict)  # per case, every step of every run
-    diffs: dict[str, Any] = field(default_factory=dict)
 
 
 def _stats(res: Result, case: str) -> dict[str, float]:

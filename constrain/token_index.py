@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -142,30 +142,11 @@ class TokenTrie:
         ``k >= 2`` bytes, tokens of at most ``k`` bytes are copied and only longer ones are walked.
         ``counts[i]`` gets the number of tokens set (an upper bound after a partial walk). No EOS bits.
         """
-        s = self.summary
-        _walk_batch(
+        _walk_batch(  # type: ignore[call-arg]  # numba's stub does not see the unpacked columns
             transitions,
             trans_c,
             states,
-            s.byte,
-            s.depth,
-            s.skip,
-            s.tok,
-            self.dup_start,
-            self.dup_end,
-            self.sorted_ids,
-            self.max_depth,
-            s.ascii_bytes,
-            s.maxlen,
-            s.tok_lo,
-            s.tok_len,
-            s.tok_off,
-            s.tok_bytes,
-            s.tok_ascii,
-            s.hi_prefix,
-            chains[0],
-            chains[1],
-            chains[2],
+            *self._summary_columns(chains),
             self.short_masks,
             out,
             counts,
@@ -174,6 +155,15 @@ class TokenTrie:
             min_tokens,
             max_pairs,
         )
+
+    def _summary_columns(self, chains: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Any, ...]:
+        """The trie and summary arrays, then ``chains``: the arguments the fast walks share, in order."""
+        s = self.summary
+        return (
+            s.byte, s.depth, s.skip, s.tok, self.dup_start, self.dup_end, self.sorted_ids, self.max_depth,
+            s.ascii_bytes, s.maxlen, s.tok_lo, s.tok_len, s.tok_off, s.tok_bytes, s.tok_ascii, s.hi_prefix,
+            chains[0], chains[1], chains[2],
+        )  # fmt: skip
 
     def walk_fast(
         self,
@@ -189,30 +179,11 @@ class TokenTrie:
         same bits as :meth:`walk` for every token longer than ``min_len`` (all of them by default);
         returns how many it set.
         """
-        s = self.summary
         return int(
-            walk_trie_fast(
+            walk_trie_fast(  # type: ignore[call-arg]
                 transitions,
                 state,
-                s.byte,
-                s.depth,
-                s.skip,
-                s.tok,
-                self.dup_start,
-                self.dup_end,
-                self.sorted_ids,
-                self.max_depth,
-                s.ascii_bytes,
-                s.maxlen,
-                s.tok_lo,
-                s.tok_len,
-                s.tok_off,
-                s.tok_bytes,
-                s.tok_ascii,
-                s.hi_prefix,
-                chains[0],
-                chains[1],
-                chains[2],
+                *self._summary_columns(chains),
                 min_len,
                 out_mask,
             )
