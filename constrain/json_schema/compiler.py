@@ -654,8 +654,20 @@ class SchemaCompiler:
     def _own(self, node: _Node, k: dict[str, Any], loc: _Loc) -> DFA | None:
         if node.schema is not _EMPTY_SCHEMA and not (_OWN_KEYWORDS & k.keys()):
             return None
+        values: list[Any] | None = None
+        if "enum" in k:
+            if not isinstance(k["enum"], list):
+                raise SchemaError("enum must be an array", node.ptr + "/enum")
+            values = list(k["enum"])
+        if "const" in k and self.version >= 6:
+            values = [k["const"]] if values is None else [v for v in values if _json_equal(v, k["const"])]
+        types = self._types(node, k)
+        if values is not None:
+            # Only the enum's own types matter (and building the others could need recursion).
+            present = {t for v in values for t in _json_types(v)}
+            types = [t for t in types if t in present]
         parts: list[DFA] = []
-        for t in self._types(node, k):
+        for t in types:
             if t == "null":
                 parts.append(A.build(A.Literal(b"null")))
             elif t == "boolean":
@@ -669,13 +681,6 @@ class SchemaCompiler:
             elif t == "object":
                 parts.append(self._object(node, k, loc))
         result = A.union(*parts) if parts else empty_dfa("no type")
-        values: list[Any] | None = None
-        if "enum" in k:
-            if not isinstance(k["enum"], list):
-                raise SchemaError("enum must be an array", node.ptr + "/enum")
-            values = list(k["enum"])
-        if "const" in k and self.version >= 6:
-            values = [k["const"]] if values is None else [v for v in values if _json_equal(v, k["const"])]
         if values is not None:
             forms: set[bytes] = set()
             for v in values:
@@ -1366,6 +1371,22 @@ def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_json_equal(a[x], b[x]) for x in a)
     return bool(a == b)
+
+
+def _json_types(value: Any) -> tuple[str, ...]:
+    """The JSON Schema types ``value`` belongs to (an integral number is both number and integer)."""
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("boolean",)
+    if isinstance(value, (int, float)):
+        integral = isinstance(value, int) or (math.isfinite(value) and value.is_integer())
+        return ("number", "integer") if integral else ("number",)
+    if isinstance(value, str):
+        return ("string",)
+    if isinstance(value, list):
+        return ("array",)
+    return ("object",)
 
 
 def _all_unique(items: Any) -> bool:
