@@ -405,22 +405,20 @@ def compile(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:
     A Lark grammar (``kind == "lark"``) compiles to a :class:`constrain.cfg.CompiledCFG`, which
     :class:`~constrain.GrammarMatcher` accepts the same way.
     """
-    if grammar.kind == "lark":
-        from .cfg import compile_lark
-
-        return compile_lark(grammar, tokenizer_info)  # type: ignore[return-value]
-    automaton = grammar.to_automaton()
-    if not isinstance(automaton, DFA):  # a recursive JSON Schema: the context-free engine
-        from .cfg import compile_automaton
-
-        return compile_automaton(grammar, tokenizer_info, automaton)  # type: ignore[return-value]
     key = (grammar, tokenizer_info.fingerprint)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is not None and hit.tokenizer_info is tokenizer_info:
             _CACHE.move_to_end(key)
             return hit
-    compiled = CompiledGrammar(grammar, tokenizer_info, automaton, token_trie(tokenizer_info))
+    automaton = grammar.to_automaton()
+    compiled: CompiledGrammar
+    if isinstance(automaton, DFA):
+        compiled = CompiledGrammar(grammar, tokenizer_info, automaton, token_trie(tokenizer_info))
+    else:  # a Lark grammar or a recursive JSON Schema: the context-free engine
+        from .cfg import compile_cfg
+
+        compiled = compile_cfg(grammar, tokenizer_info, automaton)  # type: ignore[assignment]
     with _CACHE_LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _COMPILE_CACHE_SIZE:
