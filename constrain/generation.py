@@ -28,6 +28,7 @@ token) come back with ``generate(..., return_stats=True)``, which returns a :cla
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -228,6 +229,18 @@ def make_sampler(temperature: float = 0.0, top_p: float | None = None) -> Sample
 # The model with its KV cache
 
 
+def _cache_argument(model: Any) -> str:
+    """The name of the KV-cache argument of ``model.forward``: transformers 5.24 renamed
+    ``past_key_values`` to ``cache``. A wrapper that takes ``**kwargs`` follows the installed release."""
+    params = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
 class ModelRunner:
     """A causal LM and the KV cache of one sequence: feed tokens, get logits, crop on rollback.
 
@@ -240,6 +253,7 @@ class ModelRunner:
         self.model = model
         self.device = next(model.parameters()).device
         self.cache = DynamicCache(config=model.config)
+        self._cache_arg = _cache_argument(model)
         self.length = 0
         self.forward_passes = 0
 
@@ -256,7 +270,9 @@ class ModelRunner:
         keep = max(1, min(keep, len(tokens)))
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=keep)
+            out = self.model(
+                input_ids=ids, use_cache=True, logits_to_keep=keep, **{self._cache_arg: self.cache}
+            )
         self.length += len(tokens)
         self.forward_passes += 1
         # A normal (not inference-mode) float32 copy: the loop masks it in place.
@@ -366,16 +382,10 @@ def _completion_bytes(matcher: GrammarMatcher) -> bytes:
 
         is_goal: Callable[[int], bool] = lambda s: bool(dfa.accepting[s])  # noqa: E731
     else:  # a context-free grammar: breadth-first over the Earley configuration automaton
-        from .cfg.earley import UNKNOWN
-
         auto = matcher.compiled.automaton  # type: ignore[attr-defined]
 
         def successors(s: int) -> list[tuple[int, int]]:
-            row = auto.trans[s]
-            for b in np.flatnonzero(row == UNKNOWN).tolist():
-                if auto.trans[s, b] == UNKNOWN:  # one resolve fills the byte's whole class
-                    auto.resolve(s, b)
-            row = auto.trans[s]
+            row = auto.resolve_row(s)
             return [(b, int(row[b])) for b in np.flatnonzero(row >= 0).tolist()]
 
         is_goal = auto.is_final

@@ -409,25 +409,65 @@ def test_masks_match_brute_force_sql_gemma() -> None:
 def test_masks_match_byte_level_reference_on_random_json_walks() -> None:
     """Every mask along random JSON walks equals a per-token check on a separate automaton.
 
-    The reference steps its own automaton one byte at a time with the bare Earley step (no ``trans``
-    table, no byte classes, no trie walk, no batched transitions), so the masks' machinery (lexer-only
-    sets, crossing sub-tries, batched resolution of missed transitions) is checked against it. The
-    walks prefer structural tokens so they nest and close objects and arrays.
+    The reference steps sets of lexemes one byte at a time in plain Python (no ``trans`` table, no
+    numba byte step, no trie walk, no batched transitions); it borrows only the Earley closure
+    (``end_node``) of a separate automaton. So the masks' machinery (lexer-only sets, crossing
+    sub-tries, the compiled byte steps and their interning) is checked against it. The walks prefer
+    structural tokens so they nest and close objects and arrays.
     """
     info = tokenizer_info("mistral-32k")
     compiled = constrain.compile(Grammar.from_lark(name="json"), info)
     ref = build_automaton(parse_lark(constrain.grammars.load("json")))
-    cache: dict[tuple[int, int], int] = {}
+    dfas = ref.dfas
+    # A state: (root node or -1, frozenset of lexemes (start node, terminal, DFA state)); None = dead.
+    State = tuple[int, frozenset[tuple[int, int, int]]]
 
-    def ref_walk(c: int, data: bytes) -> int:
+    def ends(
+        lexemes: frozenset[tuple[int, int, int]], b: int | None
+    ) -> tuple[set[tuple[int, int]], set[int]]:
+        ends_t: set[tuple[int, int]] = set()
+        ends_ign: set[int] = set()
+        for m, t, q in lexemes:
+            if (b is None or dfas[t].transitions[q, b] < 0) and dfas[t].accepting[q]:
+                if ref._is_ignore[t]:
+                    ends_ign.add(m)
+                else:
+                    ends_t.add((m, t))
+        return ends_t, ends_ign
+
+    def ref_step(state: State, b: int) -> State | None:
+        out = {
+            (m, t, int(dfas[t].transitions[q, b])) for m, t, q in state[1] if dfas[t].transitions[q, b] >= 0
+        }
+        ends_t, ends_ign = ends(state[1], b)
+        if ends_t or ends_ign:
+            node = ref.end_node(frozenset(ends_t), frozenset(ends_ign))
+            out |= {(node, t, int(dfas[t].transitions[q, b])) for t, q in ref._fresh_lexemes(node)}
+            out = {lex for lex in out if lex[2] >= 0}
+        return (-1, frozenset(out)) if out else None
+
+    def ref_final(state: State) -> bool:
+        if state[0] >= 0 and ref._nodes[state[0]].final:
+            return True
+        ends_t, ends_ign = ends(state[1], None)
+        return (
+            bool(ends_t or ends_ign)
+            and ref._nodes[ref.end_node(frozenset(ends_t), frozenset(ends_ign))].final
+        )
+
+    cache: dict[tuple[State, int], State | None] = {}
+
+    def ref_walk(c: State | None, data: bytes) -> State | None:
         for b in data:
-            nxt = cache.get((c, b))
-            if nxt is None:
-                nxt = cache[c, b] = ref._step(c, b)[0]
-            if nxt < 0:
-                return -1
-            c = nxt
+            if c is None:
+                return None
+            if (c, b) not in cache:
+                cache[c, b] = ref_step(c, b)
+            c = cache[c, b]
         return c
+
+    root = ref._config(ref.start).base  # the root node, from which the start lexemes begin
+    start: State = (root, frozenset((root, t, q) for t, q in ref._fresh_lexemes(root)))
 
     eos = set(info.eos_ids)
     candidates = [
@@ -444,17 +484,20 @@ def test_masks_match_byte_level_reference_on_random_json_walks() -> None:
     prefixes = ['{"a": [{"b": [', '[[{"k": {"x": [1, ', '{"s": "t", "o": {"p": {', "[[[[[[["]
     for walk, prefix in enumerate(prefixes):
         m = cfg_matcher(compiled)
-        c = ref.start
+        c: State | None = start
         forced = hf_tokenizer("mistral-32k").encode(prefix, add_special_tokens=False).ids
         for step in range(len(forced) + 24):
-            expected = {t for t in candidates if ref_walk(c, info.token_bytes[t]) >= 0}
-            if ref.is_final(c):
+            assert c is not None
+            expected = {t for t in candidates if ref_walk(c, info.token_bytes[t]) is not None}
+            if ref_final(c):
                 expected |= eos
             assert allowed(m) == expected, f"walk {walk} step {step}"
             # mostly punctuation that keeps the document open (else the walks end in whitespace)
-            pool = [
-                t for t in structural if t in expected and not ref.is_final(ref_walk(c, info.token_bytes[t]))
-            ]
+            pool = []
+            for t in structural:
+                nxt = ref_walk(c, info.token_bytes[t]) if t in expected else None
+                if nxt is not None and not ref_final(nxt):
+                    pool.append(t)
             if rng.random() < 0.2:
                 pool = []
             tid = forced[step] if step < len(forced) else rng.choice(pool or sorted(expected - eos))

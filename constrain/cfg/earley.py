@@ -58,10 +58,10 @@ import numpy as np
 
 from ..exceptions import GrammarError, UnsupportedFeatureError, UnsupportedRegexFeature
 from ..regex import DFA, regex_to_dfa
+from . import fast_step as fs
+from .fast_step import DEAD, NEED_NODE, NEED_ROOM, UNKNOWN
 from .lark_frontend import CFG
 
-UNKNOWN = -2  # trans[c, b] not computed yet
-DEAD = -1
 SELF = -1  # item origin: the node that holds the item
 
 Item = tuple[int, int]  # (dotted rule, origin node or SELF)
@@ -96,7 +96,7 @@ class EarleyAutomaton:
 
     cfg: CFG
     dfas: tuple[DFA, ...]
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -104,10 +104,9 @@ class EarleyAutomaton:
         self.num_terminals = nt
         self.ignore = tuple(i for i, t in enumerate(cfg.terminals) if t.ignore)
         self._is_ignore = [t.ignore for t in cfg.terminals]
-        self._dfa_trans = [d.transitions for d in self.dfas]
+        self._init_tables()
         self._dfa_acc = [d.accepting for d in self.dfas]
         self._dfa_start = [d.start for d in self.dfas]
-        self._alive_rows = [d.transitions >= 0 for d in self.dfas]
         rules = _productive_rules(cfg, [bool(d.accepting.any()) for d in self.dfas])
         if not any(lhs == cfg.start for lhs, _ in rules):
             raise GrammarError(f"rule {cfg.names[cfg.start]!r} generates no string")
@@ -128,19 +127,106 @@ class EarleyAutomaton:
         self._accept_dr = 1  # S' -> start .
         self._nodes: list[_Node] = []
         self._node_ids: dict[tuple[frozenset[Item], bool], int] = {}
-        self._configs: list[_Config] = []
-        self._config_ids: dict[tuple[int, frozenset[Lexeme]], int] = {}
-        self._lexset_rows: dict[
-            frozenset[tuple[int, int]], tuple[np.ndarray, np.ndarray, list[np.ndarray]]
-        ] = {}
+        self._configs: dict[int, _Config] = {}  # decoded from the tables on first query
         self._end_nodes: dict[tuple[frozenset[tuple[int, int]], frozenset[int]], int] = {}
-        self._fresh: dict[int, tuple[tuple[int, int], ...]] = {}  # node -> (terminal, start state)
-        self._fresh_sets: dict[int, frozenset[tuple[int, int]]] = {}  # the same, as a set
-        self.trans = np.full((64, 256), UNKNOWN, dtype=np.int32)
         root = self._close([(0, SELF)], False)
         if root < 0:  # pragma: no cover - the start rule is productive
             raise GrammarError("the grammar generates no string")
-        self.start = self._config(root, {(root, t, q) for t, q in self._fresh_lexemes(root)})
+        g = self._num_g
+        key = [-2 - root, *sorted(root * g + int(self._toff[t]) + q for t, q in self._fresh_lexemes(root))]
+        self.start = self._intern(np.array(key, dtype=np.int64))
+
+    # ---- the flat tables the byte steps run on (see :mod:`constrain.cfg.fast_step`) -----------------
+    def _init_tables(self) -> None:
+        sizes = [d.num_states for d in self.dfas]
+        toff = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=toff[1:])
+        g = int(toff[-1])
+        # One table of every terminal's rows (local targets); the terminals' DFAs become views of it.
+        gtrans = np.empty((g, 256), dtype=np.int32)
+        for t, d in enumerate(self.dfas):
+            gtrans[toff[t] : toff[t + 1]] = d.transitions
+        self.dfas = tuple(
+            DFA(gtrans[toff[t] : toff[t + 1]], d.accepting, d.start, d.pattern)
+            for t, d in enumerate(self.dfas)
+        )
+        gacc = np.concatenate([d.accepting for d in self.dfas]).astype(np.bool_)
+        gterm = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        ignore = np.array(self._is_ignore, dtype=np.bool_)
+        self._num_g = g
+        self._toff = toff
+        counts = np.zeros(8, dtype=np.int64)
+        counts[fs.NUM_G] = g
+        counts[fs.NUM_T] = len(sizes)
+        self.trans: np.ndarray = np.full((256, 256), UNKNOWN, dtype=np.int32)
+        self._tabs = [
+            gtrans, gacc, gterm, toff, ignore, self.trans,
+            np.zeros(257, dtype=np.int64), np.zeros(4096, dtype=np.int64), np.full(1024, -1, dtype=np.int64),
+            np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int64), np.zeros(256, dtype=np.int64),
+            np.full(1024, -1, dtype=np.int64),
+            np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int32),
+            counts, np.zeros(256, dtype=np.int64),
+        ]  # fmt: skip
+        self._counts = counts
+        self.tables = tuple(self._tabs)
+
+    def _grow(self) -> None:
+        """Make room in every table that is full or about to be (called after NEED_ROOM)."""
+        tabs = self._tabs
+        counts = self._counts
+        nc = int(counts[fs.N_CONFIGS])
+        if nc + 2 >= tabs[fs.TRANS].shape[0]:
+            old = tabs[fs.TRANS]
+            grown = np.full((2 * old.shape[0], 256), UNKNOWN, dtype=np.int32)
+            grown[: old.shape[0]] = old
+            tabs[fs.TRANS] = grown
+            tabs[fs.CFG_OFF] = _grown(tabs[fs.CFG_OFF], 2 * old.shape[0] + 1)
+        for off_i, pool_i, hash_i, n_i, need_i in (
+            (fs.CFG_OFF, fs.CFG_POOL, fs.CFG_HASH, fs.N_CONFIGS, fs.POOL_NEED),
+            (fs.END_OFF, fs.END_POOL, fs.END_HASH, fs.N_ENDS, fs.END_POOL_NEED),
+        ):
+            n = int(counts[n_i])
+            if off_i == fs.END_OFF and n + 2 >= tabs[fs.END_NODE].shape[0]:
+                size = 2 * tabs[fs.END_NODE].shape[0]
+                tabs[fs.END_NODE] = _grown(tabs[fs.END_NODE], size)
+                tabs[fs.END_OFF] = _grown(tabs[fs.END_OFF], size + 1)
+            used = int(tabs[off_i][n])
+            need = max(int(counts[need_i]), used + 1)
+            if 2 * need > tabs[pool_i].shape[0]:
+                tabs[pool_i] = _grown(tabs[pool_i], 4 * need)
+            if 8 * (n + 2) > tabs[hash_i].shape[0]:
+                # A power of two: the probe sequence masks with size - 1.
+                table = np.full(1 << (16 * (n + 2)).bit_length(), -1, dtype=np.int64)
+                fs.rehash(table, tabs[off_i], tabs[pool_i], n)
+                tabs[hash_i] = table
+        if counts[fs.BAIL_LEN] > tabs[fs.BAIL].shape[0]:
+            tabs[fs.BAIL] = np.zeros(2 * int(counts[fs.BAIL_LEN]), dtype=np.int64)
+        self.trans = tabs[fs.TRANS]
+        self.tables = tuple(tabs)
+
+    def _intern(self, key: np.ndarray) -> int:
+        """The id of the configuration with codes ``key`` (made if new)."""
+        while True:
+            cid = int(fs.intern_config(self.tables, key, key.shape[0]))
+            if cid != NEED_ROOM:
+                return cid
+            self._grow()
+
+    def _register_node(self, nid: int) -> None:
+        """Give the byte steps a new node's fresh lexemes (as global DFA rows)."""
+        tabs = self._tabs
+        toff = self._toff
+        rows = [int(toff[t]) + q for t, q in self._fresh_lexemes(nid)]
+        if nid + 2 >= tabs[fs.FRESH_OFF].shape[0]:
+            tabs[fs.FRESH_OFF] = _grown(tabs[fs.FRESH_OFF], 2 * tabs[fs.FRESH_OFF].shape[0])
+        off = tabs[fs.FRESH_OFF]
+        lo = int(off[nid])
+        if lo + len(rows) > tabs[fs.FRESH_POOL].shape[0]:
+            tabs[fs.FRESH_POOL] = _grown(tabs[fs.FRESH_POOL], 2 * (lo + len(rows)))
+        tabs[fs.FRESH_POOL][lo : lo + len(rows)] = rows
+        off[nid + 1] = lo + len(rows)
+        self._counts[fs.N_NODES] = nid + 1
+        self.tables = tuple(tabs)
 
     # ---- interning ---------------------------------------------------------------------------------
     def _close(self, seeds: list[Item], final: bool) -> int:
@@ -187,63 +273,14 @@ class EarleyAutomaton:
             resolved.append((dr, o))
         nodes.append(_Node(tuple(sorted(pending)), final, expect_t, expect_nt, resolved))
         self._node_ids[key] = nid
+        self._register_node(nid)
         return nid
 
     def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
         """(terminal, DFA start state) of every lexeme that may start at ``node`` (%ignore included)."""
-        hit = self._fresh.get(node)
-        if hit is None:
-            starts = self._dfa_start
-            terms = sorted(set(self._nodes[node].expect_t) | set(self.ignore))
-            hit = self._fresh[node] = tuple((t, starts[t]) for t in terms)
-            self._fresh_sets[node] = frozenset(hit)
-        return hit
-
-    def _config(self, base: int, lexemes: set[Lexeme]) -> int:
-        """Intern the configuration of ``lexemes`` (``base``: the root node for the start config, or -1)."""
-        key = (base, frozenset(lexemes))
-        cid = self._config_ids.get(key)
-        if cid is not None:
-            return cid
-        cid = len(self._configs)
-        lex = tuple(lexemes)
-        lexset = frozenset([(t, q) for _, t, q in lex])
-        self._configs.append(_Config(base, lex, lexset, -1))
-        if cid >= self.trans.shape[0]:
-            grown = np.full((2 * self.trans.shape[0], 256), UNKNOWN, dtype=np.int32)
-            grown[:cid] = self.trans[:cid]
-            self.trans = grown
-        # Bytes that no lexeme survives are dead now unless some lexeme may end before them; only
-        # the rest need the parser (lazily).
-        self.trans[cid] = self._lexset_row(lexset)[0]
-        self._config_ids[key] = cid
-        return cid
-
-    def _lexset_row(
-        self, lexset: frozenset[tuple[int, int]]
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(initial trans row, byte classes, the bytes of each class) of a set of lexeme states,
-        cached: many configurations share one lexeme set and differ only in where the lexemes started."""
-        hit = self._lexset_rows.get(lexset)
-        if hit is None:
-            pairs = sorted(lexset)
-            nxt = np.empty((256, max(1, len(pairs))), dtype=np.int32)
-            nxt[:, 0] = -1
-            may_end = False
-            for k, (t, q) in enumerate(pairs):
-                nxt[:, k] = self._dfa_trans[t][q]
-                may_end = may_end or bool(self._dfa_acc[t][q])
-            # A lexeme that may end here makes every byte a candidate (the byte that kills it
-            # starts what follows), so then nothing is dead before the parser is asked.
-            alive = np.ones(256, dtype=bool) if may_end else (nxt >= 0).any(axis=1)
-            keys = np.ascontiguousarray(nxt).view(np.dtype((np.void, 4 * nxt.shape[1]))).ravel()
-            _, classes = np.unique(keys, return_inverse=True)
-            classes = classes.ravel()
-            order = np.argsort(classes, kind="stable")
-            members = np.split(order, np.flatnonzero(np.diff(classes[order])) + 1)
-            hit = (np.where(alive, UNKNOWN, DEAD).astype(np.int32), classes, members)
-            self._lexset_rows[lexset] = hit
-        return hit
+        starts = self._dfa_start
+        terms = sorted(set(self._nodes[node].expect_t) | set(self.ignore))
+        return tuple((t, starts[t]) for t in terms)
 
     def end_node(self, ends_t: frozenset[tuple[int, int]], ends_ign: frozenset[int]) -> int:
         """The node after lexemes ``(start node, terminal)`` and %ignore lexemes (by start node) end
@@ -266,78 +303,60 @@ class EarleyAutomaton:
                 final = final or nodes[m].final
             node = self._close(seeds, final)
         self._end_nodes[key] = node
+        codes = sorted([m * self.num_terminals + t for m, t in ends_t] + [-1 - m for m in ends_ign])
+        arr = np.array(codes, dtype=np.int64)
+        while fs.insert_end(self.tables, arr, arr.shape[0], node) == NEED_ROOM:
+            self._grow()
         return node
 
     # ---- stepping ----------------------------------------------------------------------------------
     def resolve(self, c: int, b: int) -> int:
-        """``trans[c, b]``, computing it first if needed (returns -1 for a dead byte).
-
-        Every byte that acts like ``b`` on each lexeme of ``c`` and, where lexemes end before it, on
-        every lexeme that may start after them (``b``'s byte class here) gets the same answer, so
-        it is filled in at the same time.
-        """
+        """``trans[c, b]``, computing it first if needed (returns -1 for a dead byte)."""
         nxt = int(self.trans[c, b])
         if nxt != UNKNOWN:
             return nxt
-        with self._lock:
+        with self.lock:
             return self._resolve_locked(c, b)
 
     def resolve_many(self, configs: list[int], data: list[int]) -> None:
         """Build ``trans[c, b]`` for every pair (``configs[i]``, ``data[i]``) not known yet, under one lock.
 
-        The crossing-token walk of :mod:`constrain.cfg.token_masks` collects every transition it
-        misses and builds them in one call; pairs filled meanwhile by an earlier pair's byte class
-        are skipped.
+        The crossing-token walk of :mod:`constrain.cfg.token_masks` collects the transitions its own
+        steps could not build (a new Earley node is needed) and builds them here.
         """
-        with self._lock:
+        with self.lock:
             for c, b in zip(configs, data):
-                if self.trans[c, b] == UNKNOWN:
-                    self._resolve_locked(c, b)
+                self._resolve_locked(c, b)
+
+    def resolve_row(self, c: int) -> np.ndarray:
+        """Every transition of ``c`` built; returns its ``trans`` row."""
+        with self.lock:
+            while True:
+                r = int(fs.step_row(self.tables, c))
+                if r == 0:
+                    return self.trans[c]
+                self._fix(r)
 
     def _resolve_locked(self, c: int, b: int) -> int:
-        nxt = int(self.trans[c, b])
-        if nxt != UNKNOWN:
-            return nxt
-        target, lexset = self._step(c, b)
-        row = self._lexset_row(lexset)
-        self.trans[c, row[2][row[1][b]]] = target  # after _step, which may have grown the table
-        return target
+        while True:
+            nxt = int(self.trans[c, b])
+            if nxt != UNKNOWN:
+                return nxt
+            r = int(fs.step(self.tables, c, b))
+            if r >= DEAD:
+                return r
+            self._fix(r)
 
-    def _step(self, c: int, b: int) -> tuple[int, frozenset[tuple[int, int]]]:
-        """The configuration after byte ``b`` from ``c``, and the lexeme states ``b`` was read by.
-
-        A lexeme that ``b`` keeps alive goes on; one that ``b`` kills ends before ``b`` if its DFA
-        is accepting (else it is dropped). Where any lexeme ends, the lexemes that may start at the
-        resulting node read ``b`` as their first byte.
-        """
-        rows = self._dfa_trans
-        dfa_acc = self._dfa_acc
-        is_ignore = self._is_ignore
-        config = self._configs[c]
-        out: set[Lexeme] = set()
-        ends_t: set[tuple[int, int]] = set()
-        ends_ign: set[int] = set()
-        for m, t, q in config.lexemes:
-            q2 = int(rows[t][q, b])
-            if q2 >= 0:
-                out.add((m, t, q2))
-            elif dfa_acc[t][q]:
-                if is_ignore[t]:
-                    ends_ign.add(m)
-                else:
-                    ends_t.add((m, t))
-        lexset = config.lexset
-        if ends_t or ends_ign:
-            node = self.end_node(frozenset(ends_t), frozenset(ends_ign))
-            fresh = self._fresh_lexemes(node)
-            for t, q in fresh:
-                q2 = int(rows[t][q, b])
-                if q2 >= 0:
-                    out.add((node, t, q2))
-            lexset = lexset | self._fresh_sets[node]
-        if not out:
-            return DEAD, lexset
-        return self._config(-1, out), lexset
+    def _fix(self, code: int) -> None:
+        """Do what a byte step asked for: build the node after a set of lexeme ends, or grow."""
+        if code == NEED_NODE:
+            key = self._tabs[fs.BAIL][: int(self._counts[fs.BAIL_LEN])].tolist()
+            nt = self.num_terminals
+            self.end_node(
+                frozenset((k // nt, k % nt) for k in key if k >= 0), frozenset(-1 - k for k in key if k < 0)
+            )
+        else:
+            self._grow()
 
     def walk(self, c: int, data: bytes) -> int:
         """The configuration after ``data`` from ``c`` (-1 when rejected)."""
@@ -356,9 +375,9 @@ class EarleyAutomaton:
     def is_final(self, c: int) -> bool:
         """True where the input read so far is a sentence of the grammar (the end of the input ends
         every accepting lexeme; computed on first call, then cached)."""
-        config = self._configs[c]
+        config = self._config(c)
         if config.final < 0:
-            with self._lock:
+            with self.lock:
                 final = config.base >= 0 and self._nodes[config.base].final
                 ends_t = set()
                 ends_ign = set()
@@ -375,12 +394,33 @@ class EarleyAutomaton:
 
     def lexset(self, c: int) -> frozenset[tuple[int, int]]:
         """The (terminal, DFA state) pairs of the lexemes in progress at ``c`` (fresh ones included)."""
-        return self._configs[c].lexset
+        return self._config(c).lexset
+
+    def _config(self, c: int) -> _Config:
+        """Configuration ``c`` decoded from the tables (cached)."""
+        hit = self._configs.get(c)
+        if hit is None:
+            tabs = self._tabs
+            off = tabs[fs.CFG_OFF]
+            codes = tabs[fs.CFG_POOL][int(off[c]) : int(off[c + 1])].tolist()
+            g = self._num_g
+            gterm = tabs[fs.GTERM]
+            toff = self._toff
+            base = -2 - codes[0] if codes and codes[0] < 0 else -1
+            lexemes = []
+            for code in codes:
+                if code >= 0:
+                    m, row = divmod(code, g)
+                    t = int(gterm[row])
+                    lexemes.append((m, t, row - int(toff[t])))
+            lex = tuple(lexemes)
+            hit = self._configs.setdefault(c, _Config(base, lex, frozenset((t, q) for _, t, q in lex), -1))
+        return hit
 
     @property
     def num_configs(self) -> int:
         """How many configurations were built so far."""
-        return len(self._configs)
+        return int(self._counts[fs.N_CONFIGS])
 
     @property
     def num_nodes(self) -> int:
@@ -391,6 +431,12 @@ class EarleyAutomaton:
         """True when ``data`` is a sentence (a convenience for tests)."""
         c = self.walk(self.start, data)
         return c >= 0 and self.is_final(c)
+
+
+def _grown(arr: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
 
 
 def _productive_rules(cfg: CFG, term_ok: list[bool]) -> list[tuple[int, tuple[int, ...]]]:

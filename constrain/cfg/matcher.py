@@ -15,7 +15,6 @@ import numpy as np
 
 from ..exceptions import MatcherUsageError
 from ..forced import forced_tokens_cached
-from .earley import UNKNOWN
 from .token_masks import CompiledCFG
 
 try:
@@ -202,12 +201,7 @@ class CFGMatcher:
     # ---- forced continuations (jump-forward) -----------------------------------------------------
     def _live_bytes(self, state: int) -> np.ndarray:
         """The bytes that lead somewhere from ``state`` (computing unknown transitions first)."""
-        auto = self._auto
-        row = auto.trans[state]
-        for b in np.flatnonzero(row == UNKNOWN).tolist():
-            if row[b] == UNKNOWN:  # one resolve fills the byte's whole class
-                auto.resolve(state, b)
-        return np.flatnonzero(auto.trans[state] >= 0)
+        return np.flatnonzero(self._auto.resolve_row(state) >= 0)
 
     def _forced_walk(self) -> tuple[bytes, np.ndarray]:
         """The forced bytes and the bytes allowed after them (none: the output must end there)."""

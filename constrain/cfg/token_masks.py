@@ -32,7 +32,8 @@ import numpy as np
 
 from ..grammar import Grammar
 from ..token_index import TokenTrie, token_trie
-from .earley import UNKNOWN, EarleyAutomaton
+from .earley import EarleyAutomaton
+from .fast_step import NEED_NODE, TRANS, UNKNOWN, step
 
 if TYPE_CHECKING:
     from ..tokenizer_info import TokenizerInfo
@@ -118,7 +119,7 @@ def _mark(
 
 @numba.njit(cache=True, nogil=True)
 def walk_configs(
-    trans: np.ndarray,
+    tables: tuple,
     nodes: np.ndarray,
     ranges: np.ndarray,
     dup_start: np.ndarray,
@@ -131,11 +132,13 @@ def walk_configs(
     """Walk trie subtrees through the configuration automaton; mark surviving tokens in ``out``.
 
     ``ranges[k] = (lo, hi, depth, config)``: the preorder nodes ``lo..hi`` (whole subtrees whose
-    roots are at ``depth``), entered in configuration ``config``. A transition not built yet
-    (``-2``) is recorded in ``unknown`` as a row of the same layout (its subtree, entered in the
+    roots are at ``depth``), entered in configuration ``config``. A transition not built yet is
+    stepped here (:func:`constrain.cfg.fast_step.step`); one that needs a new Earley node (or more
+    room) is recorded in ``unknown`` as a row of the same layout (its subtree, entered in the
     configuration it left from) and skipped; returns how many were recorded. The caller builds those
     transitions and walks just the recorded subtrees, so no part of the trie is walked twice.
     """
+    trans = tables[TRANS]
     stack = np.empty(max_depth + 1, dtype=np.int32)
     found = 0
     cap = unknown.shape[0]
@@ -147,8 +150,10 @@ def walk_configs(
             d = nodes[n, 1]
             s = stack[d]
             nxt = trans[s, nodes[n, 0]]
+            if nxt == UNKNOWN:
+                nxt = step(tables, s, nodes[n, 0])
             if nxt < 0:
-                if nxt == -2:
+                if nxt <= NEED_NODE:
                     if found < cap:
                         unknown[found, 0] = n
                         unknown[found, 1] = nodes[n, 2]
@@ -302,10 +307,28 @@ class CompiledCFG:
             ranges[:, 3] = config
             walks.append((trie.nodes, ranges))
         unknown = np.empty((_UNKNOWN_BUF, 4), dtype=np.int64)
+        with auto.lock:  # the walk builds transitions
+            self._walk(auto, walks, words, unknown)
+        if auto.is_final(config):
+            words |= self._eos_mask
+        mask = words.view(np.int32)
+        mask.setflags(write=False)
+        kept = self._masks.setdefault(config, mask)
+        self._mask_addrs.setdefault(config, kept.ctypes.data)
+        return kept
+
+    def _walk(
+        self,
+        auto: EarleyAutomaton,
+        walks: list[tuple[np.ndarray, np.ndarray]],
+        words: np.ndarray,
+        unknown: np.ndarray,
+    ) -> None:
+        trie = self.trie
         for sub, ranges in walks:
             while ranges.shape[0]:
                 found = walk_configs(
-                    auto.trans,
+                    auto.tables,
                     sub,
                     ranges,
                     trie.dup_start,
@@ -323,13 +346,6 @@ class CompiledCFG:
                 ranges = unknown[:found].copy()
                 codes = np.unique(ranges[:, 3] * 256 + sub[ranges[:, 0], 0])
                 auto.resolve_many((codes >> 8).tolist(), (codes & 255).tolist())
-        if auto.is_final(config):
-            words |= self._eos_mask
-        mask = words.view(np.int32)
-        mask.setflags(write=False)
-        kept = self._masks.setdefault(config, mask)
-        self._mask_addrs.setdefault(config, kept.ctypes.data)
-        return kept
 
     def precompute_lexemes(self) -> int:
         """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
@@ -357,4 +373,4 @@ def compile_cfg(
     return compiled
 
 
-__all__ = ["UNKNOWN", "CompiledCFG", "compile_cfg"]
+__all__ = ["CompiledCFG", "compile_cfg"]
