@@ -174,14 +174,58 @@ def test_tiny_vocab_exact_allowed_sets() -> None:
     assert not m.accept_token(4)
 
 
-def test_walk_buffer_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """More pending transitions than the walk's buffer holds: it grows the buffer and walks again."""
-    import constrain.cfg.token_masks as token_masks
+def test_byte_classes_group_exactly_the_bytes_every_terminal_treats_alike() -> None:
+    """A step fills a whole byte class at once; that is exact only if the classes are right."""
+    from constrain.cfg import fast_step as fs
 
-    monkeypatch.setattr(token_masks, "_UNKNOWN_BUF", 1)
+    auto = build_automaton(parse_lark(constrain.grammars.load("json")))
+    gtrans = auto.tables[fs.GTRANS]
+    byte_class = auto.tables[fs.BYTE_CLASS]
+    offsets, members = auto.tables[fs.CLASS_OFF], auto.tables[fs.CLASS_BYTES]
+    for cls in range(offsets.shape[0] - 1):
+        assert {int(b) for b in members[offsets[cls] : offsets[cls + 1]]} == set(
+            np.flatnonzero(byte_class == cls).tolist()
+        )
+    for a in range(256):
+        for b in range(a + 1, 256):
+            assert (byte_class[a] == byte_class[b]) == np.array_equal(gtrans[:, a], gtrans[:, b]), (a, b)
+    assert 1 < offsets.shape[0] - 1 < 256  # json's terminals do tell some bytes apart, not all
+
+
+def test_tables_grow_from_tiny_sizes() -> None:
+    """Scratch, bail and interning tables that start far too small grow on NEED_ROOM; the masks along a
+    JSON walk equal those of an automaton with the default sizes."""
+    from constrain.cfg import fast_step as fs
+    from constrain.cfg.token_masks import compile_cfg
+
+    info = tokenizer_info("mistral-32k")
+    grammar = Grammar.from_lark(name="json")
+    source = constrain.grammars.load("json")
+    normal = compile_cfg(grammar, info, build_automaton(parse_lark(source)))
+    small_auto = build_automaton(parse_lark(source))
+    tabs = small_auto._tabs
+    tabs[fs.SCRATCH] = np.zeros(0, dtype=np.int64)
+    tabs[fs.BAIL] = np.zeros(0, dtype=np.int64)
+    small_auto.tables = tuple(tabs)
+    small = compile_cfg(grammar, info, small_auto)
+    text = '{"a": [1, 2.5e3, {"b": null, "c": "x\\ny"}], "d": true}'
+    a, b = cfg_matcher(normal), cfg_matcher(small)
+    for tid in hf_tokenizer("mistral-32k").encode(text, add_special_tokens=False).ids:
+        assert allowed(a) == allowed(b)
+        assert a.accept_token(tid) and b.accept_token(tid)
+    assert a.can_end() and b.can_end()
+    assert small_auto.tables[fs.SCRATCH].shape[0] > 0 and small_auto.tables[fs.BAIL].shape[0] > 0
+
+
+def test_mask_walk_resumes_after_building_nodes() -> None:
+    """The crossing-token walk stops where a step needs a new Earley node, and resumes after Python
+    builds it: the mask still equals the brute force."""
     m = tiny_matcher('start: "(" start ")" | NUM\nNUM: /[0-9]+/\n%ignore " "')
     assert m.accept_token(2) and m.accept_token(4)  # (1
+    auto = m.compiled.automaton
+    nodes = auto.num_nodes
     assert allowed(m) == brute_force(m, len(TINY)) == {3, 4, 5, 8, 10}
+    assert auto.num_nodes > nodes  # the walk needed nodes it did not have
 
 
 def test_tiny_vocab_context_decides_crossing_tokens() -> None:

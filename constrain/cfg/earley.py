@@ -155,7 +155,7 @@ class EarleyAutomaton:
         ignore = np.array(self._is_ignore, dtype=np.bool_)
         self._num_g = g
         self._toff = toff
-        counts = np.zeros(8, dtype=np.int64)
+        counts = np.zeros(9, dtype=np.int64)
         counts[fs.NUM_G] = g
         counts[fs.NUM_T] = len(sizes)
         self.trans: np.ndarray = np.full((256, 256), UNKNOWN, dtype=np.int32)
@@ -166,6 +166,7 @@ class EarleyAutomaton:
             np.full(1024, -1, dtype=np.int64),
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int32),
             counts, np.zeros(256, dtype=np.int64),
+            *_byte_classes(gtrans), np.zeros(1024, dtype=np.int64),
         ]  # fmt: skip
         self._counts = counts
         self.tables = tuple(self._tabs)
@@ -199,6 +200,8 @@ class EarleyAutomaton:
                 table = np.full(1 << (16 * (n + 2)).bit_length(), -1, dtype=np.int64)
                 fs.rehash(table, tabs[off_i], tabs[pool_i], n)
                 tabs[hash_i] = table
+        if counts[fs.SCRATCH_NEED] > tabs[fs.SCRATCH].shape[0]:
+            tabs[fs.SCRATCH] = np.zeros(2 * int(counts[fs.SCRATCH_NEED]), dtype=np.int64)
         if counts[fs.BAIL_LEN] > tabs[fs.BAIL].shape[0]:
             tabs[fs.BAIL] = np.zeros(2 * int(counts[fs.BAIL_LEN]), dtype=np.int64)
         self.trans = tabs[fs.TRANS]
@@ -318,16 +321,6 @@ class EarleyAutomaton:
         with self.lock:
             return self._resolve_locked(c, b)
 
-    def resolve_many(self, configs: list[int], data: list[int]) -> None:
-        """Build ``trans[c, b]`` for every pair (``configs[i]``, ``data[i]``) not known yet, under one lock.
-
-        The crossing-token walk of :mod:`constrain.cfg.token_masks` collects the transitions its own
-        steps could not build (a new Earley node is needed) and builds them here.
-        """
-        with self.lock:
-            for c, b in zip(configs, data):
-                self._resolve_locked(c, b)
-
     def resolve_row(self, c: int) -> np.ndarray:
         """Every transition of ``c`` built; returns its ``trans`` row."""
         with self.lock:
@@ -335,7 +328,7 @@ class EarleyAutomaton:
                 r = int(fs.step_row(self.tables, c))
                 if r == 0:
                     return self.trans[c]
-                self._fix(r)
+                self.fix(r)
 
     def _resolve_locked(self, c: int, b: int) -> int:
         while True:
@@ -345,10 +338,11 @@ class EarleyAutomaton:
             r = int(fs.step(self.tables, c, b))
             if r >= DEAD:
                 return r
-            self._fix(r)
+            self.fix(r)
 
-    def _fix(self, code: int) -> None:
-        """Do what a byte step asked for: build the node after a set of lexeme ends, or grow."""
+    def fix(self, code: int) -> None:
+        """Do what a byte step asked for (:data:`NEED_NODE`: build the Earley node after the set of
+        lexeme ends in the ``bail`` table; :data:`NEED_ROOM`: grow the tables). Hold :attr:`lock`."""
         if code == NEED_NODE:
             key = self._tabs[fs.BAIL][: int(self._counts[fs.BAIL_LEN])].tolist()
             nt = self.num_terminals
@@ -431,6 +425,18 @@ class EarleyAutomaton:
         """True when ``data`` is a sentence (a convenience for tests)."""
         c = self.walk(self.start, data)
         return c >= 0 and self.is_final(c)
+
+
+def _byte_classes(gtrans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grammar's byte classes: bytes whose column in every terminal DFA is the same.
+
+    Returns (class of each byte, class offsets, the bytes sorted by class)."""
+    _, byte_class = np.unique(np.ascontiguousarray(gtrans.T), axis=0, return_inverse=True)
+    byte_class = byte_class.ravel().astype(np.int32)
+    order = np.argsort(byte_class, kind="stable").astype(np.int32)
+    offsets = np.zeros(int(byte_class.max()) + 2, dtype=np.int64)
+    np.cumsum(np.bincount(byte_class), out=offsets[1:])
+    return byte_class, offsets, order
 
 
 def _grown(arr: np.ndarray, size: int) -> np.ndarray:

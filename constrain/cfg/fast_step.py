@@ -30,7 +30,7 @@ NEED_NODE = -3  # the node after the lexeme ends in ``bail`` is not in the table
 NEED_ROOM = -4  # a table is full: grow (see ``counts``) and step again
 
 # ``counts`` slots
-N_CONFIGS, N_ENDS, N_NODES, NUM_G, NUM_T, BAIL_LEN, POOL_NEED, END_POOL_NEED = range(8)
+N_CONFIGS, N_ENDS, N_NODES, NUM_G, NUM_T, BAIL_LEN, POOL_NEED, END_POOL_NEED, SCRATCH_NEED = range(9)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -69,11 +69,13 @@ def find(
 # (local targets, rows numbered globally), acceptance, terminal of each row, each terminal's first
 # row, %ignore flags; then ``trans``; the configuration pool (offsets, codes, hash); the lexeme-end
 # pool (offsets, codes, node, hash); each node's fresh lexemes (offsets, global start rows);
-# ``counts``; ``bail``.
+# ``counts``; ``bail``; the grammar's byte classes (class of each byte, offsets, bytes by class); a
+# scratch buffer for a step's lexeme ends and result (no allocation per step).
 (
     GTRANS, GACC, GTERM, TOFF, IGNORE, TRANS, CFG_OFF, CFG_POOL, CFG_HASH,
     END_OFF, END_POOL, END_NODE, END_HASH, FRESH_OFF, FRESH_POOL, COUNTS, BAIL,
-) = range(17)  # fmt: skip
+    BYTE_CLASS, CLASS_OFF, CLASS_BYTES, SCRATCH,
+) = range(21)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
@@ -102,14 +104,17 @@ def intern_config(tabs, key: np.ndarray, n: int) -> int:  # type: ignore[no-unty
             may_end = True
     # Bytes no lexeme survives are dead unless a lexeme may end before them (the byte that ends a
     # lexeme starts what follows, so then the parser decides); the rest are stepped on demand.
-    for b in range(256):
+    class_off, class_bytes = tabs[CLASS_OFF], tabs[CLASS_BYTES]
+    for cls in range(class_off.shape[0] - 1):
+        b = class_bytes[class_off[cls]]
         alive = may_end
         if not alive:
             for i in range(n):
                 if key[i] >= 0 and gtrans[key[i] % g, b] >= 0:
                     alive = True
                     break
-        trans[cid, b] = UNKNOWN if alive else DEAD
+        for k in range(class_off[cls], class_off[cls + 1]):
+            trans[cid, class_bytes[k]] = UNKNOWN if alive else DEAD
     return cid
 
 
@@ -140,8 +145,12 @@ def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma
     nt = counts[NUM_T]
     lo = cfg_off[c]
     hi = cfg_off[c + 1]
-    ends = np.empty(hi - lo, dtype=np.int64)
-    out = np.empty(hi - lo, dtype=np.int64)
+    scratch = tabs[SCRATCH]
+    if 2 * (hi - lo) > scratch.shape[0]:
+        counts[SCRATCH_NEED] = 2 * (hi - lo)
+        return NEED_ROOM
+    ends = scratch[: hi - lo]
+    out = scratch[hi - lo :]
     ne = 0
     no = 0
     for k in range(lo, hi):
@@ -171,9 +180,9 @@ def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma
         fresh_off, fresh_pool = tabs[FRESH_OFF], tabs[FRESH_POOL]
         flo = fresh_off[node]
         fhi = fresh_off[node + 1]
-        grown = np.empty(no + fhi - flo, dtype=np.int64)
-        grown[:no] = out[:no]
-        out = grown
+        if hi - lo + no + fhi - flo > scratch.shape[0]:
+            counts[SCRATCH_NEED] = hi - lo + no + fhi - flo
+            return NEED_ROOM
         for k in range(flo, fhi):
             q = fresh_pool[k]
             q2 = gtrans[q, b]
@@ -181,12 +190,18 @@ def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma
                 out[no] = node * g + toff[gterm[q]] + q2
                 no += 1
     if no == 0:
-        trans[c, b] = DEAD
-        return DEAD
-    no = _sort_unique(out, no)
-    cid = intern_config(tabs, out, no)
-    if cid >= 0:
-        trans[c, b] = cid
+        cid = DEAD
+    else:
+        no = _sort_unique(out, no)
+        cid = intern_config(tabs, out, no)
+        if cid < DEAD:
+            return cid
+    # Bytes of one class act alike on every terminal DFA row, so they step alike from any
+    # configuration (the same lexemes survive, the same ones end, the same fresh ones start).
+    cls = tabs[BYTE_CLASS][b]
+    class_off, class_bytes = tabs[CLASS_OFF], tabs[CLASS_BYTES]
+    for k in range(class_off[cls], class_off[cls + 1]):
+        trans[c, class_bytes[k]] = cid
     return cid
 
 

@@ -38,8 +38,6 @@ from .fast_step import NEED_NODE, TRANS, UNKNOWN, step
 if TYPE_CHECKING:
     from ..tokenizer_info import TokenizerInfo
 
-_UNKNOWN_BUF = 4096
-
 
 @numba.njit(cache=True, nogil=True)
 def lexeme_token_sets(
@@ -125,47 +123,47 @@ def walk_configs(
     dup_start: np.ndarray,
     dup_end: np.ndarray,
     sorted_ids: np.ndarray,
-    max_depth: int,
     out: np.ndarray,
-    unknown: np.ndarray,
+    stack: np.ndarray,
+    pos: np.ndarray,
 ) -> int:  # pragma: no cover - numba
     """Walk trie subtrees through the configuration automaton; mark surviving tokens in ``out``.
 
     ``ranges[k] = (lo, hi, depth, config)``: the preorder nodes ``lo..hi`` (whole subtrees whose
     roots are at ``depth``), entered in configuration ``config``. A transition not built yet is
-    stepped here (:func:`constrain.cfg.fast_step.step`); one that needs a new Earley node (or more
-    room) is recorded in ``unknown`` as a row of the same layout (its subtree, entered in the
-    configuration it left from) and skipped; returns how many were recorded. The caller builds those
-    transitions and walks just the recorded subtrees, so no part of the trie is walked twice.
+    stepped here (:func:`constrain.cfg.fast_step.step`). A step that needs Python (a new Earley
+    node, or more room) stops the walk: it returns that code with its place in ``pos`` (range, node)
+    and ``stack``, and the caller calls again after building, which resumes there. Returns 0 when done.
     """
-    trans = tables[TRANS]
-    stack = np.empty(max_depth + 1, dtype=np.int32)
-    found = 0
-    cap = unknown.shape[0]
-    for r in range(ranges.shape[0]):
-        n = ranges[r, 0]
+    r = pos[0]
+    n = pos[1]
+    while r < ranges.shape[0]:
+        if n < 0:  # entering a range
+            n = ranges[r, 0]
+            stack[ranges[r, 2]] = ranges[r, 3]
         total = ranges[r, 1]
-        stack[ranges[r, 2]] = ranges[r, 3]
+        trans = tables[TRANS]
         while n < total:
             d = nodes[n, 1]
             s = stack[d]
             nxt = trans[s, nodes[n, 0]]
             if nxt == UNKNOWN:
                 nxt = step(tables, s, nodes[n, 0])
-            if nxt < 0:
                 if nxt <= NEED_NODE:
-                    if found < cap:
-                        unknown[found, 0] = n
-                        unknown[found, 1] = nodes[n, 2]
-                        unknown[found, 2] = d
-                        unknown[found, 3] = s
-                    found += 1
+                    pos[0] = r
+                    pos[1] = n
+                    return nxt
+            if nxt < 0:
                 n = nodes[n, 2]
                 continue
             stack[d + 1] = nxt
             _mark(nodes[n, 3], dup_start, dup_end, sorted_ids, out)
             n += 1
-    return found
+        r += 1
+        n = -1
+    pos[0] = r
+    pos[1] = -1
+    return 0
 
 
 @dataclass(frozen=True)
@@ -306,9 +304,8 @@ class CompiledCFG:
             ranges[:, 2] = 0
             ranges[:, 3] = config
             walks.append((trie.nodes, ranges))
-        unknown = np.empty((_UNKNOWN_BUF, 4), dtype=np.int64)
         with auto.lock:  # the walk builds transitions
-            self._walk(auto, walks, words, unknown)
+            self._walk(auto, walks, words)
         if auto.is_final(config):
             words |= self._eos_mask
         mask = words.view(np.int32)
@@ -318,34 +315,16 @@ class CompiledCFG:
         return kept
 
     def _walk(
-        self,
-        auto: EarleyAutomaton,
-        walks: list[tuple[np.ndarray, np.ndarray]],
-        words: np.ndarray,
-        unknown: np.ndarray,
+        self, auto: EarleyAutomaton, walks: list[tuple[np.ndarray, np.ndarray]], words: np.ndarray
     ) -> None:
         trie = self.trie
+        stack = np.empty(trie.max_depth + 1, dtype=np.int32)
         for sub, ranges in walks:
-            while ranges.shape[0]:
-                found = walk_configs(
-                    auto.tables,
-                    sub,
-                    ranges,
-                    trie.dup_start,
-                    trie.dup_end,
-                    trie.sorted_ids,
-                    trie.max_depth,
-                    words,
-                    unknown,
-                )
-                if found > unknown.shape[0]:
-                    unknown = np.empty((found, 4), dtype=np.int64)
-                    continue  # nothing was resolved: walk the same ranges again into a larger buffer
-                # Every transition this round missed, built in one call; then only the subtrees
-                # behind them are walked again.
-                ranges = unknown[:found].copy()
-                codes = np.unique(ranges[:, 3] * 256 + sub[ranges[:, 0], 0])
-                auto.resolve_many((codes >> 8).tolist(), (codes & 255).tolist())
+            pos = np.array([0, -1], dtype=np.int64)
+            while code := walk_configs(
+                auto.tables, sub, ranges, trie.dup_start, trie.dup_end, trie.sorted_ids, words, stack, pos
+            ):
+                auto.fix(code)  # build the Earley node (or the room) the walk stopped for; then resume
 
     def precompute_lexemes(self) -> int:
         """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
