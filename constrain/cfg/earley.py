@@ -124,6 +124,7 @@ class EarleyAutomaton:
         self._next_sym = next_sym
         self._lhs = lhs_of
         self._first_dr = first_dr
+        self._predictions: dict[int, tuple[frozenset[Item], frozenset[int]]] = {}
         self._accept_dr = 1  # S' -> start .
         self._nodes: list[_Node] = []
         self._node_ids: dict[tuple[frozenset[Item], bool], int] = {}
@@ -254,8 +255,9 @@ class EarleyAutomaton:
                     agenda.extend(nodes[origin].expect_nt.get(self._lhs[dr], ()))
             elif sym >= nt:
                 if sym not in predicted:
-                    predicted.add(sym)
-                    agenda.extend((d, SELF) for d in self._first_dr.get(sym, ()))
+                    items, syms = self._prediction(sym)
+                    predicted |= syms
+                    seen |= items
                 if self._nullable[sym]:
                     agenda.append((dr + 1, origin))
         pending = frozenset(it for it in seen if next_sym[it[0]] >= 0)
@@ -278,6 +280,32 @@ class EarleyAutomaton:
         self._node_ids[key] = nid
         self._register_node(nid)
         return nid
+
+    def _prediction(self, sym: int) -> tuple[frozenset[Item], frozenset[int]]:
+        """The items (all with origin SELF) that predicting nonterminal ``sym`` adds to a node, closed
+        under prediction and nullable step-over, and the nonterminals predicted on the way; the same
+        at every node, so cached. (Completing a SELF item adds nothing: the step-over covers it.)"""
+        hit = self._predictions.get(sym)
+        if hit is None:
+            next_sym = self._next_sym
+            nt = self.num_terminals
+            items: set[Item] = set()
+            syms = {sym}
+            agenda = [(d, SELF) for d in self._first_dr.get(sym, ())]
+            while agenda:
+                it = agenda.pop()
+                if it in items:
+                    continue
+                items.add(it)
+                s = next_sym[it[0]]
+                if s >= nt:
+                    if s not in syms:
+                        syms.add(s)
+                        agenda.extend((d, SELF) for d in self._first_dr.get(s, ()))
+                    if self._nullable[s]:
+                        agenda.append((it[0] + 1, SELF))
+            hit = self._predictions[sym] = (frozenset(items), frozenset(syms))
+        return hit
 
     def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
         """(terminal, DFA start state) of every lexeme that may start at ``node`` (%ignore included)."""
