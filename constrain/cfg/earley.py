@@ -44,6 +44,10 @@ configuration or ``-1``. Inside a JSON string the configuration repeats byte aft
 string is a self-loop, and the k-th element of a list reaches the same nodes as the third
 (Lark expands ``x*`` with left recursion). Rollback and fork are a list of configuration ids.
 
+The byte steps run in numba over flat tables (:mod:`constrain.cfg.fast_step`): configurations and sets of
+lexeme ends are interned int arrays, and a step fills its whole byte class (bytes every terminal DFA treats
+alike). Only the Earley closure that builds a new node runs in Python, when a step asks for it.
+
 Nullable symbols use Aycock and Horspool's fix (predicting a nullable symbol also steps over it).
 Unproductive rules are dropped first, so every item in a node can still complete (see above for
 what the lexing rule adds to that).
