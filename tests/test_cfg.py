@@ -192,6 +192,25 @@ def test_byte_classes_group_exactly_the_bytes_every_terminal_treats_alike() -> N
     assert 1 < offsets.shape[0] - 1 < 256  # json's terminals do tell some bytes apart, not all
 
 
+def test_future_signature_identifies_states_with_the_same_continuations() -> None:
+    """Lexeme states share a trie walk exactly when their futures are the same automaton."""
+    from constrain.cfg.token_masks import future_signature
+    from constrain.regex import regex_to_dfa
+
+    def sig(pattern: str, state: int | None = None) -> bytes:
+        d = regex_to_dfa(pattern)
+        return bytes(
+            future_signature(d.transitions, d.accepting, d.start if state is None else state).tobytes()
+        )
+
+    assert sig("ab|ac") == sig("a(b|c)") == sig("a[bc]")
+    assert sig("ab|ac") != sig("ab|ad")
+    assert sig("x+") != sig("x*")  # same transitions, different acceptance at the start
+    d = regex_to_dfa("k[0-9]+")
+    after_k = int(d.transitions[d.start, ord("k")])
+    assert sig("k[0-9]+", after_k) == sig("[0-9]+")
+
+
 def test_tables_grow_from_tiny_sizes() -> None:
     """Scratch, bail and interning tables that start far too small grow on NEED_ROOM; the masks along a
     JSON walk equal those of an automaton with the default sizes."""

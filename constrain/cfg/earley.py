@@ -463,8 +463,9 @@ def _byte_classes(gtrans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """The grammar's byte classes: bytes whose column in every terminal DFA is the same.
 
     Returns (class of each byte, class offsets, the bytes sorted by class)."""
-    _, byte_class = np.unique(np.ascontiguousarray(gtrans.T), axis=0, return_inverse=True)
-    byte_class = byte_class.ravel().astype(np.int32)
+    columns = np.ascontiguousarray(gtrans.T)
+    ids: dict[bytes, int] = {}  # (np.unique over columns sorts void records: 150 ms on 3,000 rows)
+    byte_class = np.array([ids.setdefault(col.tobytes(), len(ids)) for col in columns], dtype=np.int32)
     order = np.argsort(byte_class, kind="stable").astype(np.int32)
     offsets = np.zeros(int(byte_class.max()) + 2, dtype=np.int64)
     np.cumsum(np.bincount(byte_class), out=offsets[1:])
