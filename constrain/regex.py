@@ -971,6 +971,20 @@ def empty_dfa(label: str = "<empty>") -> DFA:
 _COLUMN_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**62, size=1 << 20, dtype=np.int64)
 
 
+def equivalent_states(trans: np.ndarray, accepting: np.ndarray, reps: np.ndarray | None = None) -> np.ndarray:
+    """Class id of each state of ``trans`` (``-1`` = dead), equal exactly where two states accept the
+    same continuations (Hopcroft on the automaton made complete with a sink). The rows may come from
+    several DFAs side by side (targets numbered over all rows). ``reps``: one byte per column class
+    (:func:`column_classes`), if known."""
+    n = trans.shape[0]
+    if reps is None:
+        reps, _ = column_classes(trans)
+    t2 = np.where(trans[:, reps] >= 0, trans[:, reps], n).astype(np.int64)
+    t2 = np.vstack([t2, np.full((1, t2.shape[1]), n, dtype=np.int64)])
+    block = _hopcroft_numba(t2, np.append(accepting, False).astype(np.bool_))
+    return np.asarray(block[:n], dtype=np.int64)
+
+
 def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group equal columns of ``trans``: (a representative column per class, class id per column).
 

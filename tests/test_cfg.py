@@ -192,23 +192,25 @@ def test_byte_classes_group_exactly_the_bytes_every_terminal_treats_alike() -> N
     assert 1 < offsets.shape[0] - 1 < 256  # json's terminals do tell some bytes apart, not all
 
 
-def test_future_signature_identifies_states_with_the_same_continuations() -> None:
-    """Lexeme states share a trie walk exactly when their futures are the same automaton."""
-    from constrain.cfg.token_masks import future_signature
-    from constrain.regex import regex_to_dfa
-
-    def sig(pattern: str, state: int | None = None) -> bytes:
-        d = regex_to_dfa(pattern)
-        return bytes(
-            future_signature(d.transitions, d.accepting, d.start if state is None else state).tobytes()
-        )
-
-    assert sig("ab|ac") == sig("a(b|c)") == sig("a[bc]")
-    assert sig("ab|ac") != sig("ab|ad")
-    assert sig("x+") != sig("x*")  # same transitions, different acceptance at the start
-    d = regex_to_dfa("k[0-9]+")
-    after_k = int(d.transitions[d.start, ord("k")])
-    assert sig("k[0-9]+", after_k) == sig("[0-9]+")
+def test_future_classes_identify_lexeme_states_with_the_same_continuations() -> None:
+    """Lexeme states share a trie walk exactly when they accept the same continuations."""
+    auto = build_automaton(
+        parse_lark('start: A B C D\nA: "ab" | "ac"\nB: "a" ("b" | "c")\nC: "ab" | "ad"\nD: /x[0-9]+/')
+    )
+    names = [t.name for t in auto.cfg.terminals]
+    a, b, c, d = (names.index(n) for n in "ABCD")
+    start = [auto.dfas[t].start for t in range(len(names))]
+    assert auto.future_class_of(a, start[a]) == auto.future_class_of(b, start[b])
+    assert auto.future_class_of(a, start[a]) != auto.future_class_of(c, start[c])
+    after_x = int(auto.dfas[d].transitions[start[d], ord("x")])
+    after_xdigit = int(auto.dfas[d].transitions[after_x, ord("5")])
+    assert after_xdigit != after_x
+    # "x" then digits: after one digit the DFA accepts; after "x" alone it does not
+    assert auto.future_class_of(d, after_x) != auto.future_class_of(d, after_xdigit)
+    # every state of A after "a" accepts exactly "b" or "c", like B's
+    assert auto.future_class_of(a, int(auto.dfas[a].transitions[start[a], ord("a")])) == auto.future_class_of(
+        b, int(auto.dfas[b].transitions[start[b], ord("a")])
+    )
 
 
 def test_tables_grow_from_tiny_sizes() -> None:

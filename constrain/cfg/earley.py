@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..exceptions import GrammarError, UnsupportedFeatureError, UnsupportedRegexFeature
-from ..regex import DFA, regex_to_dfa
+from ..regex import DFA, column_classes, equivalent_states, regex_to_dfa
 from . import fast_step as fs
 from .fast_step import DEAD, NEED_NODE, NEED_ROOM, UNKNOWN
 from .lark_frontend import CFG
@@ -160,6 +160,11 @@ class EarleyAutomaton:
         ignore = np.array(self._is_ignore, dtype=np.bool_)
         self._num_g = g
         self._toff = toff
+        # Lexeme states with the same future (segment terminals of recursive schemas are copies of a
+        # few DFAs) share their token sets: see CompiledCFG._lexeme_sets.
+        reps, byte_class = column_classes(gtrans)
+        glob = np.where(gtrans >= 0, gtrans + toff[gterm][:, None], -1)
+        self.future_class = equivalent_states(glob, gacc, reps)
         counts = np.zeros(9, dtype=np.int64)
         counts[fs.NUM_G] = g
         counts[fs.NUM_T] = len(sizes)
@@ -171,7 +176,7 @@ class EarleyAutomaton:
             np.full(1024, -1, dtype=np.int64),
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int32),
             counts, np.zeros(256, dtype=np.int64),
-            *_byte_classes(gtrans), np.zeros(1024, dtype=np.int64),
+            *_byte_classes(byte_class), np.zeros(1024, dtype=np.int64),
         ]  # fmt: skip
         self._counts = counts
         self.tables = tuple(self._tabs)
@@ -422,6 +427,11 @@ class EarleyAutomaton:
         """The (terminal, DFA state) pairs of the lexemes in progress at ``c`` (fresh ones included)."""
         return self._config(c).lexset
 
+    def future_class_of(self, term: int, state: int) -> int:
+        """Class of lexeme state ``(term, state)``: equal exactly where two lexeme states accept the same
+        continuations (so they keep and end lexemes on the same token bytes)."""
+        return int(self.future_class[int(self._toff[term]) + state])
+
     def _config(self, c: int) -> _Config:
         """Configuration ``c`` decoded from the tables (cached)."""
         hit = self._configs.get(c)
@@ -459,13 +469,10 @@ class EarleyAutomaton:
         return c >= 0 and self.is_final(c)
 
 
-def _byte_classes(gtrans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The grammar's byte classes: bytes whose column in every terminal DFA is the same.
-
-    Returns (class of each byte, class offsets, the bytes sorted by class)."""
-    columns = np.ascontiguousarray(gtrans.T)
-    ids: dict[bytes, int] = {}  # (np.unique over columns sorts void records: 150 ms on 3,000 rows)
-    byte_class = np.array([ids.setdefault(col.tobytes(), len(ids)) for col in columns], dtype=np.int32)
+def _byte_classes(byte_class: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grammar's byte classes (bytes whose column in every terminal DFA is the same, numbered by
+    :func:`constrain.regex.column_classes`) as (class of each byte, class offsets, bytes sorted by class)."""
+    byte_class = byte_class.astype(np.int32)
     order = np.argsort(byte_class, kind="stable").astype(np.int32)
     offsets = np.zeros(int(byte_class.max()) + 2, dtype=np.int64)
     np.cumsum(np.bincount(byte_class), out=offsets[1:])

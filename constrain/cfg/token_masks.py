@@ -116,38 +116,6 @@ def _mark(
 
 
 @numba.njit(cache=True, nogil=True)
-def future_signature(
-    transitions: np.ndarray, accepting: np.ndarray, state: int
-) -> np.ndarray:  # pragma: no cover
-    """The automaton reachable from ``state``, states renumbered in breadth-first order (bytes ascending):
-    one row per state, its acceptance then its 256 targets. Two lexeme states with equal signatures
-    accept the same continuations, so they have the same lexer-only tokens and crossing candidates."""
-    order = np.full(transitions.shape[0], -1, dtype=np.int32)
-    queue = np.empty(transitions.shape[0], dtype=np.int32)
-    order[state] = 0
-    queue[0] = state
-    n = 1
-    head = 0
-    while head < n:
-        s = queue[head]
-        head += 1
-        for b in range(256):
-            t = transitions[s, b]
-            if t >= 0 and order[t] < 0:
-                order[t] = n
-                queue[n] = t
-                n += 1
-    out = np.empty((n, 257), dtype=np.int32)
-    for i in range(n):
-        s = queue[i]
-        out[i, 0] = 1 if accepting[s] else 0
-        for b in range(256):
-            t = transitions[s, b]
-            out[i, b + 1] = order[t] if t >= 0 else -1
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
 def walk_configs(
     tables: tuple,
     nodes: np.ndarray,
@@ -222,7 +190,7 @@ class CompiledCFG:
     _lexeme_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False
     )
-    _future_cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _future_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
     _root: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
@@ -257,11 +225,12 @@ class CompiledCFG:
         hit = self._lexeme_cache.get(key)
         if hit is not None:
             return hit
-        dfa = self.automaton.dfas[term]
+        auto = self.automaton
+        dfa = auto.dfas[term]
         # Lexeme states with the same future share one trie walk (recursive schemas' segment
         # terminals are separately minimised copies of the same few DFAs).
-        signature = future_signature(dfa.transitions, dfa.accepting, state).tobytes()
-        hit = self._future_cache.get(signature)
+        future = auto.future_class_of(term, state)
+        hit = self._future_cache.get(future)
         if hit is None:
             trie = self.trie
             inside = np.zeros(self.num_words, dtype=np.uint32)
@@ -276,7 +245,7 @@ class CompiledCFG:
                 trie.max_depth,
                 inside,
             )
-            hit = self._future_cache.setdefault(signature, (inside, crossing))
+            hit = self._future_cache.setdefault(future, (inside, crossing))
         return self._lexeme_cache.setdefault(key, hit)
 
     def _lexset(self, lexset: frozenset[tuple[int, int]]) -> _LexsetMasks:
