@@ -187,10 +187,7 @@ class CompiledCFG:
     tokenizer_info: TokenizerInfo
     automaton: EarleyAutomaton
     trie: TokenTrie
-    _lexeme_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(
-        default_factory=dict, repr=False
-    )
-    _future_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _lexeme_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
     _root: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
@@ -220,18 +217,14 @@ class CompiledCFG:
 
     # ---- per (terminal, DFA state) -------------------------------------------------------------------
     def _lexeme_sets(self, term: int, state: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lexer-only tokens as uint32 words, crossing-candidate sub-trie) of one lexeme state."""
-        key = (term, state)
-        hit = self._lexeme_cache.get(key)
-        if hit is not None:
-            return hit
-        auto = self.automaton
-        dfa = auto.dfas[term]
-        # Lexeme states with the same future share one trie walk (recursive schemas' segment
-        # terminals are separately minimised copies of the same few DFAs).
-        future = auto.future_class_of(term, state)
-        hit = self._future_cache.get(future)
+        """(lexer-only tokens as uint32 words, crossing-candidate sub-trie) of one lexeme state.
+
+        Cached by the state's future class: lexeme states that accept the same continuations share one
+        trie walk (recursive schemas' segment terminals are separately minimised copies of a few DFAs)."""
+        future = self.automaton.future_class_of(term, state)
+        hit = self._lexeme_cache.get(future)
         if hit is None:
+            dfa = self.automaton.dfas[term]
             trie = self.trie
             inside = np.zeros(self.num_words, dtype=np.uint32)
             crossing = lexeme_token_sets(
@@ -245,8 +238,8 @@ class CompiledCFG:
                 trie.max_depth,
                 inside,
             )
-            hit = self._future_cache.setdefault(future, (inside, crossing))
-        return self._lexeme_cache.setdefault(key, hit)
+            hit = self._lexeme_cache.setdefault(future, (inside, crossing))
+        return hit
 
     def _lexset(self, lexset: frozenset[tuple[int, int]]) -> _LexsetMasks:
         hit = self._lexset_masks.get(lexset)
