@@ -165,7 +165,7 @@ class EarleyAutomaton:
         reps, byte_class = column_classes(gtrans)
         glob = np.where(gtrans >= 0, gtrans + toff[gterm][:, None], -1)
         self.future_class = equivalent_states(glob, gacc, reps)
-        counts = np.zeros(9, dtype=np.int64)
+        counts = np.zeros(8, dtype=np.int64)
         counts[fs.NUM_G] = g
         counts[fs.NUM_T] = len(sizes)
         self.trans: np.ndarray = np.full((256, 256), UNKNOWN, dtype=np.int32)
@@ -238,7 +238,6 @@ class EarleyAutomaton:
             tabs[fs.FRESH_POOL] = _grown(tabs[fs.FRESH_POOL], 2 * (lo + len(rows)))
         tabs[fs.FRESH_POOL][lo : lo + len(rows)] = rows
         off[nid + 1] = lo + len(rows)
-        self._counts[fs.N_NODES] = nid + 1
         self.tables = tuple(tabs)
 
     # ---- interning ---------------------------------------------------------------------------------

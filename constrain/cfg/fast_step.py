@@ -30,7 +30,7 @@ NEED_NODE = -3  # the node after the lexeme ends in ``bail`` is not in the table
 NEED_ROOM = -4  # a table is full: grow (see ``counts``) and step again
 
 # ``counts`` slots
-N_CONFIGS, N_ENDS, N_NODES, NUM_G, NUM_T, BAIL_LEN, POOL_NEED, END_POOL_NEED, SCRATCH_NEED = range(9)
+N_CONFIGS, N_ENDS, NUM_G, NUM_T, BAIL_LEN, POOL_NEED, END_POOL_NEED, SCRATCH_NEED = range(8)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
