@@ -294,3 +294,46 @@ def test_walk_fast_equals_walk_on_random_regexes(pattern: str, k: int) -> None:
         got = np.zeros(trie.num_words, dtype=np.uint32)
         trie.walk_fast(dfa.transitions, state, got, chains, k)
         assert np.array_equal(got, ref & ~trie.short_mask(k)), (pattern, state, k)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r'"([^"\\]|\\.)*"',
+        r"[A-Za-zÀ-ÖØ-öø-ÿ]+( [A-Za-zÀ-ÖØ-öø-ÿ]+)*",
+        r"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*\.[a-zA-Z]{2,24}",
+        r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+    ],
+)
+def test_compile_precomputes_every_mask_of_a_small_dfa(pattern: str) -> None:
+    info = tokenizer_info("llama3-128k")
+    compiled = _fresh(pattern, info, background=False)
+    assert compiled.num_cached_states == 0
+    walked = compiled.precompute_ahead()
+    assert walked == compiled.num_mask_classes and walked <= compiler_mod.EAGER_MAX_CLASSES
+    assert compiled.num_cached_states == compiled.dfa.num_states  # every fill is now a copy
+    walks = compiled.num_walks
+    for state in range(compiled.dfa.num_states):
+        assert mask_ids(compiled, state) == direct_allowed(compiled, state), (pattern, state)
+    assert compiled.num_walks == walks
+    constrain.compiler.clear_caches()
+    assert constrain.compile(Grammar.from_regex(pattern), info).num_cached_states == compiled.dfa.num_states
+
+
+def test_compile_precomputes_the_nearest_classes_of_a_large_dfa_within_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    info = tokenizer_info("llama3-128k")
+    pattern = r"[^\n]{1,400}"
+    monkeypatch.setattr(compiler_mod, "EAGER_BUDGET_S", 0.0)
+    assert _fresh(pattern, info, background=False).precompute_ahead() == 0  # no budget, nothing walked
+    monkeypatch.setattr(compiler_mod, "EAGER_BUDGET_S", 10.0)
+    monkeypatch.setattr(compiler_mod, "EAGER_MAX_CLASSES", 4)
+    compiled = _fresh(pattern, info, background=False)
+    walked = compiled.precompute_ahead()
+    assert walked == compiled.num_mask_classes > 4  # a big budget walks every class, in batches
+    class_of = compiled.mask_classes()
+    rnd = random.Random(11)
+    for state in [compiled.dfa.start, 1, 2, *rnd.sample(range(compiled.dfa.num_states), 10)]:
+        assert int(class_of[state]) in compiled._cache.by_class
+        assert mask_ids(compiled, state) == direct_allowed(compiled, state), state

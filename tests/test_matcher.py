@@ -118,6 +118,27 @@ def test_bitmask_fill_formats() -> None:
         m.fill_next_token_bitmask(bitmask, 3)
 
 
+def test_bitmask_fill_hot_path_follows_row_state_and_storage() -> None:
+    info = tiny_info()
+    m = GrammarMatcher(constrain.compile(Grammar.from_regex(r"ab"), info))
+    bitmask = constrain.allocate_token_bitmask(2, info.vocab_size)
+    first = m.next_token_mask().copy()
+    m.fill_next_token_bitmask(bitmask, 1)  # validated: the next fill of row 1 takes the hot path
+    bitmask.fill_(-1)
+    m.fill_next_token_bitmask(bitmask, 1)
+    assert bitmask[1].numpy().tolist() == first.tolist() and bitmask[0, 0].item() == -1
+    m.fill_next_token_bitmask(bitmask, 0)  # another row: validated again
+    assert bitmask[0].numpy().tolist() == first.tolist()
+    assert m.accept_bytes(b"a")
+    m.fill_next_token_bitmask(bitmask, 0)  # hot path, the new state's mask
+    assert bitmask[0].numpy().tolist() == m.next_token_mask().tolist() != first.tolist()
+    bitmask.set_(torch.full((2, bitmask.shape[1]), -1, dtype=torch.int32))  # new storage, same tensor
+    m.fill_next_token_bitmask(bitmask, 0)
+    assert bitmask[0].numpy().tolist() == m.next_token_mask().tolist() and bitmask[1, 0].item() == -1
+    with pytest.raises(MatcherUsageError, match="row 2"):
+        m.fill_next_token_bitmask(bitmask, 2)
+
+
 def _walk(m: GrammarMatcher, ids: list[int]) -> bool:
     """Teacher-force ids; True when every id is accepted, allowed by the mask, and the end is reached."""
     for tid in ids:

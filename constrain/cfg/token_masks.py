@@ -191,7 +191,6 @@ class CompiledCFG:
     _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
     _root: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _mask_addrs: dict[int, int] = field(default_factory=dict, repr=False)
     _eos_mask: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -283,14 +282,6 @@ class CompiledCFG:
             mask = self._compute_mask(config)
         return mask
 
-    def config_mask_address(self, config: int) -> int:
-        """Memory address of :meth:`config_mask` (for a memcpy into a bitmask row)."""
-        addr = self._mask_addrs.get(config)
-        if addr is None:
-            self.config_mask(config)
-            addr = self._mask_addrs[config]
-        return addr
-
     def _compute_mask(self, config: int) -> np.ndarray:
         auto = self.automaton
         lm = self._lexset(auto.lexset(config))
@@ -312,7 +303,6 @@ class CompiledCFG:
         mask = words.view(np.int32)
         mask.setflags(write=False)
         kept = self._masks.setdefault(config, mask)
-        self._mask_addrs.setdefault(config, kept.ctypes.data)
         return kept
 
     def _walk(
