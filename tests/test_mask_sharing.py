@@ -337,3 +337,21 @@ def test_compile_precomputes_the_nearest_classes_of_a_large_dfa_within_budget(
     for state in [compiled.dfa.start, 1, 2, *rnd.sample(range(compiled.dfa.num_states), 10)]:
         assert int(class_of[state]) in compiled._cache.by_class
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), state
+
+
+def test_partial_walk_reference_stays_dense_across_sparse_walks() -> None:
+    info = tokenizer_info("llama3-128k")
+    compiled = _fresh(r'\{"name": "[^"]{1,40}", "age": [0-9]{1,3}\}', info, background=False)
+    m = GrammarMatcher(compiled)
+    assert m.accept_bytes(b'{"name": "Ad')
+    dense = m.state
+    m.next_token_mask()  # a dense body state: the reference from now on
+    assert compiled._cache.last == dense
+    assert m.accept_bytes("é".encode()[:1])  # halfway through a UTF-8 character: a sparse mask
+    m.next_token_mask()
+    assert compiled._cache.counts[m.state] < compiler_mod.PARTIAL_WALK_MIN_TOKENS
+    assert compiled._cache.last == dense  # not displaced by the sparse walk
+    partial = compiled._cache.partial_walks
+    assert m.accept_bytes("é".encode()[1:] + b"a")
+    assert mask_ids(compiled, m.state) == direct_allowed(compiled, m.state)
+    assert compiled._cache.partial_walks == partial + 1  # the next body position reused the dense mask
