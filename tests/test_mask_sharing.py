@@ -184,6 +184,12 @@ def test_walk_fast_equals_walk_for_every_state_and_length(tok_name: str) -> None
                 trie.walk_fast(dfa.transitions, state, got, chains, k)
                 expected = ref & ~trie.short_mask(k)
                 assert np.array_equal(got, expected), (pattern, state, k)
+            for k in (7, 16, 33):  # token by token, longest first (the deep partial walks)
+                got = np.zeros(trie.num_words, dtype=np.uint32)
+                count = trie.walk_long(dfa.transitions, state, got, chains, k)
+                expected = ref & ~trie.short_mask(k)
+                assert np.array_equal(got, expected), ("walk_long", pattern, state, k)
+                assert count == int(np.unpackbits(expected.view(np.uint8)).sum())
 
 
 def _live_strings(dfa_trans: np.ndarray, state: int, alphabet: list[int], depth: int) -> frozenset[bytes]:
@@ -294,6 +300,9 @@ def test_walk_fast_equals_walk_on_random_regexes(pattern: str, k: int) -> None:
         got = np.zeros(trie.num_words, dtype=np.uint32)
         trie.walk_fast(dfa.transitions, state, got, chains, k)
         assert np.array_equal(got, ref & ~trie.short_mask(k)), (pattern, state, k)
+        got = np.zeros(trie.num_words, dtype=np.uint32)
+        trie.walk_long(dfa.transitions, state, got, chains, 4 * k + 8)
+        assert np.array_equal(got, ref & ~trie.short_mask(4 * k + 8)), ("walk_long", pattern, state, k)
 
 
 @pytest.mark.parametrize(
