@@ -281,30 +281,13 @@ class CompiledGrammar:
             order = bfs_state_order(dfa)
             _, first = np.unique(class_of[order], return_index=True)
             reps = order[np.sort(first)].astype(np.int64)
-            words = self.num_words
             walked = 0
-            prev, prev_row = -1, np.zeros(words, dtype=np.uint32)
+            prev, prev_row = -1, np.zeros(self.num_words, dtype=np.uint32)
             size = reps.shape[0] if everything else 2
             while walked < reps.shape[0] and (everything or time.perf_counter() < deadline):
                 batch = reps[walked : walked + size]
-                out = np.zeros((batch.shape[0], words), dtype=np.uint32)
-                counts = np.zeros(batch.shape[0], dtype=np.int64)
-                self.trie.walk_batch(
-                    dfa.transitions,
-                    trans_c,
-                    batch,
-                    cache.chains,
-                    out,
-                    counts,
-                    prev,
-                    prev_row,
-                    PARTIAL_WALK_MIN_TOKENS,
-                    PARTIAL_WALK_MAX_PAIRS,
-                )
-                for w, bit in self._eos_words:
-                    out[dfa.accepting[batch], w] |= np.uint32(bit)
+                out, counts = self._walk_batch(batch, trans_c, cache.chains, prev, prev_row)
                 prev, prev_row = int(batch[-1]), out[-1]
-                out.setflags(write=False)
                 masks = out.view(np.int32)
                 for i, st in enumerate(batch.tolist()):
                     cache.by_class[int(class_of[st])] = masks[i]
@@ -322,6 +305,36 @@ class CompiledGrammar:
                         self._masks[st] = m
                 cache.submitted = True  # nothing left for the background worker
         return walked
+
+    def _walk_batch(
+        self,
+        states: np.ndarray,
+        trans_c: np.ndarray,
+        chains: tuple[np.ndarray, np.ndarray, np.ndarray],
+        prev: int,
+        prev_row: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The read-only uint32 masks (EOS bits set) of ``states`` in one GIL-free call, and how many
+        tokens each allows; ``prev`` / ``prev_row``: the state walked just before, as a reference."""
+        out = np.zeros((states.shape[0], self.num_words), dtype=np.uint32)
+        counts = np.zeros(states.shape[0], dtype=np.int64)
+        self.trie.walk_batch(
+            self.dfa.transitions,
+            trans_c,
+            states,
+            chains,
+            out,
+            counts,
+            prev,
+            prev_row,
+            PARTIAL_WALK_MIN_TOKENS,
+            PARTIAL_WALK_MAX_PAIRS,
+        )
+        accepting = np.flatnonzero(self.dfa.accepting[states])
+        for w, bit in self._eos_words:
+            out[accepting, w] |= np.uint32(bit)
+        out.setflags(write=False)
+        return out, counts
 
     def _background_on(self) -> bool:
         return BACKGROUND_PRECOMPUTE if self.background is None else self.background
@@ -442,26 +455,9 @@ def _background_fill(ref: weakref.ref[CompiledGrammar], stop: threading.Event) -
         if not batch:
             continue
         states = np.array(batch[:budget], dtype=np.int64)
-        out = np.zeros((states.shape[0], words), dtype=np.uint32)
-        counts = np.zeros(states.shape[0], dtype=np.int64)
         t = time.monotonic()
-        g.trie.walk_batch(
-            g.dfa.transitions,
-            trans_c,
-            states,
-            cache.chains,
-            out,
-            counts,
-            prev,
-            prev_row,
-            PARTIAL_WALK_MIN_TOKENS,
-            PARTIAL_WALK_MAX_PAIRS,
-        )
-        accepting = np.flatnonzero(g.dfa.accepting[states])
-        for w, bit in g._eos_words:
-            out[accepting, w] |= np.uint32(bit)
+        out, counts = g._walk_batch(states, trans_c, cache.chains, prev, prev_row)
         prev, prev_row = int(states[-1]), out[-1]
-        out.setflags(write=False)
         masks = out.view(np.int32)
         for i, s in enumerate(batch[: states.shape[0]]):
             cache.by_class.setdefault(int(class_of[s]), masks[i])
