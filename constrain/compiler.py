@@ -60,7 +60,7 @@ PARTIAL_WALK_MAX_PAIRS = 4096
 LONG_WALK_MAX_TOKENS = 8192
 """A partial walk goes through the tokens longer than ``k`` one by one (:meth:`TokenTrie.walk_long`) when
 there are at most this many: 2-4x faster than the trie there (llama3: 1,312 tokens over 16 bytes, 130 vs
-300 µs; 27,177 over 8 bytes, about even)."""
+300 µs; 27,177 over 8 bytes, 0.8-1.0 vs 1.2 ms; the two are even at 4 bytes)."""
 EAGER_MAX_STATES = 256
 """``compile`` partitions a DFA with at most this many states at once (tens of µs) ..."""
 EAGER_MAX_CLASSES = 64
@@ -288,7 +288,8 @@ class CompiledGrammar:
             while walked < reps.shape[0] and (everything or time.perf_counter() < deadline):
                 batch = reps[walked : walked + size]
                 out, counts = self._walk_batch(batch, trans_c, cache.chains, prev, prev_row)
-                prev, prev_row = int(batch[-1]), out[-1]
+                # A writable copy: a read-only row would be a second numba signature (compiled again).
+                prev, prev_row = int(batch[-1]), out[-1].copy()
                 masks = out.view(np.int32)
                 for i, st in enumerate(batch.tolist()):
                     cache.by_class[int(class_of[st])] = masks[i]
@@ -458,7 +459,7 @@ def _background_fill(ref: weakref.ref[CompiledGrammar], stop: threading.Event) -
         states = np.array(batch[:budget], dtype=np.int64)
         t = time.monotonic()
         out, counts = g._walk_batch(states, trans_c, cache.chains, prev, prev_row)
-        prev, prev_row = int(states[-1]), out[-1]
+        prev, prev_row = int(states[-1]), out[-1].copy()  # writable: one numba signature
         masks = out.view(np.int32)
         for i, s in enumerate(batch[: states.shape[0]]):
             cache.by_class.setdefault(int(class_of[s]), masks[i])

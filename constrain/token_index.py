@@ -129,7 +129,9 @@ class TokenTrie:
         ``k`` are ``order[:counts[k]]`` (for :meth:`walk_long`)."""
         tok_len = self.summary.tok_len.astype(np.int64)
         order = np.argsort(-tok_len, kind="stable").astype(np.int32)
-        counts = (tok_len[None, :] > np.arange(self.max_depth + 1)[:, None]).sum(axis=1)
+        ascending = np.sort(tok_len)
+        depths = np.arange(self.max_depth + 1)
+        counts = ascending.shape[0] - np.searchsorted(ascending, depths, side="right")
         order.setflags(write=False)
         counts.setflags(write=False)
         return order, counts
@@ -146,9 +148,10 @@ class TokenTrie:
         (longest first) instead of through the trie; returns how many it set.
 
         For a large ``min_len`` (a partial walk deep in a counter or string body) few tokens are left,
-        but the trie walk still visits every node on their paths: at ``min_len`` 33 on llama3, 1,000 or
-        so tokens, about 190 µs through the trie. A token whose bytes are all in the state's chain (see
-        :func:`state_chains`) within its run length is set at once; the others step the DFA."""
+        but the trie walk still visits every node on their paths: at ``min_len`` 33 on llama3, 222
+        tokens, about 180 µs through the trie against 56 µs here. A token whose bytes are all in the
+        state's chain (see :func:`state_chains`) within its run length is set at once; the others step
+        the DFA."""
         order, counts = self.long_order
         s = self.summary
         return int(
