@@ -23,7 +23,7 @@ import torch
 import constrain
 import constrain.grammars
 from constrain import Grammar, GrammarMatcher, MatcherUsageError, TokenizerInfo
-from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for, build_automaton, parse_lark
+from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for, build_automaton, parse_lark, token_masks
 from constrain.cfg.lark_frontend import _EXACT_REWRITES
 from constrain.exceptions import GrammarError, UnsupportedFeatureError
 
@@ -568,3 +568,37 @@ def test_masks_match_byte_level_reference_on_random_json_walks() -> None:
             tid = forced[step] if step < len(forced) else rng.choice(pool or sorted(expected - eos))
             assert m.accept_token(tid)
             c = ref_walk(c, info.token_bytes[tid])
+
+
+FRESH_TWIN_TEXTS = {
+    "arithmetic": "3.5 * (x + 2) ^ 2 - sqrt(y, 4) / -7 % 3",
+    "python_expr": "sorted([(k, v) for k, v in d.items() if v > 1], key=lambda kv: -kv[1])[:10]",
+    "sqlite_select": "SELECT a, COUNT(b) AS n FROM t WHERE x >= 'q' GROUP BY a ORDER BY n DESC LIMIT 3;",
+    "json": '{"a": [1, {"b": null}],\n "c": "d"}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRESH_TWIN_TEXTS))
+def test_fresh_twin_masks_equal_the_direct_walk(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configuration whose lexemes are all complete takes the mask of its fresh twin (the position
+    past their ends); along a real path each such mask equals the one walked from the configuration
+    itself, on a separate automaton with the shortcut off."""
+    info = tokenizer_info("llama3-128k")
+    text = constrain.grammars.load(name)
+    grammar = Grammar.from_lark(name=name)
+    fast = cfg_matcher(token_masks.compile_cfg(grammar, info, build_automaton(parse_lark(text))))
+    slow = cfg_matcher(token_masks.compile_cfg(grammar, info, build_automaton(parse_lark(text))))
+    auto = fast.compiled.automaton
+    twins = 0
+    for step, tid in enumerate(
+        [*hf_tokenizer("llama3-128k").encode(FRESH_TWIN_TEXTS[name], add_special_tokens=False).ids, None]
+    ):
+        twin = auto.fresh_equivalent(fast.state)
+        twins += twin not in (-1, fast.state)
+        expected = fast.next_token_mask()
+        monkeypatch.setattr(token_masks, "FRESH_EQUIVALENTS", False)
+        assert np.array_equal(slow.next_token_mask(), expected), (name, step)
+        monkeypatch.setattr(token_masks, "FRESH_EQUIVALENTS", True)
+        if tid is not None:
+            assert fast.accept_token(tid) and slow.accept_token(tid), (name, step)
+    assert twins >= 3, name  # the path goes through complete lexemes (operators, keywords, whitespace)

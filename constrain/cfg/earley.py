@@ -70,17 +70,63 @@ SELF = -1  # item origin: the node that holds the item
 
 Item = tuple[int, int]  # (dotted rule, origin node or SELF)
 Lexeme = tuple[int, int, int]  # (start node, terminal, DFA state)
+Kernel = tuple[int, int, int]  # (dotted rule, its next symbol, origin node): an item not from a prediction
 
 
-@dataclass(eq=False)
 class _Node:
-    """An interned Earley set: the items still waiting for a symbol, and whether the input may end."""
+    """An interned Earley set: the items still waiting for a symbol, and whether the input may end.
 
-    items: tuple[Item, ...]
-    final: bool
-    expect_t: dict[int, list[Item]]  # terminal -> items advanced past it, origins resolved
-    expect_nt: dict[int, list[Item]]  # nonterminal -> items advanced past it, origins resolved
-    resolved: list[Item]  # the items with SELF replaced by this node (for %ignore)
+    The items with origin SELF come from predictions and repeat from node to node, so they are held
+    as one shared :class:`_Predicted` group; only the few others (the *kernel*) are the node's own.
+    """
+
+    __slots__ = ("_expect_nt", "_expect_t", "final", "items", "kernel", "nid", "predicted")
+
+    def __init__(
+        self, items: frozenset[Item], final: bool, nid: int, kernel: tuple[Kernel, ...], predicted: _Predicted
+    ) -> None:
+        self.items = items
+        self.final = final
+        self.nid = nid
+        self.kernel = kernel
+        self.predicted = predicted
+        self._expect_t: dict[int, list[Item]] = {}
+        self._expect_nt: dict[int, list[Item]] = {}
+
+    def _expect(self, sym: int, cache: dict[int, list[Item]]) -> list[Item]:
+        hit = cache.get(sym)
+        if hit is None:
+            nid = self.nid
+            hit = [(d, nid) for d in self.predicted.after.get(sym, ())]
+            hit.extend((dr + 1, o) for dr, s, o in self.kernel if s == sym)
+            cache[sym] = hit
+        return hit
+
+    def expect_t(self, terminal: int) -> list[Item]:
+        """The items advanced past ``terminal``, origins resolved."""
+        return self._expect(terminal, self._expect_t)
+
+    def expect_nt(self, nonterminal: int) -> list[Item]:
+        """The items advanced past ``nonterminal``, origins resolved."""
+        return self._expect(nonterminal, self._expect_nt)
+
+    def resolved(self) -> list[Item]:
+        """The items with SELF replaced by this node (for %ignore)."""
+        nid = self.nid
+        return [(dr, nid if o == SELF else o) for dr, o in self.items]
+
+
+class _Predicted:
+    """The SELF-origin items of a node (shared by every node with the same ones), grouped by next symbol."""
+
+    __slots__ = ("after", "terminals")
+
+    def __init__(self, drs: frozenset[int], next_sym: list[int], nt: int) -> None:
+        after: dict[int, list[int]] = {}
+        for dr in sorted(drs):
+            after.setdefault(next_sym[dr], []).append(dr + 1)
+        self.after = after  # next symbol -> the dotted rules past it
+        self.terminals = frozenset(sym for sym in after if sym < nt)
 
 
 @dataclass(eq=False)
@@ -129,11 +175,14 @@ class EarleyAutomaton:
         self._lhs = lhs_of
         self._first_dr = first_dr
         self._predictions: dict[int, tuple[frozenset[Item], frozenset[int]]] = {}
+        self._predicted: dict[frozenset[int], _Predicted] = {}
+        self._fresh_rows: dict[frozenset[int], list[int]] = {}
+        self._fresh_configs: dict[int, int] = {}
         self._accept_dr = 1  # S' -> start .
         self._nodes: list[_Node] = []
         self._node_ids: dict[tuple[frozenset[Item], bool], int] = {}
         self._configs: dict[int, _Config] = {}  # decoded from the tables on first query
-        self._end_nodes: dict[tuple[frozenset[tuple[int, int]], frozenset[int]], int] = {}
+        self._end_nodes: dict[tuple[int, ...], int] = {}  # by the ends' codes (see fast_step)
         root = self._close([(0, SELF)], False)
         if root < 0:  # pragma: no cover - the start rule is productive
             raise GrammarError("the grammar generates no string")
@@ -228,8 +277,11 @@ class EarleyAutomaton:
     def _register_node(self, nid: int) -> None:
         """Give the byte steps a new node's fresh lexemes (as global DFA rows)."""
         tabs = self._tabs
-        toff = self._toff
-        rows = [int(toff[t]) + q for t, q in self._fresh_lexemes(nid)]
+        terms = self._fresh_terminals(nid)
+        rows = self._fresh_rows.get(terms)
+        if rows is None:
+            toff, starts = self._toff, self._dfa_start
+            rows = self._fresh_rows[terms] = [int(toff[t]) + starts[t] for t in sorted(terms)]
         if nid + 2 >= tabs[fs.FRESH_OFF].shape[0]:
             tabs[fs.FRESH_OFF] = _grown(tabs[fs.FRESH_OFF], 2 * tabs[fs.FRESH_OFF].shape[0])
         off = tabs[fs.FRESH_OFF]
@@ -260,7 +312,7 @@ class EarleyAutomaton:
                 if dr == self._accept_dr:
                     final = True
                 elif origin != SELF:  # SELF completions are covered by the nullable step-over
-                    agenda.extend(nodes[origin].expect_nt.get(self._lhs[dr], ()))
+                    agenda.extend(nodes[origin].expect_nt(self._lhs[dr]))
             elif sym >= nt:
                 if sym not in predicted:
                     items, syms = self._prediction(sym)
@@ -271,21 +323,21 @@ class EarleyAutomaton:
         pending = frozenset(it for it in seen if next_sym[it[0]] >= 0)
         if not pending and not final:  # pragma: no cover - cannot happen in a productive grammar
             return -1
-        key = (pending, final)
-        nid = self._node_ids.get(key)
-        if nid is not None:
-            return nid
-        nid = len(nodes)
-        expect_t: dict[int, list[Item]] = {}
-        expect_nt: dict[int, list[Item]] = {}
-        resolved: list[Item] = []
-        for dr, origin in sorted(pending):
-            o = nid if origin == SELF else origin
-            sym = next_sym[dr]
-            (expect_t if sym < nt else expect_nt).setdefault(sym, []).append((dr + 1, o))
-            resolved.append((dr, o))
-        nodes.append(_Node(tuple(sorted(pending)), final, expect_t, expect_nt, resolved))
-        self._node_ids[key] = nid
+        nid = self._node_ids.get((pending, final))
+        if nid is None:
+            nid = self._new_node(pending, final)
+        return nid
+
+    def _new_node(self, pending: frozenset[Item], final: bool) -> int:
+        next_sym = self._next_sym
+        drs = frozenset(dr for dr, o in pending if o == SELF)
+        predicted = self._predicted.get(drs)
+        if predicted is None:
+            predicted = self._predicted[drs] = _Predicted(drs, next_sym, self.num_terminals)
+        kernel = tuple(sorted((dr, next_sym[dr], o) for dr, o in pending if o != SELF))
+        nid = len(self._nodes)
+        self._nodes.append(_Node(pending, final, nid, kernel, predicted))
+        self._node_ids[(pending, final)] = nid
         self._register_node(nid)
         return nid
 
@@ -318,31 +370,44 @@ class EarleyAutomaton:
     def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
         """(terminal, DFA start state) of every lexeme that may start at ``node`` (%ignore included)."""
         starts = self._dfa_start
-        terms = sorted(set(self._nodes[node].expect_t) | set(self.ignore))
-        return tuple((t, starts[t]) for t in terms)
+        return tuple((t, starts[t]) for t in sorted(self._fresh_terminals(node)))
+
+    def _fresh_terminals(self, node: int) -> frozenset[int]:
+        n = self._nodes[node]
+        terms = n.predicted.terminals
+        nt = self.num_terminals
+        extra = [s for _, s, _ in n.kernel if s < nt]
+        return terms.union(extra, self.ignore) if extra or self.ignore else terms
 
     def end_node(self, ends_t: frozenset[tuple[int, int]], ends_ign: frozenset[int]) -> int:
         """The node after lexemes ``(start node, terminal)`` and %ignore lexemes (by start node) end
         at one position, cached by that set of ends (the closure is the expensive part of a step)."""
-        key = (ends_t, ends_ign)
+        nt = self.num_terminals
+        return self._end_node(sorted([m * nt + t for m, t in ends_t] + [-1 - m for m in ends_ign]))
+
+    def _end_node(self, codes: list[int]) -> int:
+        """:meth:`end_node` for a set of ends as the byte steps encode it (sorted, unique codes)."""
+        key = tuple(codes)
         hit = self._end_nodes.get(key)
         if hit is not None:
             return hit
-        if not ends_t and len(ends_ign) == 1:
+        if len(codes) == 1 and codes[0] < 0:
             # Skipped text: the position behaves exactly like the one the ignored lexeme began at.
-            node = next(iter(ends_ign))
+            node = -1 - codes[0]
         else:
             nodes = self._nodes
+            nt = self.num_terminals
             seeds: list[Item] = []
             final = False
-            for m, t in ends_t:
-                seeds.extend(nodes[m].expect_t[t])
-            for m in ends_ign:
-                seeds.extend(nodes[m].resolved)
-                final = final or nodes[m].final
+            for k in codes:
+                if k >= 0:
+                    seeds.extend(nodes[k // nt].expect_t(k % nt))
+                else:
+                    start = nodes[-1 - k]
+                    seeds.extend(start.resolved())
+                    final = final or start.final
             node = self._close(seeds, final)
         self._end_nodes[key] = node
-        codes = sorted([m * self.num_terminals + t for m, t in ends_t] + [-1 - m for m in ends_ign])
         arr = np.array(codes, dtype=np.int64)
         while fs.insert_end(self.tables, arr, arr.shape[0], node) == NEED_ROOM:
             self._grow()
@@ -380,11 +445,7 @@ class EarleyAutomaton:
         """Do what a byte step asked for (:data:`NEED_NODE`: build the Earley node after the set of
         lexeme ends in the ``bail`` table; :data:`NEED_ROOM`: grow the tables). Hold :attr:`lock`."""
         if code == NEED_NODE:
-            key = self._tabs[fs.BAIL][: int(self._counts[fs.BAIL_LEN])].tolist()
-            nt = self.num_terminals
-            self.end_node(
-                frozenset((k // nt, k % nt) for k in key if k >= 0), frozenset(-1 - k for k in key if k < 0)
-            )
+            self._end_node(self._tabs[fs.BAIL][: int(self._counts[fs.BAIL_LEN])].tolist())
         else:
             self._grow()
 
@@ -400,6 +461,58 @@ class EarleyAutomaton:
                 return DEAD
             c = nxt
         return c
+
+    def fresh_config(self, node: int) -> int:
+        """The configuration with only the fresh lexemes of ``node`` (as the start configuration is
+        for the root): the state right after a position whose lexemes have all ended at ``node``."""
+        hit = self._fresh_configs.get(node)
+        if hit is None:
+            g = self._num_g
+            rows = self._fresh_rows[self._fresh_terminals(node)]
+            key = np.array([-2 - node, *sorted(node * g + r for r in rows)], dtype=np.int64)
+            with self.lock:
+                hit = self._fresh_configs[node] = self._intern(key)
+        return hit
+
+    def fresh_equivalent(self, c: int) -> int:
+        """A fresh configuration (:meth:`fresh_config`) with the same transitions and finality as ``c``,
+        or -1 (then ``c`` itself).
+
+        Where every lexeme of ``c`` is complete (a finished ``*`` or ``":"``, trailing whitespace), ``c``
+        is the position past their ends in disguise. Its token mask is then mostly the fresh lexemes'
+        lexer-only tokens (every identifier after an operator), looked up per lexeme state instead of
+        walked through the parser (see :meth:`constrain.cfg.token_masks.CompiledCFG.config_mask`)."""
+        config = self._config(c)
+        if config.base >= 0 or not config.lexemes:
+            return -1
+        acc = self._dfa_acc
+        ignore = self._is_ignore
+        nt = self.num_terminals
+        codes = []
+        for m, t, q in config.lexemes:
+            if not acc[t][q]:
+                return -1
+            codes.append(-1 - m if ignore[t] else m * nt + t)
+        with self.lock:
+            node = self._end_node(sorted(set(codes)))
+        f = self.fresh_config(node)
+        # A byte that kills every lexeme of ``c`` ends them all at ``node`` and starts its fresh lexemes:
+        # exactly ``f``'s step. Only the bytes that continue a lexeme can differ; compare those (one per
+        # byte class: bytes of a class step alike).
+        gtrans = self._tabs[fs.GTRANS]
+        toff = self._toff
+        byte_class = self._tabs[fs.BYTE_CLASS]
+        checked = set()
+        for _, t, q in config.lexemes:
+            for b in np.flatnonzero(gtrans[int(toff[t]) + q] >= 0).tolist():
+                cls = int(byte_class[b])
+                if cls not in checked:
+                    checked.add(cls)
+                    if self.resolve(c, b) != self.resolve(f, b):
+                        return -1
+        if self.is_final(f) != self.is_final(c):
+            return -1
+        return f
 
     # ---- queries -----------------------------------------------------------------------------------
     def is_final(self, c: int) -> bool:

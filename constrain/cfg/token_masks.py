@@ -169,9 +169,11 @@ def walk_configs(
 @dataclass(frozen=True)
 class _LexsetMasks:
     inside: np.ndarray  # uint32 words: tokens that stay inside one lexeme
-    # int32[M, 4]: the sub-tries of the tokens that may cross a lexeme end, one after another (their
-    # skip pointers offset), so one walk covers them all
+    # int32[M, 4]: the small sub-tries of the tokens that may cross a lexeme end, one after another
+    # (their skip pointers offset), so one walk covers them all
     crossing: np.ndarray
+    # the large ones (a whitespace lexeme's: half the vocabulary), walked where they are: no copy
+    large: tuple[np.ndarray, ...]
     # (lo, hi) ranges of the full trie: first bytes that end an accepting lexeme right away
     first_ranges: np.ndarray
 
@@ -249,10 +251,13 @@ class CompiledCFG:
         kills = np.zeros(256, dtype=bool)
         dfas = self.automaton.dfas
         offset = 0
+        large = []
         for term, state in sorted(lexset):
             i, c = self._lexeme_sets(term, state)
             inside |= i
-            if c.shape[0]:
+            if c.shape[0] > _COPY_MAX_NODES:
+                large.append(c)
+            elif c.shape[0]:
                 c = c.copy()
                 c[:, 2] += offset
                 parts.append(c)
@@ -262,7 +267,7 @@ class CompiledCFG:
         crossing = np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.int32)
         roots = self._root_ranges()
         first = roots[kills[roots[:, 2]]][:, :2].copy()
-        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, crossing, first))
+        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, crossing, tuple(large), first))
 
     def _root_ranges(self) -> np.ndarray:
         """``int64[K, 3]``: (first node, end, byte) of each depth-0 subtree of the vocabulary trie."""
@@ -284,12 +289,16 @@ class CompiledCFG:
 
     def _compute_mask(self, config: int) -> np.ndarray:
         auto = self.automaton
+        twin = auto.fresh_equivalent(config) if FRESH_EQUIVALENTS else -1
+        if twin >= 0 and twin != config:
+            return self._masks.setdefault(config, self.config_mask(twin))
         lm = self._lexset(auto.lexset(config))
         words = lm.inside.copy()
         trie = self.trie
         walks = []
-        if lm.crossing.shape[0]:
-            walks.append((lm.crossing, np.array([[0, lm.crossing.shape[0], 0, config]], dtype=np.int64)))
+        for sub in (lm.crossing, *lm.large):
+            if sub.shape[0]:
+                walks.append((sub, np.array([[0, sub.shape[0], 0, config]], dtype=np.int64)))
         if lm.first_ranges.shape[0]:
             ranges = np.empty((lm.first_ranges.shape[0], 4), dtype=np.int64)
             ranges[:, :2] = lm.first_ranges
@@ -326,6 +335,11 @@ class CompiledCFG:
                 count += 1
         return count
 
+
+#: A configuration whose lexemes are all complete takes the mask of its fresh equivalent
+#: (:meth:`EarleyAutomaton.fresh_equivalent`); off only to test that the two agree.
+FRESH_EQUIVALENTS = True
+_COPY_MAX_NODES = 8192  # a lexeme's crossing sub-trie larger than this is walked in place, not copied
 
 #: Up to this many (terminal, DFA state) pairs, their lexer-only walks run while compiling (JSON has
 #: 54, about 25 ms on a loaded 2-core runner), so no later first visit pays for one. (A background
