@@ -214,8 +214,8 @@ def test_future_classes_identify_lexeme_states_with_the_same_continuations() -> 
 
 
 def test_tables_grow_from_tiny_sizes() -> None:
-    """Scratch, bail and interning tables that start far too small grow on NEED_ROOM; the masks along a
-    JSON walk equal those of an automaton with the default sizes."""
+    """Scratch, closure and node tables that start far too small (or full) grow on NEED_ROOM; the masks
+    along a JSON walk equal those of an automaton with the default sizes."""
     from constrain.cfg import fast_step as fs
     from constrain.cfg.token_masks import compile_cfg
 
@@ -226,7 +226,13 @@ def test_tables_grow_from_tiny_sizes() -> None:
     small_auto = build_automaton(parse_lark(source))
     tabs = small_auto._tabs
     tabs[fs.SCRATCH] = np.zeros(0, dtype=np.int64)
-    tabs[fs.BAIL] = np.zeros(0, dtype=np.int64)
+    tabs[fs.WORK] = np.zeros(0, dtype=np.int64)
+    tabs[fs.SEEN] = np.full(1, -1, dtype=np.int64)
+    n = small_auto.num_nodes  # the root: cut the node and fresh-lexeme pools to what it uses
+    for off_i, pool_i in ((fs.NODE_OFF, fs.NODE_POOL), (fs.FRESH_OFF, fs.FRESH_POOL)):
+        used = int(tabs[off_i][n])
+        tabs[off_i] = tabs[off_i][: n + 1].copy()
+        tabs[pool_i] = tabs[pool_i][:used].copy()
     small_auto.tables = tuple(tabs)
     small = compile_cfg(grammar, info, small_auto)
     text = '{"a": [1, 2.5e3, {"b": null, "c": "x\\ny"}], "d": true}'
@@ -235,12 +241,14 @@ def test_tables_grow_from_tiny_sizes() -> None:
         assert allowed(a) == allowed(b)
         assert a.accept_token(tid) and b.accept_token(tid)
     assert a.can_end() and b.can_end()
-    assert small_auto.tables[fs.SCRATCH].shape[0] > 0 and small_auto.tables[fs.BAIL].shape[0] > 0
+    grown = small_auto.tables
+    assert grown[fs.SCRATCH].shape[0] > 0 and grown[fs.WORK].shape[0] > 0 and grown[fs.SEEN].shape[0] > 1
+    assert grown[fs.NODE_OFF].shape[0] > n + 1 and small_auto.num_nodes > n
 
 
-def test_mask_walk_resumes_after_building_nodes() -> None:
-    """The crossing-token walk stops where a step needs a new Earley node, and resumes after Python
-    builds it: the mask still equals the brute force."""
+def test_mask_walk_builds_the_nodes_it_needs() -> None:
+    """The crossing-token walk builds the Earley nodes its steps need (the closure runs inside the
+    walk): the mask still equals the brute force."""
     m = tiny_matcher('start: "(" start ")" | NUM\nNUM: /[0-9]+/\n%ignore " "')
     assert m.accept_token(2) and m.accept_token(4)  # (1
     auto = m.compiled.automaton
@@ -512,12 +520,11 @@ def test_masks_match_byte_level_reference_on_random_json_walks() -> None:
         return (-1, frozenset(out)) if out else None
 
     def ref_final(state: State) -> bool:
-        if state[0] >= 0 and ref._nodes[state[0]].final:
+        if state[0] >= 0 and ref.node_final(state[0]):
             return True
         ends_t, ends_ign = ends(state[1], None)
-        return (
-            bool(ends_t or ends_ign)
-            and ref._nodes[ref.end_node(frozenset(ends_t), frozenset(ends_ign))].final
+        return bool(ends_t or ends_ign) and ref.node_final(
+            ref.end_node(frozenset(ends_t), frozenset(ends_ign))
         )
 
     cache: dict[tuple[State, int], State | None] = {}

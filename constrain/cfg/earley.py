@@ -63,70 +63,13 @@ import numpy as np
 from ..exceptions import GrammarError, UnsupportedFeatureError, UnsupportedRegexFeature
 from ..regex import DFA, column_classes, equivalent_states, regex_to_dfa
 from . import fast_step as fs
-from .fast_step import DEAD, NEED_NODE, NEED_ROOM, UNKNOWN
+from .fast_step import DEAD, NEED_ROOM, UNKNOWN
 from .lark_frontend import CFG
 
 SELF = -1  # item origin: the node that holds the item
 
 Item = tuple[int, int]  # (dotted rule, origin node or SELF)
 Lexeme = tuple[int, int, int]  # (start node, terminal, DFA state)
-Kernel = tuple[int, int, int]  # (dotted rule, its next symbol, origin node): an item not from a prediction
-
-
-class _Node:
-    """An interned Earley set: the items still waiting for a symbol, and whether the input may end.
-
-    The items with origin SELF come from predictions and repeat from node to node, so they are held
-    as one shared :class:`_Predicted` group; only the few others (the *kernel*) are the node's own.
-    """
-
-    __slots__ = ("_expect_nt", "_expect_t", "final", "items", "kernel", "nid", "predicted")
-
-    def __init__(
-        self, items: frozenset[Item], final: bool, nid: int, kernel: tuple[Kernel, ...], predicted: _Predicted
-    ) -> None:
-        self.items = items
-        self.final = final
-        self.nid = nid
-        self.kernel = kernel
-        self.predicted = predicted
-        self._expect_t: dict[int, list[Item]] = {}
-        self._expect_nt: dict[int, list[Item]] = {}
-
-    def _expect(self, sym: int, cache: dict[int, list[Item]]) -> list[Item]:
-        hit = cache.get(sym)
-        if hit is None:
-            nid = self.nid
-            hit = [(d, nid) for d in self.predicted.after.get(sym, ())]
-            hit.extend((dr + 1, o) for dr, s, o in self.kernel if s == sym)
-            cache[sym] = hit
-        return hit
-
-    def expect_t(self, terminal: int) -> list[Item]:
-        """The items advanced past ``terminal``, origins resolved."""
-        return self._expect(terminal, self._expect_t)
-
-    def expect_nt(self, nonterminal: int) -> list[Item]:
-        """The items advanced past ``nonterminal``, origins resolved."""
-        return self._expect(nonterminal, self._expect_nt)
-
-    def resolved(self) -> list[Item]:
-        """The items with SELF replaced by this node (for %ignore)."""
-        nid = self.nid
-        return [(dr, nid if o == SELF else o) for dr, o in self.items]
-
-
-class _Predicted:
-    """The SELF-origin items of a node (shared by every node with the same ones), grouped by next symbol."""
-
-    __slots__ = ("after", "terminals")
-
-    def __init__(self, drs: frozenset[int], next_sym: list[int], nt: int) -> None:
-        after: dict[int, list[int]] = {}
-        for dr in sorted(drs):
-            after.setdefault(next_sym[dr], []).append(dr + 1)
-        self.after = after  # next symbol -> the dotted rules past it
-        self.terminals = frozenset(sym for sym in after if sym < nt)
 
 
 @dataclass(eq=False)
@@ -174,21 +117,12 @@ class EarleyAutomaton:
         self._next_sym = next_sym
         self._lhs = lhs_of
         self._first_dr = first_dr
-        self._predictions: dict[int, tuple[frozenset[Item], frozenset[int]]] = {}
-        self._predicted: dict[frozenset[int], _Predicted] = {}
-        self._fresh_rows: dict[frozenset[int], list[int]] = {}
         self._fresh_configs: dict[int, int] = {}
-        self._accept_dr = 1  # S' -> start .
-        self._nodes: list[_Node] = []
-        self._node_ids: dict[tuple[frozenset[Item], bool], int] = {}
         self._configs: dict[int, _Config] = {}  # decoded from the tables on first query
         self._end_nodes: dict[tuple[int, ...], int] = {}  # by the ends' codes (see fast_step)
-        root = self._close([(0, SELF)], False)
-        if root < 0:  # pragma: no cover - the start rule is productive
-            raise GrammarError("the grammar generates no string")
-        g = self._num_g
-        key = [-2 - root, *sorted(root * g + int(self._toff[t]) + q for t, q in self._fresh_lexemes(root))]
-        self.start = self._intern(np.array(key, dtype=np.int64))
+        self._init_closure_tables(aug + 1)
+        root = self._close_seeds([0], False)  # S' -> . start, origin SELF
+        self.start = self.fresh_config(root)
 
     # ---- the flat tables the byte steps run on (see :mod:`constrain.cfg.fast_step`) -----------------
     def _init_tables(self) -> None:
@@ -214,7 +148,7 @@ class EarleyAutomaton:
         reps, byte_class = column_classes(gtrans)
         glob = np.where(gtrans >= 0, gtrans + toff[gterm][:, None], -1)
         self.future_class = equivalent_states(glob, gacc, reps)
-        counts = np.zeros(8, dtype=np.int64)
+        counts = np.zeros(fs.N_COUNTS, dtype=np.int64)
         counts[fs.NUM_G] = g
         counts[fs.NUM_T] = len(sizes)
         self.trans: np.ndarray = np.full((256, 256), UNKNOWN, dtype=np.int32)
@@ -224,16 +158,84 @@ class EarleyAutomaton:
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int64), np.zeros(256, dtype=np.int64),
             np.full(1024, -1, dtype=np.int64),
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int32),
-            counts, np.zeros(256, dtype=np.int64),
-            *_byte_classes(byte_class), np.zeros(1024, dtype=np.int64),
+            counts, *_byte_classes(byte_class), np.zeros(1024, dtype=np.int64),
         ]  # fmt: skip
         self._counts = counts
         self.tables = tuple(self._tabs)
+
+    def _init_closure_tables(self, num_symbols: int) -> None:
+        """The grammar as flat arrays for the numba closure (:func:`constrain.cfg.fast_step.close`)."""
+        nt = self.num_terminals
+        pred_off = np.zeros(num_symbols + 1, dtype=np.int64)
+        psym_off = np.zeros(num_symbols + 1, dtype=np.int64)
+        pred_drs: list[int] = []
+        psyms: list[int] = []
+        for sym in range(num_symbols):
+            if sym >= nt:
+                drs, syms = self._prediction(sym)
+                pred_drs.extend(sorted(drs))
+                psyms.extend(sorted(syms))
+            pred_off[sym + 1] = len(pred_drs)
+            psym_off[sym + 1] = len(psyms)
+        toff = self._toff
+        tabs = self._tabs
+        tabs += [
+            np.array(self._next_sym, dtype=np.int64),
+            np.array(self._lhs, dtype=np.int64),
+            np.array(self._nullable, dtype=np.bool_),
+            pred_off, np.array(pred_drs, dtype=np.int64), psym_off, np.array(psyms, dtype=np.int64),
+            np.array([int(toff[t]) + d.start for t, d in enumerate(self.dfas)], dtype=np.int64),
+            np.array(self.ignore, dtype=np.int64),
+            np.zeros(257, dtype=np.int64), np.zeros(4096, dtype=np.int64), np.full(1024, -1, dtype=np.int64),
+            np.full(1024, -1, dtype=np.int64), np.zeros(3 * 512, dtype=np.int64),
+            np.zeros(num_symbols, dtype=np.int64),
+        ]  # fmt: skip
+        counts = self._counts
+        counts[fs.NDR] = len(self._next_sym)
+        counts[fs.ACCEPT_DR] = 1  # S' -> start .
+        self.tables = tuple(tabs)
+
+    def _prediction(self, sym: int) -> tuple[set[int], set[int]]:
+        """The dotted rules (all with origin SELF) that predicting nonterminal ``sym`` adds to a node,
+        closed under prediction and nullable step-over, and the nonterminals predicted on the way; the
+        same at every node. (Completing a SELF item adds nothing: the step-over covers it.)"""
+        next_sym = self._next_sym
+        nt = self.num_terminals
+        drs: set[int] = set()
+        syms = {sym}
+        agenda = list(self._first_dr.get(sym, ()))
+        while agenda:
+            dr = agenda.pop()
+            if dr in drs:
+                continue
+            drs.add(dr)
+            s = next_sym[dr]
+            if s >= nt:
+                if s not in syms:
+                    syms.add(s)
+                    agenda.extend(self._first_dr.get(s, ()))
+                if self._nullable[s]:
+                    agenda.append(dr + 1)
+        return drs, syms
+
+    def _close_seeds(self, seeds: list[int], final: bool) -> int:
+        """The node of the closure of item codes ``seeds`` (see :mod:`constrain.cfg.fast_step`)."""
+        while True:
+            work = self._tabs[fs.WORK]
+            if len(seeds) <= work.shape[0] // 3:
+                work[: len(seeds)] = seeds
+                node = int(fs.close(self.tables, len(seeds), final))
+                if node != NEED_ROOM:
+                    return node
+            else:
+                self._counts[fs.WORK_NEED] = 2 * len(seeds)
+            self._grow()
 
     def _grow(self) -> None:
         """Make room in every table that is full or about to be (called after NEED_ROOM)."""
         tabs = self._tabs
         counts = self._counts
+        before = [t.shape for t in tabs]
         nc = int(counts[fs.N_CONFIGS])
         if nc + 2 >= tabs[fs.TRANS].shape[0]:
             old = tabs[fs.TRANS]
@@ -261,10 +263,37 @@ class EarleyAutomaton:
                 tabs[hash_i] = table
         if counts[fs.SCRATCH_NEED] > tabs[fs.SCRATCH].shape[0]:
             tabs[fs.SCRATCH] = np.zeros(2 * int(counts[fs.SCRATCH_NEED]), dtype=np.int64)
-        if counts[fs.BAIL_LEN] > tabs[fs.BAIL].shape[0]:
-            tabs[fs.BAIL] = np.zeros(2 * int(counts[fs.BAIL_LEN]), dtype=np.int64)
+        if len(tabs) > fs.NODE_OFF:
+            self._grow_nodes()
+        if [t.shape for t in tabs] == before:  # pragma: no cover - a step asked for room no table lacks
+            raise RuntimeError("internal error: the Earley tables asked for room but none is full")
         self.trans = tabs[fs.TRANS]
         self.tables = tuple(tabs)
+
+    def _grow_nodes(self) -> None:
+        """The node pool, the fresh-lexeme pool and the closure's scratch (see :meth:`_grow`)."""
+        tabs = self._tabs
+        counts = self._counts
+        n = int(counts[fs.N_NODES])
+        if n + 2 >= tabs[fs.NODE_OFF].shape[0]:
+            tabs[fs.NODE_OFF] = _grown(tabs[fs.NODE_OFF], 2 * tabs[fs.NODE_OFF].shape[0])
+        if n + 2 >= tabs[fs.FRESH_OFF].shape[0]:
+            tabs[fs.FRESH_OFF] = _grown(tabs[fs.FRESH_OFF], 2 * tabs[fs.FRESH_OFF].shape[0])
+        need = max(int(counts[fs.NODE_POOL_NEED]), int(tabs[fs.NODE_OFF][n]) + 1)
+        if 2 * need > tabs[fs.NODE_POOL].shape[0]:
+            tabs[fs.NODE_POOL] = _grown(tabs[fs.NODE_POOL], 4 * need)
+        fresh_need = int(tabs[fs.FRESH_OFF][n]) + self.num_terminals
+        if 2 * fresh_need > tabs[fs.FRESH_POOL].shape[0]:
+            tabs[fs.FRESH_POOL] = _grown(tabs[fs.FRESH_POOL], 4 * fresh_need)
+        if 8 * (n + 2) > tabs[fs.NODE_HASH].shape[0]:
+            table = np.full(1 << (16 * (n + 2)).bit_length(), -1, dtype=np.int64)
+            fs.rehash(table, tabs[fs.NODE_OFF], tabs[fs.NODE_POOL], n)
+            tabs[fs.NODE_HASH] = table
+        work_need = int(counts[fs.WORK_NEED])
+        if 3 * work_need > tabs[fs.WORK].shape[0]:
+            tabs[fs.WORK] = np.zeros(3 * 2 * work_need, dtype=np.int64)
+        if 2 * work_need > tabs[fs.SEEN].shape[0]:
+            tabs[fs.SEEN] = np.full(1 << (4 * work_need).bit_length(), -1, dtype=np.int64)
 
     def _intern(self, key: np.ndarray) -> int:
         """The id of the configuration with codes ``key`` (made if new)."""
@@ -274,110 +303,24 @@ class EarleyAutomaton:
                 return cid
             self._grow()
 
-    def _register_node(self, nid: int) -> None:
-        """Give the byte steps a new node's fresh lexemes (as global DFA rows)."""
-        tabs = self._tabs
-        terms = self._fresh_terminals(nid)
-        rows = self._fresh_rows.get(terms)
-        if rows is None:
-            toff, starts = self._toff, self._dfa_start
-            rows = self._fresh_rows[terms] = [int(toff[t]) + starts[t] for t in sorted(terms)]
-        if nid + 2 >= tabs[fs.FRESH_OFF].shape[0]:
-            tabs[fs.FRESH_OFF] = _grown(tabs[fs.FRESH_OFF], 2 * tabs[fs.FRESH_OFF].shape[0])
-        off = tabs[fs.FRESH_OFF]
-        lo = int(off[nid])
-        if lo + len(rows) > tabs[fs.FRESH_POOL].shape[0]:
-            tabs[fs.FRESH_POOL] = _grown(tabs[fs.FRESH_POOL], 2 * (lo + len(rows)))
-        tabs[fs.FRESH_POOL][lo : lo + len(rows)] = rows
-        off[nid + 1] = lo + len(rows)
-        self.tables = tuple(tabs)
-
     # ---- interning ---------------------------------------------------------------------------------
-    def _close(self, seeds: list[Item], final: bool) -> int:
-        """Earley closure (predict + complete) of ``seeds`` at a new position; returns the node id."""
-        next_sym = self._next_sym
-        nt = self.num_terminals
-        nodes = self._nodes
-        seen: set[Item] = set()
-        predicted: set[int] = set()
-        agenda = list(seeds)
-        while agenda:
-            it = agenda.pop()
-            if it in seen:
-                continue
-            seen.add(it)
-            dr, origin = it
-            sym = next_sym[dr]
-            if sym < 0:
-                if dr == self._accept_dr:
-                    final = True
-                elif origin != SELF:  # SELF completions are covered by the nullable step-over
-                    agenda.extend(nodes[origin].expect_nt(self._lhs[dr]))
-            elif sym >= nt:
-                if sym not in predicted:
-                    items, syms = self._prediction(sym)
-                    predicted |= syms
-                    seen |= items
-                if self._nullable[sym]:
-                    agenda.append((dr + 1, origin))
-        pending = frozenset(it for it in seen if next_sym[it[0]] >= 0)
-        if not pending and not final:  # pragma: no cover - cannot happen in a productive grammar
-            return -1
-        nid = self._node_ids.get((pending, final))
-        if nid is None:
-            nid = self._new_node(pending, final)
-        return nid
-
-    def _new_node(self, pending: frozenset[Item], final: bool) -> int:
-        next_sym = self._next_sym
-        drs = frozenset(dr for dr, o in pending if o == SELF)
-        predicted = self._predicted.get(drs)
-        if predicted is None:
-            predicted = self._predicted[drs] = _Predicted(drs, next_sym, self.num_terminals)
-        kernel = tuple(sorted((dr, next_sym[dr], o) for dr, o in pending if o != SELF))
-        nid = len(self._nodes)
-        self._nodes.append(_Node(pending, final, nid, kernel, predicted))
-        self._node_ids[(pending, final)] = nid
-        self._register_node(nid)
-        return nid
-
-    def _prediction(self, sym: int) -> tuple[frozenset[Item], frozenset[int]]:
-        """The items (all with origin SELF) that predicting nonterminal ``sym`` adds to a node, closed
-        under prediction and nullable step-over, and the nonterminals predicted on the way; the same
-        at every node, so cached. (Completing a SELF item adds nothing: the step-over covers it.)"""
-        hit = self._predictions.get(sym)
-        if hit is None:
-            next_sym = self._next_sym
-            nt = self.num_terminals
-            items: set[Item] = set()
-            syms = {sym}
-            agenda = [(d, SELF) for d in self._first_dr.get(sym, ())]
-            while agenda:
-                it = agenda.pop()
-                if it in items:
-                    continue
-                items.add(it)
-                s = next_sym[it[0]]
-                if s >= nt:
-                    if s not in syms:
-                        syms.add(s)
-                        agenda.extend((d, SELF) for d in self._first_dr.get(s, ()))
-                    if self._nullable[s]:
-                        agenda.append((it[0] + 1, SELF))
-            hit = self._predictions[sym] = (frozenset(items), frozenset(syms))
-        return hit
-
     def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
         """(terminal, DFA start state) of every lexeme that may start at ``node`` (%ignore included)."""
-        starts = self._dfa_start
-        return tuple((t, starts[t]) for t in sorted(self._fresh_terminals(node)))
+        gterm = self._tabs[fs.GTERM]
+        toff = self._toff
+        out = []
+        for row in self._fresh_rows(node).tolist():
+            t = int(gterm[row])
+            out.append((t, row - int(toff[t])))
+        return tuple(out)
 
-    def _fresh_terminals(self, node: int) -> frozenset[int]:
-        n = self._nodes[node]
-        terms = n.predicted.terminals
-        nt = self.num_terminals
-        extra = [s for _, s, _ in n.kernel if s < nt]
-        return terms.union(extra, self.ignore) if extra or self.ignore else terms
+    def _fresh_rows(self, node: int) -> np.ndarray:
+        off = self._tabs[fs.FRESH_OFF]
+        return self._tabs[fs.FRESH_POOL][int(off[node]) : int(off[node + 1])]
+
+    def node_final(self, node: int) -> bool:
+        """True where the input may end at ``node`` (the start rule is complete there)."""
+        return bool(self._tabs[fs.NODE_POOL][int(self._tabs[fs.NODE_OFF][node])] == 1)
 
     def end_node(self, ends_t: frozenset[tuple[int, int]], ends_ign: frozenset[int]) -> int:
         """The node after lexemes ``(start node, terminal)`` and %ignore lexemes (by start node) end
@@ -391,26 +334,11 @@ class EarleyAutomaton:
         hit = self._end_nodes.get(key)
         if hit is not None:
             return hit
-        if len(codes) == 1 and codes[0] < 0:
-            # Skipped text: the position behaves exactly like the one the ignored lexeme began at.
-            node = -1 - codes[0]
-        else:
-            nodes = self._nodes
-            nt = self.num_terminals
-            seeds: list[Item] = []
-            final = False
-            for k in codes:
-                if k >= 0:
-                    seeds.extend(nodes[k // nt].expect_t(k % nt))
-                else:
-                    start = nodes[-1 - k]
-                    seeds.extend(start.resolved())
-                    final = final or start.final
-            node = self._close(seeds, final)
-        self._end_nodes[key] = node
         arr = np.array(codes, dtype=np.int64)
-        while fs.insert_end(self.tables, arr, arr.shape[0], node) == NEED_ROOM:
-            self._grow()
+        with self.lock:
+            while (node := int(fs.end_node(self.tables, arr, arr.shape[0]))) == NEED_ROOM:
+                self._grow()
+        self._end_nodes[key] = node
         return node
 
     # ---- stepping ----------------------------------------------------------------------------------
@@ -442,12 +370,9 @@ class EarleyAutomaton:
             self.fix(r)
 
     def fix(self, code: int) -> None:
-        """Do what a byte step asked for (:data:`NEED_NODE`: build the Earley node after the set of
-        lexeme ends in the ``bail`` table; :data:`NEED_ROOM`: grow the tables). Hold :attr:`lock`."""
-        if code == NEED_NODE:
-            self._end_node(self._tabs[fs.BAIL][: int(self._counts[fs.BAIL_LEN])].tolist())
-        else:
-            self._grow()
+        """Do what a byte step asked for (:data:`NEED_ROOM`: grow the tables). Hold :attr:`lock`."""
+        assert code == NEED_ROOM, code
+        self._grow()
 
     def walk(self, c: int, data: bytes) -> int:
         """The configuration after ``data`` from ``c`` (-1 when rejected)."""
@@ -463,13 +388,14 @@ class EarleyAutomaton:
         return c
 
     def fresh_config(self, node: int) -> int:
-        """The configuration with only the fresh lexemes of ``node`` (as the start configuration is
-        for the root): the state right after a position whose lexemes have all ended at ``node``."""
+        """The configuration with only the fresh lexemes of ``node`` (the start configuration is the
+        root's): the state right after a position whose lexemes have all ended at ``node``. Its leading
+        code ``-2 - node`` keeps it apart from configurations reached by a step and says the input
+        may end where ``node`` is final."""
         hit = self._fresh_configs.get(node)
         if hit is None:
-            g = self._num_g
-            rows = self._fresh_rows[self._fresh_terminals(node)]
-            key = np.array([-2 - node, *sorted(node * g + r for r in rows)], dtype=np.int64)
+            rows = self._fresh_rows(node).astype(np.int64) + node * self._num_g
+            key = np.concatenate([np.array([-2 - node], dtype=np.int64), np.sort(rows)])
             with self.lock:
                 hit = self._fresh_configs[node] = self._intern(key)
         return hit
@@ -521,7 +447,7 @@ class EarleyAutomaton:
         config = self._config(c)
         if config.final < 0:
             with self.lock:
-                final = config.base >= 0 and self._nodes[config.base].final
+                final = config.base >= 0 and self.node_final(config.base)
                 ends_t = set()
                 ends_ign = set()
                 for m, t, q in config.lexemes:
@@ -531,7 +457,7 @@ class EarleyAutomaton:
                         else:
                             ends_t.add((m, t))
                 if not final and (ends_t or ends_ign):
-                    final = self._nodes[self.end_node(frozenset(ends_t), frozenset(ends_ign))].final
+                    final = self.node_final(self.end_node(frozenset(ends_t), frozenset(ends_ign)))
                 config.final = int(final)
         return config.final == 1
 
@@ -573,7 +499,7 @@ class EarleyAutomaton:
     @property
     def num_nodes(self) -> int:
         """How many distinct Earley nodes were built so far."""
-        return len(self._nodes)
+        return int(self._counts[fs.N_NODES])
 
     def accepts(self, data: bytes) -> bool:
         """True when ``data`` is a sentence (a convenience for tests)."""

@@ -3,10 +3,9 @@
 The automaton's frequent work is stepping a configuration's lexemes over one byte, looking up the
 Earley node after the lexemes that end there, and interning the resulting configuration. The token
 mask walks do it thousands of times per new configuration, so it runs here, in numba, on flat
-tables. The rare, expensive part, the Earley closure that builds a new node, stays in Python: a step
-that needs a node the tables do not hold yet returns :data:`NEED_NODE` (with the key of the missing
-node in ``bail``), one that runs out of room returns :data:`NEED_ROOM`; Python builds or grows, then
-steps again.
+tables, and so does the Earley closure that builds a node the tables do not hold yet (a mask walk
+at a new position may build a hundred: in Python they were most of a first visit's cost). A step
+that runs out of room returns :data:`NEED_ROOM`; Python grows the tables, then steps again.
 
 Encodings (``G`` terminal DFA states in all, numbered globally; ``NT`` terminals):
 
@@ -14,7 +13,10 @@ Encodings (``G`` terminal DFA states in all, numbered globally; ``NT`` terminals
   its lexemes (the start configuration carries one extra leading code ``-2 - root``, so it never
   equals a configuration reached by a step, whose input may not end at the root);
 * a set of lexeme ends is the sorted array of ``node * NT + terminal`` for ordinary terminals and
-  ``-1 - node`` for ``%ignore`` ones.
+  ``-1 - node`` for ``%ignore`` ones;
+* an Earley item is ``(origin + 1) * NDR + dotted rule`` (``NDR`` dotted rules; origin ``-1``, i.e.
+  code ``< NDR``, is SELF: the item started at the node that holds it); a node is interned as
+  ``[final, sorted codes of its items that still wait for a symbol]``.
 
 Both kinds of arrays are interned in pools (``off``/``pool``) with an open-addressing hash table.
 """
@@ -26,11 +28,13 @@ import numpy as np
 
 UNKNOWN = -2  # trans[c, b] not computed yet
 DEAD = -1
-NEED_NODE = -3  # the node after the lexeme ends in ``bail`` is not in the tables yet
 NEED_ROOM = -4  # a table is full: grow (see ``counts``) and step again
 
 # ``counts`` slots
-N_CONFIGS, N_ENDS, NUM_G, NUM_T, BAIL_LEN, POOL_NEED, END_POOL_NEED, SCRATCH_NEED = range(8)
+(
+    N_CONFIGS, N_ENDS, NUM_G, NUM_T, POOL_NEED, END_POOL_NEED, SCRATCH_NEED,
+    N_NODES, NDR, ACCEPT_DR, GEN, NODE_POOL_NEED, WORK_NEED, N_COUNTS,
+) = range(14)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -69,13 +73,20 @@ def find(
 # (local targets, rows numbered globally), acceptance, terminal of each row, each terminal's first
 # row, %ignore flags; then ``trans``; the configuration pool (offsets, codes, hash); the lexeme-end
 # pool (offsets, codes, node, hash); each node's fresh lexemes (offsets, global start rows);
-# ``counts``; ``bail``; the grammar's byte classes (class of each byte, offsets, bytes by class); a
-# scratch buffer for a step's lexeme ends and result (no allocation per step).
+# ``counts``; the grammar's byte classes (class of each byte, offsets, bytes by class); a scratch
+# buffer for a step's lexeme ends and result (no allocation per step). Then the grammar for the
+# closure: each dotted rule's next symbol (-1 at the end) and left-hand side, each symbol's
+# nullability, each nonterminal's prediction (the SELF dotted rules it adds, closed, and the
+# nonterminals predicted on the way: offsets and values), each terminal's fresh global DFA row, the
+# %ignore terminals; the node pool (offsets, ``[final, items...]``, hash); the closure's scratch: a
+# hash set of items, a work array (agenda, touched slots, key: thirds) and a per-symbol stamp.
 (
     GTRANS, GACC, GTERM, TOFF, IGNORE, TRANS, CFG_OFF, CFG_POOL, CFG_HASH,
-    END_OFF, END_POOL, END_NODE, END_HASH, FRESH_OFF, FRESH_POOL, COUNTS, BAIL,
+    END_OFF, END_POOL, END_NODE, END_HASH, FRESH_OFF, FRESH_POOL, COUNTS,
     BYTE_CLASS, CLASS_OFF, CLASS_BYTES, SCRATCH,
-) = range(21)  # fmt: skip
+    NEXT_SYM, LHS, NULLABLE, PRED_OFF, PRED_DRS, PSYM_OFF, PSYMS, TERM_ROW, IGNORE_TERMS,
+    NODE_OFF, NODE_POOL, NODE_HASH, SEEN, WORK, STAMP,
+) = range(35)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
@@ -131,7 +142,7 @@ def _sort_unique(buf: np.ndarray, n: int) -> int:  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True)
 def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """Fill ``trans[c, b]``: the configuration after byte ``b`` (or DEAD, NEED_NODE, NEED_ROOM).
+    """Fill ``trans[c, b]``: the configuration after byte ``b`` (or DEAD, NEED_ROOM).
 
     A lexeme that ``b`` keeps alive goes on; one that ``b`` kills ends before ``b`` if its DFA is
     accepting (else it is dropped). Where lexemes end, the lexemes that may start at the node after
@@ -140,7 +151,7 @@ def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma
     gtrans, gacc, gterm, toff, ignore, trans = (
         tabs[GTRANS], tabs[GACC], tabs[GTERM], tabs[TOFF], tabs[IGNORE], tabs[TRANS]
     )  # fmt: skip
-    cfg_off, cfg_pool, counts, bail = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS], tabs[BAIL]
+    cfg_off, cfg_pool, counts = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS]
     g = counts[NUM_G]
     nt = counts[NUM_T]
     lo = cfg_off[c]
@@ -170,13 +181,12 @@ def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma
     if ne:
         ne = _sort_unique(ends, ne)
         r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne)
-        if r < 0:
-            counts[BAIL_LEN] = ne
-            if ne > bail.shape[0]:
-                return NEED_ROOM
-            bail[:ne] = ends[:ne]
-            return NEED_NODE
-        node = tabs[END_NODE][r]
+        if r >= 0:
+            node = tabs[END_NODE][r]
+        else:
+            node = end_node(tabs, ends, ne)
+            if node < 0:
+                return node
         fresh_off, fresh_pool = tabs[FRESH_OFF], tabs[FRESH_POOL]
         flo = fresh_off[node]
         fhi = fresh_off[node + 1]
@@ -207,12 +217,12 @@ def step(tabs, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # pragma
 
 @numba.njit(cache=True, nogil=True)
 def step_row(tabs, c: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """Fill every unknown ``trans[c, :]``; 0, or the first NEED_NODE / NEED_ROOM met."""
+    """Fill every unknown ``trans[c, :]``; 0, or NEED_ROOM."""
     trans = tabs[TRANS]
     for b in range(256):
         if trans[c, b] == UNKNOWN:
             r = step(tabs, c, b)
-            if r <= NEED_NODE:
+            if r == NEED_ROOM:
                 return r
     return 0
 
@@ -240,6 +250,197 @@ def insert_end(tabs, key: np.ndarray, n: int, node: int) -> int:  # type: ignore
 
 
 @numba.njit(cache=True, nogil=True)
+def end_node(tabs, ends: np.ndarray, ne: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The node after the lexeme ends ``ends[:ne]`` (sorted codes), built if new and recorded in the
+    lexeme-end pool; or NEED_ROOM. Seeds: the items of each ending lexeme's start node advanced past
+    its terminal; for an ``%ignore`` lexeme, all the items of its start node (skipped text)."""
+    counts = tabs[COUNTS]
+    if ne == 1 and ends[0] < 0:
+        # Skipped text: the position behaves exactly like the one the ignored lexeme began at.
+        node = -1 - ends[0]
+    else:
+        next_sym, node_off, node_pool, work = tabs[NEXT_SYM], tabs[NODE_OFF], tabs[NODE_POOL], tabs[WORK]
+        ndr = counts[NDR]
+        nt = counts[NUM_T]
+        third = work.shape[0] // 3
+        na = 0
+        final = False
+        for i in range(ne):
+            k = ends[i]
+            m = k // nt if k >= 0 else -1 - k
+            t = k - m * nt if k >= 0 else -1
+            lo = node_off[m]
+            final = final or (k < 0 and node_pool[lo] == 1)
+            for j in range(lo + 1, node_off[m + 1]):
+                code = node_pool[j]
+                dr = code % ndr
+                if t >= 0 and next_sym[dr] != t:
+                    continue
+                o = code // ndr
+                if o == 0:
+                    o = m + 1
+                if na >= third:
+                    counts[WORK_NEED] = 2 * na + 2
+                    return NEED_ROOM
+                work[na] = o * ndr + dr + (1 if t >= 0 else 0)
+                na += 1
+        node = close(tabs, na, final)
+        if node < 0:
+            return node
+    if insert_end(tabs, ends, ne, node) == NEED_ROOM:
+        return NEED_ROOM
+    return node
+
+
+@numba.njit(cache=True, nogil=True)
+def close(tabs, na: int, final: bool) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Earley closure (predict + complete) of the ``na`` items on the agenda (``WORK[:na]``) at a new
+    position: the id of the node of its waiting items (interned; new ones get their fresh lexemes),
+    or NEED_ROOM. Completing a SELF item adds nothing (the nullable step-over covers it); a
+    prediction adds its closed set of SELF items at once."""
+    counts = tabs[COUNTS]
+    next_sym, lhs, nullable = tabs[NEXT_SYM], tabs[LHS], tabs[NULLABLE]
+    pred_off, pred_drs, psym_off, psyms = tabs[PRED_OFF], tabs[PRED_DRS], tabs[PSYM_OFF], tabs[PSYMS]
+    node_off, node_pool = tabs[NODE_OFF], tabs[NODE_POOL]
+    seen, work, stamp = tabs[SEEN], tabs[WORK], tabs[STAMP]
+    ndr = counts[NDR]
+    nt = counts[NUM_T]
+    accept = counts[ACCEPT_DR]
+    third = work.shape[0] // 3
+    touched = work[third : 2 * third]
+    key = work[2 * third :]
+    smask = seen.shape[0] - 1
+    counts[GEN] += 1
+    gen = counts[GEN]
+    nts = 0
+    room = True
+    while na > 0 and room:
+        na -= 1
+        code = work[na]
+        # insert into the seen set (open addressing; the touched slots are cleared at the end)
+        slot = (code * 0x9E3779B1) & smask
+        fresh = True
+        while seen[slot] >= 0:
+            if seen[slot] == code:
+                fresh = False
+                break
+            slot = (slot + 1) & smask
+        if not fresh:
+            continue
+        if 2 * (nts + 1) > seen.shape[0] or nts + 1 >= third:  # the key takes nts + 1 <= third
+            counts[WORK_NEED] = 2 * nts + 2
+            room = False
+            break
+        seen[slot] = code
+        touched[nts] = slot
+        nts += 1
+        dr = code % ndr
+        o = code // ndr
+        sym = next_sym[dr]
+        if sym < 0:
+            if dr == accept:
+                final = True
+            elif o > 0:  # complete: advance the items of the origin that wait for this rule's lhs
+                origin = o - 1
+                x = lhs[dr]
+                for j in range(node_off[origin] + 1, node_off[origin + 1]):
+                    c2 = node_pool[j]
+                    d2 = c2 % ndr
+                    if next_sym[d2] == x:
+                        o2 = c2 // ndr
+                        if o2 == 0:
+                            o2 = origin + 1
+                        if na >= third:
+                            counts[WORK_NEED] = 2 * na + 2
+                            room = False
+                            break
+                        work[na] = o2 * ndr + d2 + 1
+                        na += 1
+        elif sym >= nt:
+            if stamp[sym] != gen:
+                for j in range(psym_off[sym], psym_off[sym + 1]):
+                    stamp[psyms[j]] = gen
+                for j in range(pred_off[sym], pred_off[sym + 1]):
+                    if na >= third:
+                        counts[WORK_NEED] = 2 * na + 2
+                        room = False
+                        break
+                    work[na] = pred_drs[j]  # SELF items: code == dotted rule
+                    na += 1
+            if nullable[sym]:
+                if na >= third:
+                    counts[WORK_NEED] = 2 * na + 2
+                    room = False
+                else:
+                    work[na] = code + 1
+                    na += 1
+    # the waiting items, sorted, after the final flag: the node's key
+    n = 1
+    if room:
+        key[0] = 1 if final else 0
+        for i in range(nts):
+            code = seen[touched[i]]
+            if next_sym[code % ndr] >= 0:
+                key[n] = code
+                n += 1
+    for i in range(nts):
+        seen[touched[i]] = -1
+    if not room:
+        return NEED_ROOM
+    key[1:n].sort()
+    r = find(tabs[NODE_HASH], node_off, node_pool, key, n)
+    if r >= 0:
+        return r
+    return _new_node(tabs, key, n, -1 - r)
+
+
+@numba.njit(cache=True, nogil=True)
+def _new_node(tabs, key: np.ndarray, n: int, slot: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Intern node ``key[:n]`` at hash ``slot`` and register its fresh lexemes (the terminals its items
+    wait for, and the %ignore ones, as global DFA start rows in terminal order); or NEED_ROOM."""
+    counts = tabs[COUNTS]
+    node_off, node_pool, node_hash = tabs[NODE_OFF], tabs[NODE_POOL], tabs[NODE_HASH]
+    fresh_off, fresh_pool = tabs[FRESH_OFF], tabs[FRESH_POOL]
+    next_sym, stamp, term_row, ignore_terms = tabs[NEXT_SYM], tabs[STAMP], tabs[TERM_ROW], tabs[IGNORE_TERMS]
+    nid = counts[N_NODES]
+    lo = node_off[nid]
+    nt = counts[NUM_T]
+    flo = fresh_off[nid]
+    if (
+        nid + 2 >= node_off.shape[0]
+        or 4 * (nid + 2) > node_hash.shape[0]
+        or lo + n > node_pool.shape[0]
+        or nid + 2 >= fresh_off.shape[0]
+        or flo + nt > fresh_pool.shape[0]
+    ):
+        counts[NODE_POOL_NEED] = lo + n
+        return NEED_ROOM
+    for i in range(n):
+        node_pool[lo + i] = key[i]
+    node_off[nid + 1] = lo + n
+    node_hash[slot] = nid
+    counts[N_NODES] = nid + 1
+    # fresh lexemes: mark the terminals (a terminal is never a predicted nonterminal, so a new
+    # generation of the shared stamp is free for them), then list them in order
+    ndr = counts[NDR]
+    counts[GEN] += 1
+    gen = counts[GEN]
+    for i in range(1, n):
+        sym = next_sym[key[i] % ndr]
+        if sym < nt:
+            stamp[sym] = gen
+    for i in range(ignore_terms.shape[0]):
+        stamp[ignore_terms[i]] = gen
+    f = flo
+    for t in range(nt):
+        if stamp[t] == gen:
+            fresh_pool[f] = term_row[t]
+            f += 1
+    fresh_off[nid + 1] = f
+    return nid
+
+
+@numba.njit(cache=True, nogil=True)
 def rehash(table: np.ndarray, off: np.ndarray, pool: np.ndarray, count: int) -> None:  # pragma: no cover
     """Insert ids ``0..count-1`` of an interned pool into an empty (all -1) hash table."""
     for ident in range(count):
@@ -250,9 +451,10 @@ def rehash(table: np.ndarray, off: np.ndarray, pool: np.ndarray, count: int) -> 
 
 __all__ = [
     "DEAD",
-    "NEED_NODE",
     "NEED_ROOM",
     "UNKNOWN",
+    "close",
+    "end_node",
     "find",
     "insert_end",
     "intern_config",

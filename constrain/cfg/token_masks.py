@@ -33,7 +33,7 @@ import numpy as np
 from ..grammar import Grammar
 from ..token_index import TokenTrie, token_trie
 from .earley import EarleyAutomaton
-from .fast_step import NEED_NODE, TRANS, UNKNOWN, step
+from .fast_step import NEED_ROOM, TRANS, UNKNOWN, step
 
 if TYPE_CHECKING:
     from ..tokenizer_info import TokenizerInfo
@@ -131,9 +131,10 @@ def walk_configs(
 
     ``ranges[k] = (lo, hi, depth, config)``: the preorder nodes ``lo..hi`` (whole subtrees whose
     roots are at ``depth``), entered in configuration ``config``. A transition not built yet is
-    stepped here (:func:`constrain.cfg.fast_step.step`). A step that needs Python (a new Earley
-    node, or more room) stops the walk: it returns that code with its place in ``pos`` (range, node)
-    and ``stack``, and the caller calls again after building, which resumes there. Returns 0 when done.
+    stepped here (:func:`constrain.cfg.fast_step.step`, Earley closures included). A step that runs
+    out of room stops the walk: it returns NEED_ROOM with its place in ``pos`` (range, node) and
+    ``stack``, and the caller calls again after growing the tables, which resumes there. Returns 0
+    when done.
     """
     r = pos[0]
     n = pos[1]
@@ -149,7 +150,7 @@ def walk_configs(
             nxt = trans[s, nodes[n, 0]]
             if nxt == UNKNOWN:
                 nxt = step(tables, s, nodes[n, 0])
-                if nxt <= NEED_NODE:
+                if nxt == NEED_ROOM:
                     pos[0] = r
                     pos[1] = n
                     return nxt
@@ -324,7 +325,7 @@ class CompiledCFG:
             while code := walk_configs(
                 auto.tables, sub, ranges, trie.dup_start, trie.dup_end, trie.sorted_ids, words, stack, pos
             ):
-                auto.fix(code)  # build the Earley node (or the room) the walk stopped for; then resume
+                auto.fix(code)  # grow the tables the walk ran out of; then resume
 
     def precompute_lexemes(self) -> int:
         """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
