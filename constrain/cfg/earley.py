@@ -407,38 +407,12 @@ class EarleyAutomaton:
         Where every lexeme of ``c`` is complete (a finished ``*`` or ``":"``, trailing whitespace), ``c``
         is the position past their ends in disguise. Its token mask is then mostly the fresh lexemes'
         lexer-only tokens (every identifier after an operator), looked up per lexeme state instead of
-        walked through the parser (see :meth:`constrain.cfg.token_masks.CompiledCFG.config_mask`)."""
-        config = self._config(c)
-        if config.base >= 0 or not config.lexemes:
-            return -1
-        acc = self._dfa_acc
-        ignore = self._is_ignore
-        nt = self.num_terminals
-        codes = []
-        for m, t, q in config.lexemes:
-            if not acc[t][q]:
-                return -1
-            codes.append(-1 - m if ignore[t] else m * nt + t)
+        walked through the parser (see :meth:`constrain.cfg.token_masks.CompiledCFG.config_mask`).
+        The check runs in numba (:func:`constrain.cfg.fast_step.fresh_twin`)."""
         with self.lock:
-            node = self._end_node(sorted(set(codes)))
-        f = self.fresh_config(node)
-        # A byte that kills every lexeme of ``c`` ends them all at ``node`` and starts its fresh lexemes:
-        # exactly ``f``'s step. Only the bytes that continue a lexeme can differ; compare those (one per
-        # byte class: bytes of a class step alike).
-        gtrans = self._tabs[fs.GTRANS]
-        toff = self._toff
-        byte_class = self._tabs[fs.BYTE_CLASS]
-        checked = set()
-        for _, t, q in config.lexemes:
-            for b in np.flatnonzero(gtrans[int(toff[t]) + q] >= 0).tolist():
-                cls = int(byte_class[b])
-                if cls not in checked:
-                    checked.add(cls)
-                    if self.resolve(c, b) != self.resolve(f, b):
-                        return -1
-        if self.is_final(f) != self.is_final(c):
-            return -1
-        return f
+            while (twin := int(fs.fresh_twin(self.tables, c))) == NEED_ROOM:
+                self._grow()
+        return twin
 
     # ---- queries -----------------------------------------------------------------------------------
     def is_final(self, c: int) -> bool:

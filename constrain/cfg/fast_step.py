@@ -250,6 +250,79 @@ def insert_end(tabs, key: np.ndarray, n: int, node: int) -> int:  # type: ignore
 
 
 @numba.njit(cache=True, nogil=True)
+def fresh_twin(tabs, c: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    """The fresh configuration (a leading ``-2 - node`` code, then the fresh lexemes of ``node``) with
+    the same transitions as ``c``; DEAD when ``c`` has none; or NEED_ROOM.
+
+    Only a configuration whose lexemes are all accepting can have one: ``node`` is the node after
+    they all end. A byte that kills them all steps ``c`` exactly as it steps the twin (the ends are
+    all of ``c``'s lexemes, then ``node``'s fresh lexemes read the byte); the bytes that continue
+    a lexeme are compared, one per byte class. Finality agrees too: both are ``node``'s.
+    """
+    gtrans, gacc, gterm, ignore, trans = tabs[GTRANS], tabs[GACC], tabs[GTERM], tabs[IGNORE], tabs[TRANS]
+    cfg_off, cfg_pool, counts, scratch = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS], tabs[SCRATCH]
+    g = counts[NUM_G]
+    nt = counts[NUM_T]
+    lo = cfg_off[c]
+    hi = cfg_off[c + 1]
+    if hi == lo or cfg_pool[lo] < 0:  # a start or fresh configuration is its own twin
+        return DEAD
+    if hi - lo > scratch.shape[0]:
+        counts[SCRATCH_NEED] = hi - lo
+        return NEED_ROOM
+    ends = scratch[: hi - lo]
+    for k in range(lo, hi):
+        code = cfg_pool[k]
+        m = code // g
+        q = code - m * g
+        if not gacc[q]:
+            return DEAD
+        t = gterm[q]
+        ends[k - lo] = -1 - m if ignore[t] else m * nt + t
+    ne = _sort_unique(ends, hi - lo)
+    r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne)
+    node = tabs[END_NODE][r] if r >= 0 else end_node(tabs, ends, ne)
+    if node < 0:
+        return node
+    fresh_off, fresh_pool = tabs[FRESH_OFF], tabs[FRESH_POOL]
+    flo = fresh_off[node]
+    nk = 1 + fresh_off[node + 1] - flo
+    if nk > scratch.shape[0]:
+        counts[SCRATCH_NEED] = nk
+        return NEED_ROOM
+    key = scratch[:nk]
+    key[0] = -2 - node
+    for i in range(1, nk):  # the rows are in terminal order, so ascending
+        key[i] = node * g + fresh_pool[flo + i - 1]
+    f = intern_config(tabs, key, nk)
+    if f < DEAD:
+        return f
+    class_off, class_bytes = tabs[CLASS_OFF], tabs[CLASS_BYTES]
+    for cls in range(class_off.shape[0] - 1):
+        b = class_bytes[class_off[cls]]
+        alive = False
+        for k in range(lo, hi):
+            if gtrans[cfg_pool[k] % g, b] >= 0:
+                alive = True
+                break
+        if not alive:
+            continue
+        x = trans[c, b]
+        if x == UNKNOWN:
+            x = step(tabs, c, b)
+            if x == NEED_ROOM:
+                return x
+        y = trans[f, b]
+        if y == UNKNOWN:
+            y = step(tabs, f, b)
+            if y == NEED_ROOM:
+                return y
+        if x != y:
+            return DEAD
+    return f
+
+
+@numba.njit(cache=True, nogil=True)
 def end_node(tabs, ends: np.ndarray, ne: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover
     """The node after the lexeme ends ``ends[:ne]`` (sorted codes), built if new and recorded in the
     lexeme-end pool; or NEED_ROOM. Seeds: the items of each ending lexeme's start node advanced past
@@ -456,6 +529,7 @@ __all__ = [
     "close",
     "end_node",
     "find",
+    "fresh_twin",
     "insert_end",
     "intern_config",
     "rehash",
