@@ -44,9 +44,11 @@ configuration or ``-1``. Inside a JSON string the configuration repeats byte aft
 string is a self-loop, and the k-th element of a list reaches the same nodes as the third
 (Lark expands ``x*`` with left recursion). Rollback and fork are a list of configuration ids.
 
-The byte steps run in numba over flat tables (:mod:`constrain.cfg.fast_step`): configurations and sets of
-lexeme ends are interned int arrays, and a step fills its whole byte class (bytes every terminal DFA treats
-alike). Only the Earley closure that builds a new node runs in Python, when a step asks for it.
+The byte steps run in numba over flat tables (:mod:`constrain.cfg.fast_step`): configurations, sets of
+lexeme ends and nodes are interned int arrays, and a step fills its whole byte class (bytes every terminal
+DFA treats alike). The Earley closure that builds a new node runs there too, inside the step: a mask walk
+at a new position may need a hundred nodes (arithmetic, SQL), and in Python they were most of its cost.
+Python only sets the tables up and grows them when a step runs out of room.
 
 Nullable symbols use Aycock and Horspool's fix (predicting a nullable symbol also steps over it).
 Unproductive rules are dropped first, so every item in a node can still complete (see above for
@@ -324,7 +326,7 @@ class EarleyAutomaton:
 
     def end_node(self, ends_t: frozenset[tuple[int, int]], ends_ign: frozenset[int]) -> int:
         """The node after lexemes ``(start node, terminal)`` and %ignore lexemes (by start node) end
-        at one position, cached by that set of ends (the closure is the expensive part of a step)."""
+        at one position (built by :func:`constrain.cfg.fast_step.end_node` if new; cached)."""
         nt = self.num_terminals
         return self._end_node(sorted([m * nt + t for m, t in ends_t] + [-1 - m for m in ends_ign]))
 

@@ -20,6 +20,12 @@ A configuration ``c`` (see :mod:`constrain.cfg.earley`) holds lexemes in progres
 
 The mask of a configuration is the lexer-only union plus the walk's result, plus EOS where the
 input may end; it is cached per configuration, so a configuration seen again costs one memcpy.
+
+A configuration whose lexemes are all complete (a finished ``*``, ``":"`` or trailing whitespace)
+steps exactly like the *fresh* configuration one position past their ends
+(:meth:`~constrain.cfg.earley.EarleyAutomaton.fresh_equivalent`), so it takes that one's mask. That
+turns the walk over every token into lexer-only lookups for the fresh lexemes: after an operator
+every identifier and number token is one ``(T, start)`` set, the same at every position.
 """
 
 from __future__ import annotations
