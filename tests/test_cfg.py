@@ -609,3 +609,28 @@ def test_fresh_twin_masks_equal_the_direct_walk(name: str, monkeypatch: pytest.M
         if tid is not None:
             assert fast.accept_token(tid) and slow.accept_token(tid), (name, step)
     assert twins >= 3, name  # the path goes through complete lexemes (operators, keywords, whitespace)
+
+
+def test_borrowed_tables_read_and_write_through_without_references() -> None:
+    """``fast_step.borrowed`` drops numba's reference counting, not the data: reads and writes go to
+    the caller's arrays, and no reference is left behind on them."""
+    import sys
+
+    import numba
+
+    from constrain.cfg.fast_step import borrowed
+
+    @numba.njit
+    def bump(tabs):  # type: ignore[no-untyped-def]
+        t = borrowed(tabs)
+        t[1][0, 0] += t[0].sum()
+        return t[1][0, 0]
+
+    a = np.arange(5, dtype=np.int64)
+    b = np.zeros((2, 3), dtype=np.int32)
+    before = (sys.getrefcount(a), sys.getrefcount(b))
+    assert bump((a, b)) == 10 and bump((a, b)) == 20
+    assert b[0, 0] == 20 and b.sum() == 20
+    assert (sys.getrefcount(a), sys.getrefcount(b)) == before
+    with pytest.raises(numba.TypingError):
+        bump((a, 3))

@@ -39,7 +39,7 @@ import numpy as np
 from ..grammar import Grammar
 from ..token_index import TokenTrie, token_trie
 from .earley import EarleyAutomaton
-from .fast_step import NEED_ROOM, TRANS, UNKNOWN, step
+from .fast_step import NEED_ROOM, TRANS, UNKNOWN, borrowed, step
 
 if TYPE_CHECKING:
     from ..tokenizer_info import TokenizerInfo
@@ -142,6 +142,7 @@ def walk_configs(
     ``stack``, and the caller calls again after growing the tables, which resumes there. Returns 0
     when done.
     """
+    tables = borrowed(tables)
     r = pos[0]
     n = pos[1]
     while r < ranges.shape[0]:
