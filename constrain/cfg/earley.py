@@ -153,10 +153,13 @@ class EarleyAutomaton:
         counts = np.zeros(fs.N_COUNTS, dtype=np.int64)
         counts[fs.NUM_G] = g
         counts[fs.NUM_T] = len(sizes)
-        self.trans: np.ndarray = np.full((256, 256), UNKNOWN, dtype=np.int32)
+        # Room for 1,024 configurations at first (1 MB of ``trans``): a JSON document needs about
+        # 500, and each doubling of ``trans`` later stalls one mask (0.2 ms at 512 rows).
+        self.trans: np.ndarray = np.full((1024, 256), UNKNOWN, dtype=np.int32)
         self._tabs = [
             gtrans, gacc, gterm, toff, ignore, self.trans,
-            np.zeros(257, dtype=np.int64), np.zeros(4096, dtype=np.int64), np.full(1024, -1, dtype=np.int64),
+            np.zeros(1025, dtype=np.int64), np.zeros(16384, dtype=np.int64),
+            np.full(8192, -1, dtype=np.int64),
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int64), np.zeros(256, dtype=np.int64),
             np.full(1024, -1, dtype=np.int64),
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int32),

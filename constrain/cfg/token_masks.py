@@ -199,7 +199,6 @@ class CompiledCFG:
     trie: TokenTrie
     _lexeme_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
-    _root: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _eos_mask: np.ndarray = field(init=False, repr=False)
 
@@ -247,6 +246,7 @@ class CompiledCFG:
                 trie.max_depth,
                 inside,
             )
+            inside.setflags(write=False)
             hit = self._lexeme_cache.setdefault(future, (inside, crossing))
         return hit
 
@@ -254,15 +254,15 @@ class CompiledCFG:
         hit = self._lexset_masks.get(lexset)
         if hit is not None:
             return hit
-        inside = np.zeros(self.num_words, dtype=np.uint32)
         parts = []
         kills = np.zeros(256, dtype=bool)
         dfas = self.automaton.dfas
         offset = 0
         large = []
+        insides = []
         for term, state in sorted(lexset):
             i, c = self._lexeme_sets(term, state)
-            inside |= i
+            insides.append(i)
             if c.shape[0] > _COPY_MAX_NODES:
                 large.append(c)
             elif c.shape[0]:
@@ -272,20 +272,15 @@ class CompiledCFG:
                 offset += c.shape[0]
             if dfas[term].accepting[state]:
                 kills |= dfas[term].transitions[state] < 0
+        inside = insides[0] if insides else np.zeros(self.num_words, dtype=np.uint32)  # masks copy it
+        if len(insides) > 1:
+            inside = inside.copy()
+            for i in insides[1:]:
+                inside |= i
         crossing = np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.int32)
-        roots = self._root_ranges()
+        roots = self.trie.root_ranges
         first = roots[kills[roots[:, 2]]][:, :2].copy()
         return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, crossing, tuple(large), first))
-
-    def _root_ranges(self) -> np.ndarray:
-        """``int64[K, 3]``: (first node, end, byte) of each depth-0 subtree of the vocabulary trie."""
-        hit = self._root.get(0)
-        if hit is None:
-            nodes = self.trie.nodes
-            idx = np.flatnonzero(nodes[:, 1] == 0)
-            ranges = np.stack([idx, nodes[idx, 2], nodes[idx, 0]], axis=1).astype(np.int64)
-            hit = self._root.setdefault(0, ranges)
-        return hit
 
     # ---- per configuration ---------------------------------------------------------------------------
     def config_mask(self, config: int) -> np.ndarray:
