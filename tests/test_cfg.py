@@ -233,7 +233,12 @@ def test_tables_grow_from_tiny_sizes() -> None:
         used = int(tabs[off_i][n])
         tabs[off_i] = tabs[off_i][: n + 1].copy()
         tabs[pool_i] = tabs[pool_i][:used].copy()
+    nc = small_auto.num_configs  # and ``trans`` to the configurations made so far
+    tabs[fs.TRANS] = tabs[fs.TRANS][: nc + 2].copy()
+    tabs[fs.CFG_OFF] = tabs[fs.CFG_OFF][: nc + 3].copy()
+    small_auto.trans = tabs[fs.TRANS]
     small_auto.tables = tuple(tabs)
+    fs.set_tables(small_auto.handle, small_auto.tables)
     small = compile_cfg(grammar, info, small_auto)
     text = '{"a": [1, 2.5e3, {"b": null, "c": "x\\ny"}], "d": true}'
     a, b = cfg_matcher(normal), cfg_matcher(small)
@@ -244,6 +249,7 @@ def test_tables_grow_from_tiny_sizes() -> None:
     grown = small_auto.tables
     assert grown[fs.SCRATCH].shape[0] > 0 and grown[fs.WORK].shape[0] > 0 and grown[fs.SEEN].shape[0] > 1
     assert grown[fs.NODE_OFF].shape[0] > n + 1 and small_auto.num_nodes > n
+    assert grown[fs.TRANS].shape[0] > nc + 2 and small_auto.num_configs > nc + 2
 
 
 def test_mask_walk_builds_the_nodes_it_needs() -> None:

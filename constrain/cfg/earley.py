@@ -68,18 +68,15 @@ from . import fast_step as fs
 from .fast_step import DEAD, NEED_ROOM, UNKNOWN
 from .lark_frontend import CFG
 
-SELF = -1  # item origin: the node that holds the item
-
-Item = tuple[int, int]  # (dotted rule, origin node or SELF)
 Lexeme = tuple[int, int, int]  # (start node, terminal, DFA state)
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class _Config:
-    base: int  # the start configuration: the root node (its ``final`` counts); else -1
+    """A configuration decoded for Python (tests and the reference automaton)."""
+
+    base: int  # the start configuration: the root node; else -1
     lexemes: tuple[Lexeme, ...]  # in progress (fresh ones at the DFA start state in the start config)
-    lexset: frozenset[tuple[int, int]]  # {(terminal, DFA state)}: all the token masks depend on
-    final: int  # -1 until first asked: whether ending every accepting lexeme here completes a sentence
 
 
 @dataclass(eq=False)
@@ -100,8 +97,6 @@ class EarleyAutomaton:
         self.ignore = tuple(i for i, t in enumerate(cfg.terminals) if t.ignore)
         self._is_ignore = [t.ignore for t in cfg.terminals]
         self._init_tables()
-        self._dfa_acc = [d.accepting for d in self.dfas]
-        self._dfa_start = [d.start for d in self.dfas]
         rules = _productive_rules(cfg, [bool(d.accepting.any()) for d in self.dfas])
         if not any(lhs == cfg.start for lhs, _ in rules):
             raise GrammarError(f"rule {cfg.names[cfg.start]!r} generates no string")
@@ -119,11 +114,11 @@ class EarleyAutomaton:
         self._next_sym = next_sym
         self._lhs = lhs_of
         self._first_dr = first_dr
-        self._fresh_configs: dict[int, int] = {}
         self._configs: dict[int, _Config] = {}  # decoded from the tables on first query
+        self._final: dict[int, bool] = {}
         self._end_nodes: dict[tuple[int, ...], int] = {}  # by the ends' codes (see fast_step)
         self._init_closure_tables(aug + 1)
-        root = self._close_seeds([0], False)  # S' -> . start, origin SELF
+        root = self._close_seeds([0])  # S' -> . start, origin SELF
         self.start = self.fresh_config(root)
 
     # ---- the flat tables the byte steps run on (see :mod:`constrain.cfg.fast_step`) -----------------
@@ -199,6 +194,7 @@ class EarleyAutomaton:
         counts[fs.NDR] = len(self._next_sym)
         counts[fs.ACCEPT_DR] = 1  # S' -> start .
         self.tables = tuple(tabs)
+        self.handle = fs.new_tables(self.tables)  # what Python passes to the numba steps
 
     def _prediction(self, sym: int) -> tuple[set[int], set[int]]:
         """The dotted rules (all with origin SELF) that predicting nonterminal ``sym`` adds to a node,
@@ -223,21 +219,22 @@ class EarleyAutomaton:
                     agenda.append(dr + 1)
         return drs, syms
 
-    def _close_seeds(self, seeds: list[int], final: bool) -> int:
+    def _close_seeds(self, seeds: list[int]) -> int:
         """The node of the closure of item codes ``seeds`` (see :mod:`constrain.cfg.fast_step`)."""
         while True:
             work = self._tabs[fs.WORK]
             if len(seeds) <= work.shape[0] // 3:
                 work[: len(seeds)] = seeds
-                node = int(fs.close(self.tables, len(seeds), final))
+                node = int(fs.close(self.handle, len(seeds), False))
                 if node != NEED_ROOM:
                     return node
             else:
                 self._counts[fs.WORK_NEED] = 2 * len(seeds)
-            self._grow()
+            self.grow()
 
-    def _grow(self) -> None:
-        """Make room in every table that is full or about to be (called after NEED_ROOM)."""
+    def grow(self) -> None:
+        """Make room in every table that is full or about to be: what a numba call that returned
+        :data:`~constrain.cfg.fast_step.NEED_ROOM` asks for. Hold :attr:`lock`."""
         tabs = self._tabs
         counts = self._counts
         before = [t.shape for t in tabs]
@@ -274,9 +271,10 @@ class EarleyAutomaton:
             raise RuntimeError("internal error: the Earley tables asked for room but none is full")
         self.trans = tabs[fs.TRANS]
         self.tables = tuple(tabs)
+        fs.set_tables(self.handle, self.tables)
 
     def _grow_nodes(self) -> None:
-        """The node pool, the fresh-lexeme pool and the closure's scratch (see :meth:`_grow`)."""
+        """The node pool, the fresh-lexeme pool and the closure's scratch (see :meth:`grow`)."""
         tabs = self._tabs
         counts = self._counts
         n = int(counts[fs.N_NODES])
@@ -299,14 +297,6 @@ class EarleyAutomaton:
             tabs[fs.WORK] = np.zeros(3 * 2 * work_need, dtype=np.int64)
         if 2 * work_need > tabs[fs.SEEN].shape[0]:
             tabs[fs.SEEN] = np.full(1 << (4 * work_need).bit_length(), -1, dtype=np.int64)
-
-    def _intern(self, key: np.ndarray) -> int:
-        """The id of the configuration with codes ``key`` (made if new)."""
-        while True:
-            cid = int(fs.intern_config(self.tables, key, key.shape[0]))
-            if cid != NEED_ROOM:
-                return cid
-            self._grow()
 
     # ---- interning ---------------------------------------------------------------------------------
     def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
@@ -341,8 +331,8 @@ class EarleyAutomaton:
             return hit
         arr = np.array(codes, dtype=np.int64)
         with self.lock:
-            while (node := int(fs.end_node(self.tables, arr, arr.shape[0]))) == NEED_ROOM:
-                self._grow()
+            while (node := int(fs.end_node(self.handle, arr, arr.shape[0]))) == NEED_ROOM:
+                self.grow()
         self._end_nodes[key] = node
         return node
 
@@ -359,25 +349,20 @@ class EarleyAutomaton:
         """Every transition of ``c`` built; returns its ``trans`` row."""
         with self.lock:
             while True:
-                r = int(fs.step_row(self.tables, c))
+                r = int(fs.step_row(self.handle, c))
                 if r == 0:
                     return self.trans[c]
-                self.fix(r)
+                self.grow()
 
     def _resolve_locked(self, c: int, b: int) -> int:
         while True:
             nxt = int(self.trans[c, b])
             if nxt != UNKNOWN:
                 return nxt
-            r = int(fs.step(self.tables, c, b))
+            r = int(fs.step(self.handle, c, b))
             if r >= DEAD:
                 return r
-            self.fix(r)
-
-    def fix(self, code: int) -> None:
-        """Do what a byte step asked for (:data:`NEED_ROOM`: grow the tables). Hold :attr:`lock`."""
-        assert code == NEED_ROOM, code
-        self._grow()
+            self.grow()
 
     def walk(self, c: int, data: bytes) -> int:
         """The configuration after ``data`` from ``c`` (-1 when rejected)."""
@@ -393,17 +378,12 @@ class EarleyAutomaton:
         return c
 
     def fresh_config(self, node: int) -> int:
-        """The configuration with only the fresh lexemes of ``node`` (the start configuration is the
-        root's): the state right after a position whose lexemes have all ended at ``node``. Its leading
-        code ``-2 - node`` keeps it apart from configurations reached by a step and says the input
-        may end where ``node`` is final."""
-        hit = self._fresh_configs.get(node)
-        if hit is None:
-            rows = self._fresh_rows(node).astype(np.int64) + node * self._num_g
-            key = np.concatenate([np.array([-2 - node], dtype=np.int64), np.sort(rows)])
-            with self.lock:
-                hit = self._fresh_configs[node] = self._intern(key)
-        return hit
+        """The configuration with only the fresh lexemes of ``node``
+        (:func:`constrain.cfg.fast_step.fresh_config`)."""
+        with self.lock:
+            while (c := int(fs.fresh_config(self.handle, node))) == NEED_ROOM:
+                self.grow()
+        return c
 
     def fresh_equivalent(self, c: int) -> int:
         """A fresh configuration (:meth:`fresh_config`) with the same transitions and finality as ``c``,
@@ -415,34 +395,42 @@ class EarleyAutomaton:
         walked through the parser (see :meth:`constrain.cfg.token_masks.CompiledCFG.config_mask`).
         The check runs in numba (:func:`constrain.cfg.fast_step.fresh_twin`)."""
         with self.lock:
-            while (twin := int(fs.fresh_twin(self.tables, c))) == NEED_ROOM:
-                self._grow()
+            while (twin := int(fs.fresh_twin(self.handle, c))) == NEED_ROOM:
+                self.grow()
         return twin
 
     # ---- queries -----------------------------------------------------------------------------------
     def is_final(self, c: int) -> bool:
         """True where the input read so far is a sentence of the grammar (the end of the input ends
-        every accepting lexeme; computed on first call, then cached)."""
-        config = self._config(c)
-        if config.final < 0:
+        every accepting lexeme; computed on first call by :func:`constrain.cfg.fast_step.config_final`,
+        then cached)."""
+        hit = self._final.get(c)
+        if hit is None:
             with self.lock:
-                final = config.base >= 0 and self.node_final(config.base)
-                ends_t = set()
-                ends_ign = set()
-                for m, t, q in config.lexemes:
-                    if self._dfa_acc[t][q]:
-                        if self._is_ignore[t]:
-                            ends_ign.add(m)
-                        else:
-                            ends_t.add((m, t))
-                if not final and (ends_t or ends_ign):
-                    final = self.node_final(self.end_node(frozenset(ends_t), frozenset(ends_ign)))
-                config.final = int(final)
-        return config.final == 1
+                while (r := int(fs.config_final(self.handle, c))) == NEED_ROOM:
+                    self.grow()
+            hit = self._final[c] = r == 1
+        return hit
 
-    def lexset(self, c: int) -> frozenset[tuple[int, int]]:
-        """The (terminal, DFA state) pairs of the lexemes in progress at ``c`` (fresh ones included)."""
-        return self._config(c).lexset
+    def mask_facts(self, c: int, want_twin: bool) -> tuple[int, bool, np.ndarray]:
+        """(fresh twin, finality, lexeme rows) of ``c`` in one numba call
+        (:func:`constrain.cfg.fast_step.mask_facts`). With a twin (:meth:`fresh_equivalent`; only
+        looked for with ``want_twin``) the rest is left empty; else the twin is -1 or ``c`` and the
+        rows are the sorted global DFA rows of ``c``'s lexemes (see :meth:`row_lexeme`)."""
+        off = self._tabs[fs.CFG_OFF]
+        out = np.empty(3 + int(off[c + 1] - off[c]), dtype=np.int64)
+        with self.lock:
+            while fs.mask_facts(self.handle, c, want_twin, out) == NEED_ROOM:
+                self.grow()
+        twin = int(out[0])
+        if twin >= 0 and twin != c:
+            return twin, False, out[:0]
+        return twin, bool(out[1]), out[3 : 3 + int(out[2])]
+
+    def row_lexeme(self, row: int) -> tuple[int, int]:
+        """(terminal, DFA state) of a global DFA row."""
+        t = int(self._tabs[fs.GTERM][row])
+        return t, row - int(self._toff[t])
 
     def future_class_of(self, term: int, state: int) -> int:
         """Class of lexeme state ``(term, state)``: equal exactly where two lexeme states accept the same
@@ -466,8 +454,7 @@ class EarleyAutomaton:
                     m, row = divmod(code, g)
                     t = int(gterm[row])
                     lexemes.append((m, t, row - int(toff[t])))
-            lex = tuple(lexemes)
-            hit = self._configs.setdefault(c, _Config(base, lex, frozenset((t, q) for _, t, q in lex), -1))
+            hit = self._configs.setdefault(c, _Config(base, tuple(lexemes)))
         return hit
 
     @property

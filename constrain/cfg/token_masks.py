@@ -31,7 +31,7 @@ every identifier and number token is one ``(T, start)`` set, the same at every p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -39,7 +39,7 @@ import numpy as np
 from ..grammar import Grammar
 from ..token_index import TokenTrie, token_trie
 from .earley import EarleyAutomaton
-from .fast_step import NEED_ROOM, TRANS, UNKNOWN, borrowed, step
+from .fast_step import NEED_ROOM, TRANS, UNKNOWN, step, tables_of
 
 if TYPE_CHECKING:
     from ..tokenizer_info import TokenizerInfo
@@ -123,7 +123,7 @@ def _mark(
 
 @numba.njit(cache=True, nogil=True)
 def walk_configs(
-    tables: tuple,
+    handle: Any,
     nodes: np.ndarray,
     ranges: np.ndarray,
     dup_start: np.ndarray,
@@ -135,6 +135,7 @@ def walk_configs(
 ) -> int:  # pragma: no cover - numba
     """Walk trie subtrees through the configuration automaton; mark surviving tokens in ``out``.
 
+    ``handle`` is the automaton's :class:`~constrain.cfg.fast_step.Tables`.
     ``ranges[k] = (lo, hi, depth, config)``: the preorder nodes ``lo..hi`` (whole subtrees whose
     roots are at ``depth``), entered in configuration ``config``. A transition not built yet is
     stepped here (:func:`constrain.cfg.fast_step.step`, Earley closures included). A step that runs
@@ -142,7 +143,7 @@ def walk_configs(
     ``stack``, and the caller calls again after growing the tables, which resumes there. Returns 0
     when done.
     """
-    tables = borrowed(tables)
+    tables = tables_of(handle)
     r = pos[0]
     n = pos[1]
     while r < ranges.shape[0]:
@@ -198,7 +199,7 @@ class CompiledCFG:
     automaton: EarleyAutomaton
     trie: TokenTrie
     _lexeme_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-    _lexset_masks: dict[frozenset[tuple[int, int]], _LexsetMasks] = field(default_factory=dict, repr=False)
+    _lexset_masks: dict[bytes, _LexsetMasks] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _eos_mask: np.ndarray = field(init=False, repr=False)
 
@@ -250,8 +251,10 @@ class CompiledCFG:
             hit = self._lexeme_cache.setdefault(future, (inside, crossing))
         return hit
 
-    def _lexset(self, lexset: frozenset[tuple[int, int]]) -> _LexsetMasks:
-        hit = self._lexset_masks.get(lexset)
+    def _lexset(self, rows: np.ndarray) -> _LexsetMasks:
+        """The token sets of the lexemes in progress, by their sorted global DFA rows (cached)."""
+        key = rows.tobytes()
+        hit = self._lexset_masks.get(key)
         if hit is not None:
             return hit
         parts = []
@@ -260,7 +263,8 @@ class CompiledCFG:
         offset = 0
         large = []
         insides = []
-        for term, state in sorted(lexset):
+        for row in rows.tolist():  # ascending rows: by terminal, then state
+            term, state = self.automaton.row_lexeme(row)
             i, c = self._lexeme_sets(term, state)
             insides.append(i)
             if c.shape[0] > _COPY_MAX_NODES:
@@ -280,7 +284,7 @@ class CompiledCFG:
         crossing = np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.int32)
         roots = self.trie.root_ranges
         first = roots[kills[roots[:, 2]]][:, :2].copy()
-        return self._lexset_masks.setdefault(lexset, _LexsetMasks(inside, crossing, tuple(large), first))
+        return self._lexset_masks.setdefault(key, _LexsetMasks(inside, crossing, tuple(large), first))
 
     # ---- per configuration ---------------------------------------------------------------------------
     def config_mask(self, config: int) -> np.ndarray:
@@ -292,10 +296,10 @@ class CompiledCFG:
 
     def _compute_mask(self, config: int) -> np.ndarray:
         auto = self.automaton
-        twin = auto.fresh_equivalent(config) if FRESH_EQUIVALENTS else -1
+        twin, final, rows = auto.mask_facts(config, FRESH_EQUIVALENTS)
         if twin >= 0 and twin != config:
             return self._masks.setdefault(config, self.config_mask(twin))
-        lm = self._lexset(auto.lexset(config))
+        lm = self._lexset(rows)
         words = lm.inside.copy()
         trie = self.trie
         walks = []
@@ -310,7 +314,7 @@ class CompiledCFG:
             walks.append((trie.nodes, ranges))
         with auto.lock:  # the walk builds transitions
             self._walk(auto, walks, words)
-        if auto.is_final(config):
+        if final:
             words |= self._eos_mask
         mask = words.view(np.int32)
         mask.setflags(write=False)
@@ -324,10 +328,10 @@ class CompiledCFG:
         stack = np.empty(trie.max_depth + 1, dtype=np.int32)
         for sub, ranges in walks:
             pos = np.array([0, -1], dtype=np.int64)
-            while code := walk_configs(
-                auto.tables, sub, ranges, trie.dup_start, trie.dup_end, trie.sorted_ids, words, stack, pos
+            while walk_configs(
+                auto.handle, sub, ranges, trie.dup_start, trie.dup_end, trie.sorted_ids, words, stack, pos
             ):
-                auto.fix(code)  # grow the tables the walk ran out of; then resume
+                auto.grow()  # the walk ran out of room (NEED_ROOM): grow the tables, then resume
 
     def precompute_lexemes(self) -> int:
         """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
