@@ -140,6 +140,8 @@ class EarleyAutomaton:
         ignore = np.array(self._is_ignore, dtype=np.bool_)
         self._num_g = g
         self._toff = toff
+        # bytes that end an accepting lexeme state (row) by killing it: the token masks' first bytes
+        self.kill_bytes = gacc[:, None] & (gtrans < 0)
         # Lexeme states with the same future (segment terminals of recursive schemas are copies of a
         # few DFAs) share their token sets: see CompiledCFG._lexeme_sets.
         reps, byte_class = column_classes(gtrans)

@@ -257,34 +257,27 @@ class CompiledCFG:
         hit = self._lexset_masks.get(key)
         if hit is not None:
             return hit
-        parts = []
-        kills = np.zeros(256, dtype=bool)
-        dfas = self.automaton.dfas
-        offset = 0
-        large = []
-        insides = []
-        for row in rows.tolist():  # ascending rows: by terminal, then state
-            term, state = self.automaton.row_lexeme(row)
-            i, c = self._lexeme_sets(term, state)
-            insides.append(i)
-            if c.shape[0] > _COPY_MAX_NODES:
-                large.append(c)
-            elif c.shape[0]:
-                c = c.copy()
-                c[:, 2] += offset
-                parts.append(c)
-                offset += c.shape[0]
-            if dfas[term].accepting[state]:
-                kills |= dfas[term].transitions[state] < 0
-        inside = insides[0] if insides else np.zeros(self.num_words, dtype=np.uint32)  # masks copy it
-        if len(insides) > 1:
-            inside = inside.copy()
-            for i in insides[1:]:
-                inside |= i
-        crossing = np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.int32)
+        auto = self.automaton
+        sets = [self._lexeme_sets(*auto.row_lexeme(row)) for row in rows.tolist()]
+        insides = [i for i, _ in sets]
+        if len(insides) == 1:
+            inside = insides[0]  # read-only: the masks copy it
+        else:
+            inside = np.bitwise_or.reduce(insides) if insides else np.zeros(self.num_words, dtype=np.uint32)
+        parts = [c for _, c in sets if 0 < c.shape[0] <= _COPY_MAX_NODES]
+        large = tuple(c for _, c in sets if c.shape[0] > _COPY_MAX_NODES)
+        if len(parts) == 1:
+            crossing = parts[0]
+        elif parts:  # one sub-trie after another, their skip pointers offset
+            crossing = np.concatenate(parts)
+            sizes = [c.shape[0] for c in parts]
+            crossing[:, 2] += np.repeat(np.cumsum([0, *sizes[:-1]]), sizes).astype(np.int32)
+        else:
+            crossing = np.empty((0, 4), dtype=np.int32)
+        kills = auto.kill_bytes[rows].any(axis=0)
         roots = self.trie.root_ranges
-        first = roots[kills[roots[:, 2]]][:, :2].copy()
-        return self._lexset_masks.setdefault(key, _LexsetMasks(inside, crossing, tuple(large), first))
+        first = roots[kills[roots[:, 2]], :2]
+        return self._lexset_masks.setdefault(key, _LexsetMasks(inside, crossing, large, first))
 
     # ---- per configuration ---------------------------------------------------------------------------
     def config_mask(self, config: int) -> np.ndarray:
