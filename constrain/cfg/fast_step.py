@@ -19,6 +19,10 @@ Encodings (``G`` terminal DFA states in all, numbered globally; ``NT`` terminals
   ``[final, sorted codes of its items that still wait for a symbol]``.
 
 Both kinds of arrays are interned in pools (``off``/``pool``) with an open-addressing hash table.
+
+Calling conventions, both for speed: Python passes a :class:`Tables` handle (one pointer to unbox;
+the tuple of 35 arrays cost more to pass than a small step costs to run), and every function here
+first takes its tables through :func:`borrowed`, so numba does no atomic reference counting on them.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ A configuration ``c`` (see :mod:`constrain.cfg.earley`) holds lexemes in progres
 * it ends a lexeme strictly inside the token and goes on past it (``",`` after a string, ``1]``).
   Only these *crossing* tokens need the parser. The same walk per ``(T, q)`` marks the candidates:
   a lexeme ends only before the byte that kills it (:mod:`constrain.cfg.earley`'s lexing rule), so
-  a candidate is a token with a byte that kills ``T`` right after an accepting state. For a set of
-  lexemes the candidates that are not already lexer-only are laid out as a sub-trie of the
-  vocabulary, built once; where a lexeme is accepting already, the tokens whose first byte kills it
-  all cross, and their first-byte subtrees of the full trie are walked in place instead. At run
-  time that sub-trie is walked through the configuration automaton
+  a candidate is a token with a byte that kills ``T`` right after an accepting state. Each lexeme
+  state's candidates are laid out once as a sub-trie of the vocabulary, appended to one node array
+  (the arena), so a set of lexemes is a list of ranges; where a lexeme is accepting already, the
+  tokens whose first byte kills it all cross, and their first-byte subtrees of the full trie are
+  walked in place instead. At run time those ranges are walked through the configuration automaton
   (``trans``, lazily extended), skipping every subtree whose first byte dies (llguidance's trie walk
   with parser checks at lexeme boundaries, restricted to the few tokens that can cross one).
 
@@ -30,6 +30,7 @@ every identifier and number token is one ``(T, start)`` set, the same at every p
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,7 @@ def _mark(
 @numba.njit(cache=True, nogil=True)
 def walk_configs(
     handle: Any,
+    config: int,
     nodes: np.ndarray,
     ranges: np.ndarray,
     dup_start: np.ndarray,
@@ -133,23 +135,23 @@ def walk_configs(
     stack: np.ndarray,
     pos: np.ndarray,
 ) -> int:  # pragma: no cover - numba
-    """Walk trie subtrees through the configuration automaton; mark surviving tokens in ``out``.
+    """Walk trie subtrees through the configuration automaton from ``config``; mark surviving tokens
+    in ``out``.
 
-    ``handle`` is the automaton's :class:`~constrain.cfg.fast_step.Tables`.
-    ``ranges[k] = (lo, hi, depth, config)``: the preorder nodes ``lo..hi`` (whole subtrees whose
-    roots are at ``depth``), entered in configuration ``config``. A transition not built yet is
-    stepped here (:func:`constrain.cfg.fast_step.step`, Earley closures included). A step that runs
-    out of room stops the walk: it returns NEED_ROOM with its place in ``pos`` (range, node) and
-    ``stack``, and the caller calls again after growing the tables, which resumes there. Returns 0
-    when done.
+    ``handle`` is the automaton's :class:`~constrain.cfg.fast_step.Tables`. ``ranges[k] = (lo, hi)``:
+    the preorder nodes ``lo..hi`` of ``nodes``, whole subtrees whose roots are at depth 0. A
+    transition not built yet is stepped here (:func:`constrain.cfg.fast_step.step`, Earley closures
+    included). A step that runs out of room stops the walk: it returns NEED_ROOM with its place in
+    ``pos`` (range, node) and ``stack``, and the caller calls again after growing the tables, which
+    resumes there. Returns 0 when done.
     """
     tables = tables_of(handle)
     r = pos[0]
     n = pos[1]
+    stack[0] = config
     while r < ranges.shape[0]:
         if n < 0:  # entering a range
             n = ranges[r, 0]
-            stack[ranges[r, 2]] = ranges[r, 3]
         total = ranges[r, 1]
         trans = tables[TRANS]
         while n < total:
@@ -175,15 +177,37 @@ def walk_configs(
     return 0
 
 
+class _Arena:
+    """Every lexeme state's crossing sub-trie, one after another in one node array (skip pointers
+    absolute), so a set of lexemes is a list of ranges: no copy per set, one walk for all of them.
+    Grows by doubling; a walk holds the array it started with, which has every range made before."""
+
+    def __init__(self) -> None:
+        self.nodes = np.zeros((4096, 4), dtype=np.int32)
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def add(self, sub: np.ndarray) -> tuple[int, int]:
+        """Append a sub-trie (``int32[M, 4]``, skips relative to it); returns its range."""
+        with self.lock:
+            lo = self.used
+            hi = lo + sub.shape[0]
+            if hi > self.nodes.shape[0]:
+                grown = np.zeros((max(hi, 2 * self.nodes.shape[0]), 4), dtype=np.int32)
+                grown[:lo] = self.nodes[:lo]
+                self.nodes = grown
+            self.nodes[lo:hi] = sub
+            self.nodes[lo:hi, 2] += lo
+            self.used = hi
+            return lo, hi
+
+
 @dataclass(frozen=True)
 class _LexsetMasks:
     inside: np.ndarray  # uint32 words: tokens that stay inside one lexeme
-    # int32[M, 4]: the small sub-tries of the tokens that may cross a lexeme end, one after another
-    # (their skip pointers offset), so one walk covers them all
+    # int64[K, 2]: the arena ranges of the lexemes' sub-tries of tokens that may cross a lexeme end
     crossing: np.ndarray
-    # the large ones (a whitespace lexeme's: half the vocabulary), walked where they are: no copy
-    large: tuple[np.ndarray, ...]
-    # (lo, hi) ranges of the full trie: first bytes that end an accepting lexeme right away
+    # int64[K, 2]: ranges of the full trie: first bytes that end an accepting lexeme right away
     first_ranges: np.ndarray
 
 
@@ -198,7 +222,8 @@ class CompiledCFG:
     tokenizer_info: TokenizerInfo
     automaton: EarleyAutomaton
     trie: TokenTrie
-    _lexeme_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _lexeme_cache: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict, repr=False)
+    _arena: _Arena = field(default_factory=_Arena, repr=False)
     _lexset_masks: dict[bytes, _LexsetMasks] = field(default_factory=dict, repr=False)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _eos_mask: np.ndarray = field(init=False, repr=False)
@@ -225,8 +250,9 @@ class CompiledCFG:
         return self._eos_mask.view(np.int32)
 
     # ---- per (terminal, DFA state) -------------------------------------------------------------------
-    def _lexeme_sets(self, term: int, state: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lexer-only tokens as uint32 words, crossing-candidate sub-trie) of one lexeme state.
+    def _lexeme_sets(self, term: int, state: int) -> tuple[np.ndarray, int, int]:
+        """(lexer-only tokens as uint32 words, arena range of the crossing-candidate sub-trie) of one
+        lexeme state.
 
         Cached by the state's future class: lexeme states that accept the same continuations share one
         trie walk (recursive schemas' segment terminals are separately minimised copies of a few DFAs)."""
@@ -248,7 +274,7 @@ class CompiledCFG:
                 inside,
             )
             inside.setflags(write=False)
-            hit = self._lexeme_cache.setdefault(future, (inside, crossing))
+            hit = self._lexeme_cache.setdefault(future, (inside, *self._arena.add(crossing)))
         return hit
 
     def _lexset(self, rows: np.ndarray) -> _LexsetMasks:
@@ -259,25 +285,16 @@ class CompiledCFG:
             return hit
         auto = self.automaton
         sets = [self._lexeme_sets(*auto.row_lexeme(row)) for row in rows.tolist()]
-        insides = [i for i, _ in sets]
-        if len(insides) == 1:
-            inside = insides[0]  # read-only: the masks copy it
-        else:
-            inside = np.bitwise_or.reduce(insides) if insides else np.zeros(self.num_words, dtype=np.uint32)
-        parts = [c for _, c in sets if 0 < c.shape[0] <= _COPY_MAX_NODES]
-        large = tuple(c for _, c in sets if c.shape[0] > _COPY_MAX_NODES)
-        if len(parts) == 1:
-            crossing = parts[0]
-        elif parts:  # one sub-trie after another, their skip pointers offset
-            crossing = np.concatenate(parts)
-            sizes = [c.shape[0] for c in parts]
-            crossing[:, 2] += np.repeat(np.cumsum([0, *sizes[:-1]]), sizes).astype(np.int32)
-        else:
-            crossing = np.empty((0, 4), dtype=np.int32)
+        inside = sets[0][0] if sets else np.zeros(self.num_words, dtype=np.uint32)  # the masks copy it
+        if len(sets) > 1:
+            inside = inside.copy()
+            for i, _, _ in sets[1:]:
+                inside |= i
+        crossing = np.array([(lo, hi) for _, lo, hi in sets if hi > lo], dtype=np.int64).reshape(-1, 2)
         kills = auto.kill_bytes[rows].any(axis=0)
         roots = self.trie.root_ranges
         first = roots[kills[roots[:, 2]], :2]
-        return self._lexset_masks.setdefault(key, _LexsetMasks(inside, crossing, large, first))
+        return self._lexset_masks.setdefault(key, _LexsetMasks(inside, crossing, first))
 
     # ---- per configuration ---------------------------------------------------------------------------
     def config_mask(self, config: int) -> np.ndarray:
@@ -294,19 +311,11 @@ class CompiledCFG:
             return self._masks.setdefault(config, self.config_mask(twin))
         lm = self._lexset(rows)
         words = lm.inside.copy()
-        trie = self.trie
-        walks = []
-        for sub in (lm.crossing, *lm.large):
-            if sub.shape[0]:
-                walks.append((sub, np.array([[0, sub.shape[0], 0, config]], dtype=np.int64)))
-        if lm.first_ranges.shape[0]:
-            ranges = np.empty((lm.first_ranges.shape[0], 4), dtype=np.int64)
-            ranges[:, :2] = lm.first_ranges
-            ranges[:, 2] = 0
-            ranges[:, 3] = config
-            walks.append((trie.nodes, ranges))
         with auto.lock:  # the walk builds transitions
-            self._walk(auto, walks, words)
+            if lm.crossing.shape[0]:
+                self._walk(auto, config, self._arena.nodes, lm.crossing, words)
+            if lm.first_ranges.shape[0]:
+                self._walk(auto, config, self.trie.nodes, lm.first_ranges, words)
         if final:
             words |= self._eos_mask
         mask = words.view(np.int32)
@@ -315,16 +324,24 @@ class CompiledCFG:
         return kept
 
     def _walk(
-        self, auto: EarleyAutomaton, walks: list[tuple[np.ndarray, np.ndarray]], words: np.ndarray
+        self, auto: EarleyAutomaton, config: int, nodes: np.ndarray, ranges: np.ndarray, words: np.ndarray
     ) -> None:
         trie = self.trie
         stack = np.empty(trie.max_depth + 1, dtype=np.int32)
-        for sub, ranges in walks:
-            pos = np.array([0, -1], dtype=np.int64)
-            while walk_configs(
-                auto.handle, sub, ranges, trie.dup_start, trie.dup_end, trie.sorted_ids, words, stack, pos
-            ):
-                auto.grow()  # the walk ran out of room (NEED_ROOM): grow the tables, then resume
+        pos = np.array([0, -1], dtype=np.int64)
+        while walk_configs(
+            auto.handle,
+            config,
+            nodes,
+            ranges,
+            trie.dup_start,
+            trie.dup_end,
+            trie.sorted_ids,
+            words,
+            stack,
+            pos,
+        ):
+            auto.grow()  # the walk ran out of room (NEED_ROOM): grow the tables, then resume
 
     def precompute_lexemes(self) -> int:
         """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
@@ -339,7 +356,6 @@ class CompiledCFG:
 #: A configuration whose lexemes are all complete takes the mask of its fresh equivalent
 #: (:meth:`EarleyAutomaton.fresh_equivalent`); off only to test that the two agree.
 FRESH_EQUIVALENTS = True
-_COPY_MAX_NODES = 8192  # a lexeme's crossing sub-trie larger than this is walked in place, not copied
 
 #: Up to this many (terminal, DFA state) pairs, their lexer-only walks run while compiling (JSON has
 #: 54, about 25 ms on a loaded 2-core runner), so no later first visit pays for one. (A background
