@@ -51,6 +51,7 @@ __all__ = [
     "difference",
     "intersect",
     "is_empty",
+    "splice",
     "union",
 ]
 
@@ -400,6 +401,22 @@ def difference(a: DFA, b: DFA, label: str = "<minus>") -> DFA:
     if is_empty(a) or is_empty(b):
         return a
     return _combine(a, b, _OP_DIFF, label)
+
+
+def splice(dfa: DFA, edges: list[tuple[int, int]], sub: DFA, label: str = "<splice>") -> DFA:
+    """``dfa`` with a fresh copy of ``sub``'s language between ``s`` and ``r`` for each ``(s, r)`` in
+    ``edges`` (the caller has already cut whatever path joined them)."""
+    nfa = _NFA(label)
+    start, end = nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
+    base = start - dfa.start
+    links: list[tuple[int, int]] = []
+    for s, r in edges:
+        a, b = nfa.embed_dfa(sub.transitions, sub.accepting, sub.start)
+        links += [(base + s, a), (b, base + r)]
+    if links:
+        # Embedded states keep their edges in blocks, so the joins go in a block too.
+        nfa.eps_blocks.append(np.asarray(links, dtype=np.int64))
+    return _nfa_to_dfa(nfa, start, end, label)
 
 
 def is_empty(dfa: DFA) -> bool:

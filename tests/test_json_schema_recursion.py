@@ -17,6 +17,7 @@ import pytest
 import constrain
 from constrain.cfg import CFGMatcher, EarleyAutomaton
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
+from constrain.json_schema import compiler
 from constrain.json_schema.compiler import schema_to_dfa, serialize_instance
 
 from .test_json_schema_walks import llama3, random_walk
@@ -77,6 +78,31 @@ COMMENTS = {  # a thread of comments, each with replies (mutual recursion throug
     },
 }
 
+WIDE = {  # the shapes that kept large recursive schemas from compiling (MaskBench's WashingtonPost)
+    "$defs": {
+        # A bare "type" beside anyOf: cut to first bytes, not a product against the recursion.
+        "node": {"type": "object", "anyOf": [{"$ref": "#/$defs/leaf"}, {"$ref": "#/$defs/branch"}]},
+        "leaf": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, **{f"p{i}": {"type": "integer"} for i in range(8)}},
+            "required": ["name"],
+        },
+        "branch": {
+            "type": "object",
+            "properties": {
+                "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 3},
+                "meta": {},  # any value at all, at any depth
+            },
+            # A catch-all pattern repeating a property's constraints under another description.
+            "patternProperties": {
+                "^k": {"description": "x", "type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 3}
+            },
+            "required": ["kids"],
+        },
+    },
+    "allOf": [{"$ref": "#/$defs/node"}, {"type": "object"}],  # a bare type under allOf too
+}
+
 
 def _random_value(rng: random.Random, depth: int) -> Any:
     kind = rng.randrange(7 if depth > 0 else 5)
@@ -93,6 +119,7 @@ def _random_value(rng: random.Random, depth: int) -> Any:
     if kind == 5:
         return [_random_value(rng, depth - 1) for _ in range(rng.randrange(4))]
     keys = ["name", "children", "value", "next", "author", "score", "replies", "thread", "x"]
+    keys += ["kids", "p1", "meta"]
     return {k: _random_value(rng, depth - 1) for k in rng.sample(keys, rng.randrange(4))}
 
 
@@ -112,11 +139,17 @@ SEEDS = {
     "linked_list": (LINKED_LIST, [{"value": 1, "next": {"value": 2, "next": {"value": 3, "next": None}}}]),
     "any_json": (ANY_JSON, [{"a": [1, {"b": [None, "x"]}], "c": {"d": {}}}]),
     "comments": (COMMENTS, [{"thread": {"author": "ann", "score": 3, "replies": [{"author": "bob"}]}}]),
+    "wide": (WIDE, [{"kids": [{"name": "a", "p1": 2}, {"kids": [], "meta": [[{"m": [1]}]]}], "kx": "q"}]),
 }
 
 
+@pytest.mark.parametrize("out_of_line", [256, 4], ids=["default", "every-dfa-out-of-line"])
 @pytest.mark.parametrize("name", sorted(SEEDS))
-def test_canonical_text_accepted_exactly_when_jsonschema_validates(name: str) -> None:
+def test_canonical_text_accepted_exactly_when_jsonschema_validates(
+    name: str, out_of_line: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a tiny threshold nearly every subschema's language becomes a hole of its own.
+    monkeypatch.setattr(compiler, "_OUT_OF_LINE_STATES", out_of_line)
     schema, seeds = SEEDS[name]
     automaton = constrain.Grammar.from_json_schema(schema).to_automaton()
     assert isinstance(automaton, EarleyAutomaton)
@@ -212,3 +245,43 @@ def test_dfa_only_entry_points_say_the_schema_is_recursive() -> None:
         schema_to_dfa(TREE)
     with pytest.raises(InvalidInputError, match="context-free"):
         constrain.Grammar.from_json_schema(TREE).to_dfa()
+
+
+def test_unconstrained_values_in_recursive_schemas_have_no_depth_cap() -> None:
+    # "meta": {} is the any-value hole there, not the DFA capped at max_any_depth.
+    automaton = constrain.Grammar.from_json_schema(WIDE, max_any_depth=2).to_automaton()
+    assert isinstance(automaton, EarleyAutomaton)
+    deep: Any = "x"
+    for i in range(30):
+        deep = [deep] if i % 2 else {"m": deep}
+    inst = {"kids": [], "meta": deep}
+    assert jsonschema.Draft202012Validator(WIDE).is_valid(inst)
+    assert automaton.accepts(serialize_instance(inst, WIDE).encode())
+    assert not automaton.accepts(serialize_instance(inst, WIDE).encode().replace(b'"x"', b"x"))
+
+
+def test_any_value_meeting_a_constraint_is_filled_in_depth_capped() -> None:
+    # "not" over an unconstrained value needs bytes, not a hole: there the capped DFA stands in.
+    schema = {
+        "$defs": {
+            "t": {
+                "type": "object",
+                "properties": {
+                    "kids": {"type": "array", "items": {"$ref": "#/$defs/t"}},
+                    "meta": {"not": {"type": "string"}},
+                },
+            }
+        },
+        "$ref": "#/$defs/t",
+    }
+    automaton = constrain.Grammar.from_json_schema(schema).to_automaton()
+    assert isinstance(automaton, EarleyAutomaton)
+    validator = jsonschema.Draft202012Validator(schema)
+    for inst in [
+        {"meta": [1, {"a": None}]},
+        {"meta": "s"},
+        {"kids": [{"meta": 3}, {"kids": [{"meta": "no"}]}]},
+        {"kids": [{"meta": {"x": [True]}}]},
+        {"meta": None, "kids": []},
+    ]:
+        assert automaton.accepts(serialize_instance(inst, schema).encode()) == validator.is_valid(inst), inst

@@ -32,6 +32,7 @@ and its JSON pointer, or is dropped with a warning under ``lenient=True``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -56,7 +57,7 @@ from ..exceptions import (
     UnsupportedSchemaFeature,
 )
 from ..regex import DFA, dfa_from_arrays, empty_dfa
-from .recursion import HOLE, MAX_HOLES, RecursiveLanguage, has_holes, hole_edges
+from .recursion import HOLE, MAX_HOLES, RecursiveLanguage, fill_hole, has_holes, hole_edges, hole_indices
 
 _DRAFTS = {
     "2020-12": referencing.jsonschema.DRAFT202012,
@@ -197,6 +198,18 @@ class SchemaCompiler:
         # Recursion: a (node, location) met again while still being compiled becomes a hole.
         self._holes: dict[tuple[Any, Any], int] = {}
         self._hole_info: list[tuple[tuple[Any, Any], str, frozenset[int]]] = []  # key, pointer, first bytes
+        # A hole made while its place is still being compiled is *recursive*. In a recursive schema
+        # (``recursive``, set by compile_root) finished languages are kept out of line as holes too:
+        # the large ones, and any JSON value (exact there, no depth cap). DFAs that embed them stay
+        # small; a product that meets such a hole against overlapping bytes fills it back in.
+        self.recursive = False
+        self._recursive_holes: set[int] = set()
+        self._hole_dfas: list[DFA] = []
+        self._type_cuts: dict[int, tuple[DFA, frozenset[int]]] = {}  # id(a bare type's DFA) -> first bytes
+        self._fingerprints: dict[int, str] = {}  # id(subschema) -> its constraints as sorted JSON
+        self._any_hole: DFA | None = None
+        self._inlined: dict[int, DFA] = {}  # out-of-line hole -> its language, filled in throughout
+        self._filled: dict[int, tuple[DFA, DFA]] = {}  # id(dfa) -> (dfa, its out-of-line holes filled in)
 
     # ---- errors ---------------------------------------------------------------------------
     def unsupported(self, keyword: str, ptr: str, detail: str = "") -> None:
@@ -382,6 +395,32 @@ class SchemaCompiler:
             out.append(self.child(node, k["additionalProperties"], "additionalProperties"))
         return out
 
+    def _distinct(self, nodes: list[_Node]) -> list[_Node]:
+        """In a recursive schema, ``nodes`` less those that repeat an earlier one's constraints (the same
+        keywords besides annotations, from the same base URI): intersecting a recursive language with
+        itself would otherwise be refused."""
+        if not self.recursive or len(nodes) < 2:
+            return nodes
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for n in nodes:
+            key = (self._fingerprint(n.schema), str(n.resolver._base_uri))
+            if key not in seen:
+                seen.add(key)
+                out.append(n)
+        return out
+
+    def _fingerprint(self, schema: Any) -> str:
+        got = self._fingerprints.get(id(schema))
+        if got is None:
+            if isinstance(schema, dict):
+                kept = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
+                got = json.dumps(kept, sort_keys=True, default=repr)
+            else:
+                got = json.dumps(schema)
+            self._fingerprints[id(schema)] = got
+        return got
+
     def key_loc(self, loc: _Loc, key: str) -> _Loc:
         return self.loc_of(n for node in loc.nodes for n in self._node_schemas_for_key(node, key))
 
@@ -421,9 +460,59 @@ class SchemaCompiler:
                 nodes.append(self.child(n, k["contains"], "contains"))
         return self.loc_of(nodes)
 
+    def has_ref_cycle(self) -> bool:
+        """True when following subschemas and ``$ref``/``$dynamicRef`` from the root can come back to
+        a subschema on the way (a recursive schema). Static: nothing is compiled."""
+        done: set[Any] = set()
+        on_path: set[Any] = set()
+
+        def children(n: _Node) -> Iterator[_Node]:
+            k = self.kw(n)
+            for ref_kw in ("$ref", "$dynamicRef"):
+                if isinstance(k.get(ref_kw), str):
+                    yield self.resolve(n, ref_kw)
+            for kw in _SINGLE_SUBSCHEMA:
+                if isinstance(k.get(kw), (dict, bool)):
+                    yield self.child(n, k[kw], kw)
+            for kw in _LIST_SUBSCHEMAS:
+                if isinstance(k.get(kw), list):
+                    for i, sub in enumerate(k[kw]):
+                        if isinstance(sub, (dict, bool)):
+                            yield self.child(n, sub, kw, i)
+            for kw in _MAP_SUBSCHEMAS:
+                if isinstance(k.get(kw), dict):
+                    for name, sub in k[kw].items():
+                        if isinstance(sub, (dict, bool)):
+                            yield self.child(n, sub, kw, name)
+
+        # Iterative depth-first search (schemas can be deep): meeting a node on the path closes a cycle.
+        stack: list[tuple[_Node, Iterator[_Node] | None]] = [(self.root, None)]
+        while stack:
+            node, it = stack[-1]
+            if it is None:
+                if node.key in on_path:
+                    return True
+                if node.key in done or not isinstance(node.schema, dict):
+                    stack.pop()
+                    continue
+                on_path.add(node.key)
+                it = children(node)
+                stack[-1] = (node, it)
+            nxt = next(it, None)
+            if nxt is None:
+                on_path.discard(node.key)
+                done.add(node.key)
+                stack.pop()
+            else:
+                stack.append((nxt, None))
+        return False
+
     # ---- languages ------------------------------------------------------------------------
     def any_value(self, depth: int) -> DFA:
-        """Any canonical JSON value nested at most ``depth`` deep (keys in any order)."""
+        """Any canonical JSON value nested at most ``depth`` deep (keys in any order); in a recursive
+        schema, the hole for any JSON value at all (see :meth:`_any_value_hole`)."""
+        if self.recursive:
+            return self._any_value_hole()
         key = (depth, self.options.whitespace, self.options.max_whitespace)
         got = _ANY_CACHE.get(key)
         if got is not None:
@@ -438,6 +527,49 @@ class SchemaCompiler:
         dfa = A.build(A.alt(*parts), f"<any JSON value, depth {depth}>")
         _ANY_CACHE[key] = dfa
         return dfa
+
+    def _any_value_hole(self) -> DFA:
+        """The hole standing for any JSON value, its language defined by itself: exact at any depth.
+
+        The context-free engine is needed anyway once a schema recurses, and the hole keeps every
+        DFA that holds an unconstrained value small. Products that meet it against concrete bytes
+        fill it with the depth-capped DFA instead (:meth:`_without_any_holes`)."""
+        if self._any_hole is None:
+            key = (_ANY_KEY, ())
+            hole = self._any_hole = self._new_hole(key, "#", _VALUE_FIRST, recursive=False)
+            ws = self.ws
+            scalar = A.alt(A.Regex(r"null|true|false|" + _NUMBER_RE), self._string_expr(_ANY_CHARS))
+            inner = A.Embed(hole)
+            member = A.seq(self._string_expr(_ANY_CHARS), ws, A.Literal(b":"), ws, inner)
+            parts = [scalar, self._bracketed(b"[", inner, b"]"), self._bracketed(b"{", member, b"}")]
+            self._lang_memo[key] = A.build(A.alt(*parts), "<any JSON value>")
+        return self._any_hole
+
+    def _fill_in(self, dfa: DFA) -> DFA:
+        """``dfa`` with its out-of-line holes filled in (any value: the depth-capped DFA)."""
+        got = self._filled.get(id(dfa))
+        if got is None:
+            out = dfa
+            for idx in hole_indices(dfa):
+                if idx not in self._recursive_holes:
+                    out = fill_hole(out, idx, self._inlined_language(idx))
+            got = self._filled[id(dfa)] = (dfa, out)
+        return got[1]
+
+    def _inlined_language(self, idx: int) -> DFA:
+        got = self._inlined.get(idx)
+        if got is None:
+            key = self._hole_info[idx][0]
+            if key == (_ANY_KEY, ()):
+                self.recursive = False  # any_value below builds the capped DFA
+                try:
+                    got = self.any_value(self.options.max_any_depth + 1)
+                finally:
+                    self.recursive = True
+            else:
+                got = self._fill_in(self._lang_memo[key])
+            self._inlined[idx] = got
+        return got
 
     def _bracketed(self, open_: bytes, item: A.Expr, close: bytes) -> A.Expr:
         """``open_ (item (, item)*)? close``: an array or object of any length."""
@@ -461,6 +593,8 @@ class SchemaCompiler:
     def compile_root(self) -> DFA | RecursiveLanguage:
         """The DFA of the whole schema, or DFAs with holes where ``$ref`` recurses."""
         loc = self.loc_of([self.root])
+        with contextlib.suppress(ConstrainError):  # a broken $ref: compiling reports it where it is met
+            self.recursive = self.has_ref_cycle()
         dfa = self.lang(self.root, loc)
         if self.dropped:
             listed = ", ".join(f"{kw} at {ptr}" for kw, ptr in self.dropped)
@@ -479,6 +613,10 @@ class SchemaCompiler:
                     if idx not in holes:
                         holes[idx] = self._lang_memo[self._hole_info[idx][0]]
                         todo.append(holes[idx])
+        if not self._recursive_holes & holes.keys():
+            # The cycle is out of the root's reach: a DFA (the regular engine) where it fits.
+            with contextlib.suppress(UnsupportedRegexFeature):
+                return self._fill_in(dfa)
         return RecursiveLanguage(dfa, holes, {i: self._hole_info[i][1] for i in holes})
 
     # ---- recursion ------------------------------------------------------------------------
@@ -486,14 +624,20 @@ class SchemaCompiler:
         """A stand-in for the language of ``key``, still being compiled: the bytes ``0xFF idx``."""
         idx = self._holes.get(key)
         if idx is None:
-            idx = len(self._hole_info)
-            if idx >= MAX_HOLES:
-                raise UnsupportedSchemaFeature(
-                    "$ref", node.ptr, f"more than {MAX_HOLES} recursive places in one schema"
-                )
-            self._holes[key] = idx
-            self._hole_info.append((key, node.ptr, self._first_bytes_of_node(node, frozenset())))
-        return A.build(A.Literal(bytes([HOLE, idx])), f"recursive {node.ptr}")
+            return self._new_hole(key, node.ptr, self._first_bytes_of_node(node, frozenset()), recursive=True)
+        return self._hole_dfas[idx]
+
+    def _new_hole(self, key: tuple[Any, Any], ptr: str, first: frozenset[int], *, recursive: bool) -> DFA:
+        idx = len(self._hole_info)
+        if idx >= MAX_HOLES:
+            detail = f"more than {MAX_HOLES} recursive places in one schema"
+            raise UnsupportedSchemaFeature("$ref", ptr, detail)
+        self._holes[key] = idx
+        self._hole_info.append((key, ptr, first))
+        if recursive:
+            self._recursive_holes.add(idx)
+        self._hole_dfas.append(A.build(A.Literal(bytes([HOLE, idx])), f"hole {idx}: {ptr}"))
+        return self._hole_dfas[idx]
 
     def _first_bytes_of_node(self, node: _Node, seen: frozenset[Any]) -> frozenset[int]:
         """Bytes a value valid under ``node`` may start with (an over-approximation)."""
@@ -530,7 +674,8 @@ class SchemaCompiler:
         return frozenset(out)
 
     def _refuse_recursive(self, op: str, dfas: tuple[DFA, ...]) -> UnsupportedSchemaFeature:
-        idx = next(i for d in dfas for i, _ in _all_hole_edges(d))
+        found = [i for d in dfas for i in hole_indices(d)]
+        idx = next((i for i in found if i in self._recursive_holes), found[0])
         return UnsupportedSchemaFeature(
             "$ref",
             self._hole_info[idx][1],
@@ -540,19 +685,42 @@ class SchemaCompiler:
 
     def _intersect(self, *dfas: DFA) -> DFA:
         """``A.intersect``, exact with recursive operands when their first bytes rule out overlap."""
+        if self._any_hole is not None and len(dfas) > 1:
+            # Any value and X is X: every operand holds only values.
+            dfas = tuple(d for d in dfas if d is not self._any_hole) or dfas[:1]
         if len(dfas) < 2 or not any(has_holes(d) for d in dfas):
             return A.intersect(*dfas)
+        cuts = [self._type_cuts[id(d)][1] for d in dfas if id(d) in self._type_cuts]
+        rest = [d for d in dfas if id(d) not in self._type_cuts]
+        if cuts and rest:
+            # Every operand's values lie in the location's skeleton: a bare type only cuts first bytes.
+            inner = self._intersect(*rest)
+            cut = self._cut_first_bytes(inner, frozenset.intersection(*cuts))
+            if cut is not None:
+                return cut
+        # X and X is X: equal subschemas (two names for one schema) build equal minimal DFAs.
+        dfas = tuple(d for i, d in enumerate(dfas) if not any(_same_dfa(d, e) for e in dfas[:i]))
+        if len(dfas) == 1:
+            return dfas[0]
         firsts = [self._first_bytes(d) for d in dfas]
         if any(not (a & b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]):
             return empty_dfa("disjoint recursive values")
+        dfas = tuple(self._fill_in(d) for d in dfas)
+        if not any(has_holes(d) for d in dfas):
+            return A.intersect(*dfas)
         raise self._refuse_recursive("allOf", dfas)
 
     def _difference(self, a: DFA, b: DFA) -> DFA:
         """``A.difference``, exact with recursive operands when their first bytes rule out overlap."""
         if not has_holes(a) and not has_holes(b):
             return A.difference(a, b)
+        if b is self._any_hole:
+            return empty_dfa("not any value")
         if not (self._first_bytes(a) & self._first_bytes(b)):
             return a
+        a, b = self._fill_in(a), self._fill_in(b)
+        if not has_holes(a) and not has_holes(b):
+            return A.difference(a, b)
         raise self._refuse_recursive("not/oneOf/if", (a, b))
 
     def lang(self, node: _Node, loc: _Loc) -> DFA:
@@ -560,7 +728,7 @@ class SchemaCompiler:
         key = (node.key, loc.key)
         got = self._lang_memo.get(key)
         if got is not None:
-            return got
+            return self._out_of_line(key, node, got)
         if key in self._active:
             return self._hole(key, node)
         self._active.add(key)
@@ -575,6 +743,21 @@ class SchemaCompiler:
         finally:
             self._active.discard(key)
         self._lang_memo[key] = dfa
+        out = self._out_of_line(key, node, dfa)
+        if self.recursive and self.kw(node).keys() - _ANNOTATIONS == {"type"}:
+            # A bare type: intersections cut first bytes instead of building a product (see _intersect).
+            first = self._type_first_bytes(node, self.kw(node))
+            if first is not None:
+                self._type_cuts[id(out)] = (out, first)
+        return out
+
+    def _out_of_line(self, key: tuple[Any, Any], node: _Node, dfa: DFA) -> DFA:
+        """In a recursive schema, a hole for a large finished language (or one out of line already)."""
+        idx = self._holes.get(key)
+        if idx is not None and (idx not in self._recursive_holes or dfa.num_states > _OUT_OF_LINE_STATES):
+            return self._hole_dfas[idx]
+        if self.recursive and dfa.num_states > _OUT_OF_LINE_STATES and len(self._hole_info) < MAX_HOLES:
+            return self._new_hole(key, node.ptr, self._first_bytes(dfa), recursive=False)
         return dfa
 
     def _lang(self, node: _Node, loc: _Loc) -> DFA:
@@ -583,8 +766,12 @@ class SchemaCompiler:
         if node.schema is False:
             return empty_dfa("false")
         k = self.kw(node)
+        # A bare "type" beside applicators is kept as the first bytes it allows: the applicators'
+        # values already lie in this location's skeleton, so cutting their first bytes is the
+        # intersection, and it needs no product against holes.
+        type_first = self._bare_type_first_bytes(node, k)
         # None stands for "every value at this location" until a complement needs it spelled out.
-        result = self._own(node, k, loc)
+        result = None if type_first is not None else self._own(node, k, loc)
 
         def meet(current: DFA | None, other: DFA) -> DFA:
             return other if current is None else self._intersect(current, other)
@@ -631,7 +818,57 @@ class SchemaCompiler:
         for unevaluated in ("unevaluatedProperties", "unevaluatedItems"):
             if unevaluated in k:
                 result = self._unevaluated(node, k, loc, unevaluated, result)
+        if type_first is not None:
+            cut = self._cut_first_bytes(result, type_first) if result is not None else None
+            if cut is not None:
+                return cut
+            own = self._own(node, k, loc)
+            assert own is not None  # "type" is an own keyword
+            return own if result is None else self._intersect(own, result)
         return result if result is not None else self.skeleton(loc)
+
+    def _bare_type_first_bytes(self, node: _Node, k: dict[str, Any]) -> frozenset[int] | None:
+        """In a recursive schema, the first bytes ``type`` allows when it is the node's only own keyword
+        and only ``$ref``/``allOf``/``anyOf``/``oneOf`` sit beside it; else None."""
+        if not self.recursive or "type" not in k or (k.keys() & _NOT_BESIDE_BARE_TYPE):
+            return None
+        if not k.keys() & {"$ref", "$dynamicRef", "allOf", "anyOf", "oneOf"}:
+            return None
+        return self._type_first_bytes(node, k)
+
+    def _type_first_bytes(self, node: _Node, k: dict[str, Any]) -> frozenset[int] | None:
+        """The first bytes of the values ``type`` allows; None when it allows integers but not all
+        numbers (they share first bytes)."""
+        types = self._types(node, k)
+        if "integer" in types:
+            return None
+        return frozenset(b for t in types for b in _TYPE_FIRST[t])
+
+    def _cut_first_bytes(self, dfa: DFA, allowed: frozenset[int]) -> DFA | None:
+        """The values of ``dfa`` that start with an ``allowed`` byte; None where a hole at the start
+        may start with both allowed and other bytes."""
+        trans = dfa.transitions
+        n = trans.shape[0]
+        row = trans[dfa.start].copy()
+        keep = np.zeros(256, dtype=bool)
+        keep[list(allowed)] = True
+        keep[HOLE] = True
+        row[~keep] = -1
+        extra = [row]
+        holes = hole_edges(dfa, dfa.start)
+        if holes:
+            mid = trans[int(row[HOLE])].copy()
+            for idx, _ in holes:
+                first = self._hole_info[idx][2]
+                if not first <= allowed:
+                    if first & allowed:
+                        return None
+                    mid[idx] = -1
+            row[HOLE] = n + 1
+            extra.append(mid)
+        table = np.concatenate([trans, np.stack(extra)]).astype(np.int32)
+        accepting = np.concatenate([dfa.accepting, np.zeros(len(extra), dtype=bool)])
+        return dfa_from_arrays(table, accepting, n, dfa.pattern)
 
     # ---- per-type keywords ----------------------------------------------------------------
     def _types(self, node: _Node, k: dict[str, Any]) -> list[str]:
@@ -953,7 +1190,7 @@ class SchemaCompiler:
 
         slots: list[tuple[bytes, DFA | None, bool]] = []  # (quoted key, value or None=absent, required)
         for name in names:
-            subs = self._node_schemas_for_key(node, name)
+            subs = self._distinct(self._node_schemas_for_key(node, name))
             kloc = self.key_loc(loc, name)
             value = self._intersect(*[self.lang(s, kloc) for s in subs]) if subs else self.skeleton(kloc)
             quoted = _json_bytes(name)
@@ -980,7 +1217,7 @@ class SchemaCompiler:
                 key_dfa = self._intersect(key_dfa, key_names)
             if A.is_empty(key_dfa):
                 continue
-            subs = self._node_schemas_for_class(node, klass)
+            subs = self._distinct(self._node_schemas_for_class(node, klass))
             cloc = self.class_loc(loc, klass)
             value = self._intersect(*[self.lang(s, cloc) for s in subs]) if subs else self.skeleton(cloc)
             if not A.is_empty(value):
@@ -1115,6 +1352,7 @@ class SchemaCompiler:
         hi = self._count(node, k, "maxItems")
         if hi is not None and hi <= 1:
             return result
+        result = self._fill_in(result)
         if has_holes(result):
             self.unsupported("uniqueItems", f"{node.ptr}/uniqueItems", "the arrays hold recursive values")
             return result
@@ -1349,9 +1587,20 @@ _SIZE_KEYWORDS = (
     "oneOf", "not", "if", "$ref", "enum",
 )  # fmt: skip
 _ANY_CACHE: dict[tuple[Any, ...], DFA] = {}
+_ANY_KEY = ("<any JSON value>",)  # the any-value hole's key in a recursive schema
+#: in a recursive schema, a subschema's DFA past this many states is kept out of line (a hole)
+_OUT_OF_LINE_STATES = 256
 _STRUCTURAL = {
     "properties", "required", "dependentRequired", "dependentSchemas", "dependencies", "patternProperties",
     "additionalProperties", "items", "prefixItems", "additionalItems", "contains",
+}  # fmt: skip
+_NOT_BESIDE_BARE_TYPE = {
+    "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minLength", "maxLength", "pattern", "format", "items", "prefixItems", "additionalItems", "minItems",
+    "maxItems", "contains", "properties", "patternProperties", "additionalProperties", "required",
+    "propertyNames", "minProperties", "maxProperties", "not", "if", "then", "else", "dependentSchemas",
+    "dependencies", "dependentRequired", "uniqueItems", "unevaluatedProperties", "unevaluatedItems",
+    "$recursiveRef",
 }  # fmt: skip
 _OWN_KEYWORDS = {
     "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
@@ -1359,6 +1608,14 @@ _OWN_KEYWORDS = {
     "maxItems", "contains", "properties", "patternProperties", "additionalProperties", "required",
     "propertyNames", "minProperties", "maxProperties",
 }  # fmt: skip
+
+
+def _same_dfa(a: DFA, b: DFA) -> bool:
+    return a is b or (
+        a.start == b.start
+        and np.array_equal(a.accepting, b.accepting)
+        and np.array_equal(a.transitions, b.transitions)
+    )
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -1536,50 +1793,7 @@ _MAP_SUBSCHEMAS = ("properties", "patternProperties", "dependentSchemas", "depen
 def has_ref_cycle(schema: Any, registry: Mapping[str, Any] | None = None, draft: str = "2020-12") -> bool:
     """True when following subschemas and ``$ref``/``$dynamicRef`` from the root can come back to a
     subschema on the way (a recursive schema). Static: nothing is compiled."""
-    compiler = SchemaCompiler(load_schema(schema), SchemaOptions(draft=draft), registry)
-    done: set[Any] = set()
-    on_path: set[Any] = set()
-
-    def children(n: _Node) -> Iterator[_Node]:
-        k = compiler.kw(n)
-        for ref_kw in ("$ref", "$dynamicRef"):
-            if isinstance(k.get(ref_kw), str):
-                yield compiler.resolve(n, ref_kw)
-        for kw in _SINGLE_SUBSCHEMA:
-            if isinstance(k.get(kw), (dict, bool)):
-                yield compiler.child(n, k[kw], kw)
-        for kw in _LIST_SUBSCHEMAS:
-            if isinstance(k.get(kw), list):
-                for i, sub in enumerate(k[kw]):
-                    if isinstance(sub, (dict, bool)):
-                        yield compiler.child(n, sub, kw, i)
-        for kw in _MAP_SUBSCHEMAS:
-            if isinstance(k.get(kw), dict):
-                for name, sub in k[kw].items():
-                    if isinstance(sub, (dict, bool)):
-                        yield compiler.child(n, sub, kw, name)
-
-    # Iterative depth-first search (schemas can be deep): a node met again while on the path closes a cycle.
-    stack: list[tuple[_Node, Iterator[_Node] | None]] = [(compiler.root, None)]
-    while stack:
-        node, it = stack[-1]
-        if it is None:
-            if node.key in on_path:
-                return True
-            if node.key in done or not isinstance(node.schema, dict):
-                stack.pop()
-                continue
-            on_path.add(node.key)
-            it = children(node)
-            stack[-1] = (node, it)
-        nxt = next(it, None)
-        if nxt is None:
-            on_path.discard(node.key)
-            done.add(node.key)
-            stack.pop()
-        else:
-            stack.append((nxt, None))
-    return False
+    return SchemaCompiler(load_schema(schema), SchemaOptions(draft=draft), registry).has_ref_cycle()
 
 
 def schema_to_language(

@@ -65,6 +65,34 @@ def hole_edges(dfa: DFA, state: int) -> list[tuple[int, int]]:
     return [(int(i), int(row[i])) for i in np.flatnonzero(row >= 0)]
 
 
+def hole_indices(dfa: DFA) -> list[int]:
+    """The hole indices ``dfa`` refers to, ascending."""
+    mids = np.unique(dfa.transitions[:, HOLE])
+    mids = mids[mids >= 0]
+    if not mids.size:
+        return []
+    return np.flatnonzero((dfa.transitions[mids] >= 0).any(axis=0)).tolist()
+
+
+def fill_hole(dfa: DFA, idx: int, language: DFA) -> DFA:
+    """``dfa`` with each hole ``idx`` replaced by a copy of ``language`` (a DFA without that hole)."""
+    from ..automata import splice
+
+    trans = dfa.transitions.copy()
+    edges: list[tuple[int, int]] = []
+    for s in np.flatnonzero(trans[:, HOLE] >= 0).tolist():
+        mid = int(trans[s, HOLE])
+        if trans[mid, idx] >= 0:
+            edges.append((s, int(trans[mid, idx])))
+    if not edges:
+        return dfa
+    for s, _ in edges:
+        trans[int(trans[s, HOLE]), idx] = -1
+    # The hole edges are cut; splice joins their ends through copies of the language.
+    cut = DFA(trans, dfa.accepting, dfa.start, dfa.pattern)
+    return splice(cut, edges, language, f"{dfa.pattern} with hole {idx} filled")
+
+
 def _segments(dfa: DFA, q: int) -> dict[int | None, DFA]:
     """Byte-path terminals from ``q``: one per cut reached (key: the cut), one to acceptance (None)."""
     trans = dfa.transitions
