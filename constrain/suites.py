@@ -747,13 +747,16 @@ def run_suite(
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     progress: bool = False,
     jobs: int = 1,
+    log_path: str | Path | None = None,
 ) -> SuiteResult:
     """Compile every schema of ``suite`` and walk every instance through its matcher.
 
     Never raises for what a schema or instance does: each failure becomes an outcome (see the module
     docstring). ``engine`` defaults to :meth:`Engine.default` (the real compiler); ``progress`` draws
     a bar on stderr. ``jobs > 1`` runs schemas in that many forked worker processes (POSIX only;
-    elsewhere it runs serially); the outcomes are the same, in the same order.
+    elsewhere it runs serially); the outcomes are the same, in the same order. ``log_path``, when
+    given, gets one JSON line per schema (its result and its instances') as soon as that schema is
+    done, in the order they finish: a run cut off part way still leaves what it did.
     """
     engine = engine if engine is not None else Engine.default()
     result = SuiteResult(
@@ -764,13 +767,24 @@ def run_suite(
         _warm_up(engine, tokenizer)
     bar = _Progress(len(suite.cases), progress)
     started = time.perf_counter()
-    if jobs > 1 and len(suite.cases) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        outcomes = _run_parallel(suite, tokenizer, engine, timeout_s, jobs, bar)
-    else:
-        outcomes = []
-        for done, case in enumerate(suite.cases, 1):
-            outcomes.append(_run_case(case, suite, tokenizer, engine, timeout_s))
-            bar.update(done, case.file)
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(log_path, "w", encoding="utf-8")) if log_path is not None else None
+
+        def on_done(outcome: _CaseOutcome, done: int, label: str) -> None:
+            bar.update(done, label)
+            if log is not None:
+                schema, instances, _ = outcome
+                line = {"schema": schema.to_json(), "instances": [r.to_json() for r in instances]}
+                log.write(json.dumps(line, ensure_ascii=False) + "\n")
+                log.flush()
+
+        if jobs > 1 and len(suite.cases) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            outcomes = _run_parallel(suite, tokenizer, engine, timeout_s, jobs, on_done)
+        else:
+            outcomes = []
+            for done, case in enumerate(suite.cases, 1):
+                outcomes.append(_run_case(case, suite, tokenizer, engine, timeout_s))
+                on_done(outcomes[-1], done, case.file)
     bar.close()
     for schema_result, instances, fallbacks in outcomes:
         result.schemas.append(schema_result)
@@ -825,7 +839,12 @@ def _worker_run(index: int) -> _CaseOutcome:
 
 
 def _run_parallel(
-    suite: Suite, tokenizer: TextTokenizer, engine: Engine, timeout_s: float | None, jobs: int, bar: _Progress
+    suite: Suite,
+    tokenizer: TextTokenizer,
+    engine: Engine,
+    timeout_s: float | None,
+    jobs: int,
+    on_done: Callable[[_CaseOutcome, int, str], None],
 ) -> list[_CaseOutcome]:
     """:func:`_run_case` for every case in forked workers, ``jobs`` cases in flight.
 
@@ -862,21 +881,23 @@ def _run_parallel(
                         for fut in finished:
                             i = inflight.pop(fut)
                             try:
-                                results[i] = fut.result()
+                                outcome = fut.result()
                             except BrokenProcessPool:
                                 broken = True
                                 inflight[fut] = i  # handled with the others below
                                 continue
                             except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle
-                                results[i] = _crashed(suite.cases[i], f"worker: {_summarize_exception(exc)}")
+                                outcome = _crashed(suite.cases[i], f"worker: {_summarize_exception(exc)}")
+                            results[i] = outcome
                             done_count += 1
-                            bar.update(done_count, suite.cases[i].file)
+                            on_done(outcome, done_count, suite.cases[i].file)
                     for i in sorted(inflight.values()):
                         strikes[i] += 1
                         if strikes[i] >= 2:
                             msg = "worker process died (killed, segfault or out of memory) on this schema"
-                            results[i] = _crashed(suite.cases[i], msg)
+                            results[i] = outcome = _crashed(suite.cases[i], msg)
                             done_count += 1
+                            on_done(outcome, done_count, suite.cases[i].file)
                         else:
                             pending.appendleft(i)
     finally:
@@ -1172,6 +1193,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="compile schemas in N forked processes (default 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--log",
+        metavar="OUT.jsonl",
+        help="write each schema's outcome as a JSON line as soon as it is done (kept if the run is cut off)",
+    )
     p.set_defaults(func=run_from_args)
 
 
@@ -1275,6 +1301,7 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
         timeout_s=args.timeout if args.timeout > 0 else None,
         progress=progress,
         jobs=max(1, args.jobs),
+        log_path=args.log,
     )
     out.write(format_table(result) + "\n")
     failures = _format_failures(result, args.show)

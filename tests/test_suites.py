@@ -412,7 +412,7 @@ def test_slow_compiles_time_out_and_the_run_goes_on() -> None:
     assert r.schemas[0].status == "timeout" and r.schemas[1].status == "compiled"
 
 
-def test_parallel_run_matches_serial_and_survives_a_dying_worker() -> None:
+def test_parallel_run_matches_serial_and_survives_a_dying_worker(tmp_path: Path) -> None:
     import os
 
     suite = S.Suite("four", tiny_suite().cases * 2)
@@ -420,7 +420,11 @@ def test_parallel_run_matches_serial_and_survives_a_dying_worker() -> None:
     def build(schema: Any, **kw: Any) -> Grammar:
         return Grammar.from_regex(r"-?[0-9]+" if schema == {"type": "integer"} else r'"[^"]*"')
 
-    serial = S.run_suite(suite, byte_tokenizer(), engine=S.Engine(build, serialize), timeout_s=None)
+    engine = S.Engine(build, serialize)
+    log = tmp_path / "serial.jsonl"
+    serial = S.run_suite(suite, byte_tokenizer(), engine=engine, timeout_s=None, log_path=log)
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["schema"] for x in logged] == [x.to_json() for x in serial.schemas]
     parallel = S.run_suite(suite, byte_tokenizer(), engine=S.Engine(build, serialize), jobs=2, timeout_s=None)
     assert parallel.outcomes() == serial.outcomes()
     assert [x.outcome for x in parallel.instances] == [x.outcome for x in serial.instances]
@@ -433,10 +437,20 @@ def test_parallel_run_matches_serial_and_survives_a_dying_worker() -> None:
             os._exit(3)  # a segfault, as far as the pool can tell
         return build(schema)
 
+    log = tmp_path / "parallel.jsonl"
     r = S.run_suite(
-        suite, byte_tokenizer(), engine=S.Engine(dies_on_strings, serialize), jobs=2, timeout_s=None
+        suite,
+        byte_tokenizer(),
+        engine=S.Engine(dies_on_strings, serialize),
+        jobs=2,
+        timeout_s=None,
+        log_path=log,
     )
     assert [s.status for s in r.schemas] == ["compiled", "crash", "compiled", "crash"]
+    # The log has every schema, crashes included, each with its instances (in finishing order).
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted(x["schema"]["status"] for x in lines) == ["compiled", "compiled", "crash", "crash"]
+    assert sum(len(x["instances"]) for x in lines) == len(r.instances)
     assert "worker process died" in r.schemas[1].message
     assert [x.outcome for x in r.instances[:3]] == ["pass", "pass", "pass"]
     assert len(r.crashes()) == 2
