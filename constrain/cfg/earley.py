@@ -387,20 +387,6 @@ class EarleyAutomaton:
                 self.grow()
         return c
 
-    def fresh_equivalent(self, c: int) -> int:
-        """A fresh configuration (:meth:`fresh_config`) with the same transitions and finality as ``c``,
-        or -1 (then ``c`` itself).
-
-        Where every lexeme of ``c`` is complete (a finished ``*`` or ``":"``, trailing whitespace), ``c``
-        is the position past their ends in disguise. Its token mask is then mostly the fresh lexemes'
-        lexer-only tokens (every identifier after an operator), looked up per lexeme state instead of
-        walked through the parser (see :meth:`constrain.cfg.token_masks.CompiledCFG.config_mask`).
-        The check runs in numba (:func:`constrain.cfg.fast_step.fresh_twin`)."""
-        with self.lock:
-            while (twin := int(fs.fresh_twin(self.handle, c))) == NEED_ROOM:
-                self.grow()
-        return twin
-
     # ---- queries -----------------------------------------------------------------------------------
     def is_final(self, c: int) -> bool:
         """True where the input read so far is a sentence of the grammar (the end of the input ends
@@ -416,8 +402,9 @@ class EarleyAutomaton:
 
     def mask_facts(self, c: int, want_twin: bool) -> tuple[int, bool, np.ndarray]:
         """(fresh twin, finality, lexeme rows) of ``c`` in one numba call
-        (:func:`constrain.cfg.fast_step.mask_facts`). With a twin (:meth:`fresh_equivalent`; only
-        looked for with ``want_twin``) the rest is left empty; else the twin is -1 or ``c`` and the
+        (:func:`constrain.cfg.fast_step.mask_facts`). With a fresh twin (a fresh configuration with the
+        same transitions and finality, :func:`constrain.cfg.fast_step.fresh_twin`; only looked for with
+        ``want_twin``) the rest is left empty; else the twin is -1 or ``c`` and the
         rows are the sorted global DFA rows of ``c``'s lexemes (see :meth:`row_lexeme`)."""
         off = self._tabs[fs.CFG_OFF]
         out = np.empty(3 + int(off[c + 1] - off[c]), dtype=np.int64)

@@ -23,7 +23,7 @@ input may end; it is cached per configuration, so a configuration seen again cos
 
 A configuration whose lexemes are all complete (a finished ``*``, ``":"`` or trailing whitespace)
 steps exactly like the *fresh* configuration one position past their ends
-(:meth:`~constrain.cfg.earley.EarleyAutomaton.fresh_equivalent`), so it takes that one's mask. That
+(its *fresh twin*, :func:`~constrain.cfg.fast_step.fresh_twin`), so it takes that one's mask. That
 turns the walk over every token into lexer-only lookups for the fresh lexemes: after an operator
 every identifier and number token is one ``(T, start)`` set, the same at every position.
 """
@@ -354,7 +354,7 @@ class CompiledCFG:
 
 
 #: A configuration whose lexemes are all complete takes the mask of its fresh equivalent
-#: (:meth:`EarleyAutomaton.fresh_equivalent`); off only to test that the two agree.
+#: (:func:`~constrain.cfg.fast_step.fresh_twin`); off only to test that the two agree.
 FRESH_EQUIVALENTS = True
 
 #: Up to this many (terminal, DFA state) pairs, their lexer-only walks run while compiling (JSON has
@@ -370,7 +370,8 @@ def compile_cfg(
 
     With ``eager`` (the default) the work every generation needs first is done here: the lexer-only
     walks of small grammars (:data:`EAGER_LEXEME_LIMIT`) and the start configuration's mask, so the
-    first fill is a copy (time to first mask is the same, the first step is no longer the slowest)."""
+    first fill is a copy (that mask was always part of the time to first mask; now the first step is
+    no longer the slowest)."""
     compiled = CompiledCFG(grammar, tokenizer_info, automaton, token_trie(tokenizer_info))
     if eager:
         if sum(d.num_states for d in automaton.dfas) <= EAGER_LEXEME_LIMIT:
