@@ -986,7 +986,8 @@ def equivalent_states(trans: np.ndarray, accepting: np.ndarray, reps: np.ndarray
 
 
 def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group equal columns of ``trans``: (a representative column per class, class id per column).
+    """Group equal columns of ``trans``: (a representative column per class, class id per column),
+    classes numbered in the order of their first column.
 
     Columns are hashed with random weights, then checked against their representative, so a hash
     collision can only split a class, never merge two different columns.
@@ -1005,7 +1006,12 @@ def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         first = np.concatenate([first, extra])
         classes = classes.copy()
         classes[extra] = np.arange(len(first) - len(extra), len(first))
-    return np.asarray(first), classes
+    # Number classes by their first byte: minimisation then numbers states in byte order (BFS), so
+    # equal languages get equal tables whatever else the input table held.
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return np.asarray(first)[order], rank[classes]
 
 
 def dfa_byte_classes(dfa: DFA) -> np.ndarray:

@@ -17,7 +17,7 @@ import pytest
 import constrain
 from constrain.cfg import CFGMatcher, EarleyAutomaton
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
-from constrain.json_schema import compiler
+from constrain.json_schema import compiler, recursion
 from constrain.json_schema.compiler import schema_to_dfa, serialize_instance
 
 from .test_json_schema_walks import llama3, random_walk
@@ -148,8 +148,11 @@ SEEDS = {
 def test_canonical_text_accepted_exactly_when_jsonschema_validates(
     name: str, out_of_line: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # With a tiny threshold nearly every subschema's language becomes a hole of its own.
+    # With a tiny threshold nearly every subschema's language becomes a hole of its own, and every
+    # DFA's segments stop at its junctions too (after "," and before "}").
     monkeypatch.setattr(compiler, "_OUT_OF_LINE_STATES", out_of_line)
+    if out_of_line < 256:
+        monkeypatch.setattr(recursion, "_JUNCTION_MIN_CUTS", 0)
     schema, seeds = SEEDS[name]
     automaton = constrain.Grammar.from_json_schema(schema).to_automaton()
     assert isinstance(automaton, EarleyAutomaton)
@@ -285,3 +288,21 @@ def test_any_value_meeting_a_constraint_is_filled_in_depth_capped() -> None:
         {"meta": None, "kids": []},
     ]:
         assert automaton.accepts(serialize_instance(inst, schema).encode()) == validator.is_valid(inst), inst
+
+
+def test_junctions_are_after_structural_commas_and_before_closing_braces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recursion, "_JUNCTION_MIN_CUTS", 0)
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}
+    dfa = schema_to_dfa(schema)
+    stop = recursion._boundaries(dfa)
+
+    def at(prefix: bytes) -> bool:
+        return bool(stop[dfa.step(dfa.start, prefix)])
+
+    assert at(b'{"a":"x,y",')  # the next member starts here
+    assert at(b'{"a":"x"')  # a member's value ends: "," or "}" next
+    assert not at(b'{"a":"x,')  # a comma inside a string
+    assert not at(b'{"a":"x}')
+    assert not at(b'{"b":12')  # inside a number (its digits loop)

@@ -28,10 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 
 from ..exceptions import UnsupportedSchemaFeature
-from ..regex import DFA, dfa_from_arrays
+from ..regex import DFA, column_classes, dfa_from_class_arrays
 
 if TYPE_CHECKING:
     from ..cfg.earley import EarleyAutomaton
@@ -40,6 +41,8 @@ HOLE = 0xFF  # never occurs in UTF-8: a hole is this byte, then the hole's index
 MAX_HOLES = 256
 #: total DFA states of all segment terminals; past this the grammar is refused (compile time, memory)
 MAX_SEGMENT_STATES = 400_000
+#: a DFA with this many cut states also stops its segments at junctions (see _boundaries)
+_JUNCTION_MIN_CUTS = 4
 
 
 @dataclass(frozen=True)
@@ -93,42 +96,89 @@ def fill_hole(dfa: DFA, idx: int, language: DFA) -> DFA:
     return splice(cut, edges, language, f"{dfa.pattern} with hole {idx} filled")
 
 
-def _segments(dfa: DFA, q: int) -> dict[int | None, DFA]:
-    """Byte-path terminals from ``q``: one per cut reached (key: the cut), one to acceptance (None)."""
+def _boundaries(dfa: DFA) -> np.ndarray:
+    """The states where segments stop: the cuts, and in a DFA with several cuts also its *junctions*,
+    the states a ``,`` leads to (from another state).
+
+    Why junctions: in an object of optional properties, every value after a hole can be followed by
+    any later key, so segments from each place to each later cut (through the plain properties
+    between) number and weigh quadratically. Cut after each ``,`` as well, and a segment is one
+    property (``"key":value,``), the same text from every place before it, so one terminal serves."""
     trans = dfa.transitions
-    cut = trans[:, HOLE] >= 0
-    local: dict[int, int] = {}  # state reached after >= 1 byte -> local id; 0 is a copy of q
-    frontier = [q]
-    expand_from: list[tuple[int, int]] = [(q, 0)]  # (DFA state, local id) whose byte edges we copy
-    while frontier:
-        s = frontier.pop()
-        for b in np.flatnonzero(trans[s] >= 0).tolist():
-            if b == HOLE:
-                continue
-            t = int(trans[s, b])
-            if t not in local:
-                local[t] = len(local) + 1
-                if not cut[t]:
-                    frontier.append(t)
-                    expand_from.append((t, local[t]))
-    n = len(local) + 1
-    table = np.full((n, 256), -1, dtype=np.int32)
-    for s, i in expand_from:
-        row = trans[s]
-        for b in np.flatnonzero(row >= 0).tolist():
-            if b != HOLE:
-                table[i, b] = local[int(row[b])]
-    out: dict[int | None, DFA] = {}
-    for c in [s for s in local if cut[s]]:
-        acc = np.zeros(n, dtype=bool)
-        acc[local[c]] = True
-        out[c] = dfa_from_arrays(table, acc, 0, f"segment {q}->{c}")
-    acc = np.zeros(n, dtype=bool)
-    for s, i in local.items():
-        acc[i] = bool(dfa.accepting[s]) and not cut[s]
-    if acc.any():
-        out[None] = dfa_from_arrays(table, acc, 0, f"segment {q}->end")
-    return out
+    stop = trans[:, HOLE] >= 0
+    if int(stop.sum()) >= _JUNCTION_MIN_CUTS:
+        # A "," or "}" is structural where no letter, digit or the other one goes the same way
+        # (inside a string they all do).
+        comma, close = trans[:, ord(",")], trans[:, ord("}")]
+        others = trans[:, [ord("a"), ord("0")]]
+        structural_comma = (comma >= 0) & (comma != close) & (others != comma[:, None]).all(axis=1)
+        structural_close = (close >= 0) & (close != comma) & (others != close[:, None]).all(axis=1)
+        stop[comma[structural_comma]] = True  # after ",": the next member or item
+        # Before "}": the end of a member's value (not where a loop is, as in a number's digits).
+        loops = (trans == np.arange(trans.shape[0])[:, None]).any(axis=1)
+        stop[structural_close & ~loops] = True
+    return stop
+
+
+class _SegmentTable:
+    """One DFA's transitions for cutting segments: hole edges dropped, boundary states without
+    edges out, over the DFA's byte classes; the last row is the segment's start (a copy of a place)."""
+
+    def __init__(self, dfa: DFA, stop: np.ndarray) -> None:
+        trans = dfa.transitions.copy()
+        trans[:, HOLE] = -1
+        reps, self.classes = column_classes(trans)
+        trans[stop] = -1
+        n = trans.shape[0]
+        self.compact = np.vstack([trans[:, reps], np.full((1, len(reps)), -1, dtype=trans.dtype)])
+        self.compact = np.ascontiguousarray(self.compact, dtype=np.int32)
+        self.reps = reps
+        self.dfa = dfa
+        self.stop = stop
+        self.end_states = np.append(dfa.accepting & ~stop, False)
+        self.start = n
+
+    def segments(self, q: int) -> dict[int | None, DFA]:
+        """Byte-path terminals from ``q``: one per boundary reached (key: that state; see
+        :func:`_boundaries`), one to acceptance (None)."""
+        row = self.dfa.transitions[q].copy()
+        row[HOLE] = -1
+        self.compact[self.start] = row[self.reps]
+        reached = _reached(self.compact, self.start)
+        # Minimise within the region reached (closed: boundary rows have no edges out).
+        keep = reached.copy()
+        keep[self.start] = True
+        idx = np.flatnonzero(keep)
+        remap = np.full(keep.shape[0], -1, dtype=np.int32)
+        remap[idx] = np.arange(idx.shape[0], dtype=np.int32)
+        sub = self.compact[idx]
+        sub = np.where(sub >= 0, remap[np.maximum(sub, 0)], -1).astype(np.int32)
+        start = int(remap[self.start])
+        out: dict[int | None, DFA] = {}
+        acc = np.zeros(idx.shape[0], dtype=bool)
+        for c in np.flatnonzero(reached[: self.start] & self.stop).tolist():
+            acc[remap[c]] = True
+            out[c] = dfa_from_class_arrays(sub, acc, start, self.classes, f"segment {q}->{c}")
+            acc[remap[c]] = False
+        ends = (reached & self.end_states)[idx]
+        if ends.any():
+            out[None] = dfa_from_class_arrays(sub, ends, start, self.classes, f"segment {q}->end")
+        return out
+
+
+@numba.njit(cache=True)
+def _reached(table: np.ndarray, start: int) -> np.ndarray:  # pragma: no cover - numba
+    """States reached from ``start`` by one byte or more."""
+    seen = np.zeros(table.shape[0], dtype=np.bool_)
+    stack = [start]
+    while stack:
+        s = stack.pop()
+        for c in range(table.shape[1]):
+            t = table[s, c]
+            if t >= 0 and not seen[t]:
+                seen[t] = True
+                stack.append(t)
+    return seen
 
 
 def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton:
@@ -145,6 +195,8 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton:
     nts: dict[tuple[int | None, int], str] = {}
     pending: list[tuple[int | None, int]] = []
     seg_states = 0
+    seen_segments: dict[tuple[int, bytes, bytes], str] = {}  # equal segments share one terminal
+    tables = {d: _SegmentTable(dfa, _boundaries(dfa)) for d, dfa in dfas.items()}
 
     def nt(d: int | None, q: int) -> str:
         key = (d, q)
@@ -164,16 +216,19 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton:
             rules.append((me, ()))
         for h, r in hole_edges(dfa, q):
             rules.append((me, (nt(h, dfas[h].start), nt(d, r))))
-        for target, seg in _segments(dfa, q).items():
-            seg_states += seg.num_states
-            if seg_states > MAX_SEGMENT_STATES:
-                ptr = lang.pointers.get(d, "#") if d is not None else "#"
-                raise UnsupportedSchemaFeature(
-                    "$ref", ptr, f"the recursive schema needs more than {MAX_SEGMENT_STATES} lexer states"
-                )
-            name = f"SEG{len(terminals)}"
-            terminals.append(Terminal(name, seg.pattern, 0, False))
-            term_dfas.append(seg)
+        for target, seg in tables[d].segments(q).items():
+            key = (seg.start, seg.accepting.tobytes(), seg.transitions.tobytes())
+            name = seen_segments.get(key, "")
+            if not name:
+                seg_states += seg.num_states
+                if seg_states > MAX_SEGMENT_STATES:
+                    ptr = lang.pointers.get(d, "#") if d is not None else "#"
+                    raise UnsupportedSchemaFeature(
+                        "$ref", ptr, f"the recursive schema needs more than {MAX_SEGMENT_STATES} lexer states"
+                    )
+                name = seen_segments[key] = f"SEG{len(terminals)}"
+                terminals.append(Terminal(name, seg.pattern, 0, False))
+                term_dfas.append(seg)
             rules.append((me, (name,) if target is None else (name, nt(d, target))))
     names = [t.name for t in terminals] + list(nts.values())
     index = {n: i for i, n in enumerate(names)}
