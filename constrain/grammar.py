@@ -85,7 +85,8 @@ class Grammar:
             formats: "assert" enforces ``format``; "annotate" ignores it (the spec's default).
             lenient: drop keywords that cannot be enforced exactly, with a warning listing them,
                 instead of raising :class:`~constrain.exceptions.UnsupportedSchemaFeature`.
-            max_any_depth: how deep values that no schema constrains may nest.
+            max_any_depth: how deep values that no schema constrains may nest (in a recursive
+                schema they are exact at any depth where no intersection meets them).
             property_order: "schema" (named keys in the schema's order, then the others) or "any"
                 (any order, for objects that name at most 4 keys; larger ones keep the schema order).
 

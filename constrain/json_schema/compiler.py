@@ -15,15 +15,19 @@ agree on one canonical form and can be intersected, united and complemented exac
 languages (``type`` with ``minimum``, ``pattern``, ``properties`` ...) and its applicators': ``allOf``
 intersects, ``anyOf`` unites, ``oneOf`` is "in exactly one", ``not`` and ``else`` complement within the
 location's *skeleton* (every canonical value at that location). Values that no schema constrains are
-any JSON value nested at most ``max_any_depth`` deep (a finite automaton cannot count brackets).
+any JSON value nested at most ``max_any_depth`` deep (a finite automaton cannot count brackets); in a
+recursive schema they are a hole for the exact language instead (below).
 
 **Recursion.** A ``$ref`` cycle that comes back to a (subschema, location) pair still being compiled
 leaves a *hole* there (two bytes no UTF-8 text holds) that stands for that pair's language. The
 result is then a set of DFAs with holes, which :mod:`constrain.json_schema.recursion` turns into a
-context-free grammar for the Earley engine: no depth cap. Holes pass through properties, items,
-``$ref`` and ``anyOf`` (concatenation and union are exact on them); ``allOf``/``oneOf``/``not``/``if``
-over a hole are exact only where the operands' first bytes cannot overlap (``oneOf: [null, node]``),
-and are refused otherwise.
+context-free grammar for the Earley engine: no depth cap. Once a schema recurses, large finished
+languages (past ``_OUT_OF_LINE_STATES``) and any JSON value are kept out of line as holes too, so no
+DFA inlines another's thousands of states. Holes pass through properties, items,
+``$ref`` and ``anyOf`` (concatenation and union are exact on them). ``allOf``/``oneOf``/``not``/``if``
+over a hole are exact where the operands' first bytes cannot overlap (``oneOf: [null, node]``), where
+the other operand is a bare ``type`` (it only cuts first bytes) or repeats the same constraints; else
+out-of-line holes are filled back in (any value: depth-capped), and a recursive hole left is refused.
 
 What cannot be enforced exactly (``uniqueItems`` over an infinite item set, recursion inside
 intersections, lookaround in ``pattern``) raises :class:`UnsupportedSchemaFeature` naming the keyword
