@@ -1580,10 +1580,6 @@ _TYPE_FIRST = {
 _VALUE_FIRST = frozenset(b"".join(_TYPE_FIRST.values()))
 
 
-def _all_hole_edges(dfa: DFA) -> list[tuple[int, int]]:
-    return [e for s in range(dfa.num_states) for e in hole_edges(dfa, s)]
-
-
 _MAX_COUNTED_LENGTH = 10_000
 _ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 _SIZE_KEYWORDS = (
