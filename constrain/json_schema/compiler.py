@@ -515,8 +515,10 @@ class SchemaCompiler:
     def any_value(self, depth: int) -> DFA:
         """Any canonical JSON value nested at most ``depth`` deep (keys in any order); in a recursive
         schema, the hole for any JSON value at all (see :meth:`_any_value_hole`)."""
-        if self.recursive:
-            return self._any_value_hole()
+        return self._any_value_hole() if self.recursive else self._capped_any_value(depth)
+
+    def _capped_any_value(self, depth: int) -> DFA:
+        """Any canonical JSON value nested at most ``depth`` deep, as a DFA (cached per process)."""
         key = (depth, self.options.whitespace, self.options.max_whitespace)
         got = _ANY_CACHE.get(key)
         if got is not None:
@@ -525,7 +527,7 @@ class SchemaCompiler:
         scalar = A.alt(A.Regex(r"null|true|false|" + _NUMBER_RE), self._string_expr(_ANY_CHARS))
         parts: list[A.Expr] = [scalar]
         if depth > 0:
-            inner = A.Embed(self.any_value(depth - 1))
+            inner = A.Embed(self._capped_any_value(depth - 1))
             member = A.seq(self._string_expr(_ANY_CHARS), ws, A.Literal(b":"), ws, inner)
             parts += [self._bracketed(b"[", inner, b"]"), self._bracketed(b"{", member, b"}")]
         dfa = A.build(A.alt(*parts), f"<any JSON value, depth {depth}>")
@@ -537,7 +539,7 @@ class SchemaCompiler:
 
         The context-free engine is needed anyway once a schema recurses, and the hole keeps every
         DFA that holds an unconstrained value small. Products that meet it against concrete bytes
-        fill it with the depth-capped DFA instead (:meth:`_without_any_holes`)."""
+        fill it with the depth-capped DFA instead (:meth:`_fill_in`)."""
         if self._any_hole is None:
             key = (_ANY_KEY, ())
             hole = self._any_hole = self._new_hole(key, "#", _VALUE_FIRST, recursive=False)
@@ -565,11 +567,7 @@ class SchemaCompiler:
         if got is None:
             key = self._hole_info[idx][0]
             if key == (_ANY_KEY, ()):
-                self.recursive = False  # any_value below builds the capped DFA
-                try:
-                    got = self.any_value(self.options.max_any_depth + 1)
-                finally:
-                    self.recursive = True
+                got = self._capped_any_value(self.options.max_any_depth + 1)
             else:
                 got = self._fill_in(self._lang_memo[key])
             self._inlined[idx] = got

@@ -97,8 +97,9 @@ def fill_hole(dfa: DFA, idx: int, language: DFA) -> DFA:
 
 
 def _boundaries(dfa: DFA) -> np.ndarray:
-    """The states where segments stop: the cuts, and in a DFA with several cuts also its *junctions*,
-    the states a ``,`` leads to (from another state).
+    """The states where segments stop: the cuts, and in a DFA with several cuts also its *junctions*:
+    the states after a structural ``,`` and those before a structural ``}`` (outside strings and
+    number digits).
 
     Why junctions: in an object of optional properties, every value after a hole can be followed by
     any later key, so segments from each place to each later cut (through the plain properties
