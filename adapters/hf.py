@@ -38,13 +38,12 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from constrain.compiler import CompiledGrammar, compile
+from constrain.compiler import CompiledGrammar, ensure_compiled
 from constrain.exceptions import InvalidInputError
 from constrain.grammar import Grammar
 from constrain.kernels import allocate_token_bitmask, apply_token_bitmask_inplace
 from constrain.matcher import GrammarMatcher
 from constrain.models import tokenizer_info_for
-from constrain.tokenizer_info import TokenizerInfo
 
 __all__ = ["GrammarLogitsProcessor", "JSONSchemaLogitsProcessor", "RegexLogitsProcessor"]
 
@@ -62,16 +61,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     def __init__(self, grammar: Grammar | CompiledGrammar, tokenizer: Any) -> None:
         info = tokenizer_info_for(tokenizer)
-        if isinstance(grammar, Grammar):
-            self.compiled: Any = compile(grammar, info)  # CompiledGrammar, or CompiledCFG for Lark
-        elif isinstance(getattr(grammar, "tokenizer_info", None), TokenizerInfo):
-            if grammar.tokenizer_info.fingerprint != info.fingerprint:
-                raise InvalidInputError(
-                    "the compiled grammar was compiled for another tokenizer; pass the Grammar instead"
-                )
-            self.compiled = grammar
-        else:
-            raise InvalidInputError(f"expected a Grammar or a compiled grammar, got {type(grammar).__name__}")
+        self.compiled = ensure_compiled(grammar, info)
         self.info = info
         ends = set(info.eos_ids)
         pad = getattr(tokenizer, "pad_token_id", None)
@@ -169,8 +159,4 @@ class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
     """
 
     def __init__(self, schema: Any, tokenizer: Any, **options: Any) -> None:
-        from constrain.generation import _is_pydantic_model, _load_schema, _schema_grammar
-
-        if _is_pydantic_model(schema):
-            schema = schema.model_json_schema()
-        super().__init__(_schema_grammar(_load_schema(schema), options), tokenizer)
+        super().__init__(Grammar.from_json_schema(schema, **options), tokenizer)

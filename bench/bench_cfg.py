@@ -17,30 +17,18 @@ Usage::
     python bench/bench_cfg.py [--tokenizer PATH] [--engines constrain,xgrammar,llguidance]
                               [--repeat N] [--cases SUBSTR,...] [--json OUT]
 
-The adapters, the teacher-forcing loop and the mask comparison are bench_regex.py's.
+The adapters, the teacher-forcing loop and the mask comparison are ``constrain_tools.bench_common``'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_regex as br
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-import grammars  # noqa: E402
+from constrain import grammars
+from constrain_tools import bench_common as br
 
 ALL_ENGINES = ("constrain", "xgrammar", "llguidance")
 WARMUP_GRAMMAR = 'start: "warm" NAME ("," NAME)*\nNAME: /[a-z]+/\n%ignore " "'
@@ -52,7 +40,7 @@ class Case:
     """One shipped grammar and the valid strings teacher-forced through every engine."""
 
     name: str
-    pattern: str  # the Lark text (``pattern`` so that bench_regex.run_path can build it)
+    pattern: str  # the Lark text (``pattern`` so that bench_common.run_path can build it)
     examples: tuple[str, ...]
 
 
@@ -107,31 +95,18 @@ def _cases() -> tuple[Case, ...]:
 
 
 class ConstrainCFG(br.ConstrainEngine):
-    def build(self, regex: str) -> None:  # the argument is the Lark text
-        if self.clear_caches is not None:
-            self.clear_caches()
-        try:
-            grammar = self.lib.Grammar.from_lark(regex)
-        except self.lib.ConstrainError as exc:
-            raise br.EngineError(f"{type(exc).__name__}: {exc}") from exc
-        self.matcher = self.lib.GrammarMatcher(self.lib.compile(grammar, self.info))
+    def grammar_of(self, text: str) -> Any:  # the Lark text
+        return self.lib.Grammar.from_lark(text)
 
 
 class XGrammarCFG(br.XGrammarEngine):
-    def build(self, regex: str) -> None:
-        try:
-            compiled = self.compiler.compile_grammar(self.lib.Grammar.from_lark(regex))
-        except RuntimeError as exc:
-            raise br.EngineError(str(exc).splitlines()[0]) from exc
-        self.matcher = self.lib.GrammarMatcher(compiled)
+    def compile(self, text: str) -> Any:
+        return self.compiler.compile_grammar(self.lib.Grammar.from_lark(text))
 
 
 class LLGuidanceCFG(br.LLGuidanceEngine):
-    def build(self, regex: str) -> None:
-        matcher = self.lib.LLMatcher(self.tokenizer, self.lib.grammar_from("lark", regex), log_level=0)
-        if matcher.is_error():
-            raise br.EngineError(matcher.get_error().splitlines()[0])
-        self.matcher = matcher
+    def grammar_of(self, text: str) -> Any:
+        return self.lib.grammar_from("lark", text)
 
 
 ADAPTERS: dict[str, type[br.Engine]] = {
@@ -141,123 +116,16 @@ ADAPTERS: dict[str, type[br.Engine]] = {
 }
 
 
-@dataclass
-class Result:
-    engine: str
-    note: str = ""
-    errors: dict[str, str] = field(default_factory=dict)
-    ttfm_ms: dict[str, list[float]] = field(default_factory=dict)  # per case, per run
-    fill_us: dict[str, list[float]] = field(default_factory=dict)  # per case, every step of every run
-    diffs: dict[str, Any] = field(default_factory=dict)
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    vocab = br.load_vocab(Path(args.tokenizer))
+    vocab = br.load_vocab(args.tokenizer)
     cases = [c for c in _cases() if not args.cases or any(s in c.name for s in args.cases.split(","))]
-    engines: list[br.Engine] = []
-    results: dict[str, Result] = {}
-    for name in args.engines.split(","):
-        try:
-            eng = ADAPTERS[name](vocab)
-        except ImportError as exc:
-            print(f"skipping {name}: {exc}")
-            continue
-        engines.append(eng)
-        results[name] = Result(name, eng.note)
-        warm = Case("warm", WARMUP_GRAMMAR, (WARMUP_TEXT,))
-        br.run_path(eng, warm, vocab.encode(WARMUP_TEXT), eng.new_bitmask(), check=False)  # type: ignore[arg-type]
-
-    for case in cases:
-        paths = [vocab.encode(x) for x in case.examples]
-        for text, ids in zip(case.examples, paths):
-            if b"".join(vocab.token_bytes[t] or b"" for t in ids) != text.encode():
-                raise SystemExit(f"{case.name}: the token path does not spell {text!r}")
-        rows: dict[str, list[list[np.ndarray]]] = {}
-        for eng in engines:
-            res = results[eng.name]
-            bitmask = eng.new_bitmask()
-            res.ttfm_ms[case.name] = []
-            res.fill_us[case.name] = []
-            for p, ids in enumerate(paths):
-                for rep in range(args.repeat):
-                    r = br.run_path(eng, case, ids, bitmask, check=(rep == 0))  # type: ignore[arg-type]
-                    if r.error:
-                        res.errors[case.name] = f"path {p}: {r.error}"
-                        break
-                    if rep == 0:
-                        rows.setdefault(eng.name, []).append(r.rows)
-                    res.ttfm_ms[case.name].append(r.ttfm_ns / 1e6)
-                    res.fill_us[case.name].extend(ns / 1e3 for ns in r.fill_ns)
-        base = rows.get("constrain")
-        for name, peer_rows in rows.items():
-            if name == "constrain" or base is None:
-                continue
-            diff = br.MaskDiff()
-            for a_path, b_path in zip(base, peer_rows):
-                for a, b in zip(a_path, b_path):
-                    diff.steps += 1
-                    ids_a = set(br.mask_ids(a, vocab.size).tolist()) - vocab.special_ids
-                    ids_b = set(br.mask_ids(b, vocab.size).tolist()) - vocab.special_ids
-                    if ids_a != ids_b:
-                        diff.differing_steps += 1
-                        for t in ids_a - ids_b:
-                            diff.only_constrain[t] = diff.only_constrain.get(t, 0) + 1
-                        for t in ids_b - ids_a:
-                            diff.only_peer[t] = diff.only_peer.get(t, 0) + 1
-            results[name].diffs[case.name] = diff.to_json(vocab)
-
-    print(
-        f"\ntokenizer {vocab.path.name} ({vocab.size} tokens), "
-        f"{args.repeat} cold runs per path, {br._cpus()} CPUs"
-    )
-    headers = [
-        "grammar",
-        "engine",
-        "TTFM ms p50",
-        "fill us p50",
-        "p99",
-        "max",
-        "steps",
-        "mask diff vs constrain",
-    ]
-    table = []
-    for case in cases:
-        for name, res in results.items():
-            if case.name in res.errors:
-                table.append([case.name, name, "-", "-", "-", "-", "-", "FAILED: " + res.errors[case.name]])
-                continue
-            f = res.fill_us.get(case.name, [])
-            d = res.diffs.get(case.name)
-            dd = f"{d['differing_steps']}/{d['steps']} steps" if d else ""
-            table.append(
-                [
-                    case.name,
-                    name,
-                    br.fmt(pct(res.ttfm_ms[case.name], 50), 2),
-                    br.fmt(pct(f, 50)),
-                    br.fmt(pct(f, 99)),
-                    br.fmt(max(f) if f else float("nan")),
-                    str(len(f)),
-                    dd,
-                ]
-            )
-    br.print_table(headers, table)
-    for name, res in results.items():
-        if res.note:
-            print(f"note {name}: {res.note}")
+    warm = Case("warm", WARMUP_GRAMMAR, (WARMUP_TEXT,))
+    engines, results = br.load_engines(ADAPTERS, args.engines.split(","), vocab, warm)
+    br.run_teacher_forced(cases, engines, results, vocab, args.repeat)
+    br.print_path_table("grammar", cases, results, vocab, args.repeat)
+    br.print_notes(results)
     return {
-        "meta": {
-            "tokenizer": str(vocab.path),
-            "vocab_size": vocab.size,
-            "repeat": args.repeat,
-            "cpus": br._cpus(),
-            "python": platform.python_version(),
-            "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        },
+        "meta": br.run_meta(vocab, args.repeat),
         "results": {
             name: {
                 "note": res.note,
@@ -272,12 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--tokenizer", default=str(br.DEFAULT_TOKENIZER))
-    p.add_argument("--engines", default=",".join(ALL_ENGINES))
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--cases", default="")
-    p.add_argument("--json", default="")
+    p = br.grammar_bench_parser(__doc__, ALL_ENGINES)
     return p.parse_args(argv)
 
 
@@ -285,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = run(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-        print(f"wrote {args.json}")
+        br.write_json(args.json, out)
     return 0
 
 

@@ -27,15 +27,32 @@ import re
 import statistics
 import sys
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TOKENIZER = REPO_ROOT.parent / "shared" / "tokenizers" / "llama3-128k.tokenizer.json"
+from constrain_tools.bench_common import (
+    DEFAULT_TOKENIZER,
+    ConstrainEngine,
+    Engine,
+    EngineError,
+    LLGuidanceEngine,
+    MaskDiff,
+    OutlinesCoreEngine,
+    Vocab,
+    XGrammarEngine,
+    compare_rows,
+    fmt,
+    fmt_ratio,
+    load_vocab,
+    pct,
+    print_table,
+    run_path,
+)
+from constrain_tools.harness import cpu_count
+
 ALL_ENGINES = ("constrain", "xgrammar", "llguidance", "outlines-core")
 WARMUP_REGEX = "[a-z]{1,8}-[0-9]{2}"
 WARMUP_TEXT = "warm-42"
@@ -131,313 +148,6 @@ CASES: tuple[Case, ...] = (
 )
 
 
-# --------------------------------------------------------------------------------------------------------
-# The shared tokenizer view
-
-
-def _byte_level_alphabet() -> dict[str, int]:
-    """GPT-2 byte-level alphabet: character -> byte (printable Latin-1 bytes are themselves)."""
-    direct = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = {b: chr(b) for b in direct}
-    extra = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return {c: b for b, c in chars.items()}
-
-
-def _decode_vocab(data: dict[str, Any], size: int) -> list[bytes | None]:
-    """Bytes of every non-special token (None for special tokens and holes), from tokenizer.json."""
-    decoder = json.dumps(data.get("decoder"))
-    strings: list[str | None] = [None] * size
-    for text, tid in data["model"]["vocab"].items():
-        strings[tid] = text
-    special = set()
-    for added in data.get("added_tokens", []):
-        strings[added["id"]] = added["content"]
-        if added.get("special"):
-            special.add(added["id"])
-    out: list[bytes | None] = [None] * size
-    if '"ByteLevel"' in decoder:
-        alphabet = _byte_level_alphabet()
-        for tid, s in enumerate(strings):
-            if s is not None and tid not in special:
-                out[tid] = bytes(alphabet[c] for c in s) if all(c in alphabet for c in s) else s.encode()
-        return out
-    fallback = re.compile("<0x([0-9A-Fa-f]{2})>")
-    for tid, s in enumerate(strings):
-        if s is None or tid in special:
-            continue
-        m = fallback.fullmatch(s) if "ByteFallback" in decoder else None
-        out[tid] = bytes([int(m.group(1), 16)]) if m else s.replace("▁", " ").encode()
-    return out
-
-
-@dataclass
-class Vocab:
-    """The tokenizer, loaded once and shared by every engine adapter."""
-
-    path: Path
-    tokenizer: Any  # tokenizers.Tokenizer
-    size: int
-    token_bytes: list[bytes | None]  # None = special or hole
-    eos_ids: tuple[int, ...]
-    special_ids: frozenset[int] = field(init=False)
-    hf: Any = None  # transformers.PreTrainedTokenizerFast, built on demand
-
-    def __post_init__(self) -> None:
-        self.special_ids = frozenset(i for i, b in enumerate(self.token_bytes) if not b)
-
-    @property
-    def words(self) -> int:
-        return (self.size + 31) // 32
-
-    def hf_tokenizer(self) -> Any:
-        if self.hf is None:
-            import transformers
-
-            self.hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(self.path))
-        return self.hf
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def show(self, tid: int) -> str:
-        b = self.token_bytes[tid] if tid < len(self.token_bytes) else None
-        return f"{tid}:{b!r}" if b is not None else f"{tid}:<special>"
-
-
-def load_vocab(path: Path) -> Vocab:
-    import tokenizers
-
-    tok = tokenizers.Tokenizer.from_file(str(path))
-    size = tok.get_vocab_size(with_added_tokens=True)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    token_bytes = _decode_vocab(data, size)
-    try:  # constrain decides EOS; every peer is given the same ids
-        import constrain
-
-        eos = tuple(constrain.TokenizerInfo.from_file(path).eos_ids)
-    except ImportError:
-        names = (
-            "<|end_of_text|>",
-            "<|eot_id|>",
-            "<|eom_id|>",
-            "<|endoftext|>",
-            "<|im_end|>",
-            "</s>",
-            "<eos>",
-        )
-        eos = tuple(sorted(tid for name in names if (tid := tok.token_to_id(name)) is not None))
-    return Vocab(path, tok, size, token_bytes, eos)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Engine adapters: one class per engine, all with the same methods
-
-
-class EngineError(Exception):
-    """An engine rejected a regex (reported and skipped)."""
-
-
-class Engine(ABC):
-    """Adapter interface. ``build`` goes from a regex string to a matcher at the start state, cold."""
-
-    name: str = ""
-    note: str = ""
-
-    def __init__(self, vocab: Vocab) -> None:
-        self.vocab = vocab
-
-    @abstractmethod
-    def new_bitmask(self) -> Any:
-        """A preallocated int32 [1, ceil(V/32)] CPU tensor in the layout this engine fills."""
-
-    @abstractmethod
-    def build(self, regex: str) -> None:
-        """Compile ``regex`` with all caches cold and start a matcher (raises EngineError if rejected)."""
-
-    @abstractmethod
-    def fill(self, bitmask: Any) -> None:
-        """Write the allowed tokens of the current state into row 0 of ``bitmask``."""
-
-    @abstractmethod
-    def accept(self, tid: int) -> bool:
-        """Advance by one token; False if the engine rejects it."""
-
-    @abstractmethod
-    def can_end(self) -> bool:
-        """True where the output so far is complete (EOS may follow)."""
-
-    def mask_row(self) -> np.ndarray:
-        """The current mask as int32 words; the buffer is set to all-ones first, so bits an engine
-        does not write show up as allowed."""
-        bm = self.new_bitmask()
-        bm.fill_(-1)
-        self.fill(bm)
-        return bm[0].numpy().copy()
-
-    def allowed(self) -> set[int]:
-        return set(mask_ids(self.mask_row(), self.vocab.size).tolist())
-
-
-class ConstrainEngine(Engine):
-    name = "constrain"
-
-    def __init__(self, vocab: Vocab) -> None:
-        super().__init__(vocab)
-        import constrain
-        import constrain.compiler
-
-        self.lib = constrain
-        self.clear_caches = getattr(constrain.compiler, "clear_caches", None)
-        if self.clear_caches is None:
-            self.note = "constrain.compiler.clear_caches missing: compile cache may be warm"
-        self.info = constrain.TokenizerInfo.from_file(vocab.path, eos_ids=vocab.eos_ids)
-        self.matcher: Any = None
-
-    def new_bitmask(self) -> Any:
-        return self.lib.allocate_token_bitmask(1, self.info.vocab_size)
-
-    def build(self, regex: str) -> None:
-        if self.clear_caches is not None:
-            self.clear_caches()
-        try:
-            grammar = self.lib.Grammar.from_regex(regex)
-        except self.lib.ConstrainError as exc:
-            raise EngineError(f"{type(exc).__name__}: {exc}") from exc
-        self.matcher = self.lib.GrammarMatcher(self.lib.compile(grammar, self.info))
-
-    def fill(self, bitmask: Any) -> None:
-        self.matcher.fill_next_token_bitmask(bitmask, 0)
-
-    def accept(self, tid: int) -> bool:
-        return bool(self.matcher.accept_token(tid))
-
-    def can_end(self) -> bool:
-        return bool(self.matcher.can_end())
-
-
-class XGrammarEngine(Engine):
-    name = "xgrammar"
-
-    def __init__(self, vocab: Vocab) -> None:
-        super().__init__(vocab)
-        import xgrammar
-
-        self.lib = xgrammar
-        self.info = xgrammar.TokenizerInfo.from_huggingface(
-            vocab.hf_tokenizer(), vocab_size=vocab.size, stop_token_ids=list(vocab.eos_ids)
-        )
-        self.compiler = xgrammar.GrammarCompiler(self.info, cache_enabled=False)
-        self.note = f"GrammarCompiler(cache_enabled=False, max_threads=8 default) on {_cpus()} CPUs"
-        self.matcher: Any = None
-
-    def new_bitmask(self) -> Any:
-        return self.lib.allocate_token_bitmask(1, self.vocab.size)
-
-    def build(self, regex: str) -> None:
-        try:
-            compiled = self.compiler.compile_regex(regex)
-        except RuntimeError as exc:
-            raise EngineError(str(exc).splitlines()[0]) from exc
-        self.matcher = self.lib.GrammarMatcher(compiled)
-
-    def fill(self, bitmask: Any) -> None:
-        self.matcher.fill_next_token_bitmask(bitmask, 0)
-
-    def accept(self, tid: int) -> bool:
-        return bool(self.matcher.accept_token(tid))
-
-    def can_end(self) -> bool:
-        # accepting a stop token is the only public "can end" query; fork so the state is untouched
-        twin = self.matcher.fork()
-        return bool(twin.accept_token(self.vocab.eos_ids[0]) and twin.is_terminated())
-
-
-class LLGuidanceEngine(Engine):
-    name = "llguidance"
-
-    def __init__(self, vocab: Vocab) -> None:
-        super().__init__(vocab)
-        import llguidance
-        import llguidance.hf
-        import llguidance.torch
-
-        self.lib = llguidance
-        self.torch_api = llguidance.torch
-        self.tokenizer = llguidance.hf.from_tokenizer(
-            vocab.hf_tokenizer(), n_vocab=vocab.size, eos_token=list(vocab.eos_ids)
-        )
-        self.matcher: Any = None
-
-    def new_bitmask(self) -> Any:
-        return self.torch_api.allocate_token_bitmask(1, self.vocab.size)
-
-    def build(self, regex: str) -> None:
-        grammar = self.lib.LLMatcher.grammar_from_regex(regex)
-        matcher = self.lib.LLMatcher(self.tokenizer, grammar, log_level=0)
-        if matcher.is_error():
-            raise EngineError(matcher.get_error().splitlines()[0])
-        self.matcher = matcher
-
-    def fill(self, bitmask: Any) -> None:
-        self.torch_api.fill_next_token_bitmask(self.matcher, bitmask, 0)
-
-    def accept(self, tid: int) -> bool:
-        return bool(self.matcher.consume_token(tid)) and not self.matcher.is_error()
-
-    def can_end(self) -> bool:
-        return bool(self.matcher.is_accepting())
-
-
-class OutlinesCoreEngine(Engine):
-    name = "outlines-core"
-
-    def __init__(self, vocab: Vocab) -> None:
-        super().__init__(vocab)
-        import outlines_core
-
-        self.lib = outlines_core
-        # Keys are the raw token bytes (outlines-core takes str or bytes keys; a str key would be read
-        # as the UTF-8 of the byte-level *alphabet* text, e.g. "Ġ", not as the bytes the token stands for).
-        tokens: dict[bytes, list[int]] = {}
-        for tid, b in enumerate(vocab.token_bytes):
-            if b is not None and tid not in vocab.eos_ids:
-                tokens.setdefault(b, []).append(tid)
-        self.vocabulary = outlines_core.Vocabulary(vocab.eos_ids[0], tokens)
-        self.note = f"one EOS id only ({vocab.eos_ids[0]}): Vocabulary takes a single eos_token_id"
-        self.guide: Any = None
-
-    def new_bitmask(self) -> Any:
-        import torch
-
-        return torch.zeros((1, self.vocab.words), dtype=torch.int32)
-
-    def build(self, regex: str) -> None:
-        try:
-            index = self.lib.Index(regex, self.vocabulary)
-        except (ValueError, RuntimeError) as exc:
-            raise EngineError(str(exc).splitlines()[0]) from exc
-        self.guide = self.lib.Guide(index)
-
-    def fill(self, bitmask: Any) -> None:
-        self.guide.write_mask_into(bitmask.data_ptr(), bitmask.numel(), 4)
-
-    def accept(self, tid: int) -> bool:
-        if tid in self.vocab.eos_ids:  # the Guide has no transition on EOS; it is allowed in final states
-            return bool(self.guide.is_finished())
-        try:
-            self.guide.advance(tid, return_tokens=False)
-        except ValueError:
-            return False
-        return True
-
-    def can_end(self) -> bool:
-        return bool(self.guide.is_finished())
-
-
 ADAPTERS: dict[str, type[Engine]] = {
     "constrain": ConstrainEngine,
     "xgrammar": XGrammarEngine,
@@ -446,164 +156,10 @@ ADAPTERS: dict[str, type[Engine]] = {
 }
 
 
-def _constrain_background() -> bool | None:
-    try:
-        import constrain.compiler
-    except ImportError:
-        return None
+def _constrain_background() -> bool:
+    import constrain.compiler
+
     return bool(getattr(constrain.compiler, "BACKGROUND_PRECOMPUTE", False))
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# --------------------------------------------------------------------------------------------------------
-# Bitmask helpers
-
-
-def mask_ids(row: np.ndarray, size: int) -> np.ndarray:
-    bits = np.unpackbits(np.ascontiguousarray(row).view(np.uint8), bitorder="little")
-    return np.flatnonzero(bits[:size])
-
-
-def ids_to_words(ids: Any, words: int) -> np.ndarray:
-    bits = np.zeros(words * 32, dtype=np.uint8)
-    bits[list(ids)] = 1
-    return np.packbits(bits, bitorder="little").view(np.int32)
-
-
-def has_bit(row: np.ndarray, tid: int) -> bool:
-    return bool((int(row[tid >> 5]) >> (tid & 31)) & 1)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Correctness: teacher forcing and mask comparison
-
-
-@dataclass
-class PathRun:
-    """One cold run of an engine along a token path."""
-
-    ttfm_ns: int = 0  # build + first fill
-    build_ns: int = 0
-    fill_ns: list[int] = field(default_factory=list)  # every fill on the path, the first one included
-    error: str = ""  # correctness failure (checked runs only)
-    rows: list[np.ndarray] = field(default_factory=list)  # checked runs: the mask at every step
-
-
-def run_path(
-    engine: Engine, case: Case, tokens: list[int], bitmask: Any, check: bool, step_gap_s: float = 0.0
-) -> PathRun:
-    """Build cold, then fill before each path token and once at the end; only the fills are timed.
-
-    With ``check`` the bitmask is set to all-ones before each fill (so bits an engine leaves unwritten
-    show up as allowed), and the path token, ``accept`` and the final EOS are checked, all untimed.
-    ``step_gap_s`` sleeps (untimed, GIL released) after each accept, standing in for the model's
-    forward pass; 0 (the default) times fills back to back, the worst case for work done ahead.
-    """
-    clock = time.perf_counter_ns
-    run = PathRun()
-    vocab = engine.vocab
-    gc.collect()
-    gc.disable()
-    try:
-        if check:
-            bitmask.fill_(-1)
-        t0 = clock()
-        engine.build(case.pattern)
-        t1 = clock()
-        engine.fill(bitmask)
-        t2 = clock()
-        run.build_ns, run.ttfm_ns = t1 - t0, t2 - t0
-        run.fill_ns.append(t2 - t1)
-        for step, tid in enumerate(tokens):
-            if check:
-                row = bitmask[0].numpy().copy()
-                run.rows.append(row)
-                if not has_bit(row, tid):
-                    run.error = f"step {step}: token {vocab.show(tid)} not in mask"
-                    return run
-            if not engine.accept(tid) and check:
-                run.error = f"step {step}: token {vocab.show(tid)} rejected by accept"
-                return run
-            if step_gap_s:
-                time.sleep(step_gap_s)
-            if check:
-                bitmask.fill_(-1)
-            t = clock()
-            engine.fill(bitmask)
-            run.fill_ns.append(clock() - t)
-    finally:
-        gc.enable()
-    if check:
-        row = bitmask[0].numpy().copy()
-        run.rows.append(row)
-        if not any(has_bit(row, e) for e in vocab.eos_ids):
-            run.error = "end: no EOS id in the final mask"
-        elif not engine.can_end():
-            run.error = "end: the engine says the output cannot end here"
-    return run
-
-
-@dataclass
-class MaskDiff:
-    """How a peer's allowed sets differ from constrain's along the paths of one regex."""
-
-    steps: int = 0
-    differing_steps: int = 0  # ordinary (non-special) tokens differ
-    eos_steps: int = 0  # the EOS bits differ (not counted above)
-    special_steps: int = 0  # other special ids differ (not counted above)
-    # token id -> number of steps where only constrain (only the peer) allows it
-    only_constrain: dict[int, int] = field(default_factory=dict)
-    only_peer: dict[int, int] = field(default_factory=dict)
-    first: list[str] = field(default_factory=list)  # a few human-readable first differences
-
-    def to_json(self, vocab: Vocab) -> dict[str, Any]:
-        def top(d: dict[int, int]) -> list[list[Any]]:
-            return [[vocab.show(t), n] for t, n in sorted(d.items(), key=lambda kv: -kv[1])[:20]]
-
-        return {
-            "steps": self.steps,
-            "differing_steps": self.differing_steps,
-            "eos_steps": self.eos_steps,
-            "special_steps": self.special_steps,
-            "only_constrain_tokens": len(self.only_constrain),
-            "only_peer_tokens": len(self.only_peer),
-            "only_constrain_top": top(self.only_constrain),
-            "only_peer_top": top(self.only_peer),
-            "first": self.first,
-        }
-
-
-def compare_rows(
-    ref: list[np.ndarray], peer: list[np.ndarray], vocab: Vocab, diff: MaskDiff, label: str
-) -> None:
-    ordinary = ~ids_to_words(vocab.special_ids | set(range(vocab.size, vocab.words * 32)), vocab.words)
-    eos = ids_to_words(vocab.eos_ids, vocab.words)
-    other_special = ids_to_words(vocab.special_ids - set(vocab.eos_ids), vocab.words)
-    for step, (a, b) in enumerate(zip(ref, peer)):
-        diff.steps += 1
-        x = a ^ b
-        diff.eos_steps += bool((x & eos).any())
-        diff.special_steps += bool((x & other_special).any())
-        if not (x & ordinary).any():
-            continue
-        diff.differing_steps += 1
-        only_a = mask_ids(a & ~b & ordinary, vocab.size)
-        only_b = mask_ids(b & ~a & ordinary, vocab.size)
-        for t in only_a.tolist():
-            diff.only_constrain[t] = diff.only_constrain.get(t, 0) + 1
-        for t in only_b.tolist():
-            diff.only_peer[t] = diff.only_peer.get(t, 0) + 1
-        if len(diff.first) < 3:
-            diff.first.append(
-                f"{label} step {step}: only constrain {len(only_a)} "
-                f"{[vocab.show(t) for t in only_a[:4].tolist()]}, only peer {len(only_b)} "
-                f"{[vocab.show(t) for t in only_b[:4].tolist()]}"
-            )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -727,10 +283,6 @@ def _run_repeats(
 # Reporting
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
-
-
 def summary(res: EngineResult, cases: list[str]) -> dict[str, float]:
     ttfm = [statistics.median(res.ttfm_ns[c]) / 1e6 for c in cases]
     steps = [t / 1e3 for c in cases for run in res.fill_ns[c] for t in run]
@@ -741,28 +293,6 @@ def summary(res: EngineResult, cases: list[str]) -> dict[str, float]:
         "fill_p99_us": pct(steps, 99),
         "fill_max_us": max(steps) if steps else float("nan"),
     }
-
-
-def fmt(x: float, digits: int = 1) -> str:
-    if x != x:  # nan
-        return "-"
-    return f"{x:,.{digits}f}" if abs(x) < 1e5 else f"{x:,.0f}"
-
-
-def fmt_ratio(x: float) -> str:
-    return "-" if x != x else f"{x:.0f}" if x >= 10 else f"{x:.2g}"
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(
-            "| "
-            + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            + " |"
-        )
 
 
 def report(cases: list[Case], results: dict[str, EngineResult]) -> dict[str, Any]:
@@ -914,8 +444,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if str(REPO_ROOT) not in sys.path:  # benchmark this checkout's constrain, also when not installed
-        sys.path.insert(0, str(REPO_ROOT))
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     unknown = sorted(set(names) - set(ADAPTERS))
     if unknown:
@@ -958,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 "constrain_background": _constrain_background(),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "python": sys.version.split()[0],
-                "machine": f"{platform.machine()} {platform.processor()} {_cpus()} CPUs",
+                "machine": f"{platform.machine()} {platform.processor()} {cpu_count()} CPUs",
                 "token_bytes_check": byte_check,
             },
             "cases": [{"name": c.name, "pattern": c.pattern, "examples": list(c.examples)} for c in cases],

@@ -2,14 +2,16 @@
 
 Subcommands: ``generate-json`` (a JSON value valid against a schema), ``generate`` (text matching a regex
 or grammar, or free text), ``prepare-model`` (convert the default model once, as setup does),
-``suite`` (conformance runs, from :mod:`constrain.suites`) and ``bench`` (end-to-end benchmarks with a
-model, from :mod:`constrain.benchmarks`). Exit codes: 0 success, 1 the run failed
-(budget exhausted, invalid output), 2 bad arguments or input.
+``suite`` (conformance runs) and ``bench`` (end-to-end benchmarks with a model). ``suite`` and ``bench``
+come from the separate ``constrain-tools`` package of a source checkout (``pip install -e tools/``);
+without it they say how to get it. Exit codes: 0 success, 1 the run failed (budget exhausted, invalid
+output), 2 bad arguments or input.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -98,7 +100,7 @@ def _add_model_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``constrain`` argument parser (``suite`` is included when :mod:`constrain.suites` is present)."""
+    """The ``constrain`` argument parser (``suite`` and ``bench`` run :mod:`constrain_tools` if installed)."""
     parser = argparse.ArgumentParser(
         prog="constrain",
         description=_DESCRIPTION,
@@ -150,16 +152,37 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--force", action="store_true", help="convert again even if a copy exists")
     pm.set_defaults(func=_cmd_prepare_model)
 
-    try:
-        from . import suites
-    except ImportError:  # the suites module is optional in a trimmed install
-        suites = None  # type: ignore[assignment]
-    if suites is not None and hasattr(suites, "add_arguments"):
-        suites.add_arguments(sub)
-    from . import benchmarks  # stdlib imports only: the model loads when `bench` runs
-
-    benchmarks.add_arguments(sub)
+    _add_tool_commands(sub)
     return parser
+
+
+#: Where ``suite`` and ``bench`` come from, and how to get them.
+TOOLS_MISSING = (
+    "`constrain {command}` needs the constrain-tools package, which is not installed. It is part of the "
+    "source checkout: run `pip install -e tools/` from the repository root (scripts/setup.sh does it)."
+)
+
+
+def _add_tool_commands(sub: Any) -> None:
+    """``suite`` and ``bench`` from :mod:`constrain_tools`, or stand-ins that say how to install it."""
+    if importlib.util.find_spec("constrain_tools") is not None:
+        from constrain_tools import jsonschemabench, suites
+
+        suites.add_arguments(sub)
+        jsonschemabench.add_arguments(sub)
+        return
+    for command, help_text in (
+        ("suite", "run the JSON Schema Test Suite or MaskBench (needs constrain-tools)"),
+        ("bench", "end-to-end benchmarks with a model (needs constrain-tools)"),
+    ):
+        p = sub.add_parser(command, help=help_text, description=TOOLS_MISSING.format(command=command))
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_tools_missing, tool_command=command)
+
+
+def _tools_missing(args: argparse.Namespace) -> int:
+    print(f"error: {TOOLS_MISSING.format(command=args.tool_command)}", file=sys.stderr)
+    return 2
 
 
 def _read_prompt(value: str) -> str:
@@ -206,9 +229,10 @@ def _generate(args: argparse.Namespace, **constraint: Any) -> Any:
 
 
 def _cmd_generate_json(args: argparse.Namespace) -> int:
-    from .generation import _load_schema, validate_json
+    from .generation import validate_json
+    from .json_schema import load_schema
 
-    schema = _load_schema(args.schema)
+    schema = load_schema(args.schema)
     result = _generate(args, schema=schema)
     value = validate_json(result.text, schema)
     print(json.dumps(value, ensure_ascii=False, indent=args.indent))

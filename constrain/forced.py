@@ -30,7 +30,8 @@ import weakref
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from .token_index import TokenTrie
+from .caches import register
+from .masks.trie import TokenTrie
 from .tokenizer_info import TokenizerInfo
 
 __all__ = ["canonical_forced_tokens", "forced_tokens_cached", "greedy_forced_tokens"]
@@ -194,6 +195,7 @@ def greedy_forced_tokens(trie: TokenTrie, data: bytes) -> list[int]:
 
 # compiled grammar -> state -> forced tokens there
 _cache: weakref.WeakKeyDictionary[Any, dict[int, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+register(_cache.clear)
 
 
 def forced_tokens_cached(

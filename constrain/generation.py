@@ -32,19 +32,15 @@ import inspect
 import json
 import os
 import time
-import weakref
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
-import numpy as np
 import torch
 
-from .compiler import CompiledGrammar, compile
+from .compiler import CompiledGrammar, compile, ensure_compiled
 from .drafters import Draft, Drafter, GrammarForcedDrafter
-from .exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
+from .exceptions import ConstrainError, InvalidInputError
 from .grammar import Grammar
 from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
 from .matcher import GrammarMatcher
@@ -350,104 +346,19 @@ class GenerationResult:
 # Shortest completion
 
 
-_byte_maps: weakref.WeakKeyDictionary[TokenizerInfo, tuple[dict[bytes, int], int]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _bytes_to_token(info: TokenizerInfo) -> tuple[dict[bytes, int], int]:
-    hit = _byte_maps.get(info)
-    if hit is None:
-        table: dict[bytes, int] = {}
-        for tid, data in enumerate(info.token_bytes):
-            if data and tid not in info.special_ids:
-                table.setdefault(data, tid)
-        hit = (table, max(map(len, table), default=1))
-        _byte_maps[info] = hit
-    return hit
-
-
-_MAX_COMPLETION_CONFIGS = 200_000
-
-
-def _completion_bytes(matcher: GrammarMatcher) -> bytes:
-    """The shortest bytes from the matcher's state to a state where the output may end."""
-    dfa = getattr(matcher.compiled, "dfa", None)
-    if dfa is not None:
-        trans = np.asarray(dfa.transitions)
-
-        def successors(s: int) -> list[tuple[int, int]]:
-            row = trans[s]
-            return [(b, int(row[b])) for b in np.flatnonzero(row >= 0).tolist()]
-
-        is_goal: Callable[[int], bool] = lambda s: bool(dfa.accepting[s])  # noqa: E731
-    else:  # a context-free grammar: breadth-first over the Earley configuration automaton
-        auto = matcher.compiled.automaton  # type: ignore[attr-defined]
-
-        def successors(s: int) -> list[tuple[int, int]]:
-            row = auto.resolve_row(s)
-            return [(b, int(row[b])) for b in np.flatnonzero(row >= 0).tolist()]
-
-        is_goal = auto.is_final
-    start = matcher.state
-    parent: dict[int, tuple[int, int]] = {start: (-1, -1)}
-    queue = deque([start])
-    goal = -1
-    while queue and len(parent) <= _MAX_COMPLETION_CONFIGS:
-        s = queue.popleft()
-        if is_goal(s):
-            goal = s
-            break
-        for b, t in successors(s):
-            if t not in parent:
-                parent[t] = (s, b)
-                queue.append(t)
-    if goal < 0:
-        raise ConstrainError("no completion of the output was found from the current state")
-    path = bytearray()
-    s = goal
-    while s != start:
-        s, b = parent[s]
-        path.append(b)
-    return bytes(reversed(path))
-
-
 def shortest_completion(matcher: GrammarMatcher) -> list[int]:
-    """Tokens that bring ``matcher`` to a state where the output may end, spelling the shortest such
-    byte string (breadth-first over the DFA, or over the configurations of a context-free grammar;
-    ties go to the smallest byte). ``matcher`` is not changed.
-
-    The bytes are split into tokens greedily, longest valid token first: valid, not necessarily the
-    tokenizer's canonical segmentation.
-
-    Raises:
-        ConstrainError: no completion exists (or, for a context-free grammar, none was found within
-            ``_MAX_COMPLETION_CONFIGS`` configurations), or no token sequence spells it.
-    """
-    if matcher.is_terminated() or matcher.can_end():
-        return []
-    data = _completion_bytes(matcher)
-    table, longest = _bytes_to_token(matcher.compiled.tokenizer_info)
-    walker = matcher.fork()
-    out: list[int] = []
-    pos = 0
-    while pos < len(data):
-        for n in range(min(longest, len(data) - pos), 0, -1):
-            tid = table.get(data[pos : pos + n])
-            if tid is not None and walker.accept_token(tid):
-                out.append(tid)
-                pos += n
-                break
-        else:
-            raise ConstrainError(f"no token spells the completion bytes {data[pos:]!r} from here")
-    return out
+    """Tokens that bring ``matcher`` to a state where the output may end (an alias of
+    :meth:`GrammarMatcher.shortest_completion`)."""
+    return matcher.shortest_completion()
 
 
 # ------------------------------------------------------------------------------------------------
 # Prompt, model and grammar plumbing
 
 
-def _encode_prompt(tokenizer: Any, prompt: Prompt, chat: bool | None) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: Prompt, chat: bool | None) -> list[int]:
+    """The prompt's token ids: a string or chat messages, through the chat template where ``chat``
+    says so (None: where the tokenizer has one); never empty (BOS where the prompt is)."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if isinstance(prompt, str):
         use_chat = has_template if chat is None else chat
@@ -488,49 +399,6 @@ def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _load_schema(schema: Any) -> Any:
-    """A JSON Schema given as a dict/bool, JSON text or a file path, as a Python object."""
-    if isinstance(schema, (dict, bool)):
-        return schema
-    if isinstance(schema, os.PathLike):
-        return _read_schema_file(Path(schema))
-    if isinstance(schema, str):
-        text = schema.strip()
-        if text.startswith(("{", "[")) or text in ("true", "false"):
-            try:
-                return json.loads(text)
-            except ValueError as exc:
-                raise InvalidInputError(f"the schema is not valid JSON: {exc}") from None
-        path = Path(schema).expanduser()
-        if path.is_file():
-            return _read_schema_file(path)
-        raise InvalidInputError(f"schema {schema[:80]!r} is neither JSON text nor an existing file")
-    raise InvalidInputError(
-        f"schema must be a dict, JSON text, a path or a pydantic model class, got {type(schema).__name__}"
-    )
-
-
-def _read_schema_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read schema file {path}: {exc}") from None
-    except ValueError as exc:
-        raise InvalidInputError(f"schema file {path} is not valid JSON: {exc}") from None
-
-
-def _is_pydantic_model(obj: Any) -> bool:
-    return isinstance(obj, type) and callable(getattr(obj, "model_json_schema", None))
-
-
-def _schema_grammar(schema: Any, options: Mapping[str, Any]) -> Grammar:
-    from_json_schema = getattr(Grammar, "from_json_schema", None)
-    if from_json_schema is None:
-        raise UnsupportedFeatureError("this build of constrain has no JSON Schema support yet")
-    grammar: Grammar = from_json_schema(schema, **options)
-    return grammar
-
-
 def _compiled_for(
     info: TokenizerInfo,
     regex: str | None,
@@ -543,37 +411,15 @@ def _compiled_for(
         raise InvalidInputError("pass at most one of regex=, grammar=, schema=")
     if regex is not None:
         return compile(Grammar.from_regex(regex), info)
-    if isinstance(grammar, Grammar):
-        return compile(grammar, info)  # a Lark grammar compiles to a CompiledCFG, same interface
     if grammar is not None:
-        # CompiledGrammar or constrain.cfg.CompiledCFG: anything compile() returns
-        compiled_info = getattr(grammar, "tokenizer_info", None)
-        if not isinstance(compiled_info, TokenizerInfo):
-            raise InvalidInputError(
-                f"grammar must be a Grammar or a compiled grammar, got {type(grammar).__name__}"
-            )
-        if compiled_info.fingerprint != info.fingerprint:
-            raise InvalidInputError("the compiled grammar was compiled for another tokenizer")
-        return grammar
+        return ensure_compiled(grammar, info)
     if schema is not None:
-        if _is_pydantic_model(schema):
-            schema = schema.model_json_schema()
-        return compile(_schema_grammar(_load_schema(schema), schema_options), info)
+        return compile(Grammar.from_json_schema(schema, **schema_options), info)
     return None
 
 
 # ------------------------------------------------------------------------------------------------
 # The loop
-
-
-def _must_end(matcher: GrammarMatcher) -> bool:
-    """True where the output may end and no byte may follow (so no model call is needed to stop)."""
-    if matcher.is_terminated():
-        return True
-    if not matcher.can_end():
-        return False
-    dfa = getattr(matcher.compiled, "dfa", None)
-    return dfa is not None and not bool((np.asarray(dfa.transitions[matcher.state]) >= 0).any())
 
 
 def run(
@@ -636,7 +482,7 @@ def run(
             stats.time_to_first_token_s = time.perf_counter() - t0
 
     while True:
-        if matcher is not None and _must_end(matcher):
+        if matcher is not None and matcher.must_end():
             finish = "eos" if matcher.is_terminated() else "grammar"
             break
         if out and matcher is None and out[-1] in eos:
@@ -672,7 +518,7 @@ def run(
         if draft.forced:
             stats.forced_tokens += kept
         # Stop sampling where the round ended the output: EOS, or a state the grammar lets nothing follow.
-        done = (bool(out) and out[-1] in eos) or (matcher is not None and _must_end(matcher))
+        done = (bool(out) and out[-1] in eos) or (matcher is not None and matcher.must_end())
         if extra is None and not done:
             extra = sampler.sample(masked(logits[kept]), generator)
         if extra is not None:
@@ -688,7 +534,7 @@ def run(
             stats.total_time_s = time.perf_counter() - t0
             partial = info.decode_bytes(out).decode("utf-8", errors="replace")
             raise BudgetExhaustedError(partial, out, stats, max_new_tokens)
-        completion = shortest_completion(matcher)
+        completion = matcher.shortest_completion()
         for token in completion:
             matcher.accept_token(token)
         out.extend(completion)
@@ -807,7 +653,7 @@ def generate(
         drafter = None
     elif drafter is None:
         drafter = GrammarForcedDrafter()
-    prompt_ids = _encode_prompt(tokenizer, prompt, chat)
+    prompt_ids = encode_prompt(tokenizer, prompt, chat)
     result = run(
         model,
         info,
@@ -870,8 +716,10 @@ def generate_json(
         BudgetExhaustedError: the budget ran out (``on_budget="raise"``); ``.partial_text`` has the text.
         OutputValidationError: the output violates a keyword the grammar could not enforce.
     """
-    pydantic_cls = schema if _is_pydantic_model(schema) else None
-    schema_obj = pydantic_cls.model_json_schema() if pydantic_cls is not None else _load_schema(schema)
+    from .json_schema.loading import is_pydantic_model, load_schema
+
+    pydantic_cls = schema if is_pydantic_model(schema) else None
+    schema_obj = load_schema(schema)
     text = generate(
         prompt,
         schema=schema_obj,

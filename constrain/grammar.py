@@ -7,7 +7,6 @@ A grammar is a small immutable description: a regex, a JSON Schema or a Lark gra
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -15,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .automata import DFA, regex_to_dfa
+from .caches import bounded_cache
 from .exceptions import InvalidInputError
-from .regex import DFA, regex_to_dfa
 
 if TYPE_CHECKING:
     from .cfg.earley import EarleyAutomaton
@@ -72,7 +72,8 @@ class Grammar:
         max_any_depth: int = 3,
         property_order: str = "schema",
     ) -> Grammar:
-        """A JSON Schema (a dict, a boolean, JSON text, a path, or a pydantic model class).
+        """A JSON Schema (a dict, a boolean, JSON text as ``str`` or ``bytes``, a path, or a pydantic
+        model class; :func:`constrain.json_schema.load_schema` reads it).
 
         The output is the instance in canonical form: compact JSON (or, with ``whitespace="flexible"``,
         up to ``max_whitespace`` spaces or newlines between tokens), object keys in the schema's
@@ -94,20 +95,20 @@ class Grammar:
             SchemaError: the schema is malformed (the message has its JSON pointer).
             UnsupportedSchemaFeature: a keyword cannot be enforced exactly (keyword and pointer).
         """
-        from .json_schema.compiler import load_schema
+        from .json_schema import SchemaOptions, load_schema
 
         doc = load_schema(schema)
-        reg = tuple(sorted((uri, json.dumps(d, sort_keys=True)) for uri, d in (registry or {}).items()))
-        options = (
-            ("draft", str(draft)),
-            ("formats", formats),
-            ("lenient", bool(lenient)),
-            ("max_any_depth", int(max_any_depth)),
-            ("max_whitespace", int(max_whitespace)),
-            ("property_order", property_order),
-            ("registry", reg),
-            ("whitespace", whitespace),
+        opts = SchemaOptions(
+            draft=str(draft),
+            formats=formats,
+            lenient=bool(lenient),
+            whitespace=whitespace,
+            max_whitespace=int(max_whitespace),
+            max_any_depth=int(max_any_depth),
+            property_order=property_order,
         )
+        reg = tuple(sorted((uri, json.dumps(d, sort_keys=True)) for uri, d in (registry or {}).items()))
+        options = tuple(sorted((*opts.pairs(), ("registry", reg))))
         grammar = cls("json_schema", json.dumps(doc, ensure_ascii=False), 0, options)
         grammar.to_automaton()  # compile now: errors surface here, and the automaton is cached
         return grammar
@@ -172,7 +173,7 @@ class Grammar:
         raise InvalidInputError(f"unknown grammar kind {self.kind!r}")
 
 
-@functools.lru_cache(maxsize=128)
+@bounded_cache(maxsize=128)
 def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton:
     from .json_schema.compiler import SchemaOptions, schema_to_language
     from .json_schema.recursion import build_automaton

@@ -12,49 +12,52 @@ Error model (what raises and what returns a status):
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
 
 from .compiler import CompiledGrammar
-from .exceptions import MatcherUsageError
+from .exceptions import ConstrainError, MatcherUsageError
 from .forced import forced_tokens_cached
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - torch is a dependency, but keep numpy-only use working
-    torch = None  # type: ignore[assignment]
-
 _TERMINATED = -2  # history marker: EOS was accepted
+MAX_FORCED_BYTES = 4096
+"""The longest forced continuation :meth:`GrammarMatcher.forced_bytes` returns in one call."""
+MAX_COMPLETION_STATES = 200_000
+"""How many automaton states :meth:`GrammarMatcher.shortest_completion` may visit before giving up."""
+
+
+def _torch() -> Any:
+    """torch, if it is importable (imported lazily: ``import constrain`` does not load it)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency, but keep numpy-only use working
+        return None
+    return torch
 
 
 class GrammarMatcher:
     """Tracks one sequence through a compiled grammar.
 
-    Cheap to create and to :meth:`fork`; all heavy data lives in the shared
-    :class:`~constrain.CompiledGrammar`.
+    The same class for every grammar kind: it walks the compiled grammar's
+    :class:`~constrain.compiler.TokenAutomaton` (a byte DFA's masks or the Earley configuration
+    automaton's), whose state is one int, so the history is a list of ints. Cheap to create and to
+    :meth:`fork`; all heavy data lives in the shared :class:`~constrain.CompiledGrammar`.
     """
 
     __slots__ = (
-        "_accepting",
+        "_auto",
         "_compiled",
         "_eos",
         "_fast_target",
         "_history",
+        "_is_final",
+        "_mask",
         "_special",
+        "_step",
         "_token_bytes",
-        "_trans",
     )
-
-    def __new__(cls, compiled: Any = None) -> Any:
-        # A compiled Lark grammar gets its own matcher class with the same API.
-        from .cfg.token_masks import CompiledCFG
-
-        if cls is GrammarMatcher and isinstance(compiled, CompiledCFG):
-            from .cfg.matcher import CFGMatcher
-
-            return CFGMatcher(compiled)
-        return super().__new__(cls)
 
     def __init__(self, compiled: CompiledGrammar) -> None:
         if not isinstance(compiled, CompiledGrammar):
@@ -63,15 +66,17 @@ class GrammarMatcher:
                 f"got {type(compiled).__name__}"
             )
         self._compiled = compiled
-        dfa = compiled.dfa
+        auto = compiled.automaton
         info = compiled.tokenizer_info
-        # A flat int32 memoryview reads transitions at ~30 ns each, with no per-matcher copy.
-        self._trans = dfa.transitions.data.cast("B").cast("i")
-        self._accepting = dfa.accepting
+        self._auto = auto
+        # Bound methods, looked up once: the hot paths make one call each.
+        self._step = auto.step
+        self._is_final = auto.is_final
+        self._mask = auto.mask
         self._token_bytes = info.token_bytes
         self._special = info.special_ids
         self._eos = frozenset(info.eos_ids)
-        self._history: list[int] = [dfa.start]
+        self._history: list[int] = [auto.start]
         # (bitmask, its data_ptr, numpy view of the row, row) last validated by fill_next_token_bitmask
         self._fast_target: tuple[Any, int, np.ndarray, int] | None = None
 
@@ -83,7 +88,7 @@ class GrammarMatcher:
 
     @property
     def state(self) -> int:
-        """The current DFA state."""
+        """The current automaton state (a DFA state or an Earley configuration id)."""
         h = self._history
         return h[-2] if h[-1] == _TERMINATED else h[-1]
 
@@ -98,17 +103,17 @@ class GrammarMatcher:
 
     def can_end(self) -> bool:
         """True where the output so far is a complete member of the language (EOS is allowed here)."""
-        return not self.is_terminated() and bool(self._accepting[self._history[-1]])
+        s = self._history[-1]
+        return s != _TERMINATED and self._is_final(s)
+
+    def must_end(self) -> bool:
+        """True where the output may end and no byte may follow (no model call is needed to stop)."""
+        s = self._history[-1]
+        if s == _TERMINATED:
+            return True
+        return self._is_final(s) and self._auto.live_bytes(s).shape[0] == 0
 
     # ---- stepping ------------------------------------------------------------------------------
-    def _advance(self, state: int, data: bytes) -> int:
-        trans = self._trans
-        for b in data:
-            state = trans[(state << 8) | b]
-            if state < 0:
-                return -1
-        return state
-
     def accept_token(self, token_id: int) -> bool:
         """Consume one token. Returns False (state unchanged) when the grammar rejects it."""
         h = self._history
@@ -116,7 +121,7 @@ class GrammarMatcher:
         if state == _TERMINATED:
             return False
         if token_id in self._eos:
-            if not self._accepting[state]:
+            if not self._is_final(state):
                 return False
             h.append(_TERMINATED)
             return True
@@ -125,7 +130,7 @@ class GrammarMatcher:
         data = self._token_bytes[token_id]
         if not data:
             return False
-        nxt = self._advance(state, data)
+        nxt = self._step(state, data)
         if nxt < 0:
             return False
         h.append(nxt)
@@ -138,7 +143,7 @@ class GrammarMatcher:
         h = self._history
         if h[-1] == _TERMINATED:
             return False
-        nxt = self._advance(h[-1], data)
+        nxt = self._step(h[-1], data)
         if nxt < 0:
             return False
         h.append(nxt)
@@ -161,8 +166,10 @@ class GrammarMatcher:
         """An independent copy that shares the compiled grammar (for beams, drafts, n > 1)."""
         twin = GrammarMatcher.__new__(GrammarMatcher)
         twin._compiled = self._compiled
-        twin._trans = self._trans
-        twin._accepting = self._accepting
+        twin._auto = self._auto
+        twin._step = self._step
+        twin._is_final = self._is_final
+        twin._mask = self._mask
         twin._token_bytes = self._token_bytes
         twin._special = self._special
         twin._eos = self._eos
@@ -175,7 +182,7 @@ class GrammarMatcher:
         """The current allowed-token bitmask row (read-only int32 words)."""
         if self.is_terminated():
             return self._compiled.eos_only_mask()
-        return self._compiled.state_mask(self._history[-1])
+        return self._mask(self._history[-1])
 
     def fill_next_token_bitmask(self, bitmask: Any, row: int = 0) -> bool:
         """Write the allowed tokens for the next step into ``bitmask[row]``.
@@ -194,11 +201,12 @@ class GrammarMatcher:
         ):
             # Hot path: the row validated last time; one numpy copy of a cached mask (about 1 µs,
             # half a ctypes.memmove call's overhead).
-            fast[2][...] = self._compiled.state_mask(h[-1])
+            fast[2][...] = self._mask(h[-1])
             return True
         mask = self.next_token_mask()
         words = mask.shape[0]
         original = bitmask
+        torch = _torch() if not isinstance(bitmask, np.ndarray) else None
         if torch is not None and isinstance(bitmask, torch.Tensor):
             if bitmask.dtype != torch.int32 or bitmask.device.type != "cpu":
                 raise MatcherUsageError(
@@ -217,7 +225,7 @@ class GrammarMatcher:
             if bitmask.stride(1) == 1:
                 target = bitmask.numpy()[row]
                 target[...] = mask
-                if original is bitmask:  # a 2-D tensor as given: take the hot path next time
+                if original is bitmask and not self.is_terminated():  # a 2-D tensor as given: hot path next
                     self._fast_target = (bitmask, bitmask.data_ptr(), target, row)
             else:
                 bitmask[row].copy_(torch.from_numpy(mask.copy()))
@@ -239,27 +247,28 @@ class GrammarMatcher:
         bits = np.unpackbits(self.next_token_mask().view(np.uint8), bitorder="little")
         return np.flatnonzero(bits[: self._compiled.tokenizer_info.vocab_size])
 
-    # ---- forced continuations (jump-forward) -----------------------------------------------------
+    # ---- forced continuations (jump-forward) and completion ------------------------------------------
     def _forced_walk(self) -> tuple[bytes, np.ndarray]:
         """The forced bytes and the bytes allowed after them (none: the output must end there)."""
-        trans = self._compiled.dfa.transitions
-        accepting = self._accepting
+        auto = self._auto
         state = self._history[-1]
         out = bytearray()
         seen = {state}
-        live = np.flatnonzero(trans[state] >= 0)
-        while not accepting[state] and live.shape[0] == 1:
+        live = auto.live_bytes(state)
+        while not auto.is_final(state) and len(out) < MAX_FORCED_BYTES and live.shape[0] == 1:
             b = int(live[0])
-            out.append(b)
-            state = int(trans[state, b])
-            if state in seen:  # pragma: no cover - a forced cycle would be an empty-language loop
+            nxt = auto.step(state, bytes((b,)))
+            if nxt < 0 or nxt in seen:  # pragma: no cover - every live byte leads somewhere new
                 break
+            out.append(b)
+            state = nxt
             seen.add(state)
-            live = np.flatnonzero(trans[state] >= 0)
+            live = auto.live_bytes(state)
         return bytes(out), live
 
     def forced_bytes(self) -> bytes:
-        """The bytes every continuation must start with (empty where there is a choice or an end)."""
+        """The bytes every continuation must start with (empty where there is a choice or an end;
+        at most :data:`MAX_FORCED_BYTES`)."""
         if self.is_terminated():
             return b""
         return self._forced_walk()[0]
@@ -270,8 +279,72 @@ class GrammarMatcher:
         The tokenizer's own encoding of the forced text, less the last tokens where the bytes the
         grammar allows next could merge with them (see :mod:`constrain.forced`); longest match first
         over the vocabulary where the tokenizer cannot be asked. Each one is accepted here, in turn.
-        Cached per DFA state.
+        Cached per automaton state.
         """
         if self.is_terminated():
             return []
         return forced_tokens_cached(self, self._compiled, self._history[-1], self._forced_walk)
+
+    def completion_bytes(self) -> bytes:
+        """The shortest bytes from here to a state where the output may end (breadth-first over the
+        automaton, ties to the smallest byte); empty where it may end already.
+
+        Raises:
+            ConstrainError: no completion exists, or none was found within
+                :data:`MAX_COMPLETION_STATES` states (a context-free grammar's states are unbounded).
+        """
+        if self.is_terminated():
+            return b""
+        auto = self._auto
+        start = self._history[-1]
+        parent: dict[int, tuple[int, int]] = {start: (-1, -1)}
+        queue = deque([start])
+        goal = -1
+        while queue and len(parent) <= MAX_COMPLETION_STATES:
+            s = queue.popleft()
+            if auto.is_final(s):
+                goal = s
+                break
+            for b in auto.live_bytes(s).tolist():
+                t = auto.step(s, bytes((b,)))
+                if t >= 0 and t not in parent:
+                    parent[t] = (s, b)
+                    queue.append(t)
+        if goal < 0:
+            raise ConstrainError("no completion of the output was found from the current state")
+        path = bytearray()
+        s = goal
+        while s != start:
+            s, b = parent[s]
+            path.append(b)
+        return bytes(reversed(path))
+
+    def shortest_completion(self) -> list[int]:
+        """Tokens that bring this matcher to a state where the output may end, spelling
+        :meth:`completion_bytes`. The matcher is not changed.
+
+        The bytes are split into tokens greedily, longest valid token first: valid, not necessarily
+        the tokenizer's canonical segmentation.
+
+        Raises:
+            ConstrainError: no completion exists (see :meth:`completion_bytes`), or no token sequence
+                spells it.
+        """
+        if self.is_terminated() or self.can_end():
+            return []
+        data = self.completion_bytes()
+        info = self._compiled.tokenizer_info
+        table, longest = info.token_ids_by_bytes, info.max_token_length
+        walker = self.fork()
+        out: list[int] = []
+        pos = 0
+        while pos < len(data):
+            for n in range(min(longest, len(data) - pos), 0, -1):
+                tid = table.get(data[pos : pos + n])
+                if tid is not None and walker.accept_token(tid):
+                    out.append(tid)
+                    pos += n
+                    break
+            else:
+                raise ConstrainError(f"no token spells the completion bytes {data[pos:]!r} from here")
+        return out

@@ -787,6 +787,16 @@ class TokenizerInfo:
         return sorted({b for b in self.token_bytes if b})
 
     @functools.cached_property
+    def token_ids_by_bytes(self) -> dict[bytes, int]:
+        """The lowest ordinary (non-special) token id of each non-empty byte string."""
+        table: dict[bytes, int] = {}
+        special = self.special_ids
+        for tid, data in enumerate(self.token_bytes):
+            if data and tid not in special:
+                table.setdefault(data, tid)
+        return table
+
+    @functools.cached_property
     def max_token_length(self) -> int:
         """The length in bytes of the longest token."""
         return max(map(len, self.token_bytes))

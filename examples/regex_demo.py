@@ -44,7 +44,8 @@ def main() -> int:
     compiled = constrain.compile(constrain.Grammar.from_regex(args.regex), info)
     print(f"regex: {args.regex}")
     print(
-        f"tokenizer: {args.tokenizer.name} ({info.vocab_size} ids), DFA: {compiled.dfa.num_states} states, "
+        f"tokenizer: {args.tokenizer.name} ({info.vocab_size} ids), "
+        f"DFA: {compiled.grammar.to_dfa().num_states} states, "
         f"compiled in {(time.perf_counter() - t0) * 1e3:.1f} ms "
         "(the first compile per tokenizer also builds its vocabulary trie)"
     )

@@ -16,6 +16,9 @@ Bitmask format and semantics: see :mod:`.bitmask` and :mod:`._common`. In short,
 ``32 * n_words`` are always set to ``-inf``; ids between ``V`` and ``32 * n_words`` follow their
 (padding) bits, which the matcher keeps at 0; with ``indices``, only logits rows ``indices[k]`` are
 masked, each with bitmask row ``indices[k]``.
+
+Importing this package does not import torch: the bitmask helpers (:mod:`.bitmask`) load on first
+access (PEP 562 ``__getattr__``) and the backends on first use, so ``import constrain`` stays light.
 """
 
 from __future__ import annotations
@@ -23,20 +26,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from constrain.exceptions import KernelUsageError
 
-from ._common import IndicesLike
-from .bitmask import (
-    allocate_token_bitmask,
-    bitmask_to_bool,
-    bool_to_bitmask,
-    get_bitmask_shape,
-    reset_token_bitmask,
-)
+if TYPE_CHECKING:
+    import torch
+
+    from ._common import IndicesLike
+    from .bitmask import (
+        allocate_token_bitmask,
+        bitmask_to_bool,
+        bool_to_bitmask,
+        get_bitmask_shape,
+        reset_token_bitmask,
+    )
 
 __all__ = [
     "BACKENDS",
@@ -59,6 +63,32 @@ _MODULES: dict[str, tuple[str, str, str]] = {
     "cpu": ("apply_token_bitmask_inplace_cpu", "apply_token_bitmask_inplace_cpu", "numba"),
     "triton": ("apply_token_bitmask_inplace_triton", "apply_token_bitmask_inplace_triton", "triton"),
 }
+
+#: the bitmask helpers, imported from :mod:`.bitmask` (and torch with them) on first access
+_BITMASK_NAMES = frozenset(
+    {
+        "allocate_token_bitmask",
+        "bitmask_to_bool",
+        "bool_to_bitmask",
+        "get_bitmask_shape",
+        "reset_token_bitmask",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "bitmask":
+        return importlib.import_module(".bitmask", __name__)
+    if name not in _BITMASK_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".bitmask", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _BITMASK_NAMES)
+
 
 _loaded: dict[str, Callable[..., None]] = {}
 _installed: dict[str, bool] = {}
@@ -86,6 +116,8 @@ def available_backends() -> list[str]:
 
 
 def _pick_backend(logits: torch.Tensor) -> str:
+    import torch
+
     device_type = logits.device.type if isinstance(logits, torch.Tensor) else "cpu"
     if device_type == "cuda" and _has_package("triton"):
         return "triton"

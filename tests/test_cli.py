@@ -6,31 +6,12 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
 import constrain
 from constrain.cli import build_parser, main
-
-
-@pytest.fixture(scope="module")
-def lm() -> Iterator[tuple[Any, Any]]:
-    """The default model, loaded once (``main`` reuses it through ``default_model``), single-threaded."""
-    pytest.importorskip("transformers")
-    from constrain.models import ModelNotAvailableError, default_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            yield default_model()
-        except ModelNotAvailableError as exc:
-            pytest.skip(f"default model not installed: {exc}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_help_runs_as_a_module() -> None:
@@ -57,12 +38,27 @@ def test_subcommand_help_teaches(command: str, capsys: pytest.CaptureFixture[str
         assert "examples:" in out and "--max-new-tokens" in out
 
 
-def test_suite_is_registered_when_present() -> None:
-    try:
-        import constrain.suites  # noqa: F401
-    except ImportError:
-        pytest.skip("constrain.suites is not in this build")
-    assert "suite" in build_parser().format_help()
+def test_suite_and_bench_are_registered_when_tools_are_installed() -> None:
+    pytest.importorskip("constrain_tools")
+    help_text = build_parser().format_help()
+    assert "suite" in help_text and "bench" in help_text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["suite", "json-schema-test-suite", "--draft", "2020-12"],
+        ["bench", "jsonschemabench", "--limit", "1"],
+    ],
+)
+def test_suite_and_bench_say_how_to_get_the_tools_when_absent(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "constrain_tools", None)  # as if constrain-tools were not installed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pip install -e tools/" in err and "constrain-tools" in err
+    assert "Traceback" not in err
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

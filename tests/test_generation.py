@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +25,19 @@ from constrain.generation import (
     ModelRunner,
     OutputValidationError,
     TemperatureSampler,
-    _load_schema,
     generate,
     generate_json,
     make_sampler,
     shortest_completion,
     validate_json,
 )
+from constrain.json_schema import load_schema
 from constrain.matcher import GrammarMatcher
 
 pytest.importorskip("transformers")
 
 PERSON = r'\{"name": "[a-z]{1,8}", "age": [0-9]{1,2}\}'
 PERSON_PROMPT = "Give me a JSON object for a person named Bob who is 42 years old."
-
-
-@pytest.fixture(scope="module")
-def lm() -> Iterator[tuple[Any, Any]]:
-    """The default model, single-threaded (several processes share 2 cores; OpenMP spinning with 2
-    threads each made a token 4x slower there)."""
-    from constrain.models import ModelNotAvailableError, default_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            yield default_model()
-        except ModelNotAvailableError as exc:
-            pytest.skip(f"default model not installed: {exc}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _info(tokenizer: Any) -> constrain.TokenizerInfo:
@@ -291,15 +274,15 @@ def test_generate_json_with_a_pydantic_model(lm: tuple[Any, Any]) -> None:
 def test_schema_inputs(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(json.dumps(PERSON_SCHEMA))
-    assert _load_schema(PERSON_SCHEMA) is PERSON_SCHEMA
-    assert _load_schema(json.dumps(PERSON_SCHEMA)) == PERSON_SCHEMA
-    assert _load_schema(str(path)) == PERSON_SCHEMA
-    assert _load_schema(path) == PERSON_SCHEMA
-    assert _load_schema("true") is True
+    assert load_schema(PERSON_SCHEMA) is PERSON_SCHEMA
+    assert load_schema(json.dumps(PERSON_SCHEMA)) == PERSON_SCHEMA
+    assert load_schema(str(path)) == PERSON_SCHEMA
+    assert load_schema(path) == PERSON_SCHEMA
+    assert load_schema("true") is True
     with pytest.raises(constrain.InvalidInputError, match="neither JSON text nor an existing file"):
-        _load_schema(str(tmp_path / "missing.json"))
+        load_schema(str(tmp_path / "missing.json"))
     with pytest.raises(constrain.InvalidInputError, match="not valid JSON"):
-        _load_schema("{nope")
+        load_schema("{nope")
 
 
 def test_validate_json_checks_formats_and_says_where() -> None:

@@ -8,7 +8,6 @@ fresh matcher fed that row's history (the oracle for beam reordering).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,22 +27,6 @@ from constrain.adapters.hf import (  # noqa: E402 - after the importorskip
 
 PERSON = r'\{"name": "[a-z]{1,8}", "age": [0-9]{1,2}\}'
 PEOPLE = ["Alice is 30.", "Bob, 41 years old.", "Carol, aged 7.", "Dave is 65 and likes cats."]
-
-
-@pytest.fixture(scope="module")
-def lm() -> Iterator[tuple[Any, Any]]:
-    """The default model, single-threaded (see tests/test_generation.py)."""
-    from constrain.models import ModelNotAvailableError, default_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            yield default_model()
-        except ModelNotAvailableError as exc:
-            pytest.skip(f"default model not installed: {exc}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _batch(tok: Any) -> Any:

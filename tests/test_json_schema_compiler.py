@@ -10,6 +10,7 @@ import json
 import random
 import re
 import warnings
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import constrain
 from constrain import automata as A
 from constrain.exceptions import SchemaError, UnsupportedSchemaFeature
+from constrain.json_schema import detect_draft, load_schema
 from constrain.json_schema.compiler import SchemaOptions, schema_to_dfa, serialize_instance
 
 # (schema, instances); the verdict for each instance is jsonschema's.
@@ -154,7 +156,7 @@ def test_schema_errors_carry_the_pointer() -> None:
     assert e.value.pointer == "#/properties/a/minLength"
     with pytest.raises(SchemaError, match="cannot resolve"):
         schema_to_dfa({"$ref": "#/$defs/missing"})
-    with pytest.raises(SchemaError, match="not JSON"):
+    with pytest.raises(SchemaError, match="not valid JSON"):
         constrain.Grammar.from_json_schema('{"type": ')
 
 
@@ -230,3 +232,116 @@ def test_json_string_mode_reads_canonical_escapes() -> None:
     for text, ok in [('a"b', True), ("a\nb", True), ("a\\b", True), ("aéb", True), ("ab", False)]:
         assert dfa.matches(json.dumps(text, ensure_ascii=False)[1:-1].encode()) == ok, text
     assert not dfa.matches(b"a\\u0022b")  # only the canonical escape of '"'
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading: one rule for paths versus JSON text, used by every entry point
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def test_a_file_whose_name_starts_with_f_is_read_by_every_entry_point(tmp_path: Path) -> None:
+    path = tmp_path / "foo.json"  # "f" once made the string look like JSON text ("false")
+    path.write_text(json.dumps(PERSON), encoding="utf-8")
+    expected = constrain.Grammar.from_json_schema(PERSON)
+    assert constrain.Grammar.from_json_schema(str(path)) == expected
+    assert constrain.Grammar.from_json_schema(path) == expected
+    # generate_json, the HF adapter and the CLI read schemas through this same loader
+    assert load_schema(str(path)) == PERSON
+    assert load_schema(path) == PERSON
+
+
+def test_load_schema_forms() -> None:
+    assert load_schema(PERSON) is PERSON
+    assert load_schema(True) is True
+    assert load_schema(json.dumps(PERSON)) == PERSON
+    assert load_schema("  true ") is True
+    assert load_schema(json.dumps(PERSON).encode()) == PERSON
+    assert load_schema(bytearray(b'{"type": "string"}')) == {"type": "string"}
+    grammar = constrain.Grammar.from_json_schema(json.dumps(PERSON).encode())
+    assert grammar == constrain.Grammar.from_json_schema(PERSON)
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("person.json", "neither JSON text nor an existing file"),
+        ("type: object", "neither JSON text nor an existing file"),
+        ('{"type": ', "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"{nope", "not valid JSON"),
+        (Path("/nonexistent/schema.json"), "cannot read schema file"),
+        (42, "got int"),
+    ],
+)
+def test_load_schema_errors_say_what_is_wrong(schema: object, message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        load_schema(schema)
+    with pytest.raises(SchemaError, match=message):
+        constrain.Grammar.from_json_schema(schema)
+
+
+def test_a_pydantic_model_class_is_a_schema() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Person(pydantic.BaseModel):
+        name: str
+
+    assert load_schema(Person) == Person.model_json_schema()
+    grammar = constrain.Grammar.from_json_schema(Person)
+    assert grammar == constrain.Grammar.from_json_schema(Person.model_json_schema())
+
+
+def test_a_json_file_that_is_not_json_is_a_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(SchemaError, match=r"bad\.json.*not valid JSON"):
+        load_schema(str(path))
+
+
+def test_draft_detection() -> None:
+    assert detect_draft({"$schema": "http://json-schema.org/draft-07/schema#"}) == "7"
+    assert detect_draft({"$schema": "https://json-schema.org/draft/2019-09/schema"}) == "2019-09"
+    assert detect_draft({}, "2020-12") == "2020-12"
+    assert detect_draft({"$schema": "https://json-schema.org/draft-07/schema"}, "2020-12") == "2020-12"
+    assert detect_draft({"$schema": "https://json-schema.org/draft-07/schema"}, by_marker=True) == "7"
+    # "$schema" wins over the draft the caller assumes: draft-04's boolean exclusiveMaximum
+    draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "maximum": 3, "exclusiveMaximum": True}
+    dfa = schema_to_dfa(draft4)
+    assert dfa.matches(b"2") and not dfa.matches(b"3")
+
+
+# ------------------------------------------------------------------------------------------------
+# Canonical key order: the one order both the compiled grammar and serialize_instance use
+
+
+@pytest.mark.parametrize("whitespace", ["compact", "flexible"])
+def test_serialized_instances_are_in_the_order_the_grammar_accepts(whitespace: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"b": {"type": "integer"}, "a": {"type": "string"}},
+        "required": ["c"],
+        "dependentRequired": {"d": ["e"]},
+        "additionalProperties": {"type": "integer"},
+    }
+    instance = {"z": 1, "e": 5, "a": "x", "d": 4, "c": 3, "b": 2}
+    text = serialize_instance(instance, schema)
+    assert list(json.loads(text)) == ["b", "a", "c", "d", "e", "z"]
+    options = SchemaOptions(whitespace=whitespace)
+    dfa = schema_to_dfa(schema, options)
+    assert dfa.matches(text.encode())
+    # any other order of the named keys is not canonical
+    assert not dfa.matches(json.dumps(instance, separators=(",", ":")).encode())
+    compiled = constrain.compile(
+        constrain.Grammar.from_json_schema(schema, whitespace=whitespace), _bytes_vocab()
+    )
+    matcher = constrain.GrammarMatcher(compiled)
+    for byte in text.encode():
+        assert matcher.accept_token(byte)
+    assert matcher.can_end()
+
+
+def _bytes_vocab() -> constrain.TokenizerInfo:
+    """One token per byte (token 256 is EOS)."""
+    return constrain.TokenizerInfo.from_vocab([bytes([b]) for b in range(256)] + [b"</s>"], eos_ids=[256])

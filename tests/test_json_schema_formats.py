@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from constrain.automata import regex_to_dfa
 from constrain.json_schema.formats import NOT_REGULAR, format_max_length, format_regex
-from constrain.regex import regex_to_dfa
 
 from .shared_data import SHARED
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from constrain.automata import regex_to_dfa
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
-from constrain.json_schema.numbers import NEVER_MATCHES, multiple_of_dfa, number_range_regex
-from constrain.regex import regex_to_dfa
+from constrain.json_schema.multiple_of import multiple_of_dfa
+from constrain.json_schema.numbers import NEVER_MATCHES, number_range_regex
 
 JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 

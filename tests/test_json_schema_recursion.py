@@ -15,9 +15,9 @@ import jsonschema
 import pytest
 
 import constrain
-from constrain.cfg import CFGMatcher, EarleyAutomaton
+from constrain.cfg import EarleyAutomaton, EarleyTokenMasks
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
-from constrain.json_schema import compiler, recursion
+from constrain.json_schema import holes, recursion
 from constrain.json_schema.compiler import schema_to_dfa, serialize_instance
 
 from .test_json_schema_walks import llama3, random_walk
@@ -150,7 +150,7 @@ def test_canonical_text_accepted_exactly_when_jsonschema_validates(
 ) -> None:
     # With a tiny threshold nearly every subschema's language becomes a hole of its own, and every
     # DFA's segments stop at its junctions too (after "," and before "}").
-    monkeypatch.setattr(compiler, "_OUT_OF_LINE_STATES", out_of_line)
+    monkeypatch.setattr(holes, "OUT_OF_LINE_STATES", out_of_line)
     if out_of_line < 256:
         monkeypatch.setattr(recursion, "_JUNCTION_MIN_CUTS", 0)
     schema, seeds = SEEDS[name]
@@ -193,7 +193,7 @@ def test_no_depth_cap() -> None:
 def test_random_token_walks_validate(name: str) -> None:
     schema, _ = SEEDS[name]
     compiled = constrain.compile(constrain.Grammar.from_json_schema(schema), llama3())
-    assert isinstance(constrain.GrammarMatcher(compiled), CFGMatcher)
+    assert isinstance(compiled.automaton, EarleyTokenMasks)
     validator = jsonschema.Draft202012Validator(schema)
     rng = random.Random(1)
     finished = 0

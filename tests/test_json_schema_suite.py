@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from constrain import suites as S
+from constrain_tools import suites as S
 
 from .shared_data import SHARED, hf_tokenizer, tokenizer_info
 

@@ -32,8 +32,8 @@ from referencing.jsonschema import DRAFT7, DRAFT202012
 
 import constrain
 from constrain import Grammar, GrammarMatcher
-from constrain import suites as S
 from constrain.exceptions import ConstrainError
+from constrain_tools import suites as S
 
 from .shared_data import SHARED, tokenizer_info
 
@@ -197,7 +197,7 @@ def _shortest_step(
     compiled: constrain.CompiledGrammar, dist: np.ndarray, state: int, rng: random.Random
 ) -> int | None:
     """A one-byte token on a shortest path to an accepting state (random among ties), or None."""
-    row = np.asarray(compiled.dfa.transitions[state])
+    row = np.asarray(compiled.grammar.to_dfa().transitions[state])
     live = np.flatnonzero(row >= 0)
     if live.shape[0] == 0:
         return None

@@ -17,16 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import constrain
-import constrain.compiler as compiler_mod
+import constrain.masks.dfa_masks as dfa_masks_mod
 from constrain import Grammar, GrammarMatcher, TokenizerInfo
+from constrain.automata import regex_to_dfa
 from constrain.compiler import CompiledGrammar, stop_background_precompute
-from constrain.regex import (
-    agreement_depth,
-    bounded_liveness_classes,
-    byte_class_transitions,
-    regex_to_dfa,
-)
-from constrain.token_index import MASK_WORKER, state_chains, token_trie
+from constrain.masks import MASK_WORKER, state_chains, token_trie
+from constrain.masks.dfa_masks import DFATokenMasks
+from constrain.masks.sharing import agreement_depth, bounded_liveness_classes, byte_class_transitions
 
 from .regex_family import regexes
 from .shared_data import tokenizer_info
@@ -61,7 +58,7 @@ def direct_allowed(compiled: CompiledGrammar, state: int) -> set[int]:
     """Allowed ids at ``state`` by stepping each token through the DFA (vectorised over tokens)."""
     info = compiled.tokenizer_info
     ids, data, lengths = _token_matrix(info)
-    trans = compiled.dfa.transitions
+    trans = compiled.automaton.dfa.transitions
     states = np.full(ids.shape[0], state, dtype=np.int64)
     for col in range(data.shape[1]):
         active = (lengths > col) & (states >= 0)
@@ -69,7 +66,7 @@ def direct_allowed(compiled: CompiledGrammar, state: int) -> set[int]:
             break
         states[active] = trans[states[active], data[active, col]]
     out = set(ids[states >= 0].tolist())
-    if compiled.dfa.accepting[state]:
+    if compiled.automaton.dfa.accepting[state]:
         out.update(info.eos_ids)
     return out
 
@@ -81,9 +78,8 @@ def mask_ids(compiled: CompiledGrammar, state: int) -> set[int]:
 
 def _fresh(pattern: str, info: TokenizerInfo, background: bool) -> CompiledGrammar:
     # not through constrain.compile: its cache would share masks between the two modes
-    return CompiledGrammar(
-        Grammar.from_regex(pattern), info, regex_to_dfa(pattern), token_trie(info), background=background
-    )
+    masks = DFATokenMasks(regex_to_dfa(pattern), token_trie(info), info.eos_ids, background=background)
+    return CompiledGrammar(Grammar.from_regex(pattern), info, masks)
 
 
 def _random_walk_states(compiled: CompiledGrammar, rnd: random.Random, steps: int) -> list[int]:
@@ -124,8 +120,8 @@ def test_masks_equal_direct_check_along_random_walks(tok_name: str, background: 
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), (pattern, state)
     if background:  # whatever the worker stored is right too
         stop_background_precompute()
-        class_of = compiled.mask_classes()
-        for c, mask in list(compiled._cache.by_class.items())[:25]:
+        class_of = compiled.automaton.mask_classes()
+        for c, mask in list(compiled.automaton._cache.by_class.items())[:25]:
             state = int(np.flatnonzero(class_of == c)[0])
             bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[: info.vocab_size]
             assert set(np.flatnonzero(bits).tolist()) == direct_allowed(compiled, state), (pattern, c)
@@ -142,9 +138,12 @@ def test_counter_states_share_masks_and_walk_partially() -> None:
         assert m.accept_token(t)
         m.next_token_mask()
         states.append(m.state)
-    assert compiled.num_mask_classes is not None and compiled.num_mask_classes < compiled.dfa.num_states // 3
-    assert compiled.num_walks < len(set(states)) // 2  # far-from-the-bound positions share one mask
-    assert compiled._cache.partial_walks > 0  # near the bound: reuse of the previous mask
+    assert (
+        compiled.automaton.num_mask_classes is not None
+        and compiled.automaton.num_mask_classes < compiled.automaton.dfa.num_states // 3
+    )
+    assert compiled.automaton.num_walks < len(set(states)) // 2  # far-from-the-bound positions share one mask
+    assert compiled.automaton._cache.partial_walks > 0  # near the bound: reuse of the previous mask
     for state in states[::7] + states[-5:]:
         assert mask_ids(compiled, state) == direct_allowed(compiled, state)
 
@@ -235,58 +234,58 @@ def test_bounded_classes_and_agreement_match_brute_force(pattern: str, depth: in
 def test_background_fills_ahead_and_stops(pattern: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker alone (batched, with partial walks) computes every class; each mask is exact."""
     # Its time budget is not what is tested here; a slow machine must not end the job early.
-    monkeypatch.setattr(compiler_mod, "BACKGROUND_MAX_SECONDS", 60.0)
+    monkeypatch.setattr(dfa_masks_mod, "BACKGROUND_MAX_SECONDS", 60.0)
     info = tokenizer_info("llama3-128k")
     compiled = _fresh(pattern, info, background=True)
     GrammarMatcher(compiled).next_token_mask()  # the first mask starts the worker
-    num = int(compiled.mask_classes().max()) + 1
+    num = int(compiled.automaton.mask_classes().max()) + 1
     deadline = time.monotonic() + 60
-    while len(compiled._cache.by_class) < num and time.monotonic() < deadline:
+    while len(compiled.automaton._cache.by_class) < num and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert len(compiled._cache.by_class) == num
+    assert len(compiled.automaton._cache.by_class) == num
     assert stop_background_precompute() and not MASK_WORKER.running
-    class_of = compiled.mask_classes()
+    class_of = compiled.automaton.mask_classes()
     for c in random.Random(3).sample(range(num), min(num, 40)):
         state = int(np.flatnonzero(class_of == c)[0])
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), (pattern, c)
     m = GrammarMatcher(compiled)
-    walks = compiled.num_walks
+    walks = compiled.automaton.num_walks
     for t in _greedy(info, "éêü".encode() if "é" in pattern else b'"ab' if '"' in pattern else b"abc"):
         assert m.accept_token(t)
         m.next_token_mask()
-    assert compiled.num_walks == walks  # every mask was already there
+    assert compiled.automaton.num_walks == walks  # every mask was already there
 
 
 def test_background_off_and_cancel() -> None:
     info = tokenizer_info("llama3-128k")
-    old = compiler_mod.BACKGROUND_PRECOMPUTE
-    compiler_mod.BACKGROUND_PRECOMPUTE = False
+    old = dfa_masks_mod.BACKGROUND_PRECOMPUTE
+    dfa_masks_mod.BACKGROUND_PRECOMPUTE = False
     try:
         compiled = constrain.compile(Grammar.from_regex(r"[0-9]{2,9}x"), info)
-        compiled.state_mask(compiled.dfa.start)
-        assert not compiled._cache.submitted or not MASK_WORKER.running
+        compiled.state_mask(compiled.automaton.dfa.start)
+        assert not compiled.automaton._cache.submitted or not MASK_WORKER.running
     finally:
-        compiler_mod.BACKGROUND_PRECOMPUTE = old
+        dfa_masks_mod.BACKGROUND_PRECOMPUTE = old
     compiled = _fresh(r"[^\n]{1,400}", info, background=True)
-    compiled.cancel_background()
-    compiled.state_mask(compiled.dfa.start)
+    compiled.automaton.cancel_background()
+    compiled.state_mask(compiled.automaton.dfa.start)
     stop_background_precompute()
-    assert compiled.num_walks <= 2
+    assert compiled.automaton.num_walks <= 2
 
 
 def test_large_dfa_without_worker_skips_costly_partition(monkeypatch: pytest.MonkeyPatch) -> None:
     info = tokenizer_info("mistral-32k")
-    monkeypatch.setattr(compiler_mod, "SYNC_PARTITION_MAX_STATES", 64)
-    monkeypatch.setattr(compiler_mod, "SYNC_PARTITION_MAX_WORK", 10)
+    monkeypatch.setattr(dfa_masks_mod, "SYNC_PARTITION_MAX_STATES", 64)
+    monkeypatch.setattr(dfa_masks_mod, "SYNC_PARTITION_MAX_WORK", 10)
     compiled = _fresh(r"[^\n]{1,120}", info, background=False)
     states = _random_walk_states(compiled, random.Random(5), 12)
-    assert compiled.num_mask_classes is None  # states x byte classes over the bound: walk per state
+    assert compiled.automaton.num_mask_classes is None  # states x byte classes over the bound: walk per state
     for state in dict.fromkeys(states):
         assert mask_ids(compiled, state) == direct_allowed(compiled, state)
-    monkeypatch.setattr(compiler_mod, "SYNC_PARTITION_MAX_WORK", 10**9)
+    monkeypatch.setattr(dfa_masks_mod, "SYNC_PARTITION_MAX_WORK", 10**9)
     shared = _fresh(r"[^\n]{1,120}", info, background=False)
     _random_walk_states(shared, random.Random(5), 3)
-    assert shared.num_mask_classes is not None
+    assert shared.automaton.num_mask_classes is not None
 
 
 @settings(max_examples=80, deadline=None)
@@ -320,15 +319,18 @@ def test_compile_precomputes_every_mask_of_a_small_dfa(pattern: str) -> None:
     info = tokenizer_info("llama3-128k")
     compiled = _fresh(pattern, info, background=False)
     assert compiled.num_cached_states == 0
-    walked = compiled.precompute_ahead()
-    assert walked == compiled.num_mask_classes and walked <= compiler_mod.EAGER_MAX_CLASSES
-    assert compiled.num_cached_states == compiled.dfa.num_states  # every fill is now a copy
-    walks = compiled.num_walks
-    for state in range(compiled.dfa.num_states):
+    walked = compiled.automaton.precompute_ahead()
+    assert walked == compiled.automaton.num_mask_classes and walked <= dfa_masks_mod.EAGER_MAX_CLASSES
+    assert compiled.num_cached_states == compiled.automaton.dfa.num_states  # every fill is now a copy
+    walks = compiled.automaton.num_walks
+    for state in range(compiled.automaton.dfa.num_states):
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), (pattern, state)
-    assert compiled.num_walks == walks
+    assert compiled.automaton.num_walks == walks
     constrain.compiler.clear_caches()
-    assert constrain.compile(Grammar.from_regex(pattern), info).num_cached_states == compiled.dfa.num_states
+    assert (
+        constrain.compile(Grammar.from_regex(pattern), info).num_cached_states
+        == compiled.automaton.dfa.num_states
+    )
 
 
 def test_compile_precomputes_the_nearest_classes_of_a_large_dfa_within_budget(
@@ -336,17 +338,24 @@ def test_compile_precomputes_the_nearest_classes_of_a_large_dfa_within_budget(
 ) -> None:
     info = tokenizer_info("llama3-128k")
     pattern = r"[^\n]{1,400}"
-    monkeypatch.setattr(compiler_mod, "EAGER_BUDGET_S", 0.0)
-    assert _fresh(pattern, info, background=False).precompute_ahead() == 0  # no budget, nothing walked
-    monkeypatch.setattr(compiler_mod, "EAGER_BUDGET_S", 10.0)
-    monkeypatch.setattr(compiler_mod, "EAGER_MAX_CLASSES", 4)
+    monkeypatch.setattr(dfa_masks_mod, "EAGER_BUDGET_S", 0.0)
+    assert (
+        _fresh(pattern, info, background=False).automaton.precompute_ahead() == 0
+    )  # no budget, nothing walked
+    monkeypatch.setattr(dfa_masks_mod, "EAGER_BUDGET_S", 10.0)
+    monkeypatch.setattr(dfa_masks_mod, "EAGER_MAX_CLASSES", 4)
     compiled = _fresh(pattern, info, background=False)
-    walked = compiled.precompute_ahead()
-    assert walked == compiled.num_mask_classes > 4  # a big budget walks every class, in batches
-    class_of = compiled.mask_classes()
+    walked = compiled.automaton.precompute_ahead()
+    assert walked == compiled.automaton.num_mask_classes > 4  # a big budget walks every class, in batches
+    class_of = compiled.automaton.mask_classes()
     rnd = random.Random(11)
-    for state in [compiled.dfa.start, 1, 2, *rnd.sample(range(compiled.dfa.num_states), 10)]:
-        assert int(class_of[state]) in compiled._cache.by_class
+    for state in [
+        compiled.automaton.dfa.start,
+        1,
+        2,
+        *rnd.sample(range(compiled.automaton.dfa.num_states), 10),
+    ]:
+        assert int(class_of[state]) in compiled.automaton._cache.by_class
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), state
 
 
@@ -357,12 +366,14 @@ def test_partial_walk_reference_stays_dense_across_sparse_walks() -> None:
     assert m.accept_bytes(b'{"name": "Ad')
     dense = m.state
     m.next_token_mask()  # a dense body state: the reference from now on
-    assert compiled._cache.last == dense
+    assert compiled.automaton._cache.last == dense
     assert m.accept_bytes("é".encode()[:1])  # halfway through a UTF-8 character: a sparse mask
     m.next_token_mask()
-    assert compiled._cache.counts[m.state] < compiler_mod.PARTIAL_WALK_MIN_TOKENS
-    assert compiled._cache.last == dense  # not displaced by the sparse walk
-    partial = compiled._cache.partial_walks
+    assert compiled.automaton._cache.counts[m.state] < dfa_masks_mod.PARTIAL_WALK_MIN_TOKENS
+    assert compiled.automaton._cache.last == dense  # not displaced by the sparse walk
+    partial = compiled.automaton._cache.partial_walks
     assert m.accept_bytes("é".encode()[1:] + b"a")
     assert mask_ids(compiled, m.state) == direct_allowed(compiled, m.state)
-    assert compiled._cache.partial_walks == partial + 1  # the next body position reused the dense mask
+    assert (
+        compiled.automaton._cache.partial_walks == partial + 1
+    )  # the next body position reused the dense mask

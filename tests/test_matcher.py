@@ -294,6 +294,6 @@ def test_real_tokenizer_random_walks_match(tok_name: str) -> None:
             direct = {
                 t
                 for t, b in enumerate(info.token_bytes)
-                if b and t not in info.special_ids and compiled.dfa.step(state, b) >= 0
+                if b and t not in info.special_ids and compiled.grammar.to_dfa().step(state, b) >= 0
             }
             assert mask_ids == direct

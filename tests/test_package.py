@@ -41,3 +41,19 @@ def test_demo_runs_and_prints_matching_outputs() -> None:
     )
     lines = [line for line in out.stdout.splitlines() if "tokens" in line and "{" in line]
     assert len(lines) == 2, out.stdout
+
+
+def test_import_constrain_does_not_load_torch() -> None:
+    code = "import constrain, sys; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_lazy_names_load_on_first_use() -> None:
+    assert {"generate", "generate_json", "apply_token_bitmask_inplace", "allocate_token_bitmask"} <= set(
+        dir(constrain)
+    )
+    assert constrain.allocate_token_bitmask(1, 64).shape == (1, 2)
+    assert callable(constrain.generate) and callable(constrain.generate_json)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from constrain.automata import regex_to_dfa, utf8_sequences
 from constrain.exceptions import ConstrainError, RegexSyntaxError, UnsupportedRegexFeature
-from constrain.regex import regex_to_dfa, utf8_sequences
 
 from .regex_family import regexes, texts
 

@@ -1,4 +1,4 @@
-"""constrain.suites: loaders, outcome classification (with fake compilers), JSON output, expected files, CLI.
+"""constrain_tools.suites: loaders, outcomes (with fake compilers), JSON output, expected files, CLI.
 
 The fakes stand in for ``Grammar.from_json_schema``: one accepts everything, one nothing, and an oracle
 accepts exactly the suite's instances that ``jsonschema`` validates (a regex union of their compact
@@ -8,10 +8,8 @@ serialisations), so the runner's bookkeeping is checked against an engine-indepe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +21,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7, DRAFT202012
 
 from constrain import Grammar, TokenizerInfo
-from constrain import suites as S
 from constrain.exceptions import SchemaError, UnsupportedSchemaFeature
+from constrain_tools import suites as S
 
 from .shared_data import SHARED
 
@@ -245,18 +243,15 @@ def _write_folder(root: Path) -> Path:
     return root / "maskbench"
 
 
-def _write_tar(path: Path) -> Path:
-    with tarfile.open(path, "w:xz") as tf:
-        for name, rec in sorted(RECORDS.items()):
-            raw = json.dumps(rec).encode()
-            info = tarfile.TarInfo(f"maskbench/data/{name}")
-            info.size = len(raw)
-            tf.addfile(info, io.BytesIO(raw))
-    return path
+@pytest.fixture
+def maskbench_tar(tmp_path: Path, write_tar: Callable[[Path, dict[str, bytes]], Path]) -> Path:
+    """RECORDS as an xz tar archive laid out like maskbench-data.tar.xz."""
+    members = {f"maskbench/data/{name}": json.dumps(rec).encode() for name, rec in RECORDS.items()}
+    return write_tar(tmp_path / "mb.tar.xz", members)
 
 
-def test_maskbench_loader_from_tar_and_folder_agree(tmp_path: Path) -> None:
-    from_tar = S.load_maskbench(_write_tar(tmp_path / "mb.tar.xz"))
+def test_maskbench_loader_from_tar_and_folder_agree(tmp_path: Path, maskbench_tar: Path) -> None:
+    from_tar = S.load_maskbench(maskbench_tar)
     from_dir = S.load_maskbench(_write_folder(tmp_path / "unpacked"))
     assert from_tar.cases == from_dir.cases
     assert [(c.file, c.group, len(c.instances)) for c in from_tar.cases] == [
@@ -271,8 +266,8 @@ def test_maskbench_loader_from_tar_and_folder_agree(tmp_path: Path) -> None:
     assert from_tar.num_instances == 6
 
 
-def test_maskbench_subset_and_limit(tmp_path: Path) -> None:
-    path = _write_tar(tmp_path / "mb.tar.xz")
+def test_maskbench_subset_and_limit(tmp_path: Path, maskbench_tar: Path) -> None:
+    path = maskbench_tar
     assert [c.group for c in S.load_maskbench(path, limit=1).cases] == ["o1", "JME_7"]
     assert [c.group for c in S.load_maskbench(path, subsets=["JME"]).cases] == ["JME_7"]
     with pytest.raises(ValueError, match="the subsets are: Github_easy, JME"):
@@ -680,8 +675,10 @@ def test_cli_runs_writes_json_and_checks_expected(
     assert "REGRESSIONS (1):\n  int.json / integers / str: pass -> false_positive" in capsys.readouterr().out
 
 
-def test_cli_maskbench(tmp_path: Path, tiny_tokenizer_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write_tar(tmp_path / "mb.tar.xz")
+def test_cli_maskbench(
+    tmp_path: Path, maskbench_tar: Path, tiny_tokenizer_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = maskbench_tar
     args = _parse(
         [
             "suite",

@@ -1,23 +1,26 @@
 """Context-free constraints: Lark grammars as a lazily determinised scannerless Earley recogniser.
 
 ``lark_frontend`` (Lark text -> BNF over regex terminals) -> ``earley`` (the automaton of Earley
-configurations over bytes) -> ``token_masks`` (``CompiledCFG``: per-configuration token bitmasks)
--> ``matcher`` (``CFGMatcher``: per-sequence state with :class:`constrain.GrammarMatcher`'s API).
-``constrain.compile`` and ``constrain.GrammarMatcher`` dispatch here for Lark grammars and recursive
-JSON Schemas (whose automaton :mod:`constrain.json_schema.recursion` builds).
+configurations over bytes) -> ``token_masks`` (``EarleyTokenMasks``: per-configuration token
+bitmasks, the :class:`~constrain.compiler.TokenAutomaton` that :class:`constrain.GrammarMatcher`
+walks). ``constrain.compile`` comes here for Lark grammars and recursive JSON Schemas (whose automaton
+:mod:`constrain.json_schema.recursion` builds).
+
+``CFGMatcher`` and ``CompiledCFG`` are kept as aliases of :class:`constrain.GrammarMatcher` and
+:class:`constrain.CompiledGrammar` (one class each for every grammar kind now).
 """
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
+from ..caches import bounded_cache
 from .earley import EarleyAutomaton, build_automaton
 from .lark_frontend import CFG, Terminal, parse_lark, read_grammar_text
-from .matcher import CFGMatcher
-from .token_masks import CompiledCFG, compile_cfg
+from .token_masks import EarleyTokenMasks, compile_cfg, compile_earley_masks
 
 
-@functools.lru_cache(maxsize=64)
+@bounded_cache(maxsize=64)
 def automaton_for(source: str, start: str = "start", import_dir: str = "") -> EarleyAutomaton:
     """The configuration automaton of a Lark grammar text (cached; shared by every tokenizer)."""
     return build_automaton(parse_lark(source, start, import_dir or None))
@@ -28,16 +31,31 @@ def clear_caches() -> None:
     automaton_for.cache_clear()
 
 
+def __getattr__(name: str) -> Any:
+    # Aliases from when Lark grammars had their own classes (imported lazily: no import cycle).
+    if name == "CFGMatcher":
+        from ..matcher import GrammarMatcher
+
+        return GrammarMatcher
+    if name == "CompiledCFG":
+        from ..compiler import CompiledGrammar
+
+        return CompiledGrammar
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CFG",
     "CFGMatcher",
     "CompiledCFG",
     "EarleyAutomaton",
+    "EarleyTokenMasks",
     "Terminal",
     "automaton_for",
     "build_automaton",
     "clear_caches",
     "compile_cfg",
+    "compile_earley_masks",
     "parse_lark",
     "read_grammar_text",
 ]

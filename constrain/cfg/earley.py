@@ -1,7 +1,7 @@
 """A scannerless Earley recogniser over bytes, determinised lazily into an automaton of configurations.
 
 Method: Earley over terminals, with each terminal recognised by its own byte DFA
-(:func:`constrain.regex.regex_to_dfa`). We chose Earley because Lark grammars may be ambiguous or
+(:func:`constrain.automata.regex_to_dfa`). We chose Earley because Lark grammars may be ambiguous or
 outside LALR(1) (Lark's own default parser is Earley), and a constraint engine must accept every
 string of the language, not only those one LR table can parse. Terminal priorities only choose
 between parse trees in Lark; they do not change which strings are accepted, so they are ignored here.
@@ -62,8 +62,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..automata import DFA, column_classes, equivalent_states, regex_to_dfa
 from ..exceptions import GrammarError, UnsupportedFeatureError, UnsupportedRegexFeature
-from ..regex import DFA, column_classes, equivalent_states, regex_to_dfa
+from ..masks.handle import new_tables, set_tables
 from . import fast_step as fs
 from .fast_step import DEAD, NEED_ROOM, UNKNOWN
 from .lark_frontend import CFG
@@ -143,7 +144,7 @@ class EarleyAutomaton:
         # bytes that end an accepting lexeme state (row) by killing it: the token masks' first bytes
         self.kill_bytes = gacc[:, None] & (gtrans < 0)
         # Lexeme states with the same future (segment terminals of recursive schemas are copies of a
-        # few DFAs) share their token sets: see CompiledCFG._lexeme_sets.
+        # few DFAs) share their token sets: see EarleyTokenMasks._lexeme_sets.
         reps, byte_class = column_classes(gtrans)
         glob = np.where(gtrans >= 0, gtrans + toff[gterm][:, None], -1)
         self.future_class = equivalent_states(glob, gacc, reps)
@@ -196,7 +197,7 @@ class EarleyAutomaton:
         counts[fs.NDR] = len(self._next_sym)
         counts[fs.ACCEPT_DR] = 1  # S' -> start .
         self.tables = tuple(tabs)
-        self.handle = fs.new_tables(self.tables)  # what Python passes to the numba steps
+        self.handle = new_tables(self.tables)  # what Python passes to the numba steps
 
     def _prediction(self, sym: int) -> tuple[set[int], set[int]]:
         """The dotted rules (all with origin SELF) that predicting nonterminal ``sym`` adds to a node,
@@ -273,7 +274,7 @@ class EarleyAutomaton:
             raise RuntimeError("internal error: the Earley tables asked for room but none is full")
         self.trans = tabs[fs.TRANS]
         self.tables = tuple(tabs)
-        fs.set_tables(self.handle, self.tables)
+        set_tables(self.handle, self.tables)
 
     def _grow_nodes(self) -> None:
         """The node pool, the fresh-lexeme pool and the closure's scratch (see :meth:`grow`)."""
@@ -464,7 +465,8 @@ class EarleyAutomaton:
 
 def _byte_classes(byte_class: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The grammar's byte classes (bytes whose column in every terminal DFA is the same, numbered by
-    :func:`constrain.regex.column_classes`) as (class of each byte, class offsets, bytes sorted by class)."""
+    :func:`constrain.automata.column_classes`) as (class of each byte, class offsets, bytes sorted by
+    class)."""
     byte_class = byte_class.astype(np.int32)
     order = np.argsort(byte_class, kind="stable").astype(np.int32)
     offsets = np.zeros(int(byte_class.max()) + 2, dtype=np.int64)

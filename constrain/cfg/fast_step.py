@@ -27,13 +27,10 @@ first takes its tables through :func:`borrowed`, so numba does no atomic referen
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba
 import numpy as np
-from numba.core import cgutils, types
-from numba.experimental import structref
-from numba.extending import intrinsic, overload
+
+from ..masks.handle import tables_of
 
 UNKNOWN = -2  # trans[c, b] not computed yet
 DEAD = -1
@@ -44,100 +41,6 @@ NEED_ROOM = -4  # a table is full: grow (see ``counts``) and step again
     N_CONFIGS, N_ENDS, NUM_G, NUM_T, POOL_NEED, END_POOL_NEED, SCRATCH_NEED,
     N_NODES, NDR, ACCEPT_DR, GEN, NODE_POOL_NEED, WORK_NEED, N_COUNTS,
 ) = range(14)  # fmt: skip
-
-
-def _borrowed(typingctx: Any, tables: Any) -> Any:
-    """The same tuple of arrays without their reference counts (meminfo and parent set to null).
-
-    numba counts references to every array it takes out of a tuple or passes on, each an atomic add
-    (a null meminfo skips it): with the tables' 35 arrays a byte step took 2.0 µs, without 0.23 µs.
-    Every function that takes the tables borrows them first; the Python caller holds the arrays for
-    the whole call, and no numba code keeps one past it.
-    """
-    items = tuple(getattr(tables, "types", ())) if isinstance(tables, types.BaseTuple) else ()
-    if not items or not all(isinstance(t, types.Array) for t in items):
-        return None
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        out = args[0]
-        for i, ty in enumerate(sig.args[0]):
-            ary = context.make_array(ty)(context, builder, value=builder.extract_value(out, i))
-            ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
-            ary.parent = cgutils.get_null_value(ary.parent.type)
-            out = builder.insert_value(out, ary._getvalue(), i)
-        return out
-
-    return tables(tables), codegen
-
-
-borrowed: Any = intrinsic(_borrowed)
-
-
-@structref.register
-class TablesType(types.StructRef):
-    """numba type of :class:`Tables`: one field, ``tabs``, the tuple of table arrays."""
-
-    def preprocess_fields(self, fields: Any) -> Any:
-        return tuple((name, types.unliteral(typ)) for name, typ in fields)
-
-
-class Tables(structref.StructRefProxy):
-    """A handle on an automaton's tables for calls from Python: numba unboxes one pointer instead of
-    35 arrays (a call into numba with the tuple cost 6.5 µs, up to 20 µs with cold caches; with the
-    handle 2.4 µs). Made by :func:`new_tables`; :func:`set_tables` swaps in grown tables."""
-
-
-structref.define_boxing(TablesType, Tables)
-
-
-def _make_tables(tabs: Any) -> Any:  # pragma: no cover - replaced by the overload below in numba
-    raise NotImplementedError
-
-
-@overload(_make_tables)
-def _make_tables_impl(tabs: Any) -> Any:
-    ty = TablesType([("tabs", tabs)])
-
-    def impl(tabs: Any) -> Any:  # pragma: no cover - numba
-        h: Any = structref.new(ty)  # type: ignore[call-arg]
-        h.tabs = tabs
-        return h
-
-    return impl
-
-
-def tables_of(tables: Any) -> Any:  # pragma: no cover - replaced by the overload below in numba
-    """The borrowed tuple of arrays of a :class:`Tables` handle or of a tuple (inside numba)."""
-    raise NotImplementedError
-
-
-@overload(tables_of)
-def _tables_of_impl(tables: Any) -> Any:
-    if isinstance(tables, TablesType):
-
-        def of_handle(tables: Any) -> Any:  # pragma: no cover - numba
-            return borrowed(tables.tabs)
-
-        return of_handle
-    if isinstance(tables, types.BaseTuple):
-
-        def of_tuple(tables: Any) -> Any:  # pragma: no cover - numba
-            return borrowed(tables)
-
-        return of_tuple
-    return None
-
-
-@numba.njit(cache=True)
-def new_tables(tabs: Any) -> Any:  # pragma: no cover - numba
-    """A :class:`Tables` handle holding the tuple ``tabs``."""
-    return _make_tables(tabs)
-
-
-@numba.njit(cache=True)
-def set_tables(handle, tabs) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """Point ``handle`` at a new tuple (after the tables grew); the old arrays are released."""
-    handle.tabs = tabs
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

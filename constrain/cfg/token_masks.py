@@ -31,18 +31,20 @@ every identifier and number token is one ``(T, start)`` set, the same at every p
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
 
 from ..grammar import Grammar
-from ..token_index import TokenTrie, token_trie
+from ..masks.trie import TokenTrie, token_trie
 from .earley import EarleyAutomaton
 from .fast_step import NEED_ROOM, TRANS, UNKNOWN, step, tables_of
 
 if TYPE_CHECKING:
+    from ..compiler import CompiledGrammar
     from ..tokenizer_info import TokenizerInfo
 
 
@@ -138,7 +140,7 @@ def walk_configs(
     """Walk trie subtrees through the configuration automaton from ``config``; mark surviving tokens
     in ``out``.
 
-    ``handle`` is the automaton's :class:`~constrain.cfg.fast_step.Tables`. ``ranges[k] = (lo, hi)``:
+    ``handle`` is the automaton's :class:`~constrain.masks.handle.Tables`. ``ranges[k] = (lo, hi)``:
     the preorder nodes ``lo..hi`` of ``nodes``, whole subtrees whose roots are at depth 0. A
     transition not built yet is stepped here (:func:`constrain.cfg.fast_step.step`, Earley closures
     included). A step that runs out of room stops the walk: it returns NEED_ROOM with its place in
@@ -211,34 +213,34 @@ class _LexsetMasks:
     first_ranges: np.ndarray
 
 
-@dataclass(frozen=True, eq=False)
-class CompiledCFG:
-    """A Lark grammar bound to a tokenizer: immutable from the outside, shareable across threads.
+class EarleyTokenMasks:
+    """The token masks of an Earley configuration automaton: the
+    :class:`~constrain.compiler.TokenAutomaton` of a context-free grammar. Shareable across threads.
 
     Masks are computed on first visit of a configuration and cached (see the module docstring).
     """
 
-    grammar: Grammar
-    tokenizer_info: TokenizerInfo
-    automaton: EarleyAutomaton
-    trie: TokenTrie
-    _lexeme_cache: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict, repr=False)
-    _arena: _Arena = field(default_factory=_Arena, repr=False)
-    _lexset_masks: dict[bytes, _LexsetMasks] = field(default_factory=dict, repr=False)
-    _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _eos_mask: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, earley: EarleyAutomaton, trie: TokenTrie, eos_ids: Iterable[int]) -> None:
+        self.earley = earley
+        self.trie = trie
+        self.start = earley.start
+        self._lexeme_cache: dict[int, tuple[np.ndarray, int, int]] = {}
+        self._arena = _Arena()
+        self._lexset_masks: dict[bytes, _LexsetMasks] = {}
+        self._masks: dict[int, np.ndarray] = {}
         eos = np.zeros(self.num_words, dtype=np.uint32)
-        for tid in self.tokenizer_info.eos_ids:
+        for tid in eos_ids:
             eos[tid >> 5] |= np.uint32(1 << (tid & 31))
         eos.setflags(write=False)
-        object.__setattr__(self, "_eos_mask", eos)
+        self._eos_mask = eos
+        # The protocol's stepping is the automaton's own (it builds configurations on demand).
+        self.step = earley.walk
+        self.is_final = earley.is_final
 
     @property
     def num_words(self) -> int:
         """Width of one bitmask row in int32 words: ``ceil(vocab_size / 32)``."""
-        return (self.tokenizer_info.vocab_size + 31) // 32
+        return self.trie.num_words
 
     @property
     def num_cached_states(self) -> int:
@@ -249,6 +251,10 @@ class CompiledCFG:
         """The mask that allows only the EOS tokens (used once a matcher has terminated)."""
         return self._eos_mask.view(np.int32)
 
+    def live_bytes(self, state: int) -> np.ndarray:
+        """The bytes that lead somewhere from configuration ``state`` (unknown transitions computed)."""
+        return np.flatnonzero(self.earley.resolve_row(state) >= 0)
+
     # ---- per (terminal, DFA state) -------------------------------------------------------------------
     def _lexeme_sets(self, term: int, state: int) -> tuple[np.ndarray, int, int]:
         """(lexer-only tokens as uint32 words, arena range of the crossing-candidate sub-trie) of one
@@ -256,10 +262,10 @@ class CompiledCFG:
 
         Cached by the state's future class: lexeme states that accept the same continuations share one
         trie walk (recursive schemas' segment terminals are separately minimised copies of a few DFAs)."""
-        future = self.automaton.future_class_of(term, state)
+        future = self.earley.future_class_of(term, state)
         hit = self._lexeme_cache.get(future)
         if hit is None:
-            dfa = self.automaton.dfas[term]
+            dfa = self.earley.dfas[term]
             trie = self.trie
             inside = np.zeros(self.num_words, dtype=np.uint32)
             crossing = lexeme_token_sets(
@@ -283,7 +289,7 @@ class CompiledCFG:
         hit = self._lexset_masks.get(key)
         if hit is not None:
             return hit
-        auto = self.automaton
+        auto = self.earley
         sets = [self._lexeme_sets(*auto.row_lexeme(row)) for row in rows.tolist()]
         inside = sets[0][0] if sets else np.zeros(self.num_words, dtype=np.uint32)  # the masks copy it
         if len(sets) > 1:
@@ -297,7 +303,7 @@ class CompiledCFG:
         return self._lexset_masks.setdefault(key, _LexsetMasks(inside, crossing, first))
 
     # ---- per configuration ---------------------------------------------------------------------------
-    def config_mask(self, config: int) -> np.ndarray:
+    def mask(self, config: int) -> np.ndarray:
         """The read-only int32 bitmask row of ``config`` (EOS bits set where the input may end)."""
         mask = self._masks.get(config)
         if mask is None:
@@ -305,10 +311,10 @@ class CompiledCFG:
         return mask
 
     def _compute_mask(self, config: int) -> np.ndarray:
-        auto = self.automaton
+        auto = self.earley
         twin, final, rows = auto.mask_facts(config, FRESH_EQUIVALENTS)
         if twin >= 0 and twin != config:
-            return self._masks.setdefault(config, self.config_mask(twin))
+            return self._masks.setdefault(config, self.mask(twin))
         lm = self._lexset(rows)
         words = lm.inside.copy()
         with auto.lock:  # the walk builds transitions
@@ -346,7 +352,7 @@ class CompiledCFG:
     def precompute_lexemes(self) -> int:
         """Run the lexer-only walk for every (terminal, DFA state) now; returns how many."""
         count = 0
-        for term, dfa in enumerate(self.automaton.dfas):
+        for term, dfa in enumerate(self.earley.dfas):
             for state in range(dfa.num_states):
                 self._lexeme_sets(term, state)
                 count += 1
@@ -363,21 +369,32 @@ FRESH_EQUIVALENTS = True
 EAGER_LEXEME_LIMIT = 512
 
 
-def compile_cfg(
-    grammar: Grammar, tokenizer_info: TokenizerInfo, automaton: EarleyAutomaton, *, eager: bool = True
-) -> CompiledCFG:
-    """Bind a Lark grammar's automaton to a tokenizer; masks are filled lazily (see module docstring).
+def compile_earley_masks(
+    earley: EarleyAutomaton, trie: TokenTrie, eos_ids: Iterable[int], *, eager: bool = True
+) -> EarleyTokenMasks:
+    """The token masks of a grammar's configuration automaton; masks are filled lazily (see module
+    docstring).
 
     With ``eager`` (the default) the work every generation needs first is done here: the lexer-only
     walks of small grammars (:data:`EAGER_LEXEME_LIMIT`) and the start configuration's mask, so the
-    first fill is a copy (that mask was always part of the time to first mask; now the first step is
-    no longer the slowest)."""
-    compiled = CompiledCFG(grammar, tokenizer_info, automaton, token_trie(tokenizer_info))
+    first fill is a copy."""
+    masks = EarleyTokenMasks(earley, trie, eos_ids)
     if eager:
-        if sum(d.num_states for d in automaton.dfas) <= EAGER_LEXEME_LIMIT:
-            compiled.precompute_lexemes()
-        compiled.config_mask(automaton.start)
-    return compiled
+        if sum(d.num_states for d in earley.dfas) <= EAGER_LEXEME_LIMIT:
+            masks.precompute_lexemes()
+        masks.mask(earley.start)
+    return masks
 
 
-__all__ = ["CompiledCFG", "compile_cfg"]
+def compile_cfg(
+    grammar: Grammar, tokenizer_info: TokenizerInfo, automaton: EarleyAutomaton, *, eager: bool = True
+) -> CompiledGrammar:
+    """Bind a grammar's configuration automaton to a tokenizer, bypassing the compile cache (tests use
+    it to compare engine settings); :func:`constrain.compile` is the usual way in."""
+    from ..compiler import CompiledGrammar
+
+    masks = compile_earley_masks(automaton, token_trie(tokenizer_info), tokenizer_info.eos_ids, eager=eager)
+    return CompiledGrammar(grammar, tokenizer_info, masks)
+
+
+__all__ = ["EarleyTokenMasks", "compile_cfg", "compile_earley_masks"]

@@ -3,7 +3,7 @@
 JSON Schema says ``pattern`` is an ECMA-262 regex and that it is *not* anchored: ``"a+"`` accepts
 ``"xxaayy"``. :func:`ecma_to_python` rewrites the pattern so that Python's ``re.search`` behaves as
 ECMA's ``RegExp.prototype.test``; :func:`search_regex` wraps it for the full-match world of
-:func:`constrain.regex.regex_to_dfa`.
+:func:`constrain.automata.regex_to_dfa`.
 
 What changes meaning between the two dialects, and what we emit:
 
@@ -38,11 +38,8 @@ import functools
 import re
 import unicodedata
 
+from ..automata.charsets import MAX_CODEPOINT, Ranges, complement, normalize
 from ..exceptions import RegexSyntaxError, UnsupportedRegexFeature
-
-MAX_CODEPOINT = 0x10FFFF
-
-Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive code point ranges
 
 _LINE_TERMINATORS: Ranges = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]
 _DIGIT: Ranges = [(0x30, 0x39)]
@@ -112,28 +109,6 @@ _TWO_LETTER = {c for group in _GC_GROUPS.values() for c in group.split()}
 # --------------------------------------------------------------------------------------------
 
 
-def _normalize(ranges: list[tuple[int, int]]) -> Ranges:
-    out: Ranges = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(hi, out[-1][1]))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _complement(ranges: Ranges) -> Ranges:
-    out: Ranges = []
-    nxt = 0
-    for lo, hi in _normalize(ranges):
-        if lo > nxt:
-            out.append((nxt, lo - 1))
-        nxt = hi + 1
-    if nxt <= MAX_CODEPOINT:
-        out.append((nxt, MAX_CODEPOINT))
-    return out
-
-
 @functools.cache
 def _category_table() -> dict[str, Ranges]:
     """Two-letter general category -> code point ranges, for the running Python's Unicode version."""
@@ -151,7 +126,7 @@ def _category_table() -> dict[str, Ranges]:
 def _whitespace() -> Ranges:
     """ECMA ``\\s``: WhiteSpace (TAB VT FF ZWNBSP and every Zs) plus LineTerminator."""
     fixed = [(0x09, 0x09), (0x0B, 0x0C), (0xFEFF, 0xFEFF), *_LINE_TERMINATORS]
-    return _normalize(fixed + _category_table()["Zs"])
+    return normalize(fixed + _category_table()["Zs"])
 
 
 @functools.cache
@@ -171,13 +146,13 @@ def property_ranges(name: str) -> Ranges | None:
     elif name == "ASCII":
         return [(0, 0x7F)]
     elif name == "Assigned":
-        return _complement(_category_table().get("Cn", []))
+        return complement(_category_table().get("Cn", []))
     short = _GC_ALIASES.get(name, name)
     cats = _GC_GROUPS.get(short, short if short in _TWO_LETTER else None)
     if cats is None:
         return None
     table = _category_table()
-    return _normalize([r for cat in cats.split() for r in table.get(cat, [])])
+    return normalize([r for cat in cats.split() for r in table.get(cat, [])])
 
 
 def _escape_cp(cp: int) -> str:
@@ -196,7 +171,7 @@ def _escape_cp(cp: int) -> str:
 
 def _class_text(ranges: Ranges) -> str:
     """A Python class for a code point set (a never-matching class when it is empty)."""
-    ranges = _normalize(ranges)
+    ranges = normalize(ranges)
     if not ranges:
         return r"[^\x00-\U0010ffff]"
     parts = []
@@ -317,7 +292,7 @@ class _Parser:
         c = self.peek()
         if c == ".":
             self.i += 1
-            return _class_text(_complement(_LINE_TERMINATORS))
+            return _class_text(complement(_LINE_TERMINATORS))
         if c == "(":
             return self.group()
         if c == "[":
@@ -372,7 +347,7 @@ class _Parser:
                 ranges += [*_as_ranges(first), (0x2D, 0x2D), *_as_ranges(second)]
                 continue
             ranges += _as_ranges(first)
-        return _class_text(_complement(ranges) if negate else ranges)
+        return _class_text(complement(ranges) if negate else ranges)
 
     def class_atom(self) -> int | Ranges:
         c = self.peek()
@@ -391,9 +366,9 @@ class _Parser:
         self.i += 1
         if c in _CLASS_ESCAPES:
             ranges, negated = _CLASS_ESCAPES[c]
-            return _complement(ranges) if negated else list(ranges)
+            return complement(ranges) if negated else list(ranges)
         if c in ("s", "S"):
-            return _complement(_whitespace()) if c == "S" else list(_whitespace())
+            return complement(_whitespace()) if c == "S" else list(_whitespace())
         if c in ("p", "P") and self.peek() == "{":
             end = p.find("}", self.i)
             if end < 0:
@@ -406,7 +381,7 @@ class _Parser:
                     f"the property escape \\{c}{{{name}}}",
                     "general categories (L, Lu, Nd, P, ...), Any, ASCII and Assigned are supported",
                 )
-            return _complement(prop) if c == "P" else list(prop)
+            return complement(prop) if c == "P" else list(prop)
         if c in _CONTROL_ESCAPES:
             return _CONTROL_ESCAPES[c]
         if c == "b" and in_class:

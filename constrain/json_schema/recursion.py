@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from ..automata import DFA, column_classes, dfa_from_class_arrays
 from ..exceptions import UnsupportedSchemaFeature
-from ..regex import DFA, column_classes, dfa_from_class_arrays
 
 if TYPE_CHECKING:
     from ..cfg.earley import EarleyAutomaton

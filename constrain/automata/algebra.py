@@ -2,65 +2,26 @@
 
 The JSON Schema compiler describes each subschema as an expression (:class:`Seq`, :class:`Alt`,
 :class:`Repeat` of :class:`Literal` bytes, :class:`Regex` pieces and already-built :class:`Embed` DFAs),
-which :func:`build` turns into one NFA and then a minimal :class:`~constrain.regex.DFA`. Keywords that
-are not about concatenation (``allOf``, ``not``, ``oneOf``, ``if``) become :func:`intersect`,
+which :func:`build` turns into one NFA and then a minimal :class:`~constrain.automata.dfa.DFA`. Keywords
+that are not about concatenation (``allOf``, ``not``, ``oneOf``, ``if``) become :func:`intersect`,
 :func:`union` and :func:`difference`, computed as product automata in numba.
 
 A :class:`Regex` with ``json_string=True`` reads its pattern over the *decoded* characters of a JSON
-string and matches their canonical JSON encoding (``json.dumps(..., ensure_ascii=False)``): ``"`` and
-``\\`` and control characters become their escapes, every other character stands for itself. So a
-``pattern`` or ``format`` regex is enforced on the string value, not on its escaped text.
+string (see :func:`constrain.automata.regex.regex_dfa`).
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from .exceptions import RegexSyntaxError, UnsupportedRegexFeature
-from .regex import (
-    _NFA,
-    DFA,
-    MAX_DFA_STATES,
-    Ranges,
-    _Builder,
-    _determinize,
-    _determinize_fast,
-    _normalize,
-    _sre_parse,
-    dfa_byte_classes,
-    dfa_from_class_arrays,
-    empty_dfa,
-)
-
-__all__ = [
-    "DFA",
-    "Alt",
-    "Embed",
-    "Expr",
-    "Graph",
-    "Literal",
-    "Regex",
-    "Repeat",
-    "Seq",
-    "build",
-    "difference",
-    "intersect",
-    "is_empty",
-    "splice",
-    "union",
-]
-
-# Canonical JSON escapes of the characters that cannot appear raw inside a JSON string.
-_ESCAPES: dict[int, bytes] = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n"}
-_ESCAPES.update({0x0D: b"\\r", 0x09: b"\\t"})
-for _cp in range(0x20):
-    _ESCAPES.setdefault(_cp, b"\\u%04x" % _cp)
-_RAW_FORBIDDEN: Ranges = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
+from ..exceptions import UnsupportedRegexFeature
+from .determinize import nfa_to_dfa
+from .dfa import DFA, MAX_DFA_STATES, dfa_byte_classes, dfa_from_class_arrays, empty_dfa
+from .nfa import NFA
+from .regex import regex_dfa
 
 
 class Expr:
@@ -145,81 +106,16 @@ def alt(*parts: Expr) -> Expr:
 # --------------------------------------------------------------------------------------------
 
 
-def _subtract(ranges: Ranges, remove: Ranges) -> Ranges:
-    out: Ranges = []
-    for lo, hi in ranges:
-        pieces = [(lo, hi)]
-        for rlo, rhi in remove:
-            nxt: Ranges = []
-            for a, b in pieces:
-                if rhi < a or rlo > b:
-                    nxt.append((a, b))
-                    continue
-                if a < rlo:
-                    nxt.append((a, rlo - 1))
-                if rhi < b:
-                    nxt.append((rhi + 1, b))
-            pieces = nxt
-        out.extend(pieces)
-    return _normalize(out)
-
-
-def _literal_path(nfa: _NFA, start: int, end: int, data: bytes) -> None:
-    cur = start
-    for i, b in enumerate(data):
-        nxt = end if i == len(data) - 1 else nfa.state()
-        nfa.edges[cur].append((b, b, nxt))
-        cur = nxt
-
-
-class _JsonStringBuilder(_Builder):
-    """Reads each code point of the pattern as its canonical encoding inside a JSON string."""
-
-    def charset(self, ranges: Ranges) -> tuple[int, int]:
-        raw = _subtract(ranges, _RAW_FORBIDDEN)
-        if raw:
-            start, end = self.nfa.charset(raw)
-        else:
-            start, end = self.nfa.state(), self.nfa.state()
-        for lo, hi in ranges:
-            for cp in range(max(lo, 0), min(hi, 0x5C) + 1):
-                esc = _ESCAPES.get(cp)
-                if esc is not None:
-                    _literal_path(self.nfa, start, end, esc)
-        return start, end
-
-
-@functools.lru_cache(maxsize=1024)
-def regex_dfa(pattern: str, flags: int = 0, json_string: bool = False) -> DFA:
-    """Like :func:`constrain.regex.regex_to_dfa`, optionally over JSON string characters (cached)."""
-    try:
-        tree = _sre_parse.parse(pattern, flags)
-    except re.error as e:
-        raise RegexSyntaxError(e.msg, pattern, e.pos) from None
-    nfa = _NFA(pattern)
-    builder = (_JsonStringBuilder if json_string else _Builder)(pattern, nfa)
-    start, final = builder.seq(tree, tree.state.flags)
-    return _nfa_to_dfa(nfa, start, final, pattern)
-
-
-def _nfa_to_dfa(nfa: _NFA, start: int, final: int, label: str) -> DFA:
-    determinize = _determinize if nfa.has_anchors else _determinize_fast
-    trans, accepting, classes = determinize(nfa, start, final)
-    if trans.shape[0] > MAX_DFA_STATES:  # pragma: no cover - _subset_id enforces it first
-        raise UnsupportedRegexFeature("too many automaton states", label)
-    return dfa_from_class_arrays(trans, accepting, 0, classes.astype(np.int32), label)
-
-
-def _embed(nfa: _NFA, dfa: DFA) -> tuple[int, int]:
+def _embed(nfa: NFA, dfa: DFA) -> tuple[int, int]:
     """Copy ``dfa`` into ``nfa`` as a fragment."""
     return nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
 
 
-def _emit(nfa: _NFA, expr: Expr) -> tuple[int, int]:
+def _emit(nfa: NFA, expr: Expr) -> tuple[int, int]:
     if isinstance(expr, Literal):
         start, end = nfa.state(), nfa.state()
         if expr.data:
-            _literal_path(nfa, start, end, expr.data)
+            nfa.literal_path(start, end, expr.data)
         else:
             nfa.eps[start].append((0, end))
         return start, end
@@ -285,9 +181,9 @@ def build(expr: Expr, label: str = "<expr>") -> DFA:
         return expr.dfa
     if isinstance(expr, Regex):
         return regex_dfa(expr.pattern, expr.flags, expr.json_string)
-    nfa = _NFA(label)
+    nfa = NFA(label)
     start, final = _emit(nfa, expr)
-    return _nfa_to_dfa(nfa, start, final, label)
+    return nfa_to_dfa(nfa, start, final, label)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +254,6 @@ def _product(ta, tb, acc_a, acc_b, sa, sb, op, limit):  # pragma: no cover
 
 
 def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
-    # Joint byte classes: bytes that both automata treat alike everywhere.
     # Joint byte classes: pairs of the two automata's own classes.
     pair = dfa_byte_classes(a).astype(np.int64) * 65536 + dfa_byte_classes(b)
     _u, reps, classes = np.unique(pair, return_index=True, return_inverse=True)
@@ -406,7 +301,7 @@ def difference(a: DFA, b: DFA, label: str = "<minus>") -> DFA:
 def splice(dfa: DFA, edges: list[tuple[int, int]], sub: DFA, label: str = "<splice>") -> DFA:
     """``dfa`` with a fresh copy of ``sub``'s language between ``s`` and ``r`` for each ``(s, r)`` in
     ``edges`` (the caller has already cut whatever path joined them)."""
-    nfa = _NFA(label)
+    nfa = NFA(label)
     start, end = nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
     base = start - dfa.start
     links: list[tuple[int, int]] = []
@@ -416,7 +311,7 @@ def splice(dfa: DFA, edges: list[tuple[int, int]], sub: DFA, label: str = "<spli
     if links:
         # Embedded states keep their edges in blocks, so the joins go in a block too.
         nfa.eps_blocks.append(np.asarray(links, dtype=np.int64))
-    return _nfa_to_dfa(nfa, start, end, label)
+    return nfa_to_dfa(nfa, start, end, label)
 
 
 def is_empty(dfa: DFA) -> bool:

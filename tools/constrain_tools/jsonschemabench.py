@@ -31,7 +31,8 @@ The prompt follows the paper's 2-shot style: a system message asking for a JSON 
 schema, two fixed schema -> instance exchanges, then the schema under test, all through the model's chat
 template. The example instances are written in the compact form the constrained arm emits.
 
-Schemas come from ``../shared/data/jsonschemabench``: the full ``jsonschemabench-data.tar.xz`` (read
+Schemas come from ``data/jsonschemabench`` in the shared folder (:mod:`constrain_tools.harness`:
+``$CONSTRAIN_SHARED`` or ``../shared`` beside the checkout): the full ``jsonschemabench-data.tar.xz`` (read
 without unpacking; the default) or a folder holding ``data/<Subset>/<id>.json``. Per subset, the file
 names are sorted and ``--limit`` of them are drawn with ``random.Random(f"{seed}/{subset}")``, so a
 sample depends only on the data, the seed and the subset name.
@@ -50,25 +51,24 @@ machine affects both alike.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import random
 import re
-import signal
 import statistics
 import sys
 import tarfile
-import threading
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
+from constrain.exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
+from constrain.json_schema import detect_draft
+
+from . import harness
 
 __all__ = [
     "DEFAULT_DATA_PATH",
@@ -97,9 +97,8 @@ __all__ = [
     "schema_names",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The shared data folder beside the checkout (``../shared/data/jsonschemabench``).
-DEFAULT_DATA_PATH = REPO_ROOT.parent / "shared" / "data" / "jsonschemabench"
+#: ``data/jsonschemabench`` in the shared folder (``$CONSTRAIN_SHARED``, else ``../shared`` by the checkout).
+DEFAULT_DATA_PATH = harness.shared_dir() / "data" / "jsonschemabench"
 _ARCHIVE_NAME = "jsonschemabench-data.tar.xz"
 #: The subsets run when no ``--subset`` is given.
 DEFAULT_SUBSETS = ("Glaiveai2K", "Github_easy", "Github_medium")
@@ -271,7 +270,9 @@ def load_schemas(
         raise InvalidInputError("no subset given; pass --subset NAME")
     path = Path(path)
     if not path.exists():
-        raise InvalidInputError(f"data not found: {path} (pass --data PATH)")
+        raise InvalidInputError(
+            f"data not found: {path} (pass --data PATH, or set {harness.SHARED_ENV} to the shared folder)"
+        )
     raw: dict[str, dict[str, Callable[[], bytes]]] = {}
     seen: set[str] = set()
     for subset, name, read in _iter_sources(path, None):
@@ -452,50 +453,6 @@ class SchemaRecord:
 # Running one schema
 
 
-class _Timeout(BaseException):
-    """Raised by the alarm inside a compile that ran too long (a BaseException, so no ``except
-    Exception`` in the compiler swallows it)."""
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`_Timeout` in the block after ``seconds`` (main thread on POSIX; else a no-op).
-
-    Native code (a numba loop) is interrupted only when it returns to Python, so the caller also
-    checks the elapsed time.
-    """
-    usable = (
-        seconds is not None
-        and seconds > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-    armed = [True]
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        if armed[0]:
-            raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        armed[0] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _summarize_exception(exc: BaseException, frames: int = 3) -> str:
-    head = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
-    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(tb))
-    return (f"{head} [{where}]" if where else head)[:1000]
-
-
 def compile_schema(
     schema: Any, tokenizer_info: Any, *, timeout_s: float | None = DEFAULT_COMPILE_TIMEOUT_S
 ) -> CompileResult:
@@ -504,16 +461,16 @@ def compile_schema(
     Never raises for what the schema does; each failure is a status (see :class:`CompileResult`).
     Warnings from the compiler are kept in ``message``.
     """
-    from .compiler import compile as compile_grammar
-    from .grammar import Grammar
+    from constrain.compiler import compile as compile_grammar
+    from constrain.grammar import Grammar
 
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings(record=True) as caught, _deadline(timeout_s):
+        with warnings.catch_warnings(record=True) as caught, harness.deadline(timeout_s):
             warnings.simplefilter("always")
             grammar = Grammar.from_json_schema(schema)
             compiled = compile_grammar(grammar, tokenizer_info)
-    except _Timeout:
+    except harness.Timeout:
         return CompileResult("timeout", message=f"compile > {timeout_s:g} s")
     except UnsupportedFeatureError as exc:
         keyword = str(getattr(exc, "keyword", "") or type(exc).__name__)
@@ -522,7 +479,7 @@ def compile_schema(
         pointer = str(getattr(exc, "pointer", "") or "")
         return CompileResult("error", None, f"{type(exc).__name__}: {exc}"[:1000], "", pointer)
     except Exception as exc:  # noqa: BLE001 - a bug in constrain: record it, keep benchmarking
-        return CompileResult("crash", None, _summarize_exception(exc))
+        return CompileResult("crash", None, harness.summarize_exception(exc, frames=3, max_chars=1000))
     elapsed = time.perf_counter() - t0
     if timeout_s is not None and elapsed > timeout_s:
         return CompileResult("timeout", message=f"compile took {elapsed:.1f} s > {timeout_s:g} s")
@@ -556,7 +513,7 @@ def run_arm(
     (``compiled=None``: unconstrained, the JSON is extracted from the text), and validate the JSON
     against ``schema``. Never raises for what the model or schema does.
     """
-    from .generation import BudgetExhaustedError, generate
+    from constrain.generation import BudgetExhaustedError, generate
 
     constraint: dict[str, Any] = {"grammar": compiled} if compiled is not None else {}
     try:
@@ -575,7 +532,7 @@ def run_arm(
     except ConstrainError as exc:
         return ArmResult("error", message=f"{type(exc).__name__}: {exc}"[:1000])
     except Exception as exc:  # noqa: BLE001 - a bug: record it, keep benchmarking
-        return ArmResult("crash", message=_summarize_exception(exc))
+        return ArmResult("crash", message=harness.summarize_exception(exc, frames=3, max_chars=1000))
     arm = _with_stats(ArmResult("", result.text, result.finish_reason), result.stats)
     hook = DuplicateKeyHook()
     if compiled is not None:  # the grammar's output is the JSON itself, nothing to extract
@@ -595,15 +552,6 @@ def run_arm(
     return arm
 
 
-def _draft_name(schema: Any) -> str:
-    uri = schema.get("$schema") if isinstance(schema, dict) else None
-    if isinstance(uri, str):
-        for marker, name in (("draft-04", "4"), ("draft-06", "6"), ("draft-07", "7"), ("2019-09", "2019-09")):
-            if marker in uri:
-                return name
-    return "2020-12"
-
-
 def _context_limit(model: Any) -> int | None:
     value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 0 else None
@@ -621,11 +569,11 @@ def run_schema(
 ) -> SchemaRecord:
     """Compile one schema and run both arms on it (the unconstrained one even where the schema did
     not compile: it still counts towards that arm's empirical coverage)."""
-    from .generation import _encode_prompt
+    from constrain.generation import encode_prompt
 
     comp = compile_schema(item.schema, tokenizer_info, timeout_s=compile_timeout_s)
     messages = build_messages(item.schema)
-    prompt_tokens = len(_encode_prompt(tokenizer, messages, None))
+    prompt_tokens = len(encode_prompt(tokenizer, messages, None))
     limit = _context_limit(model)
     too_long = limit is not None and prompt_tokens + max_new_tokens > limit
     skipped = ArmResult(
@@ -653,7 +601,13 @@ def run_schema(
         unc = run_arm(item.schema, messages, model=model, tokenizer=tokenizer, max_new_tokens=max_new_tokens)
     comp.compiled = None  # do not keep every schema's automaton alive
     return SchemaRecord(
-        item.subset, item.name, _draft_name(item.schema), len(json.dumps(item.schema)), comp, con, unc
+        item.subset,
+        item.name,
+        detect_draft(item.schema, "2020-12", by_marker=True) or "2020-12",
+        len(json.dumps(item.schema)),
+        comp,
+        con,
+        unc,
     )
 
 
@@ -939,36 +893,6 @@ def plot_summaries(summaries: Sequence[SubsetSummary], path: str | Path, *, titl
     plt.close(fig)
 
 
-class _Progress:
-    """Progress on stderr: a redrawn bar on a terminal, one line per schema otherwise (a log)."""
-
-    def __init__(self, total: int, stream: IO[str] | None = None, enabled: bool = True) -> None:
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and total > 0
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
-
-    def update(self, done: int, label: str) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / done * (self.total - done) if done else 0.0
-        if self.tty:
-            width = 24
-            bar = "#" * int(width * done / self.total)
-            line = f"\r[{bar:<{width}}] {done}/{self.total} {elapsed:6.0f}s eta {eta:5.0f}s  {label[:60]:<60}"
-        else:
-            line = f"[{done}/{self.total}] {elapsed:.0f}s eta {eta:.0f}s  {label}\n"
-        self.stream.write(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
 
@@ -1036,12 +960,12 @@ def run_jsonschemabench(
     ``on_record(records)`` is called after each schema (the CLI saves partial results with it). Ctrl-C
     drops the schema in progress and returns the records so far with ``interrupted=True``.
     """
-    from .models import tokenizer_info_for
+    from constrain.models import tokenizer_info_for
 
     info = tokenizer_info_for(tokenizer)
     if warm_up:
         _warm_up(model, tokenizer, info, max_new_tokens)
-    bar = _Progress(len(schemas), stream, enabled=progress)
+    bar = harness.Progress(len(schemas), progress, stream, lines=True)
     records: list[SchemaRecord] = []
     interrupted = False
     try:
@@ -1076,27 +1000,8 @@ def interleave(schemas: Sequence[BenchSchema]) -> list[BenchSchema]:
     return [g[i] for i in range(longest) for g in groups.values() if i < len(g)]
 
 
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT, which a background job may have ignored) into KeyboardInterrupt, so
-    ``kill PID`` ends a run with its tables, JSON and plot written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _load(model_arg: str, dtype: str) -> tuple[Any, Any]:
-    from .models import default_model, load_model
+    from constrain.models import default_model, load_model
 
     if model_arg == "default":
         return default_model() if dtype == "float32" else load_model(None, dtype=dtype)
@@ -1126,7 +1031,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from . import __version__
+    from constrain import __version__
 
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError(f"--limit must be >= 1, got {args.limit}")
@@ -1166,7 +1071,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         if out is not None:
             _write_json(out, {**config, "wall_time_s": round(time.time() - started, 1)}, records)
 
-    with _stop_on_sigterm():
+    with harness.stop_on_sigterm(), harness.JsonlLog(getattr(args, "log", None)) as log:
+
+        def on_record(records: list[SchemaRecord]) -> None:
+            log.write(records[-1].to_json())
+            save(records)
+
         records, interrupted = run_jsonschemabench(
             interleave(schemas),
             model=model,
@@ -1175,7 +1085,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             compile_timeout_s=args.compile_timeout if args.compile_timeout > 0 else None,
             unconstrained=not args.no_unconstrained,
             progress=not args.quiet,
-            on_record=save,
+            on_record=on_record,
         )
     summaries = aggregate(records)
     sys.stdout.write(format_table(summaries) + "\n")
@@ -1269,6 +1179,11 @@ def add_arguments(subparsers: Any) -> argparse.ArgumentParser:
     jsb.add_argument("--no-unconstrained", action="store_true", help="run the constrained arm only")
     jsb.add_argument("--json", metavar="OUT", help="write per-schema records and aggregates to OUT")
     jsb.add_argument("--plot", metavar="OUT.png", help="write bar charts (needs matplotlib)")
+    jsb.add_argument(
+        "--log",
+        metavar="OUT.jsonl",
+        help="write each schema's record as a JSON line as soon as it is done (kept if the run is cut off)",
+    )
     jsb.add_argument("--quiet", action="store_true", help="no progress on stderr")
     jsb.set_defaults(func=run_from_args)
     bench.set_defaults(func=lambda args: _bench_help(bench))

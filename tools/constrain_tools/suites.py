@@ -23,12 +23,15 @@ matcher token by token. The outcome of one instance is one of:
 ``crash``
     any other exception: a bug in constrain. The run goes on; the report lists every crash under the table.
 
-Run it from the command line (``constrain suite ...``, or ``python -m constrain.suites ...`` in a checkout)::
+Run it from the command line (``constrain suite ...``, or ``python -m constrain_tools.suites ...``)::
 
-    python -m constrain.suites json-schema-test-suite --draft 2020-12 --json out.json
-    python -m constrain.suites json-schema-test-suite --optional --filter format/
-    python -m constrain.suites maskbench --limit 20 --subset Github_easy --jobs 4
-    python -m constrain.suites --update-expected     # rewrite tests/expected/ after an improvement
+    python -m constrain_tools.suites json-schema-test-suite --draft 2020-12 --json out.json
+    python -m constrain_tools.suites json-schema-test-suite --optional --filter format/
+    python -m constrain_tools.suites maskbench --limit 20 --subset Github_easy --jobs 4
+    python -m constrain_tools.suites --update-expected     # rewrite tests/expected/ after an improvement
+
+The data (the suite, MaskBench, the tokenizer) default to the shared folder (:mod:`constrain_tools.harness`:
+``$CONSTRAIN_SHARED`` or ``../shared`` beside the checkout).
 
 or from Python: :func:`load_json_schema_test_suite` / :func:`load_maskbench`, then :func:`run_suite`.
 """
@@ -36,32 +39,27 @@ or from Python: :func:`load_json_schema_test_suite` / :func:`load_maskbench`, th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import multiprocessing
 import os
 import re
-import signal
 import sys
 import tarfile
-import threading
 import time
-import traceback
-import warnings
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-from .compiler import compile as compile_grammar
-from .exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
-from .grammar import Grammar
-from .matcher import GrammarMatcher
-from .tokenizer_info import TokenizerInfo
+from constrain.compiler import compile as compile_grammar
+from constrain.exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
+from constrain.grammar import Grammar
+from constrain.json_schema import detect_draft
+from constrain.matcher import GrammarMatcher
+from constrain.tokenizer_info import TokenizerInfo
+
+from . import harness
 
 __all__ = [
     "OUTCOMES",
@@ -99,14 +97,17 @@ REMOTES_BASE_URI = "http://localhost:1234/"
 #: Compile time limit per schema (seconds): past it every instance of the schema counts as ``timeout``.
 DEFAULT_TIMEOUT_S = 20.0
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-DEFAULT_SUITE_PATH = SHARED / "data" / "json-schema-test-suite"
-DEFAULT_MASKBENCH_PATH = SHARED / "data" / "jsonschemabench" / "maskbench-data.tar.xz"
-DEFAULT_TOKENIZER_PATH = SHARED / "tokenizers" / "llama3-128k.tokenizer.json"
-#: The committed expected outcomes of the required draft 2020-12 suite (tests/test_json_schema_suite.py).
-DEFAULT_EXPECTED_PATH = REPO_ROOT / "tests" / "expected" / "json-schema-test-suite-draft2020-12.json"
-REGENERATE_COMMAND = "python -m constrain.suites --update-expected"
+_SUITE_PARTS = ("data", "json-schema-test-suite")
+_MASKBENCH_PARTS = ("data", "jsonschemabench", "maskbench-data.tar.xz")
+_TOKENIZER_PARTS = ("tokenizers", "llama3-128k.tokenizer.json")
+DEFAULT_SUITE_PATH = harness.shared_dir().joinpath(*_SUITE_PARTS)
+DEFAULT_MASKBENCH_PATH = harness.shared_dir().joinpath(*_MASKBENCH_PARTS)
+DEFAULT_TOKENIZER_PATH = harness.shared_dir().joinpath(*_TOKENIZER_PARTS)
+#: The committed expected outcomes of the required draft 2020-12 suite (tests/test_json_schema_suite.py),
+#: in the checkout (relative to the working directory when this package is not run from one).
+_EXPECTED_REL = Path("tests") / "expected" / "json-schema-test-suite-draft2020-12.json"
+DEFAULT_EXPECTED_PATH = (harness.checkout_root() or Path()) / _EXPECTED_REL
+REGENERATE_COMMAND = "python -m constrain_tools.suites --update-expected"
 
 _DRAFT_FOLDERS = {"2020-12": "draft2020-12", "7": "draft7"}
 
@@ -371,7 +372,7 @@ def load_maskbench(
 
 
 def _is_recursive(schema: Any) -> bool:
-    from .json_schema.compiler import has_ref_cycle
+    from constrain.json_schema.compiler import has_ref_cycle
 
     try:
         return has_ref_cycle(schema, draft=_draft_of(schema) or "2020-12")
@@ -379,18 +380,10 @@ def _is_recursive(schema: Any) -> bool:
         return False
 
 
-_DRAFT_URIS = {"draft-04": "4", "draft-06": "6", "draft-07": "7", "2019-09": "2019-09"}
-
-
 def _draft_of(schema: Any) -> str:
-    """The draft a MaskBench schema's ``$schema`` names (``"4"``, ``"6"``, ``"7"``, ``"2019-09"``), else
-    ``"2020-12"`` (what Python's ``jsonschema`` assumes, and MaskBench's verdicts come from it)."""
-    uri = schema.get("$schema") if isinstance(schema, dict) else None
-    if isinstance(uri, str):
-        for marker, draft in _DRAFT_URIS.items():
-            if marker in uri:
-                return draft
-    return "2020-12"
+    """The draft a MaskBench schema's ``$schema`` names, else ``"2020-12"`` (what Python's
+    ``jsonschema`` assumes, and MaskBench's verdicts come from it)."""
+    return detect_draft(schema, "2020-12", by_marker=True) or "2020-12"
 
 
 # ==========================================================================================================
@@ -428,7 +421,7 @@ class Engine:
     @classmethod
     def default(cls) -> Engine:
         """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats."""
-        from .json_schema.compiler import SchemaOptions, serialize_instance
+        from constrain.json_schema.compiler import SchemaOptions, serialize_instance
 
         def grammar_from_schema(
             schema: Any, *, registry: Mapping[str, Any], formats: str, draft: Any
@@ -652,93 +645,6 @@ class SuiteResult:
 # ==========================================================================================================
 
 
-class _Timeout(BaseException):
-    """Raised by the alarm inside a compile that ran too long (a BaseException: no ``except Exception``
-    in the code under test can swallow it)."""
-
-
-@dataclass
-class _Alarm:
-    """Whether a :func:`_deadline` fired (its exception may surface wrapped, e.g. in a SystemError)."""
-
-    fired: bool = False
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float | None) -> Iterator[_Alarm]:
-    """Raise :class:`_Timeout` in the block after ``seconds`` (main thread on POSIX; elsewhere a no-op).
-
-    Native code (a numba loop) is interrupted only when it returns to Python, and numba may then
-    report the exception as a ``SystemError``: check the yielded :class:`_Alarm`. The runner also
-    checks the elapsed time afterwards.
-    """
-    alarm = _Alarm()
-    usable = (
-        seconds is not None
-        and seconds > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield alarm
-        return
-    armed = [True]
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        if armed[0]:
-            alarm.fired = True
-            raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
-    try:
-        yield alarm
-    finally:
-        armed[0] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _summarize_exception(exc: BaseException, frames: int = 4) -> str:
-    """``Type: message`` plus the innermost ``frames`` frames as ``file:line in func``."""
-    head = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
-    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(tb))
-    return f"{head} [{where}]" if where else head
-
-
-class _Progress:
-    """A one-line stderr progress bar (schemas done / total, elapsed, ETA); silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, stream: IO[str] | None = None) -> None:
-        self.total = total
-        self.enabled = enabled and total > 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = time.perf_counter()
-        self.last = 0.0
-
-    def update(self, done: int, label: str) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if done < self.total and now - self.last < 0.1:
-            return
-        self.last = now
-        elapsed = now - self.start
-        eta = elapsed / done * (self.total - done) if done else 0.0
-        width = 30
-        filled = int(width * done / self.total)
-        bar = "#" * filled + "-" * (width - filled)
-        line = f"\r[{bar}] {done}/{self.total} schemas {elapsed:6.1f}s eta {eta:6.1f}s  {label[:40]:<40}"
-        self.stream.write(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def run_suite(
     suite: Suite,
     tokenizer: TextTokenizer,
@@ -765,26 +671,28 @@ def run_suite(
     )
     if engine.warm_up_schema is not None:
         _warm_up(engine, tokenizer)
-    bar = _Progress(len(suite.cases), progress)
+    bar = harness.Progress(len(suite.cases), progress, unit="schemas")
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        log = stack.enter_context(open(log_path, "w", encoding="utf-8")) if log_path is not None else None
+    cases = suite.cases
 
-        def on_done(outcome: _CaseOutcome, done: int, label: str) -> None:
-            bar.update(done, label)
-            if log is not None:
-                schema, instances, _ = outcome
-                line = {"schema": schema.to_json(), "instances": [r.to_json() for r in instances]}
-                log.write(json.dumps(line, ensure_ascii=False) + "\n")
-                log.flush()
+    def work(i: int) -> _CaseOutcome:
+        return _run_case(cases[i], suite, tokenizer, engine, timeout_s)
 
-        if jobs > 1 and len(suite.cases) > 1 and "fork" in multiprocessing.get_all_start_methods():
-            outcomes = _run_parallel(suite, tokenizer, engine, timeout_s, jobs, on_done)
+    with harness.JsonlLog(log_path) as log:
+
+        def on_done(outcome: _CaseOutcome, done: int, i: int) -> None:
+            bar.update(done, cases[i].file)
+            schema, instances, _ = outcome
+            log.write({"schema": schema.to_json(), "instances": [r.to_json() for r in instances]})
+
+        if jobs > 1 and len(cases) > 1 and harness.can_fork():
+            crashed = lambda i, message: _crashed(cases[i], message)  # noqa: E731
+            outcomes = harness.map_in_workers(len(cases), work, jobs, on_done, crashed)
         else:
             outcomes = []
-            for done, case in enumerate(suite.cases, 1):
-                outcomes.append(_run_case(case, suite, tokenizer, engine, timeout_s))
-                on_done(outcomes[-1], done, case.file)
+            for i in range(len(cases)):
+                outcomes.append(work(i))
+                on_done(outcomes[-1], i + 1, i)
     bar.close()
     for schema_result, instances, fallbacks in outcomes:
         result.schemas.append(schema_result)
@@ -827,84 +735,6 @@ def _run_case(
     return schema_result, instances, fallbacks
 
 
-#: What forked workers run on: set before the pool forks, so nothing is pickled but the results.
-_WORKER_STATE: tuple[Suite, TextTokenizer, Engine, float | None] | None = None
-
-
-def _worker_run(index: int) -> _CaseOutcome:
-    if _WORKER_STATE is None:  # pragma: no cover - only if a pool outlives run_suite
-        raise RuntimeError("suite worker started without a suite")
-    suite, tokenizer, engine, timeout_s = _WORKER_STATE
-    return _run_case(suite.cases[index], suite, tokenizer, engine, timeout_s)
-
-
-def _run_parallel(
-    suite: Suite,
-    tokenizer: TextTokenizer,
-    engine: Engine,
-    timeout_s: float | None,
-    jobs: int,
-    on_done: Callable[[_CaseOutcome, int, str], None],
-) -> list[_CaseOutcome]:
-    """:func:`_run_case` for every case in forked workers, ``jobs`` cases in flight.
-
-    A worker that dies (segfault, out of memory) breaks the pool: the cases in flight go back in
-    the queue and run again one at a time, and one that kills its worker again counts as a crash.
-    """
-    global _WORKER_STATE
-    results: list[_CaseOutcome | None] = [None] * len(suite.cases)
-    pending = deque(range(len(suite.cases)))
-    strikes: Counter[int] = Counter()
-    done_count = 0
-    _WORKER_STATE = (suite, tokenizer, engine, timeout_s)
-    try:
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns that forking a threaded process may deadlock; the workers only
-            # compile and walk, and take no lock the parent might hold.
-            warnings.filterwarnings(
-                "ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning
-            )
-            while pending:
-                ctx = multiprocessing.get_context("fork")
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                    inflight: dict[Future[_CaseOutcome], int] = {}
-                    broken = False
-                    while (pending or inflight) and not broken:
-                        while pending and len(inflight) < jobs:
-                            if inflight and (
-                                strikes[pending[0]] or any(strikes[j] for j in inflight.values())
-                            ):
-                                break  # a case that was in flight when a worker died runs alone
-                            i = pending.popleft()
-                            inflight[pool.submit(_worker_run, i)] = i
-                        finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            i = inflight.pop(fut)
-                            try:
-                                outcome = fut.result()
-                            except BrokenProcessPool:
-                                broken = True
-                                inflight[fut] = i  # handled with the others below
-                                continue
-                            except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle
-                                outcome = _crashed(suite.cases[i], f"worker: {_summarize_exception(exc)}")
-                            results[i] = outcome
-                            done_count += 1
-                            on_done(outcome, done_count, suite.cases[i].file)
-                    for i in sorted(inflight.values()):
-                        strikes[i] += 1
-                        if strikes[i] >= 2:
-                            msg = "worker process died (killed, segfault or out of memory) on this schema"
-                            results[i] = outcome = _crashed(suite.cases[i], msg)
-                            done_count += 1
-                            on_done(outcome, done_count, suite.cases[i].file)
-                        else:
-                            pending.appendleft(i)
-    finally:
-        _WORKER_STATE = None
-    return [r if r is not None else _crashed(suite.cases[i], "lost") for i, r in enumerate(results)]
-
-
 def _crashed(case: SchemaCase, message: str) -> _CaseOutcome:
     schema = SchemaResult(case.file, case.group, "crash", None, message=message)
     return schema, [_instance(case, inst, "crash", message) for inst in case.instances], 0
@@ -919,16 +749,16 @@ def _compile_case(
 ) -> tuple[SchemaResult, GrammarMatcher | None]:
     """Compile one schema: (its SchemaResult, a matcher or None)."""
     t0 = time.perf_counter()
-    alarm = _Alarm()
+    alarm = harness.Alarm()
     timed_out = SchemaResult(case.file, case.group, "timeout", None, message=f"compile > {timeout_s} s")
     try:
-        with _deadline(timeout_s) as alarm:
+        with harness.deadline(timeout_s) as alarm:
             grammar = engine.grammar_from_schema(
                 case.schema, registry=suite.registry, formats=case.formats, draft=case.draft
             )
             compiled = compile_grammar(grammar, tokenizer.info)
             matcher = GrammarMatcher(compiled)
-    except _Timeout:
+    except harness.Timeout:
         return timed_out, None
     except UnsupportedFeatureError as exc:
         if alarm.fired:
@@ -945,7 +775,9 @@ def _compile_case(
     except Exception as exc:  # noqa: BLE001 - a bug in constrain: record it, keep running
         if alarm.fired:  # the timeout, wrapped on its way out of native code
             return timed_out, None
-        return SchemaResult(case.file, case.group, "crash", None, message=_summarize_exception(exc)), None
+        return SchemaResult(
+            case.file, case.group, "crash", None, message=harness.summarize_exception(exc)
+        ), None
     elapsed = time.perf_counter() - t0
     if timeout_s is not None and elapsed > timeout_s:
         message = f"compile took {elapsed:.1f} s > {timeout_s:g} s"
@@ -972,12 +804,12 @@ def _run_instance(
     except ConstrainError as exc:
         return _instance(case, inst, "error", f"serialize: {type(exc).__name__}: {exc}"), False
     except Exception as exc:  # noqa: BLE001 - a bug in constrain: record it, keep running
-        return _instance(case, inst, "crash", f"serialize: {_summarize_exception(exc)}"), False
+        return _instance(case, inst, "crash", f"serialize: {harness.summarize_exception(exc)}"), False
     matcher.reset()
     try:
         accepted, fell_back = _walk(matcher, tokenizer, text)
     except Exception as exc:  # noqa: BLE001 - a bug in the matcher: record it, keep running
-        return _instance(case, inst, "crash", f"walk: {_summarize_exception(exc)}"), False
+        return _instance(case, inst, "crash", f"walk: {harness.summarize_exception(exc)}"), False
     if accepted == inst.valid:
         outcome = "pass"
     else:
@@ -1163,14 +995,10 @@ def _format_failures(result: SuiteResult, limit: int) -> str:
 # ==========================================================================================================
 
 
-def _default(path: Path) -> str | None:
-    return str(path) if path.exists() else None
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
-        default=_default(DEFAULT_TOKENIZER_PATH),
+        default=harness.default_path(*_TOKENIZER_PARTS),
         metavar="PATH",
         help="tokenizer.json whose tokens the instances are walked with "
         "(default: ../shared/tokenizers/llama3-128k.tokenizer.json when present)",
@@ -1215,7 +1043,7 @@ def _add_suite_commands(parser: argparse.ArgumentParser, *, required: bool = Tru
     jsts.add_argument("--optional", action="store_true", help="also run optional/** (incl. optional/format/)")
     jsts.add_argument(
         "--path",
-        default=_default(DEFAULT_SUITE_PATH),
+        default=harness.default_path(*_SUITE_PARTS),
         metavar="ROOT",
         help="the suite root holding tests/ and remotes/ (default: ../shared/data/json-schema-test-suite)",
     )
@@ -1233,7 +1061,7 @@ def _add_suite_commands(parser: argparse.ArgumentParser, *, required: bool = Tru
     )
     mb.add_argument(
         "--path",
-        default=_default(DEFAULT_MASKBENCH_PATH),
+        default=harness.default_path(*_MASKBENCH_PARTS),
         metavar="PATH",
         help="maskbench-data.tar.xz or a folder of MaskBench records "
         "(default: ../shared/data/jsonschemabench/maskbench-data.tar.xz)",
@@ -1273,11 +1101,14 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
     bad arguments."""
     out = sys.stdout
     if not args.tokenizer:
-        return _err("no tokenizer: pass --tokenizer PATH to a tokenizer.json")
+        return _err(f"no tokenizer: pass --tokenizer PATH to a tokenizer.json, or set {harness.SHARED_ENV}")
     if not Path(args.tokenizer).is_file():
         return _err(f"tokenizer file not found: {args.tokenizer} (pass --tokenizer PATH to a tokenizer.json)")
     if not args.path:
-        return _err("no data: pass --path (../shared/data is not beside this checkout)")
+        return _err(
+            f"no data: pass --path, or set {harness.SHARED_ENV} to the shared folder holding data/ "
+            "(../shared is not beside this checkout)"
+        )
     try:
         if args.suite_command == "maskbench":
             suite = load_maskbench(
@@ -1326,13 +1157,13 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m constrain.suites``: the ``suite`` subcommands, plus ``--update-expected``."""
-    parser = argparse.ArgumentParser(prog="python -m constrain.suites", description=__doc__.split("\n")[0])
+    """``python -m constrain_tools.suites``: the ``suite`` subcommands, plus ``--update-expected``."""
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(prog="python -m constrain_tools.suites", description=doc.split("\n")[0])
     parser.add_argument(
         "--update-expected",
         action="store_true",
-        help="rerun the required draft 2020-12 suite and rewrite "
-        f"{DEFAULT_EXPECTED_PATH.relative_to(REPO_ROOT)}",
+        help=f"rerun the required draft 2020-12 suite and rewrite {_EXPECTED_REL}",
     )
     _add_suite_commands(parser, required=False)
     args = parser.parse_args(argv)

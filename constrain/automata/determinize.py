@@ -1,0 +1,333 @@
+"""Subset construction: an NFA over byte ranges to a DFA table over byte classes.
+
+Bytes that every NFA edge treats alike form a class (:func:`byte_classes`), and the construction runs
+over classes, not over 256 bytes. Anchor-free NFAs take a numba construction over CSR arrays
+(:func:`_determinize_fast`); NFAs with anchors take the Python one, which tracks in each subset what
+the anchors know about the input (:func:`_determinize_anchored`). :func:`nfa_to_dfa` then trims and
+minimises the table (:mod:`.minimize`) into a :class:`~constrain.automata.dfa.DFA`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..exceptions import UnsupportedRegexFeature
+from .dfa import DEAD, DFA, MAX_DFA_STATES, dfa_from_class_arrays
+from .nfa import BEGIN, END_OR_NL, EPS, NFA
+
+# Modes track what the anchors know about the input: at the very start (nothing read yet); in the
+# middle; after `$` (what is left is "" or "\n"); at the end (nothing may follow).
+_M_START, _M_MID, _M_END_OR_NL, _M_END = 0, 1, 2, 3
+_NL = 0x0A
+
+
+def byte_classes(nfa: NFA) -> np.ndarray:
+    """Partition 0..255 into classes that every NFA edge treats alike; returns class id per byte."""
+    cuts = {0, 256}
+    for edges in nfa.edges:
+        for lo, hi, _ in edges:
+            cuts.add(lo)
+            cuts.add(hi + 1)
+    for block in nfa.edge_blocks:
+        cuts.update(np.unique(block[:, 1]).tolist())
+        cuts.update((np.unique(block[:, 2]) + 1).tolist())
+    if nfa.has_anchors:
+        cuts.update((_NL, _NL + 1))
+    bounds = sorted(cuts)
+    classes = np.zeros(256, dtype=np.int32)
+    for i in range(len(bounds) - 1):
+        classes[bounds[i] : bounds[i + 1]] = i
+    return classes
+
+
+def _subset_id(subset: Hashable, index: dict[Any, int], order: list[Any], pattern: str) -> int:
+    """The DFA state number of ``subset``, numbering it (in discovery order) on first sight."""
+    j = index.get(subset)
+    if j is None:
+        j = len(order)
+        if j >= MAX_DFA_STATES:
+            raise UnsupportedRegexFeature(
+                f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+                pattern,
+                "simplify the pattern or bound its repetitions less finely",
+            )
+        index[subset] = j
+        order.append(subset)
+    return j
+
+
+def _determinize_anchored(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subset construction. Returns (class transitions [S, C] with -1 dead, accepting [S], class of byte)."""
+    nfa.materialize_blocks()
+    classes = byte_classes(nfa)
+    num_classes = int(classes.max()) + 1
+    reps = [int(np.argmax(classes == c)) for c in range(num_classes)]
+
+    def closure(configs: Iterable[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+        seen = set(configs)
+        stack = list(seen)
+        while stack:
+            s, m = stack.pop()
+            for kind, t in nfa.eps[s]:
+                if kind == EPS:
+                    nm = m
+                elif kind == BEGIN:
+                    if m != _M_START:
+                        continue
+                    nm = m
+                elif kind == END_OR_NL:
+                    nm = m if m in (_M_END_OR_NL, _M_END) else _M_END_OR_NL
+                else:
+                    nm = _M_END
+                cfg = (t, nm)
+                if cfg not in seen:
+                    seen.add(cfg)
+                    stack.append(cfg)
+        return frozenset(seen)
+
+    # Per NFA state: class -> targets (edges are already class-aligned).
+    per_class: list[dict[int, list[int]]] = []
+    for edges in nfa.edges:
+        d: dict[int, list[int]] = {}
+        for lo, hi, t in edges:
+            for c in range(int(classes[lo]), int(classes[hi]) + 1):
+                d.setdefault(c, []).append(t)
+        per_class.append(d)
+
+    init = closure([(start, _M_START)])
+    index: dict[frozenset[tuple[int, int]], int] = {init: 0}
+    order = [init]
+    rows: list[list[int]] = []
+    i = 0
+    while i < len(order):
+        cur = order[i]
+        i += 1
+        row = [DEAD] * num_classes
+        for c in range(num_classes):
+            targets: list[tuple[int, int]] = []
+            for s, m in cur:
+                ts = per_class[s].get(c)
+                if not ts:
+                    continue
+                if m == _M_END or (m == _M_END_OR_NL and reps[c] != _NL):
+                    continue
+                nm = _M_END if m == _M_END_OR_NL else _M_MID
+                targets.extend((t, nm) for t in ts)
+            if not targets:
+                continue
+            nxt = closure(targets)
+            row[c] = _subset_id(nxt, index, order, nfa.pattern)
+        rows.append(row)
+    trans = np.array(rows, dtype=np.int32).reshape(len(order), num_classes)
+    accepting = np.array([any(s == final for s, _ in st) for st in order], dtype=bool)
+    return trans, accepting, classes
+
+
+def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subset construction for anchor-free NFAs, in numba.
+
+    The NFA goes into CSR arrays (epsilon edges; byte-range edges as byte-class ranges); subsets are
+    sorted arrays of the states that read bytes (plus the final state), found by hashing.
+    """
+    classes = byte_classes(nfa)
+    num_classes = int(classes.max()) + 1
+    n = len(nfa.edges)
+    # Epsilon edges and byte edges from the per-state lists and the bulk blocks, sorted into CSR.
+    eps_src = [np.fromiter((s for s, e in enumerate(nfa.eps) for _ in e), dtype=np.int64)]
+    eps_dst_parts = [np.fromiter((t for e in nfa.eps for _k, t in e), dtype=np.int64)]
+    for block in nfa.eps_blocks:
+        eps_src.append(block[:, 0])
+        eps_dst_parts.append(block[:, 1])
+    esrc = np.concatenate(eps_src)
+    order = np.argsort(esrc, kind="stable")
+    eps_dst = np.ascontiguousarray(np.concatenate(eps_dst_parts)[order])
+    eps_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(esrc, minlength=n), out=eps_ptr[1:])
+    num_list_edges = sum(len(e) for e in nfa.edges)
+    listed = np.fromiter(
+        (x for s, e in enumerate(nfa.edges) for edge in e for x in (s, *edge)),
+        dtype=np.int64,
+        count=4 * num_list_edges,
+    ).reshape(-1, 4)
+    flat = np.concatenate([listed, *nfa.edge_blocks]) if nfa.edge_blocks else listed
+    flat = flat[np.argsort(flat[:, 0], kind="stable")]
+    edge_len = np.bincount(flat[:, 0], minlength=n).astype(np.int64)
+    edge_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(edge_len, out=edge_ptr[1:])
+    edge_clo = classes[flat[:, 1]].astype(np.int64)
+    edge_chi = classes[flat[:, 2]].astype(np.int64)
+    edge_dst = np.ascontiguousarray(flat[:, 3])
+    important = edge_len > 0
+    important[final] = True
+    rows, accepting, ok = _subset_construction(
+        eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, num_classes,
+        MAX_DFA_STATES,
+    )  # fmt: skip
+    if not ok:
+        raise UnsupportedRegexFeature(
+            f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+            nfa.pattern,
+            "simplify the pattern or bound its repetitions less finely",
+        )
+    return rows, accepting, classes
+
+
+@numba.njit(cache=True)
+def _close(seeds, num_seeds, eps_ptr, eps_dst, important, stamp, tick, stack, out):  # pragma: no cover
+    """Epsilon closure of ``seeds``; writes its important states, sorted, to ``out``; returns the count."""
+    top = 0
+    count = 0
+    for i in range(num_seeds):
+        s = seeds[i]
+        if stamp[s] != tick:
+            stamp[s] = tick
+            stack[top] = s
+            top += 1
+    while top > 0:
+        top -= 1
+        s = stack[top]
+        if important[s]:
+            out[count] = s
+            count += 1
+        for j in range(eps_ptr[s], eps_ptr[s + 1]):
+            t = eps_dst[j]
+            if stamp[t] != tick:
+                stamp[t] = tick
+                stack[top] = t
+                top += 1
+    out[:count].sort()
+    return count
+
+
+@numba.njit(cache=True)
+def _subset_construction(
+    eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, k, limit
+):  # pragma: no cover
+    n = eps_ptr.shape[0] - 1
+    stamp = np.zeros(n, dtype=np.int64)
+    stack = np.empty(n + 1, dtype=np.int64)
+    buf = np.empty(n + 1, dtype=np.int64)
+    seeds = np.empty(1, dtype=np.int64)
+    seeds[0] = start
+    tick = 1
+    cnt = _close(seeds, 1, eps_ptr, eps_dst, important, stamp, tick, stack, buf)
+    store = np.empty(max(1024, 4 * cnt), dtype=np.int64)
+    store[:cnt] = buf[:cnt]
+    sub_start = np.empty(1024, dtype=np.int64)
+    sub_len = np.empty(1024, dtype=np.int64)
+    sub_start[0] = 0
+    sub_len[0] = cnt
+    used = cnt
+    num = 1
+    index = dict()
+    h0 = np.int64(1469598103934665603)
+    h = h0
+    for j in range(cnt):
+        h = (h ^ buf[j]) * np.int64(1099511628211)
+    index[h] = 0
+    rows = np.full((1024, k), -1, dtype=np.int32)
+    accepting = np.zeros(1024, dtype=np.bool_)
+    counts = np.zeros(k + 1, dtype=np.int64)
+    i = 0
+    while i < num:
+        if num > limit:
+            return rows[:0], accepting[:0], False
+        a = sub_start[i]
+        b = a + sub_len[i]
+        # Bucket the byte-reading edges of the subset by class.
+        counts[:] = 0
+        for p in range(a, b):
+            s = store[p]
+            if s == final:
+                accepting[i] = True
+            for e in range(edge_ptr[s], edge_ptr[s + 1]):
+                for c in range(edge_clo[e], edge_chi[e] + 1):
+                    counts[c + 1] += 1
+        for c in range(k):
+            counts[c + 1] += counts[c]
+        total = counts[k]
+        targets = np.empty(total, dtype=np.int64)
+        fill = counts[:k].copy()
+        for p in range(a, b):
+            s = store[p]
+            for e in range(edge_ptr[s], edge_ptr[s + 1]):
+                for c in range(edge_clo[e], edge_chi[e] + 1):
+                    targets[fill[c]] = edge_dst[e]
+                    fill[c] += 1
+        for c in range(k):
+            lo = counts[c]
+            hi = counts[c + 1]
+            if lo == hi:
+                continue
+            tick += 1
+            cnt = _close(targets[lo:hi], hi - lo, eps_ptr, eps_dst, important, stamp, tick, stack, buf)
+            h = h0
+            for j in range(cnt):
+                h = (h ^ buf[j]) * np.int64(1099511628211)
+            # Open addressing on the hash: probe until an equal subset or a free key.
+            found = -1
+            while h in index:
+                j2 = index[h]
+                if sub_len[j2] == cnt:
+                    same = True
+                    base = sub_start[j2]
+                    for q in range(cnt):
+                        if store[base + q] != buf[q]:
+                            same = False
+                            break
+                    if same:
+                        found = j2
+                        break
+                h += 1
+            if found < 0:
+                found = num
+                index[h] = found
+                if num >= sub_start.shape[0]:
+                    grow = sub_start.shape[0] * 2
+                    ns = np.empty(grow, dtype=np.int64)
+                    ns[:num] = sub_start[:num]
+                    sub_start = ns
+                    nl = np.empty(grow, dtype=np.int64)
+                    nl[:num] = sub_len[:num]
+                    sub_len = nl
+                    nr = np.full((grow, k), -1, dtype=np.int32)
+                    nr[:num] = rows[:num]
+                    rows = nr
+                    na = np.zeros(grow, dtype=np.bool_)
+                    na[:num] = accepting[:num]
+                    accepting = na
+                if used + cnt > store.shape[0]:
+                    nst = np.empty(max(store.shape[0] * 2, used + cnt), dtype=np.int64)
+                    nst[:used] = store[:used]
+                    store = nst
+                store[used : used + cnt] = buf[:cnt]
+                sub_start[num] = used
+                sub_len[num] = cnt
+                used += cnt
+                num += 1
+            rows[i, c] = found
+        i += 1
+    return rows[:num].copy(), accepting[:num].copy(), True
+
+
+def determinize(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subset construction from ``start`` with ``final`` the accepting NFA state.
+
+    Returns (class transitions ``int32[S, C]`` with -1 dead, accepting ``bool[S]``, class of each byte);
+    DFA state 0 is the start. Raises :class:`UnsupportedRegexFeature` past :data:`MAX_DFA_STATES`.
+    """
+    if nfa.has_anchors:
+        return _determinize_anchored(nfa, start, final)
+    return _determinize_fast(nfa, start, final)
+
+
+def nfa_to_dfa(nfa: NFA, start: int, final: int, label: str) -> DFA:
+    """The minimal DFA of ``nfa`` (which remembers its byte classes, see :func:`dfa_from_class_arrays`)."""
+    trans, accepting, classes = determinize(nfa, start, final)
+    if trans.shape[0] > MAX_DFA_STATES:  # pragma: no cover - _subset_id enforces it first
+        raise UnsupportedRegexFeature("too many automaton states", label)
+    return dfa_from_class_arrays(trans, accepting, 0, classes.astype(np.int32), label)

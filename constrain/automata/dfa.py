@@ -1,0 +1,163 @@
+"""The byte-level DFA type and the ways to make one from a transition table.
+
+A :class:`DFA` is minimal and trimmed: start state 0 (for tables built here), every state can reach an
+accepting state, no two states are equivalent. :func:`dfa_from_arrays` and :func:`dfa_from_class_arrays`
+bring a hand-built table to that form; :func:`column_classes` and :func:`equivalent_states` are the
+byte-class and state-equivalence helpers other engines (the Earley lexer, recursive schemas) reuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .minimize import hopcroft, prune_and_minimize
+
+DEAD = -1
+"""The transition target of a dead walk."""
+
+MAX_DFA_STATES = 200_000
+"""Upper bound on DFA states produced by the subset construction or a product automaton."""
+
+
+@dataclass(frozen=True, eq=False)
+class DFA:
+    """A minimal deterministic automaton over bytes.
+
+    ``transitions[s, b]`` is the state after reading byte ``b`` in state ``s``, or ``-1`` (dead). Every
+    state can reach an accepting state (dead ends are pruned), so a prefix is viable exactly when
+    its walk never hits ``-1``. The start state is ``start``.
+    """
+
+    transitions: np.ndarray  # int32[num_states, 256]
+    accepting: np.ndarray  # bool[num_states]
+    start: int = 0
+    pattern: str = field(default="", compare=False)
+
+    @property
+    def num_states(self) -> int:
+        """Number of live states."""
+        return int(self.transitions.shape[0])
+
+    def step(self, state: int, data: bytes) -> int:
+        """The state after reading ``data`` from ``state`` (``-1`` if the walk dies)."""
+        t = self.transitions
+        for b in data:
+            if state < 0:
+                return DEAD
+            state = int(t[state, b])
+        return state
+
+    def matches(self, data: bytes) -> bool:
+        """True when ``data`` is in the language."""
+        s = self.step(self.start, data)
+        return s >= 0 and bool(self.accepting[s])
+
+
+_EMPTY_DFA_TRANSITIONS = np.full((1, 256), -1, dtype=np.int32)
+
+
+def empty_dfa(label: str = "<empty>") -> DFA:
+    """The DFA of the empty language: one non-accepting state with no way out."""
+    return DFA(_EMPTY_DFA_TRANSITIONS.copy(), np.zeros(1, dtype=bool), 0, label)
+
+
+_COLUMN_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**62, size=1 << 20, dtype=np.int64)
+
+
+def equivalent_states(trans: np.ndarray, accepting: np.ndarray, reps: np.ndarray | None = None) -> np.ndarray:
+    """Class id of each state of ``trans`` (``-1`` = dead), equal exactly where two states accept the
+    same continuations (Hopcroft on the automaton made complete with a sink). The rows may come from
+    several DFAs side by side (targets numbered over all rows). ``reps``: one byte per column class
+    (:func:`column_classes`), if known."""
+    n = trans.shape[0]
+    if reps is None:
+        reps, _ = column_classes(trans)
+    t2 = np.where(trans[:, reps] >= 0, trans[:, reps], n).astype(np.int64)
+    t2 = np.vstack([t2, np.full((1, t2.shape[1]), n, dtype=np.int64)])
+    block = hopcroft(t2, np.append(accepting, False).astype(np.bool_))
+    return np.asarray(block[:n], dtype=np.int64)
+
+
+def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal columns of ``trans``: (a representative column per class, class id per column),
+    classes numbered in the order of their first column.
+
+    Columns are hashed with random weights, then checked against their representative, so a hash
+    collision can only split a class, never merge two different columns.
+    """
+    n = trans.shape[0]
+    weights: np.ndarray = _COLUMN_WEIGHTS[:n]
+    if n > _COLUMN_WEIGHTS.shape[0]:
+        weights = np.random.default_rng(n).integers(1, 2**62, size=(n,), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        hashes = (trans.astype(np.int64) + 2).T @ weights
+    _uniq, first, classes = np.unique(hashes, return_index=True, return_inverse=True)
+    classes = np.asarray(classes).reshape(-1)
+    same = (trans == trans[:, first[classes]]).all(axis=0)
+    if not same.all():  # pragma: no cover - a 64-bit collision: give the odd columns their own class
+        extra = np.flatnonzero(~same)
+        first = np.concatenate([first, extra])
+        classes = classes.copy()
+        classes[extra] = np.arange(len(first) - len(extra), len(first))
+    # Number classes by their first byte: minimisation then numbers states in byte order (BFS), so
+    # equal languages get equal tables whatever else the input table held.
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return np.asarray(first)[order], rank[classes]
+
+
+def dfa_byte_classes(dfa: DFA) -> np.ndarray:
+    """Class id per byte: bytes in one class lead every state to the same place (cached on the DFA)."""
+    got = dfa.__dict__.get("_byte_classes")
+    if got is None:
+        _reps, got = column_classes(dfa.transitions)
+        object.__setattr__(dfa, "_byte_classes", got)
+    return got
+
+
+def minimal_dfa(
+    compact: np.ndarray, accepting: np.ndarray, start: int, classes: np.ndarray, label: str
+) -> DFA:
+    """The trimmed, minimal :class:`DFA` of a table over byte classes (``compact[s, classes[byte]]`` is
+    the next state or -1), or :func:`empty_dfa` for the empty language."""
+    result = prune_and_minimize(compact, accepting, start)
+    if result is None:
+        return empty_dfa(label)
+    t, acc, st = result
+    full = np.ascontiguousarray(t[:, classes], dtype=np.int32)
+    full.setflags(write=False)
+    acc.setflags(write=False)
+    return DFA(full, acc, st, label)
+
+
+def dfa_from_class_arrays(
+    compact: np.ndarray, accepting: np.ndarray, start: int, classes: np.ndarray, label: str = "<dfa>"
+) -> DFA:
+    """Like :func:`dfa_from_arrays` for transitions over byte classes (``classes[byte]`` = column).
+
+    The result remembers ``classes`` as its byte classes (see :func:`dfa_byte_classes`).
+    """
+    dfa = minimal_dfa(compact, np.asarray(accepting, dtype=bool), int(start), classes, label)
+    if dfa.accepting.any():
+        object.__setattr__(dfa, "_byte_classes", classes)
+    return dfa
+
+
+def dfa_from_arrays(transitions: np.ndarray, accepting: np.ndarray, start: int, label: str = "<dfa>") -> DFA:
+    """Trim and minimise a hand-built automaton (``transitions[s, byte]`` = next state or -1).
+
+    The result satisfies the :class:`DFA` invariants: start state 0, every state can reach acceptance,
+    no two states equivalent. An empty language gives :func:`empty_dfa`.
+    """
+    trans = np.asarray(transitions)
+    if trans.ndim != 2 or trans.shape[1] != 256:
+        raise ValueError(f"transitions must be [states, 256], got {trans.shape}")
+    # Work on byte classes (columns that agree everywhere) to keep minimisation cheap.
+    reps, classes = column_classes(trans)
+    compact = np.ascontiguousarray(trans[:, reps], dtype=np.int32)
+    return minimal_dfa(
+        compact, np.asarray(accepting, dtype=bool), int(start), np.asarray(classes).reshape(-1), label
+    )

@@ -1,0 +1,226 @@
+"""Pruning and minimisation of DFAs given as transition tables over byte classes.
+
+:func:`prune_and_minimize` keeps the states that are reachable and can reach acceptance, merges
+equivalent states with Hopcroft's partition refinement (:func:`hopcroft`, in numba) and numbers the
+quotient breadth-first from the start in class order, so that equal languages over the same classes
+get equal tables. The tables here are ``int[states, classes]`` with ``-1`` for dead; expanding the
+classes back to 256 bytes is :mod:`.dfa`'s business.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def predecessors(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+    """The reverse edges of ``trans`` (``-1`` = dead) in CSR form: ``(ptr, preds)``.
+
+    The predecessors of state ``t`` are ``preds[ptr[t]:ptr[t + 1]]``, in ascending source order, one
+    entry per edge (a source repeats once per class that leads to ``t``).
+    """
+    n, k = trans.shape
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0:
+                ptr[t + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    preds = np.empty(ptr[n], dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0:
+                preds[fill[t]] = s
+                fill[t] += 1
+    return ptr, preds
+
+
+@numba.njit(cache=True)
+def _live_states(trans: np.ndarray, accepting: np.ndarray, start: int) -> np.ndarray:  # pragma: no cover
+    """States reachable from ``start`` that can also reach an accepting state."""
+    n, k = trans.shape
+    reach = np.zeros(n, dtype=np.bool_)
+    reach[start] = True
+    stack = [start]
+    while stack:
+        s = stack.pop()
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0 and not reach[t]:
+                reach[t] = True
+                stack.append(t)
+    # Reverse edges as CSR, then a backward search from the accepting states.
+    counts, preds = predecessors(trans)
+    coreach = np.zeros(n, dtype=np.bool_)
+    stack2 = [np.int64(0)]
+    stack2.pop()
+    for s in range(n):
+        if accepting[s]:
+            coreach[s] = True
+            stack2.append(np.int64(s))
+    while stack2:
+        t = stack2.pop()
+        for i in range(counts[t], counts[t + 1]):
+            s = preds[i]
+            if not coreach[s]:
+                coreach[s] = True
+                stack2.append(s)
+    return reach & coreach
+
+
+def prune_and_minimize(
+    trans: np.ndarray, accepting: np.ndarray, start: int
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Drop states that are unreachable or cannot reach acceptance, then merge equivalent states.
+
+    Returns None when the language is empty.
+    """
+    n, k = trans.shape
+    live = _live_states(np.ascontiguousarray(trans, dtype=np.int64), accepting.astype(np.bool_), int(start))
+    if not live[start]:
+        return None
+    # Renumber live states; a sink (index m) stands for dead during minimisation.
+    ids = np.full(n, -1, dtype=np.int64)
+    m = int(live.sum())
+    ids[live] = np.arange(m)
+    t2 = trans[live]
+    t2 = np.where(t2 >= 0, ids[np.maximum(t2, 0)], -1)
+    t2 = np.where(t2 >= 0, t2, m).astype(np.int64)
+    t2 = np.vstack([t2, np.full((1, k), m, dtype=np.int64)])
+    acc2 = np.append(accepting[live], False)
+    block = hopcroft(t2, acc2)
+    # The quotient automaton: blocks renumbered in BFS order from the start, sink removed.
+    num_blocks = int(block.max()) + 1
+    rep = np.zeros(num_blocks, dtype=np.int64)
+    rep[block[::-1]] = np.arange(m, -1, -1)  # the first state of each block represents it
+    quotient = block[t2[rep]]  # [num_blocks, k] block -> block
+    sink_block = int(block[m])
+    order = bfs_order(quotient, int(block[ids[start]]), sink_block)
+    new_id = np.full(num_blocks, -1, dtype=np.int64)
+    new_id[order] = np.arange(order.shape[0])
+    out = new_id[quotient[order]].astype(np.int32)
+    acc_out = acc2[rep[order]].copy()
+    return np.ascontiguousarray(out), acc_out, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def bfs_order(trans: np.ndarray, start: int, sink: int) -> np.ndarray:  # pragma: no cover - numba
+    """The states reachable from ``start``, breadth-first, successors in column order.
+
+    Dead targets (``< 0``) and ``sink`` (``-1`` for none) are not visited.
+    """
+    n, k = trans.shape
+    seen = np.zeros(n, dtype=np.bool_)
+    order = np.empty(n, dtype=np.int64)
+    order[0] = start
+    seen[start] = True
+    if sink >= 0:
+        seen[sink] = True
+    size = 1
+    i = 0
+    while i < size:
+        s = order[i]
+        i += 1
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0 and not seen[t]:
+                seen[t] = True
+                order[size] = t
+                size += 1
+    return order[:size]
+
+
+@numba.njit(cache=True)
+def hopcroft(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Hopcroft's partition refinement on a complete DFA; returns the block (class) of each state.
+
+    Blocks are contiguous slices of ``elems``; splitting moves the predecessors of the splitter to the
+    front of their block (Valmari's layout), so a round costs time proportional to the edges read.
+    """
+    n, k = trans.shape
+    # Predecessors per (class, target), as CSR.
+    ptr = np.zeros(k * n + 1, dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            ptr[c * n + trans[s, c] + 1] += 1
+    for i in range(k * n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    src = np.empty(n * k, dtype=np.int64)
+    for s in range(n):
+        for c in range(k):
+            idx = c * n + trans[s, c]
+            src[fill[idx]] = s
+            fill[idx] += 1
+    elems = np.empty(n, dtype=np.int64)
+    pos = np.empty(n, dtype=np.int64)
+    block_of = np.zeros(n, dtype=np.int64)
+    bstart = np.zeros(n + 1, dtype=np.int64)
+    bend = np.zeros(n + 1, dtype=np.int64)
+    mcount = np.zeros(n + 1, dtype=np.int64)
+    in_work = np.zeros(n + 1, dtype=np.bool_)
+    j = 0
+    nblocks = 0
+    for want in (True, False):
+        first = j
+        for s in range(n):
+            if accepting[s] == want:
+                elems[j] = s
+                pos[s] = j
+                block_of[s] = nblocks
+                j += 1
+        if j > first:
+            bstart[nblocks] = first
+            bend[nblocks] = j
+            nblocks += 1
+    work = [np.int64(b) for b in range(nblocks)]  # numba: a typed list of int64
+    for b0 in range(nblocks):
+        in_work[b0] = True
+    touched = np.empty(n + 1, dtype=np.int64)
+    while len(work) > 0:
+        b = work.pop()
+        in_work[b] = False
+        splitter = elems[bstart[b] : bend[b]].copy()
+        for c in range(k):
+            ntouched = 0
+            for t in splitter:
+                for i in range(ptr[c * n + t], ptr[c * n + t + 1]):
+                    p = src[i]
+                    bp = block_of[p]
+                    front = bstart[bp] + mcount[bp]
+                    if pos[p] < front:
+                        continue  # already marked
+                    q = elems[front]
+                    elems[pos[p]] = q
+                    pos[q] = pos[p]
+                    elems[front] = p
+                    pos[p] = front
+                    if mcount[bp] == 0:
+                        touched[ntouched] = bp
+                        ntouched += 1
+                    mcount[bp] += 1
+            for ti in range(ntouched):
+                bp = touched[ti]
+                m = mcount[bp]
+                mcount[bp] = 0
+                if m == bend[bp] - bstart[bp]:
+                    continue
+                nb = nblocks
+                nblocks += 1
+                bstart[nb] = bstart[bp]
+                bend[nb] = bstart[bp] + m
+                bstart[bp] = bstart[bp] + m
+                for e in range(bstart[nb], bend[nb]):
+                    block_of[elems[e]] = nb
+                if in_work[bp] or bend[nb] - bstart[nb] <= bend[bp] - bstart[bp]:
+                    work.append(np.int64(nb))
+                    in_work[nb] = True
+                else:
+                    work.append(np.int64(bp))
+                    in_work[bp] = True
+    return block_of

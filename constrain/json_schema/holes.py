@@ -1,0 +1,338 @@
+"""Holes: how recursion (and, in a recursive schema, large languages) stay out of line.
+
+A ``$ref`` cycle that comes back to a (subschema, location) pair still being compiled leaves a *hole*
+there (the bytes ``0xFF idx``, which no UTF-8 text holds) that stands for that pair's language. Once a
+schema recurses, large finished languages (past :data:`OUT_OF_LINE_STATES`) and any JSON value are kept
+out of line as holes too, so no DFA inlines another's thousands of states; :mod:`.recursion` turns the
+DFAs with holes into a context-free grammar.
+
+Concatenation and union are exact on holes. Intersection and difference (``allOf``, ``oneOf``, ``not``,
+``if``) are exact where the operands' first bytes cannot overlap, where one operand is a bare ``type``
+(it only cuts first bytes) or repeats another's constraints; else out-of-line holes are filled back in
+(any value: depth-capped), and a recursive hole left is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import automata as A
+from ..automata import DFA, dfa_from_arrays, empty_dfa
+from ..exceptions import UnsupportedRegexFeature, UnsupportedSchemaFeature
+from .keywords import ANNOTATIONS, NOT_BESIDE_BARE_TYPE
+from .recursion import HOLE, MAX_HOLES, RecursiveLanguage, fill_hole, has_holes, hole_edges, hole_indices
+from .references import SchemaNode, base_uri
+from .values import TYPE_FIRST, VALUE_FIRST, any_value_parts, capped_any_value, json_bytes, types_of
+
+if TYPE_CHECKING:
+    from .compiler import CompileContext
+
+#: In a recursive schema, a subschema's DFA past this many states is kept out of line (a hole).
+OUT_OF_LINE_STATES = 256
+#: The any-value hole's key in a recursive schema.
+ANY_KEY: tuple[Any, Any] = (("<any JSON value>",), ())
+
+LangKey = tuple[Any, Any]  # (node key, location key)
+
+
+@dataclass
+class HoleTable:
+    """The holes of one compilation, and what the recursion-aware set operations remember."""
+
+    #: (node key, location key) -> hole index
+    index: dict[LangKey, int] = field(default_factory=dict)
+    #: per hole: its key, its JSON pointer, the first bytes of its values
+    info: list[tuple[LangKey, str, frozenset[int]]] = field(default_factory=list)
+    #: holes made while their place was still being compiled
+    recursive: set[int] = field(default_factory=set)
+    #: per hole: the DFA reading just the hole
+    dfas: list[DFA] = field(default_factory=list)
+    any_hole: DFA | None = None
+    inlined: dict[int, DFA] = field(default_factory=dict)  # out-of-line hole -> its language, filled in
+    filled: dict[int, tuple[DFA, DFA]] = field(default_factory=dict)  # id(dfa) -> (dfa, holes filled in)
+    type_cuts: dict[int, tuple[DFA, frozenset[int]]] = field(default_factory=dict)  # id(bare type's DFA)
+    fingerprints: dict[int, str] = field(default_factory=dict)  # id(subschema) -> constraints as JSON
+
+
+def hole_for(ctx: CompileContext, key: LangKey, node: SchemaNode) -> DFA:
+    """A stand-in for the language of ``key``, still being compiled: the bytes ``0xFF idx``."""
+    idx = ctx.holes.index.get(key)
+    if idx is None:
+        return new_hole(ctx, key, node.ptr, first_bytes_of_node(ctx, node, frozenset()), recursive=True)
+    return ctx.holes.dfas[idx]
+
+
+def new_hole(ctx: CompileContext, key: LangKey, ptr: str, first: frozenset[int], *, recursive: bool) -> DFA:
+    """A new hole for ``key`` whose values start with ``first``."""
+    table = ctx.holes
+    idx = len(table.info)
+    if idx >= MAX_HOLES:
+        detail = f"more than {MAX_HOLES} recursive places in one schema"
+        raise UnsupportedSchemaFeature("$ref", ptr, detail)
+    table.index[key] = idx
+    table.info.append((key, ptr, first))
+    if recursive:
+        table.recursive.add(idx)
+    table.dfas.append(A.build(A.Literal(bytes([HOLE, idx])), f"hole {idx}: {ptr}"))
+    return table.dfas[idx]
+
+
+def out_of_line(ctx: CompileContext, key: LangKey, node: SchemaNode, dfa: DFA) -> DFA:
+    """In a recursive schema, a hole for a large finished language (or one out of line already)."""
+    table = ctx.holes
+    idx = table.index.get(key)
+    if idx is not None and (idx not in table.recursive or dfa.num_states > OUT_OF_LINE_STATES):
+        return table.dfas[idx]
+    if ctx.recursive and dfa.num_states > OUT_OF_LINE_STATES and len(table.info) < MAX_HOLES:
+        return new_hole(ctx, key, node.ptr, first_bytes(ctx, dfa), recursive=False)
+    return dfa
+
+
+def any_value_hole(ctx: CompileContext) -> DFA:
+    """The hole standing for any JSON value, its language defined by itself: exact at any depth.
+
+    The context-free engine is needed anyway once a schema recurses, and the hole keeps every DFA that
+    holds an unconstrained value small. Products that meet it against concrete bytes fill it with the
+    depth-capped DFA instead (:func:`fill_in`)."""
+    table = ctx.holes
+    if table.any_hole is None:
+        hole = table.any_hole = new_hole(ctx, ANY_KEY, "#", VALUE_FIRST, recursive=False)
+        ctx.lang_memo[ANY_KEY] = A.build(any_value_parts(ctx, A.Embed(hole)), "<any JSON value>")
+    return table.any_hole
+
+
+def fill_in(ctx: CompileContext, dfa: DFA) -> DFA:
+    """``dfa`` with its out-of-line holes filled in (any value: the depth-capped DFA)."""
+    table = ctx.holes
+    got = table.filled.get(id(dfa))
+    if got is None:
+        out = dfa
+        for idx in hole_indices(dfa):
+            if idx not in table.recursive:
+                out = fill_hole(out, idx, _inlined_language(ctx, idx))
+        got = table.filled[id(dfa)] = (dfa, out)
+    return got[1]
+
+
+def _inlined_language(ctx: CompileContext, idx: int) -> DFA:
+    table = ctx.holes
+    got = table.inlined.get(idx)
+    if got is None:
+        key = table.info[idx][0]
+        if key == ANY_KEY:
+            got = capped_any_value(ctx, ctx.options.max_any_depth + 1)
+        else:
+            got = fill_in(ctx, ctx.lang_memo[key])
+        table.inlined[idx] = got
+    return got
+
+
+def first_bytes_of_node(ctx: CompileContext, node: SchemaNode, seen: frozenset[Any]) -> frozenset[int]:
+    """Bytes a value valid under ``node`` may start with (an over-approximation)."""
+    if node.schema is False:
+        return frozenset()
+    if not isinstance(node.schema, dict) or node.key in seen:
+        return VALUE_FIRST
+    doc = ctx.doc
+    seen = seen | {node.key}
+    k = doc.keywords(node)
+    out = VALUE_FIRST
+    if "type" in k:
+        out &= frozenset(b for t in types_of(node, k) for b in TYPE_FIRST[t])
+    if isinstance(k.get("enum"), list):
+        out &= frozenset(json_bytes(v)[0] for v in k["enum"])
+    if "const" in k and doc.version >= 6:
+        out &= frozenset({json_bytes(k["const"])[0]})
+    for ref_kw in ("$ref", "$dynamicRef"):
+        if ref_kw in k:
+            out &= first_bytes_of_node(ctx, doc.resolve(node, ref_kw), seen)
+    for i, sub in enumerate(doc.subschema_list(node, "allOf")):
+        out &= first_bytes_of_node(ctx, doc.child(node, sub, "allOf", i), seen)
+    for app in ("anyOf", "oneOf"):
+        if app in k:
+            subs = [doc.child(node, sub, app, i) for i, sub in enumerate(doc.subschema_list(node, app))]
+            out &= frozenset().union(*[first_bytes_of_node(ctx, n, seen) for n in subs])
+    return out
+
+
+def first_bytes(ctx: CompileContext, dfa: DFA) -> frozenset[int]:
+    """Bytes the values of ``dfa`` may start with; a hole contributes its place's first bytes."""
+    row = dfa.transitions[dfa.start]
+    out = {b for b in np.flatnonzero(row >= 0).tolist() if b != HOLE}
+    for idx, _ in hole_edges(dfa, dfa.start):
+        out |= ctx.holes.info[idx][2]
+    return frozenset(out)
+
+
+def _refuse_recursive(ctx: CompileContext, op: str, dfas: Sequence[DFA]) -> UnsupportedSchemaFeature:
+    found = [i for d in dfas for i in hole_indices(d)]
+    idx = next((i for i in found if i in ctx.holes.recursive), found[0])
+    return UnsupportedSchemaFeature(
+        "$ref",
+        ctx.holes.info[idx][1],
+        f"recursive schema combined by {op} with other constraints: the context-free engine "
+        "handles recursion through properties, items, $ref and anyOf, not inside allOf/oneOf/not/if",
+    )
+
+
+def intersect(ctx: CompileContext, *dfas: DFA) -> DFA:
+    """``A.intersect``, exact with recursive operands when their first bytes rule out overlap."""
+    table = ctx.holes
+    if table.any_hole is not None and len(dfas) > 1:
+        # Any value and X is X: every operand holds only values.
+        dfas = tuple(d for d in dfas if d is not table.any_hole) or dfas[:1]
+    if len(dfas) < 2 or not any(has_holes(d) for d in dfas):
+        return A.intersect(*dfas)
+    cuts = [table.type_cuts[id(d)][1] for d in dfas if id(d) in table.type_cuts]
+    rest = [d for d in dfas if id(d) not in table.type_cuts]
+    if cuts and rest:
+        # Every operand's values lie in the location's skeleton: a bare type only cuts first bytes.
+        inner = intersect(ctx, *rest)
+        cut = cut_first_bytes(ctx, inner, frozenset.intersection(*cuts))
+        if cut is not None:
+            return cut
+    # X and X is X: equal subschemas (two names for one schema) build equal minimal DFAs.
+    dfas = tuple(d for i, d in enumerate(dfas) if not any(_same_dfa(d, e) for e in dfas[:i]))
+    if len(dfas) == 1:
+        return dfas[0]
+    firsts = [first_bytes(ctx, d) for d in dfas]
+    if any(not (a & b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]):
+        return empty_dfa("disjoint recursive values")
+    dfas = tuple(fill_in(ctx, d) for d in dfas)
+    if not any(has_holes(d) for d in dfas):
+        return A.intersect(*dfas)
+    raise _refuse_recursive(ctx, "allOf", dfas)
+
+
+def difference(ctx: CompileContext, a: DFA, b: DFA) -> DFA:
+    """``A.difference``, exact with recursive operands when their first bytes rule out overlap."""
+    if not has_holes(a) and not has_holes(b):
+        return A.difference(a, b)
+    if b is ctx.holes.any_hole:
+        return empty_dfa("not any value")
+    if not (first_bytes(ctx, a) & first_bytes(ctx, b)):
+        return a
+    a, b = fill_in(ctx, a), fill_in(ctx, b)
+    if not has_holes(a) and not has_holes(b):
+        return A.difference(a, b)
+    raise _refuse_recursive(ctx, "not/oneOf/if", (a, b))
+
+
+def note_bare_type(ctx: CompileContext, node: SchemaNode, dfa: DFA) -> None:
+    """In a recursive schema, remember ``dfa`` (the language of ``node``) as a bare type when ``type``
+    is its only constraint: :func:`intersect` then cuts first bytes instead of building a product."""
+    k = ctx.doc.keywords(node)
+    if ctx.recursive and k.keys() - ANNOTATIONS == {"type"}:
+        first = type_first_bytes(node, k)
+        if first is not None:
+            ctx.holes.type_cuts[id(dfa)] = (dfa, first)
+
+
+def bare_type_first_bytes(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) -> frozenset[int] | None:
+    """In a recursive schema, the first bytes ``type`` allows when it is the node's only own keyword
+    and only ``$ref``/``allOf``/``anyOf``/``oneOf`` sit beside it; else None."""
+    if not ctx.recursive or "type" not in k or (k.keys() & NOT_BESIDE_BARE_TYPE):
+        return None
+    if not k.keys() & {"$ref", "$dynamicRef", "allOf", "anyOf", "oneOf"}:
+        return None
+    return type_first_bytes(node, k)
+
+
+def type_first_bytes(node: SchemaNode, k: dict[str, Any]) -> frozenset[int] | None:
+    """The first bytes of the values ``type`` allows; None when it allows integers but not all
+    numbers (they share first bytes)."""
+    types = types_of(node, k)
+    if "integer" in types:
+        return None
+    return frozenset(b for t in types for b in TYPE_FIRST[t])
+
+
+def cut_first_bytes(ctx: CompileContext, dfa: DFA, allowed: frozenset[int]) -> DFA | None:
+    """The values of ``dfa`` that start with an ``allowed`` byte; None where a hole at the start
+    may start with both allowed and other bytes."""
+    trans = dfa.transitions
+    n = trans.shape[0]
+    row = trans[dfa.start].copy()
+    keep = np.zeros(256, dtype=bool)
+    keep[list(allowed)] = True
+    keep[HOLE] = True
+    row[~keep] = -1
+    extra = [row]
+    holes = hole_edges(dfa, dfa.start)
+    if holes:
+        mid = trans[int(row[HOLE])].copy()
+        for idx, _ in holes:
+            first = ctx.holes.info[idx][2]
+            if not first <= allowed:
+                if first & allowed:
+                    return None
+                mid[idx] = -1
+        row[HOLE] = n + 1
+        extra.append(mid)
+    table = np.concatenate([trans, np.stack(extra)]).astype(np.int32)
+    accepting = np.concatenate([dfa.accepting, np.zeros(len(extra), dtype=bool)])
+    return dfa_from_arrays(table, accepting, n, dfa.pattern)
+
+
+def distinct(ctx: CompileContext, nodes: list[SchemaNode]) -> list[SchemaNode]:
+    """In a recursive schema, ``nodes`` less those that repeat an earlier one's constraints (the same
+    keywords besides annotations, from the same base URI): intersecting a recursive language with
+    itself would otherwise be refused."""
+    if not ctx.recursive or len(nodes) < 2:
+        return nodes
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for n in nodes:
+        key = (_fingerprint(ctx, n.schema), base_uri(n))
+        if key not in seen:
+            seen.add(key)
+            out.append(n)
+    return out
+
+
+def _fingerprint(ctx: CompileContext, schema: Any) -> str:
+    got = ctx.holes.fingerprints.get(id(schema))
+    if got is None:
+        if isinstance(schema, dict):
+            kept = {k: v for k, v in schema.items() if k not in ANNOTATIONS}
+            got = json.dumps(kept, sort_keys=True, default=repr)
+        else:
+            got = json.dumps(schema)
+        ctx.holes.fingerprints[id(schema)] = got
+    return got
+
+
+def _same_dfa(a: DFA, b: DFA) -> bool:
+    return a is b or (
+        a.start == b.start
+        and np.array_equal(a.accepting, b.accepting)
+        and np.array_equal(a.transitions, b.transitions)
+    )
+
+
+def finish(ctx: CompileContext, dfa: DFA) -> DFA | RecursiveLanguage:
+    """The root's language: ``dfa`` itself, or with the holes it reaches, a :class:`RecursiveLanguage`."""
+    if not has_holes(dfa):
+        return dfa
+    table = ctx.holes
+    holes: dict[int, DFA] = {}
+    todo = [dfa]
+    while todo:
+        d = todo.pop()
+        mids = np.unique(d.transitions[:, HOLE])
+        for mid in mids[mids >= 0].tolist():
+            for idx in np.flatnonzero(d.transitions[mid] >= 0).tolist():
+                if idx not in holes:
+                    holes[idx] = ctx.lang_memo[table.info[idx][0]]
+                    todo.append(holes[idx])
+    if not table.recursive & holes.keys():
+        # The cycle is out of the root's reach: a DFA (the regular engine) where it fits.
+        with contextlib.suppress(UnsupportedRegexFeature):
+            return fill_in(ctx, dfa)
+    return RecursiveLanguage(dfa, holes, {i: table.info[i][1] for i in holes})

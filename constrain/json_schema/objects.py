@@ -1,0 +1,216 @@
+"""Object keywords as languages: ``properties``, ``patternProperties``, ``additionalProperties``,
+``required``, ``propertyNames``, ``minProperties``, ``maxProperties``, and the dependencies
+(``dependentRequired``, ``dependentSchemas``, draft-07's ``dependencies``).
+
+An object is a graph over (named keys passed, members so far): the location's named keys come as
+optional or required *slots* in the canonical key order (:mod:`.key_order`), then any number of other
+members, one edge per class of unnamed keys (which ``patternProperties`` patterns they match).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .. import automata as A
+from ..automata import DFA, empty_dfa
+from ..exceptions import SchemaError
+from .arrays import count_keyword
+from .holes import distinct
+from .key_order import location_keys
+from .locations import Location
+from .references import SchemaNode
+from .strings import ANY_CHARS, key_dfa, string_expr
+from .values import json_bytes
+
+if TYPE_CHECKING:
+    from .compiler import CompileContext
+
+#: A named key's place: (its quoted text, its value's language or None when it cannot be present, required).
+Slot = tuple[bytes, DFA | None, bool]
+#: Other members: (language of their quoted keys, language of their values), one per class of keys.
+Tail = list[tuple[DFA, DFA]]
+
+MAX_PATTERNS = 6  # patternProperties at one place: 2**6 classes of keys
+MAX_COUNTED_MEMBERS = 256
+ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
+
+
+def object_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc: Location) -> DFA:
+    """The objects ``node``'s object keywords allow at ``loc``."""
+    names = location_keys(ctx.doc, loc)
+    pats = ctx.places.patterns(loc)
+    if len(pats) > MAX_PATTERNS:
+        detail = f"more than {MAX_PATTERNS} patterns at one place"
+        ctx.unsupported("patternProperties", f"{node.ptr}/patternProperties", detail)
+        pats = pats[:MAX_PATTERNS]
+    required = k.get("required", []) if ctx.doc.version >= 4 else []
+    if not isinstance(required, list):
+        raise SchemaError("required must be an array", f"{node.ptr}/required")
+    lo = count_keyword(node, k, "minProperties") or 0
+    hi = count_keyword(node, k, "maxProperties")
+    key_names: DFA | None = None
+    if "propertyNames" in k and ctx.doc.version >= 6:
+        pn = ctx.doc.child(node, k["propertyNames"], "propertyNames")
+        key_names = ctx.lang(pn, ctx.places.of([pn]))
+
+    slots: list[Slot] = []
+    for name in names:
+        subs = distinct(ctx, ctx.places.schemas_for_key(node, name))
+        kloc = ctx.places.key_loc(loc, name)
+        value = ctx.intersect(*[ctx.lang(s, kloc) for s in subs]) if subs else ctx.skeleton(kloc)
+        quoted = json_bytes(name)
+        allowed = not A.is_empty(value) and (key_names is None or key_names.matches(quoted))
+        is_required = name in required
+        if not allowed and is_required:
+            return empty_dfa(f"object at {node.ptr}: required {name!r} cannot be present")
+        slots.append((quoted, value if allowed else None, is_required))
+
+    tail: Tail = []
+    for klass, keys in _key_classes(ctx, f"{node.ptr}/patternProperties", pats, names, key_names):
+        subs = distinct(ctx, ctx.places.schemas_for_class(node, klass))
+        cloc = ctx.places.class_loc(loc, klass)
+        value = ctx.intersect(*[ctx.lang(s, cloc) for s in subs]) if subs else ctx.skeleton(cloc)
+        if not A.is_empty(value):
+            tail.append((keys, value))
+    return object_graph(ctx, node, slots, tail, lo, hi)
+
+
+def _key_classes(
+    ctx: CompileContext, ptr: str, pats: list[str], names: list[str], key_names: DFA | None
+) -> Iterator[tuple[frozenset[str], DFA]]:
+    """Each non-empty class of unnamed keys: (the patterns they match, their quoted texts' language)."""
+    not_names = A.build(A.alt(*[A.Literal(json_bytes(n)) for n in names])) if names else None
+    any_key = A.build(string_expr(ANY_CHARS))
+    for mask in range(1 << len(pats)):
+        klass = frozenset(p for i, p in enumerate(pats) if mask >> i & 1)
+        keys = any_key
+        for i, p in enumerate(pats):
+            d = key_dfa(ctx, p, ptr)
+            if d is not None:
+                keys = ctx.intersect(keys, d) if mask >> i & 1 else ctx.difference(keys, d)
+        if not_names is not None:
+            keys = ctx.difference(keys, not_names)
+        if key_names is not None:
+            keys = ctx.intersect(keys, key_names)
+        if not A.is_empty(keys):
+            yield klass, keys
+
+
+def object_graph(
+    ctx: CompileContext, node: SchemaNode, slots: list[Slot], tail: Tail, lo: int, hi: int | None
+) -> DFA:
+    """Objects with the named ``slots`` and ``tail`` members, ``lo`` to ``hi`` members in all."""
+    if hi is not None and hi > MAX_COUNTED_MEMBERS:
+        detail = f"more than {MAX_COUNTED_MEMBERS} counted members"
+        ctx.unsupported("maxProperties", f"{node.ptr}/maxProperties", detail)
+        hi = None
+    if lo > MAX_COUNTED_MEMBERS:
+        detail = f"more than {MAX_COUNTED_MEMBERS} counted members"
+        ctx.unsupported("minProperties", f"{node.ptr}/minProperties", detail)
+        lo = 0
+    if ctx.options.property_order == "any" and len(slots) <= ANY_ORDER_MAX_KEYS:
+        # Every order of the named keys, with other keys anywhere between them.
+        orders = [list(p) for p in itertools.permutations(slots)]
+        return A.union(*[_object_order(ctx, node, order, tail, (lo, hi), True) for order in orders])
+    return _object_order(ctx, node, slots, tail, (lo, hi), False)
+
+
+def _object_order(
+    ctx: CompileContext,
+    node: SchemaNode,
+    slots: list[Slot],
+    tail: Tail,
+    counts: tuple[int, int | None],
+    tail_anywhere: bool,
+) -> DFA:
+    """Objects whose named keys come in the order of ``slots``; nodes count the members so far."""
+    lo, hi = counts
+    ws = ctx.ws
+    top = hi if hi is not None else max(lo, 1)
+    n = len(slots)
+
+    def nid(i: int, c: int) -> int:
+        return i * (top + 1) + c
+
+    def bump(c: int) -> int | None:
+        if hi is not None:
+            return c + 1 if c + 1 <= hi else None
+        return min(c + 1, top)
+
+    edges: list[tuple[int, int, A.Expr]] = []
+    for i, (quoted, value, is_required) in enumerate(slots):
+        for c in range(top + 1):
+            if not is_required:
+                edges.append((nid(i, c), nid(i + 1, c), A.Literal(b"")))
+            c2 = bump(c)
+            if value is not None and c2 is not None:
+                member = A.seq(ctx.sep(c), A.Literal(quoted), ws, A.Literal(b":"), ws, A.Embed(value))
+                edges.append((nid(i, c), nid(i + 1, c2), member))
+    for keys, value in tail:
+        for i in range(n + 1) if tail_anywhere else (n,):
+            for c in range(top + 1):
+                c2 = bump(c)
+                if c2 is None:
+                    continue
+                member = A.seq(ctx.sep(c), A.Embed(keys), ws, A.Literal(b":"), ws, A.Embed(value))
+                edges.append((nid(i, c), nid(i, c2), member))
+    finals = tuple(nid(n, c) for c in range(top + 1) if c >= lo)
+    graph = A.Graph((n + 1) * (top + 1), 0, finals, tuple(edges))
+    return A.build(A.seq(A.Literal(b"{"), ws, graph, ws, A.Literal(b"}")), f"object at {node.ptr}")
+
+
+def dependencies_language(
+    ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc: Location, result: DFA | None
+) -> DFA | None:
+    """``result`` (None: every value at ``loc``) under ``dependentRequired``, ``dependentSchemas`` and
+    ``dependencies``: where the named key is present, the others must be / the subschema holds."""
+    version = ctx.doc.version
+    deps_req: dict[str, list[str]] = dict(k.get("dependentRequired", {}) or {}) if version >= 8 else {}
+    deps_sch: dict[str, tuple[Any, str]] = {}
+    if version >= 8:
+        deps_sch = {p: (s, "dependentSchemas") for p, s in (k.get("dependentSchemas", {}) or {}).items()}
+    if "dependencies" in k:
+        for p, v in (k.get("dependencies", {}) or {}).items():
+            if isinstance(v, list):
+                deps_req[p] = v
+            else:
+                deps_sch[p] = (v, "dependencies")
+    if not deps_req and not deps_sch:
+        return result
+    empty = node.empty_beside()
+    for prop, req in deps_req.items():
+        absent = presence(ctx, empty, loc, {prop: False})
+        present = presence(ctx, empty, loc, {prop: True, **{q: True for q in req}})
+        rule = A.union(absent, present, non_objects(ctx, loc))
+        result = rule if result is None else ctx.intersect(result, rule)
+    for prop, (sub, kwname) in deps_sch.items():
+        absent = presence(ctx, empty, loc, {prop: False})
+        present = ctx.intersect(
+            presence(ctx, empty, loc, {prop: True}), ctx.lang(ctx.doc.child(node, sub, kwname, prop), loc)
+        )
+        rule = A.union(absent, present, non_objects(ctx, loc))
+        result = rule if result is None else ctx.intersect(result, rule)
+    return result
+
+
+def non_objects(ctx: CompileContext, loc: Location) -> DFA:
+    """The values at ``loc`` that are not objects."""
+    return ctx.difference(ctx.skeleton(loc), A.build(A.Regex(r"\{(?s:.*)")))
+
+
+def presence(ctx: CompileContext, empty: SchemaNode, loc: Location, want: dict[str, bool]) -> DFA:
+    """Objects at ``loc`` where each key in ``want`` is present (True) or absent (False)."""
+    names = location_keys(ctx.doc, loc)
+    slots: list[Slot] = []
+    for name in names:
+        value = ctx.skeleton(ctx.places.key_loc(loc, name))
+        w = want.get(name)
+        slots.append((json_bytes(name), None if w is False else value, w is True))
+    pats = ctx.places.patterns(loc)[:MAX_PATTERNS]
+    tail: Tail = [
+        (keys, ctx.skeleton(ctx.places.class_loc(loc, klass)))
+        for klass, keys in _key_classes(ctx, f"{empty.ptr}/patternProperties", pats, names, None)
+    ]
+    return object_graph(ctx, empty, slots, tail, 0, None)

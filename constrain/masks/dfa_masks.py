@@ -1,0 +1,484 @@
+"""Token masks of a byte DFA: which tokens each state allows, found by trie walks and shared.
+
+A DFA state's mask never changes, so it is computed once (one walk of the vocabulary trie, see
+:mod:`constrain.masks.walks`) and cached for every matcher sharing the compiled grammar. Compiling
+computes masks ahead only where that is cheap (:meth:`DFATokenMasks.precompute_ahead`): every mask of a
+small DFA, and the masks nearest the start of a larger one within a few milliseconds. Masks are shared
+between states with the same bounded future, reuse each other where two states agree on short strings,
+and can be filled ahead on a background thread (see :class:`DFATokenMasks`).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..automata import DFA
+from .sharing import agreement_depth, bfs_state_order, bounded_liveness_classes, byte_class_transitions
+from .trie import TokenTrie
+from .walks import state_chains
+from .worker import MASK_WORKER
+
+# ---- token masks: shared per class of states, filled on demand and in the background -----------------
+
+BACKGROUND_PRECOMPUTE = False
+"""Default for ``DFATokenMasks.background``: fill masks on a worker thread after the first one.
+
+Off by default: bench/bench_regex.py times fills back to back (no forward pass between them), where on
+a busy 2-core runner the worker only competes for the CPU (on and off are within noise, on is worse
+at the tail). Turn it on where a forward pass separates the fills (serving), see ``DFATokenMasks``."""
+BACKGROUND_MAX_SECONDS = 1.0
+"""Wall-clock budget of one grammar's background fill (the worker then moves on)."""
+BACKGROUND_MAX_BYTES = 32 << 20
+"""Memory budget of one grammar's background fill: 2,048 masks of a 128k vocabulary."""
+SYNC_PARTITION_MAX_STATES = 1024
+"""A foreground fill partitions DFAs up to this size at their second state (about 0.2 ms at 345)."""
+SYNC_PARTITION_MAX_WORK = 100_000
+"""Without the background worker, a larger DFA is partitioned in the foreground only when states x
+byte classes is at most this."""
+PARTIAL_WALK_MIN_DEPTH = 2
+"""A walk reuses a reference mask when the two states agree on all strings of at least this many bytes."""
+PARTIAL_WALK_MIN_TOKENS = 2048
+"""Only a reference mask with at least this many tokens is worth a partial walk (sparse walks are fast)."""
+PARTIAL_WALK_MAX_PAIRS = 4096
+"""Bound on the state pairs :func:`constrain.masks.sharing.agreement_depth` may expand (tens of µs)."""
+LONG_WALK_MAX_TOKENS = 8192
+"""A partial walk goes through the tokens longer than ``k`` one by one (:meth:`TokenTrie.walk_long`) when
+there are at most this many: 2-4x faster than the trie there (llama3: 1,312 tokens over 16 bytes, 130 vs
+300 µs; 27,177 over 8 bytes, 0.8-1.0 vs 1.2 ms; the two are even at 4 bytes)."""
+EAGER_MAX_STATES = 256
+"""``compile`` partitions a DFA with at most this many states at once (tens of µs) ..."""
+EAGER_MAX_CLASSES = 64
+"""... and, with at most this many mask classes, computes every class's mask in that one GIL-free call.
+Over bench_regex.py's regexes this costs 0.2-1.7 ms (4 ms for quoted_string's two dense states), and
+every later fill is a memcpy; first visits were 10-25 µs sparse and about 1 ms dense."""
+EAGER_BUDGET_S = 0.008
+"""A larger DFA that is cheap to partition gets the classes nearest its start walked within this budget
+at compile time (``[^\n]{1,500}``: its start and the shared middle class, the two dense walks every
+fresh matcher needs first)."""
+
+
+class _MaskCache:
+    """The mutable mask store behind a frozen :class:`DFATokenMasks` (one per compiled grammar)."""
+
+    __slots__ = (
+        "by_class",
+        "cancelled",
+        "chains",
+        "class_of",
+        "counts",
+        "last",
+        "lock",
+        "no_sync_partition",
+        "num_classes",
+        "partial_walks",
+        "submitted",
+        "trans_c",
+        "walks",
+    )
+
+    def __init__(self) -> None:
+        self.by_class: dict[int, np.ndarray] = {}
+        self.class_of: np.ndarray | None = None  # set once, after the partition is complete
+        self.trans_c: np.ndarray | None = None  # transitions over byte classes, set with class_of
+        self.chains: tuple[np.ndarray, np.ndarray, np.ndarray] | None = (
+            None  # state_chains, on the first walk
+        )
+        self.last = -1  # the last dense state walked (the reference for partial walks)
+        self.partial_walks = 0
+        self.counts: dict[int, int] = {}  # walked state -> tokens set (about), to pick dense references
+        self.num_classes = 0
+        self.lock = threading.Lock()
+        self.walks = 0  # trie walks done (statistics; racy increments are fine)
+        self.submitted = False
+        self.cancelled = False
+        self.no_sync_partition = False
+
+    def note_reference(self, state: int) -> None:
+        """After a walk of ``state``: keep it as the partial-walk reference if its mask is dense.
+
+        Only a dense reference is worth a partial walk, so a sparse state walked in between (a UTF-8
+        continuation state, a closing quote) must not displace the last dense one: in
+        ``[^"]{1,40}`` the next body position then reuses the previous one's mask (0.3 ms) instead
+        of walking all 128k tokens again (2 ms)."""
+        if self.last < 0 or self.counts.get(state, 0) >= PARTIAL_WALK_MIN_TOKENS:
+            self.last = state
+
+
+class DFATokenMasks:
+    """The token masks of a byte DFA: the :class:`~constrain.compiler.TokenAutomaton` of a regular grammar.
+
+    Token masks are computed on first use and cached; three mechanisms keep the first mask cheap and
+    make later ones mostly cache hits or short walks:
+
+    * **Shared per class.** A token is allowed at a state iff walking its bytes from there never hits
+      the dead state, so the mask depends only on which byte strings of at most ``trie.max_depth``
+      bytes stay alive (plus acceptance, for EOS). At the second distinct state visited, the states
+      are partitioned by that bounded liveness (:func:`constrain.masks.sharing.bounded_liveness_classes`,
+      about 1.5 ms for the 4,001 states of ``[^\\n]{1,500}``, tens of µs for most regexes; large
+      DFAs only where cheap or in the background, see ``_partition_here``), and one
+      walk then serves a whole class: the 4,001 counter states share about 1,000 masks, and every
+      position more than 128 characters from the bound shares one. The next state after a token is
+      still found by stepping the DFA (:meth:`GrammarMatcher.accept_token`), so classes never change
+      what a matcher accepts, only where masks come from.
+    * **Partial walks.** A new class's mask is built from the last dense mask walked when the two
+      states keep the same strings of up to ``k >= 2`` bytes alive
+      (:func:`constrain.masks.sharing.agreement_depth`): tokens of at most ``k`` bytes are copied, only longer
+      ones are walked. Near a counter's bound (``[^\\n]{1,500}`` after 400 characters) this turns a
+      1.3 ms walk into 30-150 µs. Walks also skip, exactly, subtrees of the trie that a self-loop or
+      a counter run keeps alive (:func:`constrain.masks.walks.walk_trie_fast`).
+    * **Background fill** (``background=True``, default :data:`BACKGROUND_PRECOMPUTE`). After the
+      first mask, a worker thread computes one state per class in breadth-first order from the start,
+      in batches of GIL-free walks, so that the masks a sequence will need are usually ready before
+      it gets there. In decoding, a
+      mask is needed once per forward pass (milliseconds on a GPU), so this work hides behind the
+      model; the walks are numba kernels that release the GIL. A synchronous fill that finds no mask
+      computes it itself (both threads then compute the same immutable array; the first one stored
+      wins). Bounded by :data:`BACKGROUND_MAX_SECONDS` and :data:`BACKGROUND_MAX_BYTES` per grammar;
+      it stops when the grammar is garbage-collected, on :meth:`cancel_background`, and for all
+      grammars on :func:`stop_background_precompute`. The worker thread runs at the lowest CPU
+      priority (Linux), so that on a busy machine it yields to the threads serving requests.
+      Measurements of on versus off are in bench/README.md.
+    * ``precompute()`` fills every class now.
+    """
+
+    def __init__(
+        self, dfa: DFA, trie: TokenTrie, eos_ids: Iterable[int], background: bool | None = None
+    ) -> None:
+        self.dfa = dfa
+        self.trie = trie
+        self.start = dfa.start
+        self.background = background
+        self._masks: dict[int, np.ndarray] = {}
+        self._cache = _MaskCache()
+        # A flat int32 memoryview reads transitions at ~30 ns each, with no copy.
+        self._trans = dfa.transitions.data.cast("B").cast("i")
+        self._accepting = dfa.accepting
+        words = self.num_words
+        eos_words: list[tuple[int, int]] = []
+        eos = np.zeros(words, dtype=np.uint32)
+        for tid in eos_ids:
+            eos[tid >> 5] |= np.uint32(1 << (tid & 31))
+            eos_words.append((tid >> 5, 1 << (tid & 31)))
+        eos_i32 = eos.view(np.int32)
+        eos_i32.setflags(write=False)
+        self._eos_mask = eos_i32
+        self._eos_words = tuple(eos_words)
+
+    # ---- the TokenAutomaton protocol -------------------------------------------------------------
+    def step(self, state: int, data: bytes) -> int:
+        """The state after ``data`` from ``state``, or -1 where a byte is rejected."""
+        trans = self._trans
+        for b in data:
+            state = trans[(state << 8) | b]
+            if state < 0:
+                return -1
+        return state
+
+    def is_final(self, state: int) -> bool:
+        """Whether the input may end at ``state``."""
+        return bool(self._accepting[state])
+
+    def live_bytes(self, state: int) -> np.ndarray:
+        """The bytes that may follow at ``state``, ascending."""
+        return np.flatnonzero(self.dfa.transitions[state] >= 0)
+
+    def mask(self, state: int) -> np.ndarray:
+        """The read-only int32 bitmask row of ``state`` (EOS bits set where the state accepts)."""
+        mask = self._masks.get(state)
+        if mask is None:
+            mask = self._compute_mask(state)
+        return mask
+
+    @property
+    def num_words(self) -> int:
+        """Width of one bitmask row in int32 words: ``ceil(vocab_size / 32)``."""
+        return self.trie.num_words
+
+    @property
+    def num_cached_states(self) -> int:
+        """How many DFA states have their token mask at hand so far (own walk or shared with a class)."""
+        return len(self._masks)
+
+    @property
+    def num_mask_classes(self) -> int | None:
+        """Number of mask-sharing classes of states, or None before the partition is computed."""
+        return self._cache.num_classes if self._cache.class_of is not None else None
+
+    @property
+    def num_walks(self) -> int:
+        """Trie walks done so far, in the foreground and the background (for tests and benchmarks)."""
+        return self._cache.walks
+
+    def eos_only_mask(self) -> np.ndarray:
+        """The mask that allows only the EOS tokens (used once a matcher has terminated)."""
+        return self._eos_mask
+
+    def mask_classes(self) -> np.ndarray:
+        """The mask-sharing class of every state (computes the partition if needed); see the class doc."""
+        self._ensure_classes()
+        class_of = self._cache.class_of
+        if class_of is None:  # pragma: no cover - _ensure_classes sets it
+            raise RuntimeError("mask classes were not computed")
+        return class_of
+
+    def precompute(self) -> int:
+        """Compute the mask of every DFA state now (one walk per class); returns the number of states."""
+        for s in range(self.dfa.num_states):
+            self.mask(s)
+        return self.dfa.num_states
+
+    def cancel_background(self) -> None:
+        """Stop this grammar's background fill after its current walk (masks stay computed on demand)."""
+        self._cache.cancelled = True
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _compute_mask(self, state: int) -> np.ndarray:
+        cache = self._cache
+        first = not self._masks
+        if not first and cache.class_of is None and self.dfa.num_states > 1 and self._partition_here():
+            self._ensure_classes()  # the second distinct state: share masks from now on
+        class_of = cache.class_of
+        if class_of is not None:
+            c = int(class_of[state])
+            mask = cache.by_class.get(c)
+            if mask is None:
+                mask = cache.by_class.setdefault(c, self._walk(state, cache.last))
+                cache.note_reference(state)
+        else:
+            mask = self._walk(state)
+            cache.note_reference(state)
+        # Racing threads compute the same array; whichever lands first is kept.
+        kept = self._masks.setdefault(state, mask)
+        if first and not cache.submitted:
+            cache.submitted = True
+            if self._background_on() and self.dfa.num_states > 1:
+                MASK_WORKER.submit(functools.partial(_background_fill, weakref.ref(self)))
+        return kept
+
+    def precompute_ahead(self) -> int:
+        """Masks computed at compile time, nearest states first; returns how many classes were walked.
+
+        A DFA with at most :data:`EAGER_MAX_CLASSES` mask classes gets every mask now; a larger one
+        that is cheap to partition gets the classes nearest the start within :data:`EAGER_BUDGET_S`
+        (the start of a long string body, where the first fills would otherwise walk the dense masks
+        of a fresh matcher); anything else stays lazy. Walks run breadth-first from the start in
+        GIL-free batches, each walk reusing the previous dense one where the two states agree on short
+        strings (the partial walks of the class docstring). :func:`constrain.compile` calls this.
+        """
+        dfa = self.dfa
+        if dfa.num_states > EAGER_MAX_STATES and not self._partition_here():
+            return 0
+        self._ensure_classes()
+        cache = self._cache
+        class_of, trans_c = cache.class_of, cache.trans_c
+        if class_of is None or trans_c is None:  # pragma: no cover - set by _ensure_classes
+            return 0
+        everything = cache.num_classes <= EAGER_MAX_CLASSES
+        deadline = time.perf_counter() + EAGER_BUDGET_S
+        with cache.lock:
+            if cache.chains is None:
+                cache.chains = state_chains(dfa.transitions, self.trie.max_depth)
+            order = bfs_state_order(dfa)
+            _, first = np.unique(class_of[order], return_index=True)
+            reps = order[np.sort(first)].astype(np.int64)
+            walked = 0
+            prev, prev_row = -1, np.zeros(self.num_words, dtype=np.uint32)
+            size = reps.shape[0] if everything else 2
+            while walked < reps.shape[0] and (everything or time.perf_counter() < deadline):
+                batch = reps[walked : walked + size]
+                out, counts = self._walk_batch(batch, trans_c, cache.chains, prev, prev_row)
+                # A writable copy: a read-only row would be a second numba signature (compiled again).
+                prev, prev_row = int(batch[-1]), out[-1].copy()
+                masks = out.view(np.int32)
+                for i, st in enumerate(batch.tolist()):
+                    cache.by_class[int(class_of[st])] = masks[i]
+                    cache.counts[st] = int(counts[i])
+                walked += batch.shape[0]
+            cache.walks += walked
+            for st in reps[:walked].tolist():
+                cache.note_reference(st)
+            if everything:
+                # Every state whose class was walked gets its row now, so each fill is one dict lookup
+                # and a copy.
+                for st in range(dfa.num_states):
+                    m = cache.by_class.get(int(class_of[st]))
+                    if m is not None:
+                        self._masks[st] = m
+                cache.submitted = True  # nothing left for the background worker
+        return walked
+
+    def _walk_batch(
+        self,
+        states: np.ndarray,
+        trans_c: np.ndarray,
+        chains: tuple[np.ndarray, np.ndarray, np.ndarray],
+        prev: int,
+        prev_row: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The read-only uint32 masks (EOS bits set) of ``states`` in one GIL-free call, and how many
+        tokens each allows; ``prev`` / ``prev_row``: the state walked just before, as a reference."""
+        out = np.zeros((states.shape[0], self.num_words), dtype=np.uint32)
+        counts = np.zeros(states.shape[0], dtype=np.int64)
+        self.trie.walk_batch(
+            self.dfa.transitions,
+            trans_c,
+            states,
+            chains,
+            out,
+            counts,
+            prev,
+            prev_row,
+            PARTIAL_WALK_MIN_TOKENS,
+            PARTIAL_WALK_MAX_PAIRS,
+        )
+        accepting = np.flatnonzero(self.dfa.accepting[states])
+        for w, bit in self._eos_words:
+            out[accepting, w] |= np.uint32(bit)
+        out.setflags(write=False)
+        return out, counts
+
+    def _background_on(self) -> bool:
+        return BACKGROUND_PRECOMPUTE if self.background is None else self.background
+
+    def _partition_here(self) -> bool:
+        """Whether a foreground fill should partition the states now (see ``SYNC_PARTITION_*``).
+
+        Small DFAs always; larger ones are left to the background worker when it is on, else
+        partitioned when states x byte classes is small enough (the 4,001-state ``[^\\n]{1,500}``
+        has 12 byte classes: about 1.5 ms), and never otherwise (a 3,000-state JSON Schema DFA with
+        ~100 byte classes takes about 17 ms and shares no mask). Large DFAs then walk per state.
+        """
+        cache = self._cache
+        n = self.dfa.num_states
+        if n <= SYNC_PARTITION_MAX_STATES:
+            return True
+        if self._background_on() or cache.no_sync_partition:
+            return False
+        if cache.trans_c is None:
+            cache.trans_c = byte_class_transitions(self.dfa)
+        if n * cache.trans_c.shape[1] <= SYNC_PARTITION_MAX_WORK:
+            return True
+        cache.no_sync_partition = True
+        return False
+
+    def _walk(self, state: int, ref: int = -1) -> np.ndarray:
+        """The mask of ``state`` by a trie walk. With ``ref`` (a state whose class mask is known and
+        dense), a partial walk when the two keep the same strings of ``k >= 2`` bytes alive: tokens of
+        at most ``k`` bytes are copied from the reference mask, only longer ones are walked."""
+        cache = self._cache
+        chains = cache.chains
+        if chains is None:
+            chains = state_chains(self.dfa.transitions, self.trie.max_depth)
+            cache.chains = chains
+        trie = self.trie
+        words = None
+        if ref >= 0 and cache.trans_c is not None and cache.class_of is not None:
+            ref_mask = cache.by_class.get(int(cache.class_of[ref]))
+            # Sparse masks walk in microseconds: only a dense reference is worth the check.
+            if ref_mask is not None and cache.counts.get(ref, 0) >= PARTIAL_WALK_MIN_TOKENS:
+                k = agreement_depth(cache.trans_c, state, ref, trie.max_depth, PARTIAL_WALK_MAX_PAIRS)
+                if k >= PARTIAL_WALK_MIN_DEPTH:
+                    # EOS is dropped by the AND: no EOS id is in the trie.
+                    words = ref_mask.view(np.uint32) & trie.short_mask(k)
+                    if trie.long_order[1][min(k, trie.max_depth)] <= LONG_WALK_MAX_TOKENS:
+                        count = trie.walk_long(self.dfa.transitions, state, words, chains, k)
+                    else:
+                        count = trie.walk_fast(self.dfa.transitions, state, words, chains, k)
+                    count += cache.counts[ref]  # an upper bound is enough here
+                    cache.partial_walks += 1
+        if words is None:
+            words = np.zeros(self.num_words, dtype=np.uint32)
+            count = trie.walk_fast(self.dfa.transitions, state, words, chains)
+        if self.dfa.accepting[state]:
+            for w, bit in self._eos_words:
+                words[w] |= np.uint32(bit)
+        mask = words.view(np.int32)
+        mask.setflags(write=False)
+        cache.walks += 1
+        cache.counts[state] = count
+        return mask
+
+    def _ensure_classes(self) -> None:
+        cache = self._cache
+        if cache.class_of is not None:
+            return
+        with cache.lock:  # one thread partitions, the other waits (the kernel releases the GIL)
+            if cache.class_of is not None:
+                return
+            trans_c = cache.trans_c
+            if trans_c is None:
+                trans_c = byte_class_transitions(self.dfa)
+            class_of, num = bounded_liveness_classes(self.dfa, self.trie.max_depth, trans_c)
+            class_of.setflags(write=False)
+            cache.trans_c = trans_c
+            for s, m in list(self._masks.items()):
+                cache.by_class.setdefault(int(class_of[s]), m)
+            cache.num_classes = int(num)
+            cache.class_of = class_of  # published last: readers see a complete partition
+
+
+def _background_fill(ref: weakref.ref[DFATokenMasks], stop: threading.Event) -> None:
+    """Worker job: the masks of one state per class, breadth-first from the start, within the budgets.
+
+    Walks run in batches, each one GIL-free kernel call (:meth:`TokenTrie.walk_batch`) that writes
+    into a fresh array; the GIL is taken only to publish a batch (a few µs), so the threads serving
+    requests are barely slowed. Batches start small (the first masks are wanted soonest) and grow
+    while they stay under 5 ms. The grammar is held only during a batch, so a dropped grammar ends
+    the job at the next check.
+    """
+    g = ref()
+    if g is None or g._cache.cancelled:
+        return
+    deadline = time.monotonic() + BACKGROUND_MAX_SECONDS
+    g._ensure_classes()
+    cache = g._cache
+    class_of, trans_c = cache.class_of, cache.trans_c
+    if class_of is None or trans_c is None:  # pragma: no cover - set by _ensure_classes
+        return
+    if cache.chains is None:
+        cache.chains = state_chains(g.dfa.transitions, g.trie.max_depth)
+    order = bfs_state_order(g.dfa)
+    _, first = np.unique(class_of[order], return_index=True)
+    reps = order[np.sort(first)]  # one state per class, nearest first
+    budget = max(1, BACKGROUND_MAX_BYTES // (4 * g.num_words))
+    words = g.num_words
+    del g
+    pos, size = 0, 4
+    prev, prev_row = -1, np.zeros(words, dtype=np.uint32)
+    while pos < reps.shape[0] and budget > 0:
+        if stop.is_set() or cache.cancelled or time.monotonic() > deadline:
+            return
+        g = ref()
+        if g is None:
+            return
+        batch = [int(s) for s in reps[pos : pos + size] if int(class_of[s]) not in cache.by_class]
+        pos += size
+        if not batch:
+            continue
+        states = np.array(batch[:budget], dtype=np.int64)
+        t = time.monotonic()
+        out, counts = g._walk_batch(states, trans_c, cache.chains, prev, prev_row)
+        prev, prev_row = int(states[-1]), out[-1].copy()  # writable: one numba signature
+        masks = out.view(np.int32)
+        for i, s in enumerate(batch[: states.shape[0]]):
+            cache.by_class.setdefault(int(class_of[s]), masks[i])
+            cache.counts[s] = int(counts[i])
+        cache.walks += states.shape[0]
+        budget -= states.shape[0]
+        if time.monotonic() - t < 0.005:
+            size = min(size * 2, 64)
+        del g
+
+
+def stop_background_precompute(timeout: float = 10.0) -> bool:
+    """Stop the background mask worker (all grammars) and wait for it; True when it has exited.
+
+    Masks keep being computed on demand; the next compiled grammar to fill a mask starts it again.
+    """
+    return MASK_WORKER.stop(timeout)

@@ -1,0 +1,279 @@
+"""Mask sharing: which DFA states are sure to get the same token mask.
+
+A token mask depends only on which byte strings of up to the longest token's length keep a state alive
+(and on acceptance, for EOS). :func:`bounded_liveness_classes` groups states by that bounded liveness, so
+one mask serves a whole class; :func:`agreement_depth` says how deep two given states agree, so a mask
+computed for one can be copied for the short tokens of the other. :func:`bfs_state_order` is the order
+in which masks are worth computing ahead (nearest states first). All run over the DFA's byte classes
+(:func:`byte_class_transitions`), in numba.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..automata.dfa import DFA
+from ..automata.minimize import bfs_order, predecessors
+
+
+@numba.njit(cache=True, nogil=True)
+def _byte_class_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """One representative byte per class of equal columns of ``trans`` (ascending).
+
+    Columns are grouped by a 32-bit hash (vectorises across the 256 bytes of a row), then every entry
+    is checked row by row against its representative's column; a hash collision (never seen) falls
+    back to exact column comparisons, so the result is exact either way.
+    """
+    n = trans.shape[0]
+    h = np.zeros(256, dtype=np.uint32)
+    for s in range(n):
+        for b in range(256):
+            h[b] = h[b] * np.uint32(0x9E3779B1) + np.uint32(trans[s, b] + 2)
+    reps = np.empty(256, dtype=np.int64)
+    rep_of = np.empty(256, dtype=np.int64)
+    nrep = 0
+    for b in range(256):
+        found = -1
+        for i in range(nrep):
+            if h[reps[i]] == h[b]:
+                found = reps[i]
+                break
+        if found < 0:
+            reps[nrep] = b
+            nrep += 1
+            found = b
+        rep_of[b] = found
+    exact = True
+    for s in range(n):
+        for b in range(256):
+            if trans[s, b] != trans[s, rep_of[b]]:
+                exact = False
+        if not exact:
+            break
+    if exact:
+        return reps[:nrep].copy()
+    nrep = 0  # a collision: exact grouping, column by column
+    for b in range(256):
+        found = False
+        for i in range(nrep):
+            same = True
+            for s in range(n):
+                if trans[s, reps[i]] != trans[s, b]:
+                    same = False
+                    break
+            if same:
+                found = True
+                break
+        if not found:
+            reps[nrep] = b
+            nrep += 1
+    return reps[:nrep].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounded_live_classes(
+    trans_c: np.ndarray, accepting: np.ndarray, depth: int
+) -> tuple[np.ndarray, int]:  # pragma: no cover - numba
+    """Moore rounds with a worklist: only predecessors of states that changed class are re-examined.
+
+    Round ``r`` groups the candidates of each class by (class, class of the successor on each byte
+    class, -1 for dead), all read from round ``r - 1``. A class that keeps members outside the
+    candidates keeps its id for them and gives every candidate group a new id; a class made only of
+    candidates keeps its id for the first group. States given a new id are the next round's changed
+    states. Ids stay dense (no class is ever left empty).
+    """
+    n, k = trans_c.shape
+    deg, preds = predecessors(trans_c)  # predecessors in CSR form
+    cls = np.zeros(n, dtype=np.int64)
+    size = np.zeros(n + 1, dtype=np.int64)
+    size[0] = n
+    count = 1
+    stamp = np.full(n, -1, dtype=np.int64)
+    cand = np.arange(n, dtype=np.int64)  # round 1: every state
+    ncand = n
+    sig = np.empty((n, k), dtype=np.int64)
+    group = np.empty(n, dtype=np.int64)  # candidate index -> representative candidate index
+    new_id = np.empty(n, dtype=np.int64)
+    touched = np.zeros(n + 1, dtype=np.int64)  # candidates per old class
+    first_group = np.full(n + 1, -1, dtype=np.int64)  # old class -> the group that keeps its id
+    changed = np.empty(n, dtype=np.int64)
+    cap = 1
+    while cap < 2 * n:
+        cap *= 2
+    table = np.full(cap, -1, dtype=np.int64)
+    used = np.empty(n, dtype=np.int64)
+    for rnd in range(depth):
+        if ncand == 0:
+            break
+        # signatures from the previous round's classes
+        nused = 0
+        for i in range(ncand):
+            s = cand[i]
+            h = np.uint64(cls[s] + 1) * np.uint64(0x9E3779B97F4A7C15)
+            for c in range(k):
+                t = trans_c[s, c]
+                v = -1 if t < 0 else cls[t]
+                sig[i, c] = v
+                h = (h ^ np.uint64(v + 1)) * np.uint64(0xBF58476D1CE4E5B9)
+            slot = np.int64(h >> np.uint64(1)) & (cap - 1)
+            while True:
+                j = table[slot]
+                if j < 0:
+                    table[slot] = i
+                    used[nused] = slot
+                    nused += 1
+                    group[i] = i
+                    break
+                same = cls[cand[j]] == cls[s]
+                if same:
+                    for c in range(k):
+                        if sig[j, c] != sig[i, c]:
+                            same = False
+                            break
+                if same:
+                    group[i] = j
+                    break
+                slot = (slot + 1) & (cap - 1)
+            touched[cls[s]] += 1
+        for u in range(nused):
+            table[used[u]] = -1
+        # new ids
+        nchanged = 0
+        for i in range(ncand):
+            s = cand[i]
+            x = cls[s]
+            g = group[i]
+            if g == i:  # the first candidate of its group decides the group's id
+                if touched[x] == size[x] and first_group[x] < 0:
+                    first_group[x] = i
+                    new_id[i] = x
+                else:
+                    new_id[i] = count
+                    count += 1
+            new_id[i] = new_id[g]
+        for i in range(ncand):
+            s = cand[i]
+            x = cls[s]
+            touched[x] = 0
+            first_group[x] = -1
+            if new_id[i] != x:
+                changed[nchanged] = s
+                nchanged += 1
+        for j in range(nchanged):  # apply after every signature was read
+            s = changed[j]
+            size[cls[s]] -= 1
+        for i in range(ncand):
+            s = cand[i]
+            if new_id[i] != cls[s]:
+                cls[s] = new_id[i]
+                size[cls[s]] += 1
+        # next candidates: predecessors of changed states
+        ncand = 0
+        for j in range(nchanged):
+            t = changed[j]
+            for e in range(deg[t], deg[t + 1]):
+                p = preds[e]
+                if stamp[p] != rnd:
+                    stamp[p] = rnd
+                    cand[ncand] = p
+                    ncand += 1
+    # Split by acceptance last (the EOS bit), so that acceptance does not leak into the liveness rounds.
+    out = np.empty(n, dtype=np.int32)
+    ids = np.full(2 * count, -1, dtype=np.int64)
+    final = 0
+    for s in range(n):
+        key = 2 * cls[s] + (1 if accepting[s] else 0)
+        if ids[key] < 0:
+            ids[key] = final
+            final += 1
+        out[s] = ids[key]
+    return out, final
+
+
+def bounded_liveness_classes(
+    dfa: DFA, depth: int, trans_c: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Group the states of ``dfa`` that keep the same byte strings of length <= ``depth`` alive.
+
+    Returns ``(class_of_state, num_classes)``; classes are also split by acceptance. Two states of one
+    class allow exactly the same tokens of up to ``depth`` bytes (and the same EOS), so a vocabulary
+    whose longest token has ``depth`` bytes gives them the same token mask. Moore-style refinement
+    from the single class of live states, one round per byte of depth, over the DFA's byte classes;
+    each round re-examines only predecessors of states that changed class, and the rounds stop at
+    the first one that splits nothing. About 0.5 ms (plus 0.7 ms for the byte classes) for the
+    4,001 states of ``[^\\n]{1,500}`` at depth 128 on a loaded 2-core runner; tens of µs for most
+    regexes.
+    """
+    if trans_c is None:  # the caller may pass byte_class_transitions(dfa), computed once
+        trans_c = byte_class_transitions(dfa)
+    return _bounded_live_classes(trans_c, np.ascontiguousarray(dfa.accepting, dtype=np.bool_), int(depth))
+
+
+def bfs_state_order(dfa: DFA) -> np.ndarray:
+    """The states reachable from ``dfa.start`` in breadth-first order (nearest first)."""
+    return bfs_order(dfa.transitions, int(dfa.start), -1)
+
+
+def byte_class_transitions(dfa: DFA) -> np.ndarray:
+    """``transitions`` with one column per class of equal columns (for the bounded-liveness helpers)."""
+    reps = _byte_class_reps(dfa.transitions)
+    return np.ascontiguousarray(dfa.transitions[:, reps])
+
+
+@numba.njit(cache=True, nogil=True)
+def agreement_depth(
+    trans_c: np.ndarray, s: int, t: int, limit: int, max_pairs: int
+) -> int:  # pragma: no cover - numba
+    """The largest ``k <= limit`` such that ``s`` and ``t`` keep the same byte strings of length
+    <= ``k`` alive (``trans_c`` from :func:`byte_class_transitions`).
+
+    Breadth-first over the pairs of states that one string leads ``s`` and ``t`` to, stopping at the
+    first level where one side dies and the other not; a pair met again later cannot show a
+    difference sooner, so each pair is expanded once. Returns -1 when more than ``max_pairs`` pairs
+    would be needed (the caller then does not rely on the answer).
+    """
+    if s == t:
+        return limit
+    k = trans_c.shape[1]
+    cap = 1
+    while cap < 4 * max_pairs:
+        cap *= 2
+    seen = np.full(cap, -1, dtype=np.int64)
+    frontier = np.empty((max_pairs, 2), dtype=np.int64)
+    nxt = np.empty((max_pairs, 2), dtype=np.int64)
+    frontier[0, 0] = s
+    frontier[0, 1] = t
+    size = 1
+    total = 1
+    n = np.int64(trans_c.shape[0])
+    for level in range(limit):
+        new = 0
+        for i in range(size):
+            a = frontier[i, 0]
+            b = frontier[i, 1]
+            for c in range(k):
+                x = trans_c[a, c]
+                y = trans_c[b, c]
+                if (x < 0) != (y < 0):
+                    return level
+                if x < 0 or x == y:
+                    continue
+                key = np.int64(x) * n + np.int64(y)
+                slot = (key * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)
+                while seen[slot] >= 0 and seen[slot] != key:
+                    slot = (slot + 1) & (cap - 1)
+                if seen[slot] == key:
+                    continue
+                if total >= max_pairs:
+                    return -1
+                seen[slot] = key
+                total += 1
+                nxt[new, 0] = x
+                nxt[new, 1] = y
+                new += 1
+        if new == 0:
+            return limit
+        frontier, nxt = nxt, frontier
+        size = new
+    return limit
