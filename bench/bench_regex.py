@@ -157,9 +157,9 @@ ADAPTERS: dict[str, type[Engine]] = {
 
 
 def _constrain_background() -> bool:
-    import constrain.compiler
+    import constrain.masks.dfa_masks
 
-    return bool(getattr(constrain.compiler, "BACKGROUND_PRECOMPUTE", False))
+    return bool(constrain.masks.dfa_masks.BACKGROUND_PRECOMPUTE)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -450,9 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown engine(s) {unknown}; choose from {', '.join(ADAPTERS)}")
     names.sort(key=ALL_ENGINES.index)  # constrain first: it is the reference for the mask comparison
     if args.constrain_background:
-        import constrain.compiler
+        import constrain.masks.dfa_masks
 
-        constrain.compiler.BACKGROUND_PRECOMPUTE = args.constrain_background == "on"
+        constrain.masks.dfa_masks.BACKGROUND_PRECOMPUTE = args.constrain_background == "on"
     wanted = [s for s in args.cases.split(",") if s]
     cases = [c for c in CASES if not wanted or any(w in c.name for w in wanted)]
 
