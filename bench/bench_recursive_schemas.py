@@ -28,18 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from constrain_tools import bench_common as br
 from constrain_tools import suites
-
-# The four schemas of the recursion tests, from the checkout's tests package (the repo root on the path).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.test_json_schema_recursion import ANY_JSON, COMMENTS, LINKED_LIST, TREE
+from constrain_tools.recursive_schemas import ANY_JSON, COMMENTS, LINKED_LIST, TREE
 
 ALL_ENGINES = ("constrain", "xgrammar", "llguidance")
 WARMUP_SCHEMA = {
@@ -152,7 +146,7 @@ class Case:
 
 
 def _canonical(instance: Any, schema: Any, draft: str | None) -> str:
-    from constrain.json_schema.compiler import SchemaOptions, serialize_instance
+    from constrain.json_schema import SchemaOptions, serialize_instance
 
     options = (
         SchemaOptions(formats="assert") if draft is None else SchemaOptions(formats="assert", draft=draft)

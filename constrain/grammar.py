@@ -175,10 +175,9 @@ class Grammar:
 
 @bounded_cache(maxsize=128)
 def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton:
-    from .json_schema.compiler import SchemaOptions, schema_to_language
+    from .json_schema import SchemaOptions, schema_to_language
     from .json_schema.recursion import build_automaton
 
-    opts = grammar.schema_options()
-    registry = opts.pop("registry")
-    got = schema_to_language(json.loads(grammar.source), SchemaOptions(**opts), registry)
+    registry = grammar.schema_options()["registry"]
+    got = schema_to_language(json.loads(grammar.source), SchemaOptions.from_pairs(grammar.options), registry)
     return got if isinstance(got, DFA) else build_automaton(got)

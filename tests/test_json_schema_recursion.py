@@ -19,64 +19,9 @@ from constrain.cfg import EarleyAutomaton, EarleyTokenMasks
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
 from constrain.json_schema import holes, recursion
 from constrain.json_schema.compiler import schema_to_dfa, serialize_instance
+from constrain_tools.recursive_schemas import ANY_JSON, COMMENTS, LINKED_LIST, TREE
 
 from .test_json_schema_walks import llama3, random_walk
-
-TREE = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 5},
-        "children": {"type": "array", "items": {"$ref": "#"}, "maxItems": 3},
-    },
-    "required": ["name"],
-    "additionalProperties": False,
-}
-
-LINKED_LIST = {
-    "$defs": {
-        "node": {
-            "type": "object",
-            "properties": {
-                "value": {"type": "integer"},
-                "next": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/node"}]},
-            },
-            "required": ["value", "next"],
-            "additionalProperties": False,
-        }
-    },
-    "$ref": "#/$defs/node",
-}
-
-ANY_JSON = {
-    "$defs": {
-        "json": {
-            "anyOf": [
-                {"type": ["null", "boolean", "number", "string"]},
-                {"type": "array", "items": {"$ref": "#/$defs/json"}},
-                {"type": "object", "additionalProperties": {"$ref": "#/$defs/json"}},
-            ]
-        }
-    },
-    "$ref": "#/$defs/json",
-}
-
-COMMENTS = {  # a thread of comments, each with replies (mutual recursion through $defs)
-    "type": "object",
-    "properties": {"thread": {"$ref": "#/$defs/comment"}},
-    "required": ["thread"],
-    "$defs": {
-        "comment": {
-            "type": "object",
-            "properties": {
-                "author": {"type": "string", "enum": ["ann", "bob"]},
-                "score": {"type": "integer", "minimum": 0, "maximum": 9},
-                "replies": {"$ref": "#/$defs/replies"},
-            },
-            "required": ["author"],
-        },
-        "replies": {"type": "array", "items": {"$ref": "#/$defs/comment"}},
-    },
-}
 
 WIDE = {  # the shapes that kept large recursive schemas from compiling (MaskBench's WashingtonPost)
     "$defs": {

@@ -372,7 +372,7 @@ def load_maskbench(
 
 
 def _is_recursive(schema: Any) -> bool:
-    from constrain.json_schema.compiler import has_ref_cycle
+    from constrain.json_schema import has_ref_cycle
 
     try:
         return has_ref_cycle(schema, draft=_draft_of(schema) or "2020-12")
@@ -421,7 +421,7 @@ class Engine:
     @classmethod
     def default(cls) -> Engine:
         """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats."""
-        from constrain.json_schema.compiler import SchemaOptions, serialize_instance
+        from constrain.json_schema import SchemaOptions, serialize_instance
 
         def grammar_from_schema(
             schema: Any, *, registry: Mapping[str, Any], formats: str, draft: Any
