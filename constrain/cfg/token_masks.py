@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from ..grammar import Grammar
+from ..masks.store import MaskStore
 from ..masks.trie import TokenTrie, token_trie
 from .earley import EarleyAutomaton
 from .fast_step import NEED_ROOM, TRANS, UNKNOWN, step, tables_of
@@ -213,7 +214,7 @@ class _LexsetMasks:
     first_ranges: np.ndarray
 
 
-class EarleyTokenMasks:
+class EarleyTokenMasks(MaskStore):
     """The token masks of an Earley configuration automaton: the
     :class:`~constrain.compiler.TokenAutomaton` of a context-free grammar. Shareable across threads.
 
@@ -221,35 +222,15 @@ class EarleyTokenMasks:
     """
 
     def __init__(self, earley: EarleyAutomaton, trie: TokenTrie, eos_ids: Iterable[int]) -> None:
+        super().__init__(trie, eos_ids)
         self.earley = earley
-        self.trie = trie
         self.start = earley.start
         self._lexeme_cache: dict[int, tuple[np.ndarray, int, int]] = {}
         self._arena = _Arena()
         self._lexset_masks: dict[bytes, _LexsetMasks] = {}
-        self._masks: dict[int, np.ndarray] = {}
-        eos = np.zeros(self.num_words, dtype=np.uint32)
-        for tid in eos_ids:
-            eos[tid >> 5] |= np.uint32(1 << (tid & 31))
-        eos.setflags(write=False)
-        self._eos_mask = eos
         # The protocol's stepping is the automaton's own (it builds configurations on demand).
         self.step = earley.walk
         self.is_final = earley.is_final
-
-    @property
-    def num_words(self) -> int:
-        """Width of one bitmask row in int32 words: ``ceil(vocab_size / 32)``."""
-        return self.trie.num_words
-
-    @property
-    def num_cached_states(self) -> int:
-        """How many configurations have their token mask computed so far."""
-        return len(self._masks)
-
-    def eos_only_mask(self) -> np.ndarray:
-        """The mask that allows only the EOS tokens (used once a matcher has terminated)."""
-        return self._eos_mask.view(np.int32)
 
     def live_bytes(self, state: int) -> np.ndarray:
         """The bytes that lead somewhere from configuration ``state`` (unknown transitions computed)."""
@@ -323,7 +304,7 @@ class EarleyTokenMasks:
             if lm.first_ranges.shape[0]:
                 self._walk(auto, config, self.trie.nodes, lm.first_ranges, words)
         if final:
-            words |= self._eos_mask
+            words |= self._eos_bits
         mask = words.view(np.int32)
         mask.setflags(write=False)
         kept = self._masks.setdefault(config, mask)

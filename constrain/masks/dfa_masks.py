@@ -20,6 +20,7 @@ import numpy as np
 
 from ..automata import DFA
 from .sharing import agreement_depth, bfs_state_order, bounded_liveness_classes, byte_class_transitions
+from .store import MaskStore
 from .trie import TokenTrie
 from .walks import state_chains
 from .worker import MASK_WORKER
@@ -110,7 +111,7 @@ class _MaskCache:
             self.last = state
 
 
-class DFATokenMasks:
+class DFATokenMasks(MaskStore):
     """The token masks of a byte DFA: the :class:`~constrain.compiler.TokenAutomaton` of a regular grammar.
 
     Token masks are computed on first use and cached; three mechanisms keep the first mask cheap and
@@ -150,25 +151,14 @@ class DFATokenMasks:
     def __init__(
         self, dfa: DFA, trie: TokenTrie, eos_ids: Iterable[int], background: bool | None = None
     ) -> None:
+        super().__init__(trie, eos_ids)
         self.dfa = dfa
-        self.trie = trie
         self.start = dfa.start
         self.background = background
-        self._masks: dict[int, np.ndarray] = {}
         self._cache = _MaskCache()
         # A flat int32 memoryview reads transitions at ~30 ns each, with no copy.
         self._trans = dfa.transitions.data.cast("B").cast("i")
         self._accepting = dfa.accepting
-        words = self.num_words
-        eos_words: list[tuple[int, int]] = []
-        eos = np.zeros(words, dtype=np.uint32)
-        for tid in eos_ids:
-            eos[tid >> 5] |= np.uint32(1 << (tid & 31))
-            eos_words.append((tid >> 5, 1 << (tid & 31)))
-        eos_i32 = eos.view(np.int32)
-        eos_i32.setflags(write=False)
-        self._eos_mask = eos_i32
-        self._eos_words = tuple(eos_words)
 
     # ---- the TokenAutomaton protocol -------------------------------------------------------------
     def step(self, state: int, data: bytes) -> int:
@@ -196,16 +186,6 @@ class DFATokenMasks:
         return mask
 
     @property
-    def num_words(self) -> int:
-        """Width of one bitmask row in int32 words: ``ceil(vocab_size / 32)``."""
-        return self.trie.num_words
-
-    @property
-    def num_cached_states(self) -> int:
-        """How many DFA states have their token mask at hand so far (own walk or shared with a class)."""
-        return len(self._masks)
-
-    @property
     def num_mask_classes(self) -> int | None:
         """Number of mask-sharing classes of states, or None before the partition is computed."""
         return self._cache.num_classes if self._cache.class_of is not None else None
@@ -214,10 +194,6 @@ class DFATokenMasks:
     def num_walks(self) -> int:
         """Trie walks done so far, in the foreground and the background (for tests and benchmarks)."""
         return self._cache.walks
-
-    def eos_only_mask(self) -> np.ndarray:
-        """The mask that allows only the EOS tokens (used once a matcher has terminated)."""
-        return self._eos_mask
 
     def mask_classes(self) -> np.ndarray:
         """The mask-sharing class of every state (computes the partition if needed); see the class doc."""
