@@ -46,6 +46,8 @@ if TYPE_CHECKING:
         generate_json,
     )
     from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace, get_bitmask_shape
+    from .sampling.asap import ASAp, asap
+    from .sampling.smc import SMCResult, smc
 
 #: public name -> the submodule that defines it, imported on first access (it imports torch)
 _LAZY = {
@@ -57,11 +59,16 @@ _LAZY = {
     "allocate_token_bitmask": ".kernels",
     "apply_token_bitmask_inplace": ".kernels",
     "get_bitmask_shape": ".kernels",
+    "ASAp": ".sampling.asap",
+    "asap": ".sampling.asap",
+    "SMCResult": ".sampling.smc",
+    "smc": ".sampling.smc",
 }
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASAp",
     "BudgetExhaustedError",
     "CompiledGrammar",
     "ConstrainError",
@@ -73,6 +80,7 @@ __all__ = [
     "MatcherUsageError",
     "OutputValidationError",
     "RegexSyntaxError",
+    "SMCResult",
     "SchemaError",
     "TokenizerError",
     "TokenizerInfo",
@@ -82,10 +90,12 @@ __all__ = [
     "__version__",
     "allocate_token_bitmask",
     "apply_token_bitmask_inplace",
+    "asap",
     "compile",
     "generate",
     "generate_json",
     "get_bitmask_shape",
+    "smc",
 ]
 
 

@@ -22,8 +22,16 @@ out before the output may end, ``on_budget="raise"`` raises :class:`BudgetExhaus
 partial text) and ``on_budget="complete"`` appends the shortest valid completion (a breadth-first search
 over the grammar's DFA, no model calls), so the result is valid but may be over budget.
 
+``method="awrs"`` samples each model-chosen token by adaptive weighted rejection sampling
+(:mod:`constrain.sampling.awrs`) instead of a mask: candidates from the unconstrained (temperature /
+top-p adjusted) distribution, without replacement, checked with the matcher until one passes; the same
+distribution as masked sampling (for greedy decoding: the same tokens), with a full mask only where
+rejections pile up. ``method="smc"`` runs sequential Monte Carlo over AWRS proposals
+(:mod:`constrain.sampling.smc`) and returns one output drawn from the weighted particles.
+
 Statistics (output tokens, forward passes, drafted/forced tokens, time to first token, time per output
-token) come back with ``generate(..., return_stats=True)``, which returns a :class:`GenerationResult`.
+token, AWRS checks) come back with ``generate(..., return_stats=True)``, which returns a
+:class:`GenerationResult`.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
+import numpy as np
 import torch
 
 from .compiler import CompiledGrammar, compile, ensure_compiled
@@ -45,6 +54,7 @@ from .grammar import Grammar
 from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
 from .matcher import GrammarMatcher
 from .models import default_model, load_model, tokenizer_info_for
+from .sampling.awrs import awrs_argmax, awrs_sample
 from .tokenizer_info import TokenizerInfo
 
 __all__ = [
@@ -63,6 +73,8 @@ __all__ = [
 ]
 
 OnBudget = Literal["raise", "complete"]
+Method = Literal["masked", "awrs", "smc"]
+METHODS: tuple[str, ...] = ("masked", "awrs", "smc")
 Prompt = str | Sequence[Mapping[str, Any]]
 
 
@@ -225,7 +237,7 @@ def make_sampler(temperature: float = 0.0, top_p: float | None = None) -> Sample
 # The model with its KV cache
 
 
-def _cache_argument(model: Any) -> str:
+def cache_argument(model: Any) -> str:
     """The name of the KV-cache argument of ``model.forward``: transformers 5.24 renamed
     ``past_key_values`` to ``cache``. A wrapper that takes ``**kwargs`` follows the installed release."""
     params = inspect.signature(model.forward).parameters
@@ -249,7 +261,7 @@ class ModelRunner:
         self.model = model
         self.device = next(model.parameters()).device
         self.cache = DynamicCache(config=model.config)
-        self._cache_arg = _cache_argument(model)
+        self._cache_arg = cache_argument(model)
         self.length = 0
         self.forward_passes = 0
 
@@ -300,6 +312,9 @@ class GenerationStats:
         accepted_draft_tokens: proposed tokens that were kept.
         forced_tokens: kept tokens that the grammar forced (jump-forward).
         completion_tokens: tokens appended by ``on_budget="complete"`` without the model.
+        awrs_steps: tokens drawn by AWRS (``method="awrs"``).
+        constraint_checks: candidates AWRS checked with the matcher in those steps.
+        mask_fallbacks: AWRS steps that computed the full mask after too many rejections.
         time_to_first_token_s: from the call to the first output token (prefill included).
         total_time_s: the whole call (prompt templating and grammar compilation excluded).
     """
@@ -311,6 +326,9 @@ class GenerationStats:
     accepted_draft_tokens: int = 0
     forced_tokens: int = 0
     completion_tokens: int = 0
+    awrs_steps: int = 0
+    constraint_checks: int = 0
+    mask_fallbacks: int = 0
     time_to_first_token_s: float = 0.0
     total_time_s: float = 0.0
 
@@ -333,7 +351,7 @@ class GenerationResult:
 
     ``finish_reason``: ``"eos"`` (the model ended it), ``"grammar"`` (the language allows nothing
     more), ``"length"`` (the budget ran out where the output may end, or unconstrained), ``"completed"``
-    (``on_budget="complete"`` finished it).
+    (``on_budget="complete"`` finished it), ``"smc"`` (drawn from SMC's particles, ``method="smc"``).
     """
 
     text: str
@@ -386,7 +404,9 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, chat: bool | None) -> list[int
     return ids
 
 
-def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+def resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from what a caller passed: None for the default model, a local path, or a
+    loaded model with its tokenizer (both required then)."""
     if model is None:
         if tokenizer is not None:
             raise InvalidInputError("a tokenizer was given without its model; pass model= too")
@@ -433,16 +453,22 @@ def run(
     drafter: Drafter | None = None,
     seed: int | None = None,
     on_budget: OnBudget = "raise",
+    method: Literal["masked", "awrs"] = "masked",
+    max_checks: int | None = None,
 ) -> GenerationResult:
     """The decoding loop on already-encoded prompt ids (what :func:`generate` calls).
 
     ``matcher`` (``None``: unconstrained) is advanced in place. ``drafter=None`` decodes one token per
-    forward pass. See the module docstring for the algorithm and :class:`GenerationResult` for the
-    result.
+    forward pass. ``method="awrs"`` draws the tokens the model chooses by AWRS (``max_checks``: the
+    rejections before a step falls back to the mask) with the distribution ``sampler`` describes, which
+    must then be a :class:`GreedySampler` or a :class:`TemperatureSampler`. See the module docstring for
+    the algorithm and :class:`GenerationResult` for the result.
 
     Raises:
         BudgetExhaustedError: ``on_budget="raise"`` and the budget ran out before the output could end.
     """
+    if method not in ("masked", "awrs"):
+        raise InvalidInputError(f"run() takes method 'masked' or 'awrs', got {method!r}")
     if max_new_tokens < 0:
         raise InvalidInputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if on_budget not in ("raise", "complete"):
@@ -450,12 +476,18 @@ def run(
     if not prompt_ids:
         raise InvalidInputError("the prompt has no tokens")
     sampler = sampler if sampler is not None else GreedySampler()
+    use_awrs = method == "awrs" and matcher is not None
+    if use_awrs and not isinstance(sampler, (GreedySampler, TemperatureSampler)):
+        raise InvalidInputError(
+            f"method='awrs' samples by itself from a temperature and top_p; it cannot use {sampler!r}"
+        )
     t0 = time.perf_counter()
     stats = GenerationStats(prompt_tokens=len(prompt_ids))
     generator: torch.Generator | None = None
     runner = ModelRunner(model)
     if seed is not None:
         generator = torch.Generator(device=runner.device).manual_seed(seed)
+    awrs_rng = np.random.default_rng(seed) if use_awrs else None
     if drafter is not None and not runner.can_crop:
         drafter = None  # a rejected draft could not be rolled back out of this model's cache
     bitmask = allocate_token_bitmask(1, info.vocab_size)
@@ -472,6 +504,25 @@ def run(
         elif row.shape[0] > info.vocab_size:  # ids past the vocabulary are padding, never sampled
             row[info.vocab_size :] = float("-inf")
         return row
+
+    def pick(row: torch.Tensor) -> int:
+        """One token from the unmasked ``row``: AWRS where ``use_awrs``, else the masked sampler."""
+        if not use_awrs:
+            return sampler.sample(masked(row), generator)
+        assert matcher is not None and awrs_rng is not None
+        try:
+            if isinstance(sampler, TemperatureSampler):
+                lp = _awrs_logprobs(sampler, row, info.vocab_size)
+                draw = awrs_sample(lp, matcher, awrs_rng, max_checks=max_checks)
+            else:
+                draw = awrs_argmax(_awrs_logits(row, info.vocab_size), matcher, max_checks=max_checks)
+        except ConstrainError:
+            # top-p left no allowed token any mass: the masked sampler's nucleus of the allowed tokens
+            return sampler.sample(masked(row), generator)
+        stats.awrs_steps += 1
+        stats.constraint_checks += draw.checks
+        stats.mask_fallbacks += draw.used_mask
+        return draw.token
 
     def take(token: int) -> None:
         if matcher is not None and not matcher.accept_token(token):
@@ -503,7 +554,17 @@ def run(
             if not draft.verify and matcher is not None and matcher.accept_token(d):
                 matcher.rollback(1)  # take() re-accepts it
                 take(d)
+            elif use_awrs and draft.probs is None:
+                # A deterministic draft is verified losslessly by drawing the step's token and keeping
+                # the draft iff it is the same: P(keep) = p(d), and a replacement is distributed as p
+                # given not d, the speculative-sampling rule's joint distribution (greedy: the argmax).
+                token = pick(logits[i])
+                if token != d:
+                    extra = token
+                    break
+                take(d)
             else:
+                # a stochastic draft: the speculative rule needs the whole masked distribution
                 row = masked(logits[i])
                 q = draft.probs[i] if draft.probs is not None else None
                 token, ok = sampler.accept(row, d, q, generator)
@@ -520,7 +581,7 @@ def run(
         # Stop sampling where the round ended the output: EOS, or a state the grammar lets nothing follow.
         done = (bool(out) and out[-1] in eos) or (matcher is not None and matcher.must_end())
         if extra is None and not done:
-            extra = sampler.sample(masked(logits[kept]), generator)
+            extra = pick(logits[kept])
         if extra is not None:
             take(extra)
         # Keep the pending tokens and the kept draft in the cache; the newest token is fed next round.
@@ -550,6 +611,24 @@ def run(
     return GenerationResult(text=text, token_ids=out, finish_reason=finish, stats=stats)
 
 
+def _awrs_logits(row: torch.Tensor, vocab_size: int) -> np.ndarray:
+    """float64 logits of the real ids (padding ids past the vocabulary -inf), for greedy AWRS."""
+    out = row.detach().to("cpu", torch.float64, copy=True).numpy()
+    out[vocab_size:] = -np.inf
+    return out
+
+
+def _awrs_logprobs(sampler: TemperatureSampler, row: torch.Tensor, vocab_size: int) -> np.ndarray:
+    """The unconstrained sampling distribution of ``sampler`` as float64 log-probabilities (the
+    temperature, then the top-p nucleus as :meth:`TemperatureSampler.probs` cuts it), padding ids -inf.
+    float64 so an allowed token the model finds very unlikely keeps its (tiny) mass."""
+    logits = row.detach().to("cpu", torch.float64, copy=True)
+    logits[vocab_size:] = float("-inf")
+    if sampler.top_p is not None and sampler.top_p < 1:
+        logits[sampler.probs(row.detach().cpu()) == 0] = float("-inf")
+    return torch.log_softmax(logits / sampler.temperature, dim=-1).numpy()
+
+
 @overload
 def generate(
     prompt: Prompt,
@@ -568,6 +647,8 @@ def generate(
     sampler: Sampler | None = ...,
     drafter: Drafter | None = ...,
     speculate: bool = ...,
+    method: Method = ...,
+    particles: int = ...,
     return_stats: Literal[False] = ...,
     **schema_options: Any,
 ) -> str: ...
@@ -591,6 +672,8 @@ def generate(
     sampler: Sampler | None = ...,
     drafter: Drafter | None = ...,
     speculate: bool = ...,
+    method: Method = ...,
+    particles: int = ...,
     return_stats: Literal[True],
     **schema_options: Any,
 ) -> GenerationResult: ...
@@ -613,6 +696,8 @@ def generate(
     sampler: Sampler | None = None,
     drafter: Drafter | None = None,
     speculate: bool = True,
+    method: Method = "masked",
+    particles: int = 8,
     return_stats: bool = False,
     **schema_options: Any,
 ) -> str | GenerationResult:
@@ -636,16 +721,42 @@ def generate(
         sampler: a :class:`Sampler` to use instead of the one ``temperature``/``top_p`` describe.
         drafter: a :class:`~constrain.drafters.Drafter`; default :class:`GrammarForcedDrafter`.
         speculate: ``False`` decodes one token per forward pass (no drafter), the reference loop.
+        method: ``"masked"`` (the default: each step samples from the masked distribution);
+            ``"awrs"``: the same distribution by adaptive weighted rejection sampling, a few matcher
+            checks per token instead of a full mask (needs the ``temperature``/``top_p`` samplers, not
+            a custom ``sampler``); ``"smc"``: sequential Monte Carlo over AWRS proposals with
+            ``particles`` particles, one output drawn from the weighted set (temperature 0 means 1
+            there; ``drafter``, ``sampler``, ``speculate`` and ``on_budget`` do not apply, and the
+            stats hold the output tokens and the time only).
+        particles: the number of SMC particles (``method="smc"`` only).
         return_stats: return a :class:`GenerationResult` (text, ids, finish reason, stats) instead of
             the text.
 
     Raises:
         BudgetExhaustedError: see ``on_budget``.
-        InvalidInputError: conflicting or malformed arguments.
+        InvalidInputError: conflicting or malformed arguments, or an unknown ``method``.
     """
-    model, tokenizer = _resolve_model(model, tokenizer)
+    if method not in METHODS:
+        raise InvalidInputError(
+            f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
+        )
+    model, tokenizer = resolve_model(model, tokenizer)
     info = tokenizer_info_for(tokenizer)
     compiled = _compiled_for(info, regex, grammar, schema, schema_options)
+    if method == "smc":
+        return _generate_smc(
+            prompt,
+            compiled,
+            model,
+            tokenizer,
+            particles,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            chat,
+            return_stats,
+        )
     matcher = GrammarMatcher(compiled) if compiled is not None else None
     if sampler is None:
         sampler = make_sampler(temperature, top_p)
@@ -664,8 +775,53 @@ def generate(
         drafter=drafter,
         seed=seed,
         on_budget=on_budget,
+        method="awrs" if method == "awrs" else "masked",
     )
     return result if return_stats else result.text
+
+
+def _generate_smc(
+    prompt: Prompt,
+    compiled: CompiledGrammar | None,
+    model: Any,
+    tokenizer: Any,
+    particles: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float | None,
+    seed: int | None,
+    chat: bool | None,
+    return_stats: bool,
+) -> str | GenerationResult:
+    """``generate(method="smc")``: run SMC and draw one particle from the weighted set. SMC targets the
+    model's own distribution under the constraint, so temperature 0 (greedy, the default) means 1 here."""
+    if compiled is None:
+        raise InvalidInputError("method='smc' needs a constraint (regex=, grammar= or schema=)")
+    from .sampling.smc import smc  # imported here: smc imports this module
+
+    t0 = time.perf_counter()
+    result = smc(
+        prompt,
+        grammar=compiled,
+        particles=particles,
+        model=model,
+        tokenizer=tokenizer,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature if temperature > 0 else 1.0,
+        top_p=top_p,
+        seed=seed,
+        chat=chat,
+    )
+    particle = result.sample(np.random.default_rng(seed))
+    if not return_stats:
+        return str(particle.text)
+    ids = [int(t) for t in particle.token_ids]
+    stats = GenerationStats(
+        output_tokens=len(ids),
+        forward_passes=result.lm_calls,
+        total_time_s=time.perf_counter() - t0,
+    )
+    return GenerationResult(text=str(particle.text), token_ids=ids, finish_reason="smc", stats=stats)
 
 
 def validate_json(text: str, schema: Any) -> Any:
@@ -703,6 +859,8 @@ def generate_json(
     seed: int | None = None,
     chat: bool | None = None,
     on_budget: OnBudget = "raise",
+    method: Method = "masked",
+    particles: int = 8,
     **schema_options: Any,
 ) -> Any:
     """Generate a JSON value that validates against ``schema``, parsed (or a pydantic instance).
@@ -710,7 +868,8 @@ def generate_json(
     ``schema`` is a dict (or ``True``/``False``), JSON text, a path to a ``.json`` file, or a pydantic
     model class (then the result is an instance of it). The output is validated with ``jsonschema``
     (format checking on) before it is returned: an invalid value is never returned. Other arguments
-    as in :func:`generate`; ``schema_options`` go to ``Grammar.from_json_schema``.
+    as in :func:`generate` (``method="awrs"`` or ``"smc"`` with ``particles``, too);
+    ``schema_options`` go to ``Grammar.from_json_schema``.
 
     Raises:
         BudgetExhaustedError: the budget ran out (``on_budget="raise"``); ``.partial_text`` has the text.
@@ -731,6 +890,8 @@ def generate_json(
         seed=seed,
         chat=chat,
         on_budget=on_budget,
+        method=method,
+        particles=particles,
         **schema_options,
     )
     value = validate_json(text, schema_obj)
