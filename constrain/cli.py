@@ -34,6 +34,7 @@ examples:
   constrain generate --regex '[0-9]{4}-[0-9]{2}-[0-9]{2}' --prompt 'When did Apollo 11 land?'
   constrain suite json-schema-test-suite --help
   constrain bench jsonschemabench --help
+  constrain bench sampling --help
   constrain <command> --help      (each command lists its own options and examples)
 """
 
@@ -169,7 +170,8 @@ def _add_tool_commands(sub: Any) -> None:
         from constrain_tools import jsonschemabench, suites
 
         suites.add_arguments(sub)
-        jsonschemabench.add_arguments(sub)
+        benchmarks = jsonschemabench.add_arguments(sub)
+        _add_sampling_bench(benchmarks)
         return
     for command, help_text in (
         ("suite", "run the JSON Schema Test Suite or MaskBench (needs constrain-tools)"),
@@ -178,6 +180,16 @@ def _add_tool_commands(sub: Any) -> None:
         p = sub.add_parser(command, help=help_text, description=TOOLS_MISSING.format(command=command))
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=_tools_missing, tool_command=command)
+
+
+def _add_sampling_bench(benchmarks: Any) -> None:
+    """``bench sampling``: :mod:`constrain_tools.sampling_bench` on the ``bench`` subcommands (a
+    constrain-tools without that module has no such route)."""
+    if importlib.util.find_spec("constrain_tools.sampling_bench") is None:
+        return
+    from constrain_tools import sampling_bench
+
+    sampling_bench.add_arguments(benchmarks)
 
 
 def _tools_missing(args: argparse.Namespace) -> int:

@@ -1118,8 +1118,9 @@ checking on). Progress goes to stderr, the tables to stdout.
 """
 
 
-def add_arguments(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``bench`` (with ``jsonschemabench``) on a CLI's subparsers; leaves set ``func``."""
+def add_arguments(subparsers: Any) -> Any:
+    """Register ``bench`` (with ``jsonschemabench``) on a CLI's subparsers; leaves set ``func``.
+    Returns the subparsers of ``bench``, where other benchmarks add themselves."""
     bench = subparsers.add_parser(
         "bench",
         help="end-to-end benchmarks with a model (JSONSchemaBench)",
@@ -1187,7 +1188,7 @@ def add_arguments(subparsers: Any) -> argparse.ArgumentParser:
     jsb.add_argument("--quiet", action="store_true", help="no progress on stderr")
     jsb.set_defaults(func=run_from_args)
     bench.set_defaults(func=lambda args: _bench_help(bench))
-    return bench
+    return sub
 
 
 def _bench_help(parser: argparse.ArgumentParser) -> int:
