@@ -30,6 +30,10 @@ TABLE = [
     (r"\w+", ["é世_1"], ["-"]),
     (r"x{0}", [""], ["x"]),
     (r"[\u0100-\U0001F600]", ["Ā", "😀", "世"], ["ÿ", "😁"]),
+    # unbounded repeats of nullable groups (the property tests' family leaves them out: see regex_family)
+    (r"(?:(?:(?:\w)?)+)*", ["", "a", "世b"], ["-", "a-"]),
+    (r"(?:(?:a?b?)*)+c", ["c", "abbac"], ["", "ab", "cc"]),
+    (r"(?:a*)*(?:b?)+", ["", "aab", "ab"], ["ba", "c"]),
 ]
 
 
