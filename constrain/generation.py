@@ -513,7 +513,8 @@ def run(
         try:
             if isinstance(sampler, TemperatureSampler):
                 lp = _awrs_logprobs(sampler, row, info.vocab_size)
-                draw = awrs_sample(lp, matcher, awrs_rng, max_checks=max_checks)
+                # the loop needs the token only: no extra check for the weight
+                draw = awrs_sample(lp, matcher, awrs_rng, max_checks=max_checks, estimate_weight=False)
             else:
                 draw = awrs_argmax(_awrs_logits(row, info.vocab_size), matcher, max_checks=max_checks)
         except ConstrainError:

@@ -166,6 +166,25 @@ def test_few_checks_and_no_mask_when_the_first_candidate_passes(
             assert np.mean(checks) <= 1 / z + 1.5 < lp.shape[0], (source, prefix, np.mean(checks), z)
 
 
+@pytest.mark.parametrize(("kind", "source"), PROBLEMS)
+def test_without_the_weight_the_same_token_and_one_check_less(kind: str, source: str) -> None:
+    """``estimate_weight=False`` (what the decoding loop uses) draws the same token from the same
+    randomness and skips only the weight's extra check."""
+    lm = TableLM(seed=2)
+    rng = np.random.default_rng(11)
+    for matcher, prefix in _states(kind, source):
+        lp = lm.logprobs(prefix)
+        for _ in range(200):
+            twin = copy.deepcopy(rng)
+            full = awrs_sample(lp, matcher, rng)
+            bare = awrs_sample(lp, matcher, twin, estimate_weight=False)
+            assert bare.token == full.token and bare.used_mask == full.used_mask
+            if full.used_mask:
+                assert bare.checks == full.checks and bare.weight == full.weight
+            else:
+                assert full.checks - 1 <= bare.checks <= full.checks and math.isnan(bare.weight)
+
+
 def test_empty_allowed_set_raises() -> None:
     matcher = _matcher("regex", "x")  # no toy token spells x
     lp = TableLM(seed=0).logprobs(())

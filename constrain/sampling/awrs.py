@@ -57,7 +57,8 @@ class AWRSDraw:
     Attributes:
         token: an exact sample of the locally constrained distribution ``p(t) * allowed(t) / Z``.
         weight: an unbiased estimate of ``Z``, the allowed probability mass (exact where ``used_mask``);
-            NaN from :func:`awrs_argmax`, whose deterministic order estimates nothing.
+            NaN from :func:`awrs_argmax`, whose deterministic order estimates nothing, and from
+            ``awrs_sample(..., estimate_weight=False)`` where a candidate passed.
         checks: how many candidates were checked with the matcher.
         used_mask: True where the step fell back to the full mask.
     """
@@ -118,6 +119,7 @@ def awrs_sample(
     rng: np.random.Generator,
     *,
     max_checks: int | None = None,
+    estimate_weight: bool = True,
 ) -> AWRSDraw:
     """Draw the next token from ``p`` restricted to what ``matcher`` allows, checking candidates drawn
     from ``p`` without replacement (see the module docstring for why the token is exact and the weight
@@ -130,6 +132,9 @@ def awrs_sample(
         rng: the source of randomness.
         max_checks: rejections after which the step computes the full mask (default
             :data:`DEFAULT_MAX_CHECKS`; 0 masks at once).
+        estimate_weight: False skips the extra check the weight needs (the weight is then NaN where a
+            candidate passed); the token is the same, drawn from the same randomness. The decoding loop
+            needs no weight; SMC does.
 
     Raises:
         ConstrainError: the grammar allows no token here, or none with positive probability.
@@ -152,7 +157,9 @@ def awrs_sample(
             continue
         rest = max(0.0, 1.0 - rejected - p_x)  # the mass neither rejected nor accepted
         weight = p_x
-        if pos + 1 < order.shape[0] and rest > 0:
+        if not estimate_weight:
+            weight = math.nan
+        elif pos + 1 < order.shape[0] and rest > 0:
             checks += 1
             if _passes(matcher, int(order[pos + 1])):
                 weight += rest
