@@ -419,14 +419,25 @@ def resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _compiled_for(
+def compile_constraint(
     info: TokenizerInfo,
-    regex: str | None,
-    grammar: Grammar | CompiledGrammar | None,
-    schema: Any,
-    schema_options: Mapping[str, Any],
+    *,
+    regex: str | None = None,
+    grammar: Grammar | CompiledGrammar | None = None,
+    schema: Any = None,
+    schema_options: Mapping[str, Any] | None = None,
+    required: bool = False,
 ) -> CompiledGrammar | None:
+    """The compiled constraint of whichever of ``regex=``, ``grammar=``, ``schema=`` was given (None where
+    none was and ``required`` is False), for ``info``'s tokenizer; shared by :func:`generate`,
+    :func:`constrain.smc` and :class:`constrain.ASAp`.
+
+    Raises:
+        InvalidInputError: more than one was given, or none where ``required``.
+    """
     given = sum(x is not None for x in (regex, grammar, schema))
+    if required and given != 1:
+        raise InvalidInputError("pass exactly one of regex=, grammar=, schema=")
     if given > 1:
         raise InvalidInputError("pass at most one of regex=, grammar=, schema=")
     if regex is not None:
@@ -434,7 +445,7 @@ def _compiled_for(
     if grammar is not None:
         return ensure_compiled(grammar, info)
     if schema is not None:
-        return compile(Grammar.from_json_schema(schema, **schema_options), info)
+        return compile(Grammar.from_json_schema(schema, **(schema_options or {})), info)
     return None
 
 
@@ -743,7 +754,9 @@ def generate(
         )
     model, tokenizer = resolve_model(model, tokenizer)
     info = tokenizer_info_for(tokenizer)
-    compiled = _compiled_for(info, regex, grammar, schema, schema_options)
+    compiled = compile_constraint(
+        info, regex=regex, grammar=grammar, schema=schema, schema_options=schema_options
+    )
     if method == "smc":
         return _generate_smc(
             prompt,

@@ -326,13 +326,9 @@ class ASAp:
         cache_size: int = 128,
         **schema_options: Any,
     ) -> None:
-        from ..compiler import ensure_compiled
-        from ..generation import encode_prompt, resolve_model
-        from ..grammar import Grammar
+        from ..generation import compile_constraint, encode_prompt, resolve_model
         from ..models import tokenizer_info_for
 
-        if sum(x is not None for x in (schema, grammar, regex)) != 1:
-            raise InvalidInputError("pass exactly one of schema=, grammar=, regex=")
         if not temperature > 0:
             raise InvalidInputError(f"temperature must be > 0 for ASAp, got {temperature}")
         if max_new_tokens < 0:
@@ -341,11 +337,16 @@ class ASAp:
             raise InvalidInputError(f"cache_size must be >= 0, got {cache_size}")
         model, tokenizer = resolve_model(model, tokenizer)
         self.info = tokenizer_info_for(tokenizer)
-        if regex is not None:
-            grammar = Grammar.from_regex(regex)
-        elif schema is not None:
-            grammar = Grammar.from_json_schema(schema, **schema_options)
-        self.compiled = ensure_compiled(grammar, self.info)
+        compiled = compile_constraint(
+            self.info,
+            regex=regex,
+            grammar=grammar,
+            schema=schema,
+            schema_options=schema_options,
+            required=True,
+        )
+        assert compiled is not None  # required=True
+        self.compiled = compiled
         self._matcher = GrammarMatcher(self.compiled)
         self.core = ASApCore(self.info.eos_ids, max_tokens=max_new_tokens)
         self._lm = _ModelLogprobs(model, encode_prompt(tokenizer, prompt, chat), temperature, cache_size)

@@ -340,13 +340,15 @@ def smc(
         ConstrainError: no particle finished, each having reached a prefix where no allowed token has
             positive probability (``top_p`` removed them all).
     """
-    from ..compiler import ensure_compiled
-    from ..generation import BudgetExhaustedError, GenerationStats, encode_prompt, resolve_model
-    from ..grammar import Grammar
+    from ..generation import (
+        BudgetExhaustedError,
+        GenerationStats,
+        compile_constraint,
+        encode_prompt,
+        resolve_model,
+    )
     from ..models import tokenizer_info_for
 
-    if sum(x is not None for x in (schema, grammar, regex)) != 1:
-        raise InvalidInputError("pass exactly one of schema=, grammar=, regex=")
     if not temperature > 0:
         raise InvalidInputError(f"temperature must be > 0 for SMC, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -357,11 +359,10 @@ def smc(
         raise InvalidInputError(f"particles must be >= 1, got {particles}")
     model, tokenizer = resolve_model(model, tokenizer)
     info = tokenizer_info_for(tokenizer)
-    if regex is not None:
-        grammar = Grammar.from_regex(regex)
-    elif schema is not None:
-        grammar = Grammar.from_json_schema(schema, **schema_options)
-    compiled = ensure_compiled(grammar, info)
+    compiled = compile_constraint(
+        info, regex=regex, grammar=grammar, schema=schema, schema_options=schema_options, required=True
+    )
+    assert compiled is not None  # required=True
     prompt_ids = encode_prompt(tokenizer, prompt, chat)
     lm = _BatchedModel(model, prompt_ids, temperature, top_p, info.vocab_size)
     result = smc_core(
