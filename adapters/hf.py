@@ -32,6 +32,7 @@ grammars are cached per (grammar, tokenizer) by :func:`constrain.compile`, and t
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from constrain.grammar import Grammar
 from constrain.kernels import allocate_token_bitmask, apply_token_bitmask_inplace
 from constrain.matcher import GrammarMatcher
 from constrain.models import tokenizer_info_for
+from constrain.validation import check_options
 
 __all__ = ["GrammarLogitsProcessor", "JSONSchemaLogitsProcessor", "RegexLogitsProcessor"]
 
@@ -107,7 +109,13 @@ class GrammarLogitsProcessor(LogitsProcessor):
             self._states = {k: v for k, v in self._states.items() if len(k) >= floor}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """Mask ``scores`` (``(rows, width)``) in place from each row's history in ``input_ids``."""
+        """Mask ``scores`` (``(rows, width)``) in place from each row's history in ``input_ids``.
+
+        Raises:
+            InvalidInputError: ``input_ids`` is not a 2-D integer tensor, ``scores`` not a 2-D
+                floating tensor with as many rows and at least ``vocab_size`` columns.
+        """
+        _check_call(input_ids, scores, self.info.vocab_size)
         rows, length = input_ids.shape
         if self._prompt_len is None or length < self._prompt_len:
             self.reset()
@@ -159,4 +167,39 @@ class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
     """
 
     def __init__(self, schema: Any, tokenizer: Any, **options: Any) -> None:
+        names = [
+            p for p in inspect.signature(Grammar.from_json_schema).parameters if p not in ("cls", "schema")
+        ]
+        check_options("JSONSchemaLogitsProcessor", options, names)
         super().__init__(Grammar.from_json_schema(schema, **options), tokenizer)
+
+
+def _check_call(input_ids: Any, scores: Any, vocab_size: int) -> None:
+    """The argument checks of a processor call: what transformers passes, named when it is not."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise InvalidInputError(
+            "input_ids must be a 2-D integer tensor (rows, length), got "
+            + (
+                f"shape {tuple(input_ids.shape)}"
+                if isinstance(input_ids, torch.Tensor)
+                else type(input_ids).__name__
+            )
+        )
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
+        raise InvalidInputError(
+            "scores must be a 2-D floating tensor (rows, vocabulary width), got "
+            + (
+                f"{scores.dtype} of shape {tuple(scores.shape)}"
+                if isinstance(scores, torch.Tensor)
+                else type(scores).__name__
+            )
+        )
+    if scores.shape[0] != input_ids.shape[0]:
+        raise InvalidInputError(
+            f"scores has {scores.shape[0]} rows but input_ids has {input_ids.shape[0]}; they must match"
+        )
+    if scores.shape[1] < vocab_size:
+        raise InvalidInputError(
+            f"scores has {scores.shape[1]} columns, fewer than the tokenizer's vocab_size={vocab_size}: "
+            "is this processor built with the model's own tokenizer?"
+        )

@@ -20,10 +20,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .budget import CompileBudget, budget_scope
 from .compiler import CompiledGrammar, compile
 from .exceptions import (
+    CompileBudgetExceeded,
     ConstrainError,
+    EmptyLanguageError,
     GrammarError,
+    InputTooLargeError,
     InvalidInputError,
     MatcherUsageError,
     RegexSyntaxError,
@@ -38,6 +42,7 @@ from .matcher import GrammarMatcher
 from .tokenizer_info import TokenizerInfo
 
 if TYPE_CHECKING:
+    from .batch import generate_batch, generate_json_batch
     from .generation import (
         BudgetExhaustedError,
         GenerationResult,
@@ -56,6 +61,8 @@ _LAZY = {
     "OutputValidationError": ".generation",
     "generate": ".generation",
     "generate_json": ".generation",
+    "generate_batch": ".batch",
+    "generate_json_batch": ".batch",
     "allocate_token_bitmask": ".kernels",
     "apply_token_bitmask_inplace": ".kernels",
     "get_bitmask_shape": ".kernels",
@@ -70,12 +77,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ASAp",
     "BudgetExhaustedError",
+    "CompileBudget",
+    "CompileBudgetExceeded",
     "CompiledGrammar",
     "ConstrainError",
+    "EmptyLanguageError",
     "GenerationResult",
     "Grammar",
     "GrammarError",
     "GrammarMatcher",
+    "InputTooLargeError",
     "InvalidInputError",
     "MatcherUsageError",
     "OutputValidationError",
@@ -91,9 +102,12 @@ __all__ = [
     "allocate_token_bitmask",
     "apply_token_bitmask_inplace",
     "asap",
+    "budget_scope",
     "compile",
     "generate",
+    "generate_batch",
     "generate_json",
+    "generate_json_batch",
     "get_bitmask_shape",
     "smc",
 ]

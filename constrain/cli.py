@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--force", action="store_true", help="convert again even if a copy exists")
     pm.set_defaults(func=_cmd_prepare_model)
 
+    _add_batch_command(sub)
     _add_tool_commands(sub)
     return parser
 
@@ -245,6 +246,9 @@ def _cmd_generate_json(args: argparse.Namespace) -> int:
     from .json_schema import load_schema
 
     schema = load_schema(args.schema)
+    from .grammar import Grammar
+
+    Grammar.from_json_schema(schema)  # a bad schema fails here, before the model loads (then cached)
     result = _generate(args, schema=schema)
     value = validate_json(result.text, schema)
     print(json.dumps(value, ensure_ascii=False, indent=args.indent))
@@ -256,6 +260,9 @@ def _cmd_generate_json(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     constraint: dict[str, Any] = {}
     if args.regex is not None:
+        from .grammar import Grammar
+
+        Grammar.from_regex(args.regex)  # a bad regex fails here, before the model loads (then cached)
         constraint["regex"] = args.regex
     elif args.grammar is not None:
         from .grammar import Grammar
@@ -271,6 +278,76 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.stats:
         _print_stats(result.stats)
     return 0
+
+
+_BATCH_EPILOG = """\
+examples:
+  constrain batch --input prompts.jsonl --schema person.json --output out.jsonl
+  constrain batch --input prompts.jsonl --regex '(yes|no)' --output out.jsonl --batch-size 8
+  constrain batch --input prompts.jsonl --schema person.json --output out.jsonl --ray
+  constrain batch --input prompts.jsonl --schema person.json --output out.jsonl --ray --ray-address auto
+
+Input lines are {"id": ..., "prompt": ...} (a missing id is the line number; a prompt is a string or
+a list of chat messages). Output lines are {"id": ..., "output": <the parsed value, or the text>} or
+{"id": ..., "error": {"type": ..., "message": ...}}, appended and flushed as rows finish: run the same
+command again after an interruption and it skips the ids already in the output. A bad input line gets
+an error record. --ray runs the job with Ray Data (pip install 'constrain[ray]') on a local cluster of
+--num-cpus CPUs, or on the running cluster --ray-address names.
+"""
+
+
+def _add_batch_command(sub: Any) -> None:
+    """``batch``: a JSON-lines dataset job (:mod:`constrain.batch`), in this process or with Ray Data."""
+    b = sub.add_parser(
+        "batch",
+        help="run a JSON-lines file of prompts through batched constrained generation (resumable)",
+        description="Generate for every prompt of a JSON-lines file in model batches (or with Ray Data) "
+        "and append one JSON line per prompt to the output; a rerun resumes where it stopped.",
+        epilog=_BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--input", required=True, metavar="FILE", help="JSON lines: {id, prompt}")
+    b.add_argument("--output", required=True, metavar="FILE", help="JSON lines, appended (resumes)")
+    which = b.add_mutually_exclusive_group()
+    which.add_argument("--schema", metavar="FILE_OR_JSON", help="a JSON Schema file or inline JSON")
+    which.add_argument("--regex", metavar="R", help="a Python re pattern the whole output must match")
+    which.add_argument("--grammar", metavar="FILE", help="a Lark grammar file, or a shipped grammar's name")
+    b.add_argument(
+        "--model", metavar="PATH", help="a local transformers model folder (default: SmolLM2-135M)"
+    )
+    b.add_argument("--dtype", default="float32", help="model dtype: float32 (default) or bfloat16")
+    b.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="output budget per row")
+    b.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)")
+    b.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass")
+    b.add_argument("--seed", type=int, default=None, metavar="S", help="seed (each row its own generator)")
+    b.add_argument(
+        "--on-budget",
+        choices=("raise", "complete"),
+        default="raise",
+        help="a row out of budget: an error record (default) or the shortest valid completion",
+    )
+    b.add_argument("--no-chat", action="store_true", help="feed prompts as is, without the chat template")
+    b.add_argument("--batch-size", type=int, default=16, metavar="N", help="rows per model batch (16)")
+    b.add_argument("--workers", type=int, default=None, metavar="N", help="mask-filling threads")
+    b.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="torch threads (per Ray actor: default 1)"
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    b.add_argument("--ray", action="store_true", help="run with Ray Data (pip install 'constrain[ray]')")
+    b.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="an existing Ray cluster ('auto', ray://host:10001); implies --ray",
+    )
+    b.add_argument("--num-cpus", type=int, default=2, metavar="N", help="CPUs of the local Ray cluster (2)")
+    b.add_argument("--ray-actors", type=int, default=1, metavar="N", help="Ray actors, one model each (1)")
+    b.set_defaults(func=_cmd_batch)
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch_job import run_batch_job
+
+    return run_batch_job(args)
 
 
 def _cmd_prepare_model(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .budget import CompileBudget, budget_scope
 from .exceptions import InvalidInputError
 from .grammar import Grammar
 from .masks import MASK_WORKER, TokenTrie, token_trie
@@ -148,8 +149,16 @@ class Compiler:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def compile(self, grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:
-        """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object."""
+    def compile(
+        self, grammar: Grammar, tokenizer_info: TokenizerInfo, budget: CompileBudget | None = None
+    ) -> CompiledGrammar:
+        """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object.
+
+        ``budget`` (a :class:`~constrain.budget.CompileBudget`; default ``DEFAULT_BUDGET``)
+        bounds the time spent building the automaton and its first masks: past it the compile is refused
+        with :class:`~constrain.exceptions.CompileBudgetExceeded` naming where it was. To bound the
+        schema stages that :meth:`Grammar.from_json_schema` runs, open the same budget around it
+        (``with constrain.budget.budget_scope(budget): ...``)."""
         if not isinstance(grammar, Grammar):
             raise InvalidInputError(f"compile needs a constrain.Grammar, got {type(grammar).__name__}")
         if not isinstance(tokenizer_info, TokenizerInfo):
@@ -162,7 +171,8 @@ class Compiler:
             if hit is not None and hit.tokenizer_info is tokenizer_info:
                 self._cache.move_to_end(key)
                 return hit
-        compiled = CompiledGrammar(grammar, tokenizer_info, _token_automaton(grammar, tokenizer_info))
+        with budget_scope(budget):
+            compiled = CompiledGrammar(grammar, tokenizer_info, _token_automaton(grammar, tokenizer_info))
         with self._lock:
             if self.max_entries:
                 compiled = self._cache.setdefault(key, compiled)
@@ -206,11 +216,13 @@ def default_compiler() -> Compiler:
     return _DEFAULT
 
 
-def compile(grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar:
+def compile(
+    grammar: Grammar, tokenizer_info: TokenizerInfo, budget: CompileBudget | None = None
+) -> CompiledGrammar:
     """Bind ``grammar`` to ``tokenizer_info`` with the default :class:`Compiler`. Cached: the same pair
     returns the same object. Every grammar kind (regex, JSON Schema, Lark) gives a
-    :class:`CompiledGrammar`."""
-    return _DEFAULT.compile(grammar, tokenizer_info)
+    :class:`CompiledGrammar`. ``budget``: see :meth:`Compiler.compile`."""
+    return _DEFAULT.compile(grammar, tokenizer_info, budget)
 
 
 def clear_caches() -> None:

@@ -31,7 +31,7 @@ class RegexSyntaxError(InvalidInputError):
         self.pattern = pattern
         self.position = position
         where = f" at position {position}" if position is not None else ""
-        super().__init__(f"{message}{where} in regex {pattern!r}")
+        super().__init__(f"{message}{where} in regex {pattern!r:.200}")
 
 
 class UnsupportedRegexFeature(UnsupportedFeatureError):
@@ -40,7 +40,7 @@ class UnsupportedRegexFeature(UnsupportedFeatureError):
     def __init__(self, construct: str, pattern: str, hint: str = "") -> None:
         self.construct = construct
         self.pattern = pattern
-        msg = f"regex {pattern!r} uses {construct}, which a finite automaton cannot enforce"
+        msg = f"regex {pattern!r:.200} uses {construct}, which a finite automaton cannot enforce"
         super().__init__(msg + (f"; {hint}" if hint else ""))
 
 
@@ -65,8 +65,10 @@ class SchemaError(InvalidInputError):
     ``pointer`` is the JSON pointer of the offending keyword inside the schema (``""`` for the root).
     """
 
-    def __init__(self, message: str, pointer: str = "") -> None:
+    def __init__(self, message: str, pointer: str = "", keyword: str = "") -> None:
         self.pointer = pointer
+        #: the schema keyword to fix, where known (``"required"`` for ``/required/0``)
+        self.keyword = keyword
         super().__init__(f"{message} (at {pointer or '/'} in the schema)")
 
 
@@ -93,3 +95,43 @@ class GrammarError(InvalidInputError):
         self.column = column
         where = f" at line {line}, column {column}" if line is not None else ""
         super().__init__(f"{message}{where}")
+
+
+class EmptyLanguageError(InvalidInputError):
+    """The grammar allows no output at all (``{"enum": []}``, ``{"type": []}``, a contradictory
+    ``allOf``, a regex such as ``[^\\x00-\\U0010ffff]``): a matcher would have nothing to allow.
+
+    Raised at compile time, never later. ``pointer`` is the JSON pointer of the subschema (or keyword)
+    where a schema's language became empty, as closely as the compiler can tell (``""``: the root);
+    ``None`` for regexes and grammars.
+    """
+
+    def __init__(self, message: str, pointer: str | None = None) -> None:
+        self.pointer = pointer
+        where = f" (at {pointer or '/'} in the schema)" if pointer is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+class InputTooLargeError(InvalidInputError):
+    """An input is over a size limit the library sets to stay bounded in time and memory (a schema or
+    tokenizer file larger than the read limit, a regex nested too deep). The message names the limit."""
+
+
+class EmptyGrammarError(GrammarError, EmptyLanguageError):
+    """A Lark grammar whose start rule derives no string (``start: start "a"``): both a
+    :class:`GrammarError` (``line`` and ``column`` of the rule) and an :class:`EmptyLanguageError`."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        GrammarError.__init__(self, message, line, column)  # EmptyLanguageError adds no pointer
+        self.pointer = None
+
+
+class ArgumentError(InvalidInputError, TypeError):
+    """A public function was called with an unknown keyword argument, or a missing or extra one; the
+    message names it. Also a ``TypeError``, as Python's own error for such a call is."""
+
+
+class CompileBudgetExceeded(UnsupportedSchemaFeature):
+    """A compile ran past its :class:`constrain.CompileBudget` and was refused early. ``pointer`` is
+    the JSON pointer being compiled when the time ran out (``keyword`` its last part; empty for a regex
+    or Lark grammar). Raise the budget (``budget=CompileBudget(seconds=...)``) or simplify there."""

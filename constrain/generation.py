@@ -4,7 +4,7 @@ The loop is a speculative-decoding core. It owns the model's KV cache (a transfo
 and, each round:
 
 1. asks a :class:`~constrain.drafters.Drafter` for a draft (by default
-   :class:`~constrain.drafters.GrammarForcedDrafter`: the tokens the grammar forces, jump-forward);
+   :func:`~constrain.drafters.default_drafter`: the tokens the grammar forces, then prompt lookup);
 2. runs the model ONCE over the pending token and the draft;
 3. walks the draft with the matcher: at each position the grammar's mask is applied to that position's
    logits (:func:`constrain.kernels.apply_token_bitmask_inplace`) and the :class:`Sampler` accepts the
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from .compiler import CompiledGrammar, compile, ensure_compiled
-from .drafters import Draft, Drafter, GrammarForcedDrafter
+from .drafters import Draft, Drafter, default_drafter, observe
 from .exceptions import ConstrainError, InvalidInputError
 from .grammar import Grammar
 from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
@@ -56,6 +56,7 @@ from .matcher import GrammarMatcher
 from .models import default_model, load_model, tokenizer_info_for
 from .sampling.awrs import awrs_argmax, awrs_sample
 from .tokenizer_info import TokenizerInfo
+from .validation import check_options
 
 __all__ = [
     "BudgetExhaustedError",
@@ -217,11 +218,23 @@ class TemperatureSampler:
             residual = p.clone()
             residual[token] = 0
         else:
-            residual = torch.clamp(p - draft_probs.to(p.dtype), min=0)
+            residual = torch.clamp(p - _fit_width(draft_probs, p), min=0)
         total = float(residual.sum())
         if total <= 0:  # p == q: nothing left to correct; any draw from p is right
             residual, total = p, float(p.sum())
         return int(torch.multinomial(residual / total, 1, generator=generator)), False
+
+
+def _fit_width(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``q`` as ``p``'s dtype, device and width (a draft model's logits may be padded differently: ids
+    past the narrower width have probability 0 there)."""
+    q = q.to(p.device, p.dtype)
+    width = p.shape[-1]
+    if q.shape[-1] > width:
+        return q[..., :width]
+    if q.shape[-1] < width:
+        return torch.nn.functional.pad(q, (0, width - q.shape[-1]))
+    return q
 
 
 def make_sampler(temperature: float = 0.0, top_p: float | None = None) -> Sampler:
@@ -311,6 +324,8 @@ class GenerationStats:
         draft_tokens: tokens proposed by the drafter.
         accepted_draft_tokens: proposed tokens that were kept.
         forced_tokens: kept tokens that the grammar forced (jump-forward).
+        drafted_by: drafted tokens per drafter (``"forced"``, ``"ngram"``, ``"model"``, ...).
+        accepted_by: kept drafted tokens per drafter.
         completion_tokens: tokens appended by ``on_budget="complete"`` without the model.
         awrs_steps: tokens drawn by AWRS (``method="awrs"``).
         constraint_checks: candidates AWRS checked with the matcher in those steps.
@@ -325,6 +340,8 @@ class GenerationStats:
     draft_tokens: int = 0
     accepted_draft_tokens: int = 0
     forced_tokens: int = 0
+    drafted_by: dict[str, int] = field(default_factory=dict)
+    accepted_by: dict[str, int] = field(default_factory=dict)
     completion_tokens: int = 0
     awrs_steps: int = 0
     constraint_checks: int = 0
@@ -338,6 +355,11 @@ class GenerationStats:
         if self.output_tokens <= 1:
             return 0.0
         return (self.total_time_s - self.time_to_first_token_s) / (self.output_tokens - 1)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Kept drafted tokens over drafted tokens (0.0 where nothing was drafted)."""
+        return self.accepted_draft_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
     @property
     def tokens_per_forward_pass(self) -> float:
@@ -432,14 +454,28 @@ def compile_constraint(
     none was and ``required`` is False), for ``info``'s tokenizer; shared by :func:`generate`,
     :func:`constrain.smc` and :class:`constrain.ASAp`.
 
+    ``regex=`` reads ``\\d``, ``\\w``, ``\\s`` as ASCII (see :meth:`Grammar.from_regex`); for Unicode
+    classes write ``(?u)`` in the pattern or pass ``grammar=Grammar.from_regex(pattern, re.UNICODE)``.
+
     Raises:
-        InvalidInputError: more than one was given, or none where ``required``.
+        InvalidInputError: more than one was given, or none where ``required``; or ``schema_options``
+            holds a name that is not an option of :meth:`Grammar.from_json_schema`, or any name at
+            all without ``schema=`` (a misspelt keyword argument would otherwise be swallowed).
     """
     given = sum(x is not None for x in (regex, grammar, schema))
     if required and given != 1:
         raise InvalidInputError("pass exactly one of regex=, grammar=, schema=")
     if given > 1:
         raise InvalidInputError("pass at most one of regex=, grammar=, schema=")
+    options = dict(schema_options or {})
+    schema_option_names = [
+        p.name
+        for p in inspect.signature(Grammar.from_json_schema).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    if options and schema is None:
+        check_options("a call without schema= (extra keyword arguments are JSON Schema options)", options, ())
+    check_options("the JSON Schema options", options, schema_option_names)
     if regex is not None:
         return compile(Grammar.from_regex(regex), info)
     if grammar is not None:
@@ -558,6 +594,9 @@ def run(
         draft = drafter.propose(context, matcher, remaining - 1) if drafter is not None else Draft()
         tokens = draft.tokens[: max(0, remaining - 1)]
         stats.draft_tokens += len(tokens)
+        for i in range(len(tokens)):
+            name = draft.source(i)
+            stats.drafted_by[name] = stats.drafted_by.get(name, 0) + 1
         base = runner.length
         logits = runner.forward(pending + list(tokens), keep=len(tokens) + 1)
         kept = 0
@@ -566,7 +605,7 @@ def run(
             if not draft.verify and matcher is not None and matcher.accept_token(d):
                 matcher.rollback(1)  # take() re-accepts it
                 take(d)
-            elif use_awrs and draft.probs is None:
+            elif use_awrs and draft.prob_row(i) is None:
                 # A deterministic draft is verified losslessly by drawing the step's token and keeping
                 # the draft iff it is the same: P(keep) = p(d), and a replacement is distributed as p
                 # given not d, the speculative-sampling rule's joint distribution (greedy: the argmax).
@@ -578,18 +617,23 @@ def run(
             else:
                 # a stochastic draft: the speculative rule needs the whole masked distribution
                 row = masked(logits[i])
-                q = draft.probs[i] if draft.probs is not None else None
-                token, ok = sampler.accept(row, d, q, generator)
+                token, ok = sampler.accept(row, d, draft.prob_row(i), generator)
                 if not ok:
                     extra = token
                     break
                 take(d)
             kept += 1
-            if d in eos or (matcher is not None and matcher.is_terminated()):
+            # a state the grammar lets nothing follow ends the output here, as in the one-token loop
+            # (a drafted EOS after it would be one token more than that loop emits)
+            if d in eos or (matcher is not None and matcher.must_end()):
                 break
         stats.accepted_draft_tokens += kept
-        if draft.forced:
-            stats.forced_tokens += kept
+        for i in range(kept):
+            name = draft.source(i)
+            stats.accepted_by[name] = stats.accepted_by.get(name, 0) + 1
+            stats.forced_tokens += name == "forced"
+        if drafter is not None:
+            observe(drafter, draft, kept)
         # Stop sampling where the round ended the output: EOS, or a state the grammar lets nothing follow.
         done = (bool(out) and out[-1] in eos) or (matcher is not None and matcher.must_end())
         if extra is None and not done:
@@ -624,21 +668,19 @@ def run(
 
 
 def _awrs_logits(row: torch.Tensor, vocab_size: int) -> np.ndarray:
-    """float64 logits of the real ids (padding ids past the vocabulary -inf), for greedy AWRS."""
-    out = row.detach().to("cpu", torch.float64, copy=True).numpy()
-    out[vocab_size:] = -np.inf
-    return out
+    """The logits of the real ids (padding ids past the vocabulary dropped), for greedy AWRS."""
+    return row.detach()[:vocab_size].to("cpu", torch.float32).numpy()
 
 
 def _awrs_logprobs(sampler: TemperatureSampler, row: torch.Tensor, vocab_size: int) -> np.ndarray:
-    """The unconstrained sampling distribution of ``sampler`` as float64 log-probabilities (the
-    temperature, then the top-p nucleus as :meth:`TemperatureSampler.probs` cuts it), padding ids -inf.
-    float64 so an allowed token the model finds very unlikely keeps its (tiny) mass."""
-    logits = row.detach().to("cpu", torch.float64, copy=True)
-    logits[vocab_size:] = float("-inf")
+    """The unconstrained sampling distribution of ``sampler`` over the real ids as float64
+    log-probabilities (the temperature, then the top-p nucleus as :meth:`TemperatureSampler.probs` cuts
+    it). The log-softmax runs in float32 (a float64 one costs more than the rest of an AWRS step); in
+    the log domain a token the model finds very unlikely still keeps its (tiny) mass."""
+    logits = row.detach()[:vocab_size].to("cpu", torch.float32)
     if sampler.top_p is not None and sampler.top_p < 1:
-        logits[sampler.probs(row.detach().cpu()) == 0] = float("-inf")
-    return torch.log_softmax(logits / sampler.temperature, dim=-1).numpy()
+        logits = logits.masked_fill(sampler.probs(logits) == 0, float("-inf"))
+    return torch.log_softmax(logits / sampler.temperature, dim=-1).numpy().astype(np.float64)
 
 
 @overload
@@ -731,7 +773,8 @@ def generate(
             ``"raise"`` (:class:`BudgetExhaustedError`) or ``"complete"`` (append the shortest valid
             completion; the result may then exceed the budget).
         sampler: a :class:`Sampler` to use instead of the one ``temperature``/``top_p`` describe.
-        drafter: a :class:`~constrain.drafters.Drafter`; default :class:`GrammarForcedDrafter`.
+        drafter: a :class:`~constrain.drafters.Drafter`; default
+            :func:`~constrain.drafters.default_drafter` (forced tokens, then prompt lookup).
         speculate: ``False`` decodes one token per forward pass (no drafter), the reference loop.
         method: ``"masked"`` (the default: each step samples from the masked distribution);
             ``"awrs"``: the same distribution by adaptive weighted rejection sampling, a few matcher
@@ -777,7 +820,7 @@ def generate(
     if not speculate:
         drafter = None
     elif drafter is None:
-        drafter = GrammarForcedDrafter()
+        drafter = default_drafter()  # forced tokens, then prompt lookup: the best measured
     prompt_ids = encode_prompt(tokenizer, prompt, chat)
     result = run(
         model,

@@ -12,7 +12,10 @@ Error model (what raises and what returns a status):
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,8 +27,10 @@ from .forced import forced_tokens_cached
 _TERMINATED = -2  # history marker: EOS was accepted
 MAX_FORCED_BYTES = 4096
 """The longest forced continuation :meth:`GrammarMatcher.forced_bytes` returns in one call."""
-MAX_COMPLETION_STATES = 200_000
-"""How many automaton states :meth:`GrammarMatcher.shortest_completion` may visit before giving up."""
+MAX_COMPLETION_STATES = 2_000_000
+"""The default ``max_states`` of :meth:`GrammarMatcher.completion_bytes`: a guard against a runaway
+search, not the reach of the search (A* over the Earley automaton visits about the completion's length
+times the bytes live at each step)."""
 
 
 def _torch() -> Any:
@@ -233,6 +238,10 @@ class GrammarMatcher:
         if isinstance(bitmask, np.ndarray):
             if bitmask.dtype != np.int32:
                 raise MatcherUsageError("bitmask must be int32; use constrain.allocate_token_bitmask")
+            if not bitmask.flags.writeable:
+                raise MatcherUsageError("bitmask is read-only; pass a writable array (np.array(bitmask))")
+            if bitmask.ndim == 2 and not 0 <= row < bitmask.shape[0]:
+                raise MatcherUsageError(f"row {row} out of range for a bitmask of {bitmask.shape[0]} rows")
             target = bitmask if bitmask.ndim == 1 else bitmask[row]
             if target.shape != (words,):
                 raise MatcherUsageError(f"bitmask row has shape {target.shape}, expected ({words},)")
@@ -285,31 +294,41 @@ class GrammarMatcher:
             return []
         return forced_tokens_cached(self, self._compiled, self._history[-1], self._forced_walk)
 
-    def completion_bytes(self) -> bytes:
-        """The shortest bytes from here to a state where the output may end (breadth-first over the
-        automaton, ties to the smallest byte); empty where it may end already.
+    def completion_bytes(self, max_states: int = MAX_COMPLETION_STATES) -> bytes:
+        """The shortest bytes from here to a state where the output may end; empty where it may end
+        already.
+
+        A byte DFA is searched breadth-first (ties to the smallest byte; its states are finite). The
+        Earley automaton's states are not, so it is searched by A* with the grammar's lower bound on the
+        bytes left (:meth:`constrain.cfg.earley.EarleyAutomaton.completion_bound`, exact for nested
+        brackets): the search follows the shortest path and visits about its length times the bytes
+        live at each step, at any nesting depth. ``max_states`` only guards against a grammar whose
+        bound is weak.
 
         Raises:
-            ConstrainError: no completion exists, or none was found within
-                :data:`MAX_COMPLETION_STATES` states (a context-free grammar's states are unbounded).
+            ConstrainError: no completion exists, or none was found within ``max_states`` states.
         """
         if self.is_terminated():
             return b""
         auto = self._auto
         start = self._history[-1]
+        bound = getattr(auto, "completion_bound", None)
         parent: dict[int, tuple[int, int]] = {start: (-1, -1)}
-        queue = deque([start])
         goal = -1
-        while queue and len(parent) <= MAX_COMPLETION_STATES:
-            s = queue.popleft()
-            if auto.is_final(s):
-                goal = s
-                break
-            for b in auto.live_bytes(s).tolist():
-                t = auto.step(s, bytes((b,)))
-                if t >= 0 and t not in parent:
-                    parent[t] = (s, b)
-                    queue.append(t)
+        if bound is None:
+            queue = deque([start])
+            while queue and len(parent) <= max_states:
+                s = queue.popleft()
+                if auto.is_final(s):
+                    goal = s
+                    break
+                for b in auto.live_bytes(s).tolist():
+                    t = auto.step(s, bytes((b,)))
+                    if t >= 0 and t not in parent:
+                        parent[t] = (s, b)
+                        queue.append(t)
+        else:
+            goal = _a_star(auto, start, bound, parent, max_states)
         if goal < 0:
             raise ConstrainError("no completion of the output was found from the current state")
         path = bytearray()
@@ -348,3 +367,39 @@ class GrammarMatcher:
             else:
                 raise ConstrainError(f"no token spells the completion bytes {data[pos:]!r} from here")
         return out
+
+
+def _a_star(
+    auto: Any, start: int, bound: Callable[[int], int], parent: dict[int, tuple[int, int]], max_states: int
+) -> int:
+    """A* from ``start`` to a final state with the admissible heuristic ``bound``; fills ``parent``
+    and returns the goal (-1 for none). Ties go to the deeper state, then to the smaller byte."""
+    from .cfg.earley import NO_COMPLETION
+
+    h0 = bound(start)
+    if h0 >= NO_COMPLETION:
+        return -1
+    best = {start: 0}
+    order = itertools.count()
+    heap = [(h0, 0, next(order), start)]
+    closed: set[int] = set()
+    while heap and len(best) <= max_states:
+        _, neg_g, _, s = heapq.heappop(heap)
+        g = -neg_g
+        if s in closed or g > best[s]:
+            continue
+        if auto.is_final(s):
+            return s
+        closed.add(s)
+        for b in auto.live_bytes(s).tolist():
+            t = auto.step(s, bytes((b,)))
+            if t < 0 or g + 1 >= best.get(t, NO_COMPLETION):
+                continue
+            h = bound(t)
+            if h >= NO_COMPLETION:
+                continue
+            best[t] = g + 1
+            parent[t] = (s, b)
+            closed.discard(t)  # an inconsistent bound may find a shorter way to a closed state
+            heapq.heappush(heap, (g + 1 + h, -(g + 1), next(order), t))
+    return -1

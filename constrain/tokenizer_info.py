@@ -58,7 +58,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from .exceptions import TokenizerError
+from . import validation
+from .exceptions import InvalidInputError, TokenizerError
+from .validation import checked_arguments, read_regular_file
 
 __all__ = ["EOS_TOKEN_NAMES", "KINDS", "TokenizerInfo"]
 
@@ -374,13 +376,22 @@ def _parse_tokenizer_json(text: str, where: str) -> dict[str, Any]:
 # Building from the parsed JSON
 
 
+#: Token ids at or above this are refused (the largest real vocabularies have about 262,000 ids; an id of
+#: 2e9 would make a table of two billion entries).
+MAX_TOKEN_ID = 2**24
+
+
 def _check_id(value: Any, where: str, what: str) -> int:
+    if isinstance(value, bool):
+        raise TokenizerError(f"{where}: {what} {value!r} is not an integer id")
     try:
         i = operator.index(value)
     except TypeError:
-        raise TokenizerError(f"{where}: {what} {value!r} is not an integer id") from None
+        raise TokenizerError(f"{where}: {what} {value!r:.80} is not an integer id") from None
     if i < 0:
         raise TokenizerError(f"{where}: {what} {i} is negative")
+    if i >= MAX_TOKEN_ID:
+        raise TokenizerError(f"{where}: {what} {i} is too large (ids must be below {MAX_TOKEN_ID})")
     return i
 
 
@@ -396,6 +407,18 @@ def _vocab_strings(data: Mapping[str, Any], where: str) -> tuple[list[str | None
         if ids and min(ids) < 0:
             raise TokenizerError(f"{where}: model.vocab has a negative id {min(ids)}")
         top = max(ids, default=-1)
+        if top >= MAX_TOKEN_ID:
+            raise TokenizerError(
+                f"{where}: model.vocab has an id {top}, too large (ids must be below {MAX_TOKEN_ID})"
+            )
+        if len(set(ids)) != len(ids):
+            seen: dict[int, str] = {}
+            for piece, i in vocab.items():
+                if i in seen:
+                    raise TokenizerError(
+                        f"{where}: model.vocab gives id {i} to two tokens, {seen[i]!r:.40} and {piece!r:.40}"
+                    )
+                seen[i] = piece
         in_order = ids == list(range(len(ids)))  # the usual layout: no need to place tokens one by one
         pieces: list[Any] = list(vocab.keys()) if in_order else []
         pairs: Iterable[tuple[str, Any]] = () if in_order else vocab.items()
@@ -418,7 +441,13 @@ def _vocab_strings(data: Mapping[str, Any], where: str) -> tuple[list[str | None
     for entry in added_list:
         if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
             raise TokenizerError(f"{where}: malformed added token {entry!r:.200}")
-        added[_check_id(entry.get("id"), where, "added token id")] = entry
+        i = _check_id(entry.get("id"), where, "added token id")
+        if i in added and added[i]["content"] != entry["content"]:
+            raise TokenizerError(
+                f"{where}: added_tokens gives id {i} to two tokens, {added[i]['content']!r:.40} and "
+                f"{entry['content']!r:.40}"
+            )
+        added[i] = entry
     top = max(top, max(added, default=-1))
     if top < 0:
         raise TokenizerError(f"{where}: the vocabulary is empty")
@@ -468,6 +497,10 @@ def _assemble(
     else:
         if isinstance(eos_ids, (int, np.integer)):
             eos_ids = (int(eos_ids),)
+        elif isinstance(eos_ids, (str, bytes)) or not isinstance(eos_ids, Iterable):
+            raise TokenizerError(
+                f"{where}: eos_ids must be a token id or a collection of them, got {eos_ids!r:.80}"
+            )
         eos = tuple(dict.fromkeys(_check_id(e, where, "eos id") for e in eos_ids))
         if not eos:
             raise TokenizerError(f"{where}: eos_ids is empty; at least one end-of-sequence id is needed")
@@ -804,6 +837,7 @@ class TokenizerInfo:
     # ----------------------------------------------------------------------------------------------------
 
     @classmethod
+    @checked_arguments
     def from_file(
         cls,
         path: str | PathLike[str],
@@ -816,17 +850,25 @@ class TokenizerInfo:
         ``eos_ids`` defaults to the special tokens named like an end of sequence (:data:`EOS_TOKEN_NAMES`);
         ``logits_width`` defaults to the vocabulary size.
         """
+        if not isinstance(path, (str, PathLike)):
+            raise InvalidInputError(
+                f"TokenizerInfo.from_file: path must be a str or os.PathLike, got {type(path).__name__}"
+            )
         p = Path(path)
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise TokenizerError(f"cannot read tokenizer file {str(p)!r}: {exc}") from None
+        if is_dir:
             if not (p / "tokenizer.json").is_file():
                 raise TokenizerError(f"{p} is a folder without a tokenizer.json")
             p = p / "tokenizer.json"
         if not p.exists():
             raise TokenizerError(f"tokenizer file not found: {p}")
-        try:
-            raw = p.read_bytes()
-        except OSError as exc:
-            raise TokenizerError(f"cannot read tokenizer file {p}: {exc}") from exc
+        # A regular file of bounded size only: /dev/zero or a FIFO would be read until memory runs out.
+        raw = read_regular_file(
+            p, what="tokenizer file", limit=validation.MAX_TOKENIZER_FILE_BYTES, error=TokenizerError
+        )
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -843,6 +885,7 @@ class TokenizerInfo:
         )
 
     @classmethod
+    @checked_arguments
     def from_tokenizer(
         cls,
         tok: Any,
@@ -889,6 +932,7 @@ class TokenizerInfo:
         )
 
     @classmethod
+    @checked_arguments
     def from_vocab(
         cls,
         token_bytes: Sequence[bytes | bytearray | memoryview],
@@ -903,8 +947,10 @@ class TokenizerInfo:
         Special ids, EOS ids and tokens given as ``b""`` become special with no bytes.
         """
         where = f"vocabulary {name!r}" if name else "vocabulary"
-        if isinstance(token_bytes, (bytes, str)):
+        if isinstance(token_bytes, (bytes, str)) or not isinstance(token_bytes, Iterable):
             raise TokenizerError(f"{where}: token_bytes must be a sequence of bytes, one per token id")
+        if not isinstance(special_ids, Iterable):
+            raise TokenizerError(f"{where}: special_ids must be a collection of token ids")
         tb: list[bytes] = []
         for i, b in enumerate(token_bytes):
             if not isinstance(b, (bytes, bytearray, memoryview)):

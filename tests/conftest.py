@@ -11,6 +11,12 @@ from typing import Any
 
 import pytest
 
+from constrain._syspath import unshadow_kernels
+
+# `python -m pytest` (the README's test command) prepends the working directory, the checkout root, whose
+# kernels/ folder would shadow the hub package `kernels` that transformers >= 5.25 imports.
+unshadow_kernels()
+
 
 @pytest.fixture(scope="module")
 def lm() -> Iterator[tuple[Any, Any]]:

@@ -233,7 +233,7 @@ REALISTIC = [
     ),
     (r"[0-9]{2}:[0-9]{2}(:[0-9]{2})?", ["23:59:01", "07:30"], ["7:30"]),
     (r"https?://[a-z0-9.-]+(/[A-Za-z0-9._~%-]*)*", ["https://example.org/a/b_c.html"], ["ftp://x"]),
-    (r"\w+( \w+)*", ["Ünïcödé wörds 世界 mixed"], ["trailing "]),
+    (r"(?u)\w+( \w+)*", ["Ünïcödé wörds 世界 mixed"], ["trailing "]),  # Unicode \w: (?u)
     (r"[\u4e00-\u9fff]{2,8}", ["你好世界"], ["你"]),
     (r"(?i)(true|false|null)", ["TRUE", "False", "null"], ["nil"]),
     (r"#[0-9a-fA-F]{6}", ["#C0FFEE"], ["#C0FFE"]),

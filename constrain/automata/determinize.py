@@ -62,6 +62,8 @@ def _subset_id(subset: Hashable, index: dict[Any, int], order: list[Any], patter
 
 def _determinize_anchored(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subset construction. Returns (class transitions [S, C] with -1 dead, accepting [S], class of byte)."""
+    from ..budget import check
+
     nfa.materialize_blocks()
     classes = byte_classes(nfa)
     num_classes = int(classes.max()) + 1
@@ -104,6 +106,8 @@ def _determinize_anchored(nfa: NFA, start: int, final: int) -> tuple[np.ndarray,
     rows: list[list[int]] = []
     i = 0
     while i < len(order):
+        if i & 1023 == 1023:
+            check("determinization")
         cur = order[i]
         i += 1
         row = [DEAD] * num_classes
@@ -320,6 +324,9 @@ def determinize(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarra
     Returns (class transitions ``int32[S, C]`` with -1 dead, accepting ``bool[S]``, class of each byte);
     DFA state 0 is the start. Raises :class:`UnsupportedRegexFeature` past :data:`MAX_DFA_STATES`.
     """
+    from ..budget import check
+
+    check("determinization")
     if nfa.has_anchors:
         return _determinize_anchored(nfa, start, final)
     return _determinize_fast(nfa, start, final)

@@ -123,6 +123,9 @@ def minimal_dfa(
 ) -> DFA:
     """The trimmed, minimal :class:`DFA` of a table over byte classes (``compact[s, classes[byte]]`` is
     the next state or -1), or :func:`empty_dfa` for the empty language."""
+    from ..budget import check
+
+    check("minimization")  # the loops that blow up call this once per automaton (see constrain.budget)
     result = prune_and_minimize(compact, accepting, start)
     if result is None:
         return empty_dfa(label)

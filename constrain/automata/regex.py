@@ -21,7 +21,7 @@ from ..exceptions import RegexSyntaxError, UnsupportedRegexFeature
 from .charsets import Ranges, subtract
 from .determinize import determinize, nfa_to_dfa
 from .dfa import DFA, minimal_dfa
-from .nfa import RegexBuilder, regex_nfa
+from .nfa import RegexBuilder, _sre_parse, regex_nfa
 
 # Canonical JSON escapes of the characters that cannot appear raw inside a JSON string.
 _ESCAPES: dict[int, bytes] = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n"}
@@ -30,7 +30,8 @@ for _cp in range(0x20):
     _ESCAPES.setdefault(_cp, b"\\u%04x" % _cp)
 _RAW_FORBIDDEN: Ranges = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
 
-_SUPPORTED_FLAGS = re.IGNORECASE | re.DOTALL | re.ASCII | re.UNICODE | re.VERBOSE | re.MULTILINE
+# An int: ``~`` of a RegexFlag keeps only the known flags, so unknown bits would slip through the check.
+_SUPPORTED_FLAGS = int(re.IGNORECASE | re.DOTALL | re.ASCII | re.UNICODE | re.VERBOSE | re.MULTILINE)
 
 
 def regex_to_dfa(pattern: str, flags: int = 0) -> DFA:
@@ -50,9 +51,47 @@ def _regex_to_dfa_cached(pattern: str, flags: int) -> DFA:
         raise RegexSyntaxError(f"expected a str pattern, got {type(pattern).__name__}", repr(pattern))
     if flags & ~_SUPPORTED_FLAGS:
         raise UnsupportedRegexFeature(f"flags {flags:#x}", pattern, "supported: I, S, A, U, X, M")
-    nfa, start, final = regex_nfa(pattern, flags)
+    try:
+        nfa, start, final = regex_nfa(pattern, flags)
+    except RecursionError:  # re's parser and the NFA builder recurse once per nested group
+        raise _too_deep(pattern) from None
+    except ValueError as e:  # re's parser checks some flag combinations with a bare ValueError
+        if isinstance(e, (RegexSyntaxError, UnsupportedRegexFeature)):
+            raise
+        raise RegexSyntaxError(str(e), pattern) from None
     trans, accepting, classes = determinize(nfa, start, final)
     return minimal_dfa(trans, accepting, 0, classes, pattern)
+
+
+def _too_deep(pattern: str) -> UnsupportedRegexFeature:
+    return UnsupportedRegexFeature(
+        "groups nested deeper than the parser's recursion limit", pattern, "flatten the nesting"
+    )
+
+
+def ascii_by_default(pattern: str, flags: int) -> int:
+    """``flags`` with ``re.ASCII`` added unless the caller asked for Unicode classes.
+
+    The public regex entry points (:meth:`constrain.Grammar.from_regex`, ``generate(regex=...)``) read
+    ``\\d``, ``\\w``, ``\\s`` (and case-insensitive matching) as ASCII, as ECMA-262 and JSON Schema do:
+    Python's Unicode ``\\d`` lets a model write ``"🯸🯸🯸🯸"`` for a year. ``re.UNICODE`` in ``flags``,
+    or an inline ``(?u)`` in the pattern, keeps Python's Unicode classes.
+
+    Raises:
+        RegexSyntaxError: ``flags`` holds both ``re.ASCII`` and ``re.UNICODE``.
+    """
+    if flags & re.ASCII and flags & re.UNICODE:
+        raise RegexSyntaxError("flags re.ASCII and re.UNICODE are incompatible", pattern)
+    if flags & re.UNICODE or flags & re.ASCII:
+        return flags
+    try:
+        _sre_parse.parse(pattern, flags | re.ASCII)
+    except (re.error, ValueError) as e:
+        if "incompatible" in str(e):  # an inline (?u): the pattern asks for Unicode itself
+            return flags
+    except RecursionError:
+        raise _too_deep(pattern) from None
+    return flags | re.ASCII
 
 
 class JsonStringBuilder(RegexBuilder):
@@ -76,5 +115,8 @@ class JsonStringBuilder(RegexBuilder):
 @bounded_cache(maxsize=1024)
 def regex_dfa(pattern: str, flags: int = 0, json_string: bool = False) -> DFA:
     """Like :func:`regex_to_dfa`, optionally over JSON string characters (cached, no flag check)."""
-    nfa, start, final = regex_nfa(pattern, flags, JsonStringBuilder if json_string else RegexBuilder)
+    try:
+        nfa, start, final = regex_nfa(pattern, flags, JsonStringBuilder if json_string else RegexBuilder)
+    except RecursionError:
+        raise _too_deep(pattern) from None
     return nfa_to_dfa(nfa, start, final, pattern)

@@ -71,6 +71,9 @@ from .lark_frontend import CFG
 
 Lexeme = tuple[int, int, int]  # (start node, terminal, DFA state)
 
+NO_COMPLETION = 1 << 60
+""":meth:`EarleyAutomaton.completion_bound` of a configuration that cannot reach an end."""
+
 
 @dataclass(frozen=True)
 class _Config:
@@ -118,6 +121,8 @@ class EarleyAutomaton:
         self._configs: dict[int, _Config] = {}  # decoded from the tables on first query
         self._final: dict[int, bool] = {}
         self._end_nodes: dict[tuple[int, ...], int] = {}  # by the ends' codes (see fast_step)
+        self._bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _static_bounds
+        self._finish: dict[int, dict[int, int]] = {}  # see _node_finish
         self._init_closure_tables(aug + 1)
         root = self._close_seeds([0])  # S' -> . start, origin SELF
         self.start = self.fresh_config(root)
@@ -461,6 +466,147 @@ class EarleyAutomaton:
         """True when ``data`` is a sentence (a convenience for tests)."""
         c = self.walk(self.start, data)
         return c >= 0 and self.is_final(c)
+
+    # ---- shortest completion: a lower bound from the grammar (A* heuristic) -------------------------
+    def completion_bound(self, c: int) -> int:
+        """A lower bound on the bytes from configuration ``c`` to a sentence's end (:data:`NO_COMPLETION`
+        where none exists): over ``c``'s lexemes, the lexeme's shortest way to an accepting DFA state
+        plus the shortest yield of what its start node still waits for, up the chain of origins. The
+        lexing rule and ``%ignore`` text only add bytes, so the bound never overestimates; for nested
+        brackets it is exact (``[[[`` -> 3), which is what lets
+        :meth:`constrain.GrammarMatcher.completion_bytes` find the completion of any nesting by A*
+        instead of a breadth-first search."""
+        if self.is_final(c):
+            return 0
+        dist, minlen, _ = self._static_bounds()
+        tabs = self._tabs
+        off = tabs[fs.CFG_OFF]
+        codes = tabs[fs.CFG_POOL][int(off[c]) : int(off[c + 1])].tolist()
+        g = self._num_g
+        gterm = tabs[fs.GTERM]
+        best = NO_COMPLETION
+        for code in codes:
+            if code < 0:
+                continue
+            m, row = divmod(code, g)
+            d = int(dist[row])
+            if d >= NO_COMPLETION:
+                continue
+            t = int(gterm[row])
+            after = self._node_finish(m)
+            if self._is_ignore[t]:
+                rest = (
+                    0
+                    if self.node_final(m)
+                    else min(
+                        (int(minlen[x]) + v for x, v in after.items() if x < self.num_terminals),
+                        default=NO_COMPLETION,
+                    )
+                )
+            else:
+                rest = after.get(t, NO_COMPLETION)
+            best = min(best, d + rest)
+        return best
+
+    def _static_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(shortest bytes to acceptance per global DFA row, shortest yield per symbol, shortest yield of
+        the rest of each dotted rule), computed once per grammar (shared by :meth:`clone_empty` copies)."""
+        hit = self._bounds
+        if hit is not None:
+            return hit
+        tabs = self._tabs
+        gtrans, gacc, gterm, toff = tabs[fs.GTRANS], tabs[fs.GACC], tabs[fs.GTERM], self._toff
+        inf = NO_COMPLETION
+        # Backward BFS over each terminal's DFA (targets are local to the terminal's rows).
+        ng = gtrans.shape[0]
+        dist = np.full(ng, inf, dtype=np.int64)
+        preds: list[list[int]] = [[] for _ in range(ng)]
+        for row in range(ng):
+            base = int(toff[int(gterm[row])])
+            for q2 in set(gtrans[row][gtrans[row] >= 0].tolist()):
+                preds[base + q2].append(row)
+        frontier = np.flatnonzero(gacc).tolist()
+        dist[frontier] = 0
+        while frontier:
+            nxt = []
+            for row in frontier:
+                for p in preds[row]:
+                    if dist[p] == inf:
+                        dist[p] = dist[row] + 1
+                        nxt.append(p)
+            frontier = nxt
+        nsym = len(self._nullable)
+        nt = self.num_terminals
+        minlen = np.full(nsym, inf, dtype=np.int64)
+        for t, d in enumerate(self.dfas):
+            minlen[t] = dist[int(toff[t]) + d.start]
+        next_sym = self._next_sym
+        starts = [dr for drs in self._first_dr.values() for dr in drs]
+        changed = True
+        while changed:  # shortest yield of each nonterminal: a fixed point over the rules
+            changed = False
+            for dr0 in starts:
+                total = 0
+                dr = dr0
+                while next_sym[dr] >= 0 and total < inf:
+                    total = min(inf, total + int(minlen[next_sym[dr]]))
+                    dr += 1
+                lhs = self._lhs[dr0]
+                if lhs >= nt and total < minlen[lhs]:
+                    minlen[lhs] = total
+                    changed = True
+        sufmin = np.zeros(len(next_sym), dtype=np.int64)
+        for dr in range(len(next_sym) - 1, -1, -1):
+            s = next_sym[dr]
+            sufmin[dr] = 0 if s < 0 else min(inf, int(minlen[s]) + int(sufmin[dr + 1]))
+        self._bounds = (dist, minlen, sufmin)
+        return self._bounds
+
+    def _node_finish(self, node: int) -> dict[int, int]:
+        """For each symbol that ``node``'s items wait for: the fewest bytes from the end of that symbol
+        (read from ``node``) to the end of a sentence (cached per node; origins first, iteratively)."""
+        memo = self._finish
+        hit = memo.get(node)
+        if hit is not None:
+            return hit
+        _, _, sufmin = self._static_bounds()
+        tabs = self._tabs
+        noff, npool = tabs[fs.NODE_OFF], tabs[fs.NODE_POOL]
+        ndr = len(self._next_sym)
+        aug = len(self._nullable) - 1
+        todo = [node]
+        while todo:
+            n = todo[-1]
+            if n in memo:
+                todo.pop()
+                continue
+            items = []
+            missing = []
+            for code in npool[int(noff[n]) + 1 : int(noff[n + 1])].tolist():
+                dr, o = code % ndr, code // ndr
+                origin = o - 1
+                if origin >= 0 and origin not in memo:
+                    missing.append(origin)
+                items.append((self._next_sym[dr], int(sufmin[dr + 1]), self._lhs[dr], origin))
+            if missing:
+                todo.extend(missing)
+                continue
+            todo.pop()
+            cost: dict[int, int] = {}
+            changed = True
+            while changed:  # SELF items complete into this node: a small fixed point
+                changed = False
+                for x, suf, lhs, origin in items:
+                    if lhs == aug:
+                        after = 0
+                    else:
+                        after = (cost if origin < 0 else memo[origin]).get(lhs, NO_COMPLETION)
+                    total = suf + after
+                    if total < cost.get(x, NO_COMPLETION):
+                        cost[x] = total
+                        changed = True
+            memo[n] = cost
+        return memo[node]
 
 
 def _byte_classes(byte_class: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -141,6 +141,14 @@ def parse_lark(text: str, start: str = "start", import_dir: str | None = None) -
     missing = (used | ignore) - {t.name for t in terminals}
     if missing:
         raise GrammarError(f"terminal(s) {', '.join(sorted(missing))} used but not defined")
+    if not any(not t.ignore for t in terminals):
+        # Every rule is empty: the only sentence is "" (the engine reads at least one terminal).
+        raise GrammarError(
+            f"rule {start!r} uses no terminal, so the only output it allows is the empty string; "
+            "for an empty output use Grammar.from_regex('')",
+            1,
+            1,
+        )
 
     names: list[str] = [t.name for t in terminals]
     index = {n: i for i, n in enumerate(names)}

@@ -231,6 +231,7 @@ class EarleyTokenMasks(MaskStore):
         # The protocol's stepping is the automaton's own (it builds configurations on demand).
         self.step = earley.walk
         self.is_final = earley.is_final
+        self.completion_bound = earley.completion_bound
 
     def live_bytes(self, state: int) -> np.ndarray:
         """The bytes that lead somewhere from configuration ``state`` (unknown transitions computed)."""

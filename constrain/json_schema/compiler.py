@@ -33,6 +33,8 @@ from typing import Any
 
 from .. import automata as A
 from ..automata import DFA, empty_dfa
+from ..budget import budget_scope, pointer_scope
+from ..budget import check as budget_check
 from ..exceptions import ConstrainError, UnsupportedRegexFeature, UnsupportedSchemaFeature
 from . import holes
 from .applicators import apply_applicators
@@ -134,7 +136,9 @@ class CompileContext:
             return holes.hole_for(self, key, node)
         self._active.add(key)
         try:
-            dfa = _node_language(self, node, loc)
+            with pointer_scope(node.ptr):
+                budget_check("the subschema")
+                dfa = _node_language(self, node, loc)
         except UnsupportedRegexFeature as e:
             if e.pattern.startswith(("object at", "array at", "contains at", "<")):
                 # An automaton size limit, hit while combining this subschema's parts.
@@ -234,7 +238,8 @@ def schema_to_language(
     """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``)."""
     ctx = CompileContext(load_schema(schema), options or SchemaOptions(), registry)
     try:
-        return compile_root(ctx)
+        with budget_scope():  # the caller's budget, or the default one (constrain.budget)
+            return compile_root(ctx)
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None
 

@@ -511,7 +511,12 @@ def ecma_to_python(pattern: str) -> str:
     """
     if not isinstance(pattern, str):
         raise RegexSyntaxError(f"expected a str pattern, got {type(pattern).__name__}", repr(pattern))
-    return _Parser(pattern).parse()
+    try:
+        return _Parser(pattern).parse()
+    except RecursionError:  # the parser recurses once per nested group
+        raise UnsupportedRegexFeature(
+            "groups nested deeper than the parser's recursion limit", pattern, "flatten the nesting"
+        ) from None
 
 
 def search_regex(pattern: str) -> str:

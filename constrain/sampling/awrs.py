@@ -3,11 +3,16 @@ Models with Adaptive Weighted Rejection Sampling").
 
 A masked step computes the allowed set ``A`` over the whole vocabulary and samples from
 ``p(t) * [t in A] / Z`` with ``Z = p(A)``. AWRS gets the same token by checking only a few candidates:
-it orders the vocabulary by Gumbel-perturbed log-probabilities ``log p(t) + G_t`` (the Plackett-Luce
-order, i.e. sampling from ``p`` without replacement) and asks the matcher about each candidate in turn;
-the first one that passes is the answer. The first element of ``A`` in a Plackett-Luce order is
-distributed exactly as ``p`` restricted to ``A``, so the token is an exact sample however many
+it draws candidates from ``p`` without replacement (the Plackett-Luce order) and asks the matcher about
+each in turn; the first one that passes is the answer. The first element of ``A`` in a Plackett-Luce
+order is distributed exactly as ``p`` restricted to ``A``, so the token is an exact sample however many
 candidates were rejected before it.
+
+The draws cost one pass over the vocabulary per step (``exp`` and a cumulative sum) and then
+``O(log V)`` each: a draw is an inverse-CDF lookup, redrawn while it hits an already drawn id (which
+leaves the next draw distributed as ``p`` without the drawn ids); where redraws pile up the CDF is
+rebuilt without them. No key per vocabulary entry (a Gumbel perturbation of every id costs several
+times the whole step).
 
 The normaliser estimate (the "recursive" AWRS estimator). Let ``S`` be the candidates rejected so far,
 ``R = p(S)``, and ``Z_S = Z / (1 - R)`` the chance that the next candidate passes. For every token ``x``
@@ -25,9 +30,10 @@ remaining ``Z_{S + x}`` is estimated by one more check: whether the candidate af
 and ``E[W] = Z`` by induction over the rejections (each level replaces ``Z_{S + x}`` by an unbiased
 estimate of it, and the choice of ``x`` is any distribution at all). Where the rejections pile up
 (``max_checks`` of them, or nearly all the mass rejected) the step falls back to the full mask: the
-token is the first allowed one in the same order (the allowed token with the largest perturbed key,
-still exact) and ``Z_S`` is known exactly, so the weight is ``(1 - R) Z_S = Z`` with no variance.
-Each step costs the checks until acceptance plus one; no mask is computed where a candidate passes.
+token is drawn from ``p`` restricted to ``A`` (the rest of the Plackett-Luce order restricted to ``A``,
+since no rejected id is in ``A``: still exact) and ``Z_S`` is known exactly, so the weight is
+``(1 - R) Z_S = Z`` with no variance. Each step costs the checks until acceptance plus one; no mask is
+computed where a candidate passes.
 """
 
 from __future__ import annotations
@@ -99,6 +105,39 @@ def _descending(keys: np.ndarray, k: int) -> np.ndarray:
     return finite[np.lexsort((finite, -keys[finite]))]
 
 
+class _Draws:
+    """Ids drawn from ``p`` without replacement, one at a time (inverse CDF, redrawn on a repeat)."""
+
+    _REDRAWS = 8
+    """Repeats in a row after which the CDF is rebuilt without the drawn ids (their share is large)."""
+
+    def __init__(self, p: np.ndarray, rng: np.random.Generator) -> None:
+        self.p = p
+        self.rng = rng
+        self.cdf = np.cumsum(p)
+        self.drawn: set[int] = set()
+
+    def next(self) -> int | None:
+        """The next id (``None`` when no id with mass is left)."""
+        for attempt in range(self._REDRAWS + 1):
+            if attempt == self._REDRAWS:
+                self._rebuild()
+            total = float(self.cdf[-1])
+            if not total > 0:
+                return None
+            x = int(np.searchsorted(self.cdf, self.rng.random() * total, side="right"))
+            x = min(x, self.p.shape[0] - 1)
+            if x not in self.drawn and self.p[x] > 0:
+                self.drawn.add(x)
+                return x
+        return None  # unreachable: after the rebuild a drawn id has no width in the CDF
+
+    def _rebuild(self) -> None:
+        rest = self.p.copy()
+        rest[list(self.drawn)] = 0.0
+        self.cdf = np.cumsum(rest)
+
+
 def _passes(matcher: GrammarMatcher, token: int) -> bool:
     if matcher.accept_token(token):
         matcher.rollback(1)
@@ -142,38 +181,44 @@ def awrs_sample(
     """
     lp = _as_row(logprobs, "logprobs")
     limit = _limit(max_checks)
-    keys = lp + rng.gumbel(size=lp.shape[0])  # -inf stays -inf: never a candidate
-    order = _descending(keys, limit + 1)  # the candidates checked, plus the one after the accepted
+    p = np.exp(lp)  # -inf -> 0: never a candidate
+    draws = _Draws(p, rng)
     rejected = 0.0
     checks = 0
-    for pos in range(min(limit, order.shape[0])):
+    for _ in range(limit):
         if 1.0 - rejected < _MASS_FLOOR:
             break
-        token = int(order[pos])
+        candidate = draws.next()
+        if candidate is None:
+            break
         checks += 1
-        p_x = math.exp(lp[token])
-        if not _passes(matcher, token):
+        p_x = float(p[candidate])
+        if not _passes(matcher, candidate):
             rejected += p_x
             continue
         rest = max(0.0, 1.0 - rejected - p_x)  # the mass neither rejected nor accepted
         weight = p_x
         if not estimate_weight:
             weight = math.nan
-        elif pos + 1 < order.shape[0] and rest > 0:
-            checks += 1
-            if _passes(matcher, int(order[pos + 1])):
-                weight += rest
-        return AWRSDraw(token, weight, checks, False)
+        elif rest > 0:
+            after = draws.next()
+            if after is not None:
+                checks += 1
+                if _passes(matcher, after):
+                    weight += rest
+        return AWRSDraw(candidate, weight, checks, False)
     allowed = _allowed(matcher, lp.shape[0])
     if allowed.shape[0] == 0:
         raise ConstrainError("the grammar allows no token here (nothing to sample)")
-    best = int(allowed[np.argmax(keys[allowed])])
-    if keys[best] == -math.inf:
+    mass = np.cumsum(p[allowed])
+    if not mass[-1] > 0:
         raise ConstrainError(
             f"the {allowed.shape[0]} tokens the grammar allows all have probability 0 under logprobs"
         )
+    pick = int(np.searchsorted(mass, rng.random() * mass[-1], side="right"))
+    token = int(allowed[min(pick, allowed.shape[0] - 1)])
     z = math.exp(float(np.logaddexp.reduce(lp[allowed])))
-    return AWRSDraw(best, z, checks, True)
+    return AWRSDraw(token, z, checks, True)
 
 
 def awrs_argmax(logits: np.ndarray, matcher: GrammarMatcher, *, max_checks: int | None = None) -> AWRSDraw:
@@ -188,12 +233,18 @@ def awrs_argmax(logits: np.ndarray, matcher: GrammarMatcher, *, max_checks: int 
     """
     keys = _as_row(logits, "logits")
     limit = _limit(max_checks)
-    order = _descending(keys, limit)
     checks = 0
-    for token in order[:limit].tolist():
-        checks += 1
-        if _passes(matcher, token):
-            return AWRSDraw(token, math.nan, checks, False)
+    if limit > 0:
+        # The argmax first: it passes on most steps, and ordering the rest costs a pass over the vocabulary.
+        top = int(np.argmax(keys))  # the first maximum: the lowest id among ties
+        if keys[top] > -math.inf:
+            checks += 1
+            if _passes(matcher, top):
+                return AWRSDraw(top, math.nan, checks, False)
+            for token in _descending(keys, limit)[1:limit].tolist():
+                checks += 1
+                if _passes(matcher, token):
+                    return AWRSDraw(token, math.nan, checks, False)
     allowed = _allowed(matcher, keys.shape[0])
     if allowed.shape[0] == 0:
         raise ConstrainError("the grammar allows no token here (nothing to choose)")

@@ -508,6 +508,7 @@ def run_arm(
     tokenizer: Any,
     compiled: Any = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    drafter: str | None = None,
 ) -> ArmResult:
     """Generate greedily for ``messages``, with the grammar ``compiled`` (constrained) or with none
     (``compiled=None``: unconstrained, the JSON is extracted from the text), and validate the JSON
@@ -516,6 +517,11 @@ def run_arm(
     from constrain.generation import BudgetExhaustedError, generate
 
     constraint: dict[str, Any] = {"grammar": compiled} if compiled is not None else {}
+    if drafter is not None:  # a named composition (constrain.speculation.make_drafter); None: the default
+        from constrain.speculation import make_drafter
+
+        made = make_drafter(drafter, model)
+        constraint.update(drafter=made, speculate=made is not None)
     try:
         result = generate(
             list(messages),
@@ -566,6 +572,7 @@ def run_schema(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     compile_timeout_s: float | None = DEFAULT_COMPILE_TIMEOUT_S,
     unconstrained: bool = True,
+    drafter: str | None = None,
 ) -> SchemaRecord:
     """Compile one schema and run both arms on it (the unconstrained one even where the schema did
     not compile: it still counts towards that arm's empirical coverage)."""
@@ -592,6 +599,7 @@ def run_schema(
             tokenizer=tokenizer,
             compiled=comp.compiled,
             max_new_tokens=max_new_tokens,
+            drafter=drafter,
         )
     if not unconstrained:
         unc = ArmResult("skipped")
@@ -954,6 +962,7 @@ def run_jsonschemabench(
     progress: bool = False,
     stream: IO[str] | None = None,
     on_record: Callable[[list[SchemaRecord]], None] | None = None,
+    drafter: str | None = None,
 ) -> tuple[list[SchemaRecord], bool]:
     """Run every schema (both arms); ``(records, interrupted)``.
 
@@ -978,6 +987,7 @@ def run_jsonschemabench(
                 max_new_tokens=max_new_tokens,
                 compile_timeout_s=compile_timeout_s,
                 unconstrained=unconstrained,
+                drafter=drafter,
             )
             records.append(record)
             bar.update(len(records), _label(record))
@@ -1056,6 +1066,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "max_new_tokens": args.max_new_tokens,
         "decoding": "greedy",
+        "drafter": getattr(args, "drafter", None) or "default",
         "threads": args.threads,
         "compile_timeout_s": args.compile_timeout,
         "system_prompt": SYSTEM_PROMPT,
@@ -1086,6 +1097,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             unconstrained=not args.no_unconstrained,
             progress=not args.quiet,
             on_record=on_record,
+            drafter=getattr(args, "drafter", None),
         )
     summaries = aggregate(records)
     sys.stdout.write(format_table(summaries) + "\n")
@@ -1178,6 +1190,12 @@ def add_arguments(subparsers: Any) -> Any:
         help=f"compile time limit per schema; 0 = none (default {DEFAULT_COMPILE_TIMEOUT_S:g})",
     )
     jsb.add_argument("--no-unconstrained", action="store_true", help="run the constrained arm only")
+    jsb.add_argument(
+        "--drafter",
+        metavar="NAME",
+        help="the constrained arm's drafter: 'none' or parts of forced, ngram, draft-model, layer-skip "
+        "joined by '+' (default: generate's default, forced+ngram)",
+    )
     jsb.add_argument("--json", metavar="OUT", help="write per-schema records and aggregates to OUT")
     jsb.add_argument("--plot", metavar="OUT.png", help="write bar charts (needs matplotlib)")
     jsb.add_argument(

@@ -53,7 +53,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from constrain.compiler import compile as compile_grammar
-from constrain.exceptions import ConstrainError, InvalidInputError, UnsupportedFeatureError
+from constrain.exceptions import (
+    ConstrainError,
+    EmptyLanguageError,
+    InvalidInputError,
+    UnsupportedFeatureError,
+)
 from constrain.grammar import Grammar
 from constrain.json_schema import detect_draft
 from constrain.matcher import GrammarMatcher
@@ -421,6 +426,7 @@ class Engine:
     @classmethod
     def default(cls) -> Engine:
         """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats."""
+        from constrain import CompileBudget, budget_scope
         from constrain.json_schema import SchemaOptions, serialize_instance
 
         def grammar_from_schema(
@@ -429,7 +435,9 @@ class Engine:
             options: dict[str, Any] = {"registry": registry, "formats": formats}
             if draft is not None:
                 options["draft"] = draft
-            return Grammar.from_json_schema(schema, **options)
+            # No compile budget: the suite's verdicts must not depend on the machine's speed.
+            with budget_scope(CompileBudget(seconds=None)):
+                return Grammar.from_json_schema(schema, **options)
 
         def serialize(
             instance: Any, schema: Any, *, registry: Mapping[str, Any], formats: str, draft: Any
@@ -725,6 +733,9 @@ def _run_case(
     instances: list[InstanceResult] = []
     fallbacks = 0
     for inst in case.instances:
+        if matcher is None and schema_result.status == "compiled":  # an empty language: rejects all
+            instances.append(_instance(case, inst, "false_negative" if inst.valid else "pass"))
+            continue
         if matcher is None:
             detail = schema_result.keyword if schema_result.status == "unsupported" else schema_result.message
             instances.append(_instance(case, inst, schema_result.status, detail))
@@ -760,6 +771,11 @@ def _compile_case(
             matcher = GrammarMatcher(compiled)
     except harness.Timeout:
         return timed_out, None
+    except EmptyLanguageError:
+        if alarm.fired:
+            return timed_out, None
+        # The engine refuses a schema that no value satisfies: it accepts nothing (see _run_case).
+        return SchemaResult(case.file, case.group, "compiled", time.perf_counter() - t0), None
     except UnsupportedFeatureError as exc:
         if alarm.fired:
             return timed_out, None
