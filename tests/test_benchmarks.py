@@ -331,7 +331,8 @@ def test_one_glaive_schema_both_arms(lm: tuple[Any, Any]) -> None:
         assert 0 < (arm.output_tokens or 0) <= 48
         assert (arm.forward_passes or 0) >= 1 and (arm.prompt_tokens or 0) > 100
         assert (arm.time_to_first_token_s or 0) > 0
-    assert unc.forced_tokens == 0 and unc.forward_passes == unc.output_tokens  # one pass per token
+    # no grammar, nothing forced; the default drafter's prompt lookup may still verify several tokens per pass
+    assert unc.forced_tokens == 0 and 1 <= (unc.forward_passes or 0) <= (unc.output_tokens or 0)
     assert (con.forward_passes or 0) <= (con.output_tokens or 0)
     assert unc.status in ("valid", "invalid", "not_json")
     dumped = record.to_json()
