@@ -22,23 +22,34 @@ What they handle:
   EOS/pad only;
 - logits wider than the vocabulary: the extra columns are masked.
 
-A processor follows one ``generate`` call at a time. It notices a new call (a shorter input, or rows
-whose history it never saw) and starts over, but call :meth:`~GrammarLogitsProcessor.reset` to be
-explicit when reusing one. Row states are kept for the last 64 steps, so a call that looks back a few
-steps (assisted decoding verifies several candidate positions) finds them too. Compiled
-grammars are cached per (grammar, tokenizer) by :func:`constrain.compile`, and the tokenizer's
-:class:`~constrain.TokenizerInfo` per tokenizer object.
+A processor follows one ``generate`` call at a time, and may be reused for the next one: it restarts
+from the new call's prompt. Inside ``model.generate`` a new call is told by the call itself (the
+outermost ``generate`` on the stack, so an assistant model's nested ``generate`` in assisted decoding
+counts as part of the main call), never by the token ids: a new prompt that happens to extend the last
+call's output (prompt ``P``, then ``P`` + the ``"y"`` it generated) starts over at the grammar's start.
+Called by hand (a decoding loop of your own) it can only go by the ids: a shorter input than the first
+call's, or rows whose history it never saw, start over; anything else continues, so call
+:meth:`~GrammarLogitsProcessor.reset` between sequences there. Row states are kept for the last 64
+steps, so a call that looks back a few steps (assisted decoding verifies several candidate positions)
+finds them too. Compiled grammars are cached per (grammar, tokenizer) by :func:`constrain.compile`,
+and the tokenizer's :class:`~constrain.TokenizerInfo` per tokenizer object. ``budget=`` (a
+:class:`~constrain.CompileBudget` or CPU seconds) bounds the compile as in :func:`constrain.compile`.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
+import types
+import weakref
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from constrain.budget import CompileBudget, budget_scope
 from constrain.compiler import CompiledGrammar, ensure_compiled
 from constrain.exceptions import InvalidInputError
 from constrain.grammar import Grammar
@@ -50,6 +61,20 @@ from constrain.validation import check_options
 __all__ = ["GrammarLogitsProcessor", "JSONSchemaLogitsProcessor", "RegexLogitsProcessor"]
 
 _KEEP_STEPS = 64  # how many past steps of row states a processor keeps
+_GENERATION_DIR = os.path.join("transformers", "generation")
+
+
+def _generate_call() -> Any:
+    """The ``generation_config`` of the outermost transformers ``generate`` on the stack (a fresh copy
+    per call, so its identity names the call), or None when the processor is not called from one."""
+    outer = None
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "generate" and _GENERATION_DIR in code.co_filename:
+            outer = frame
+        frame = frame.f_back
+    return None if outer is None else outer.f_locals.get("generation_config")
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
@@ -59,11 +84,20 @@ class GrammarLogitsProcessor(LogitsProcessor):
         grammar: a :class:`~constrain.Grammar`, or a :class:`~constrain.CompiledGrammar` compiled for
             this tokenizer.
         tokenizer: the model's transformers tokenizer.
+        budget: bounds the compile (a :class:`~constrain.CompileBudget` or CPU seconds; ``None``: the
+            default budget); past it :class:`~constrain.exceptions.CompileBudgetExceeded`.
     """
 
-    def __init__(self, grammar: Grammar | CompiledGrammar, tokenizer: Any) -> None:
+    def __init__(
+        self,
+        grammar: Grammar | CompiledGrammar,
+        tokenizer: Any,
+        *,
+        budget: CompileBudget | float | None = None,
+    ) -> None:
         info = tokenizer_info_for(tokenizer)
-        self.compiled = ensure_compiled(grammar, info)
+        with budget_scope(budget):
+            self.compiled = ensure_compiled(grammar, info)
         self.info = info
         ends = set(info.eos_ids)
         pad = getattr(tokenizer, "pad_token_id", None)
@@ -78,7 +112,13 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     def reset(self) -> None:
         """Forget the previous ``generate`` call's rows."""
-        self._prompt_len: int | None = None
+        self._restart(None)
+        # the generate call being followed (a weak reference to its generation_config)
+        self._call: weakref.ref[Any] | None = None
+
+    def _restart(self, prompt_len: int | None) -> None:
+        """Follow a new sequence whose generated tokens start at ``prompt_len``."""
+        self._prompt_len: int | None = prompt_len
         # generated-token bytes -> matcher after them (None: the row left the language)
         self._states: dict[bytes, GrammarMatcher | None] = {}
         self._bitmask: torch.Tensor | None = None
@@ -117,9 +157,16 @@ class GrammarLogitsProcessor(LogitsProcessor):
         """
         _check_call(input_ids, scores, self.info.vocab_size)
         rows, length = input_ids.shape
+        call = _generate_call()
+        if call is not None and (self._call is None or self._call() is not call):
+            # a new model.generate call: start from its prompt, whatever the ids look like
+            self._restart(length)
+            try:
+                self._call = weakref.ref(call)
+            except TypeError:  # pragma: no cover - a generation_config without weak references
+                self._call = None
         if self._prompt_len is None or length < self._prompt_len:
-            self.reset()
-            self._prompt_len = length
+            self._restart(length)
         generated = np.ascontiguousarray(
             input_ids[:, self._prompt_len :].detach().to("cpu", torch.long).numpy()
         )
@@ -128,8 +175,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
         if steps:
             known = [k in self._states or k[:-width] in self._states for k in keys]
             if not any(known):  # a new generate call with a longer prompt
-                self.reset()
-                self._prompt_len = length
+                self._restart(length)
                 keys = [b""] * rows
             elif not all(known):
                 raise InvalidInputError(
@@ -155,23 +201,29 @@ class GrammarLogitsProcessor(LogitsProcessor):
 class RegexLogitsProcessor(GrammarLogitsProcessor):
     """Every generated continuation fullmatches ``pattern`` (Python ``re`` syntax)."""
 
-    def __init__(self, pattern: str, tokenizer: Any, flags: int = 0) -> None:
-        super().__init__(Grammar.from_regex(pattern, flags), tokenizer)
+    def __init__(
+        self, pattern: str, tokenizer: Any, flags: int = 0, *, budget: CompileBudget | float | None = None
+    ) -> None:
+        with budget_scope(budget):
+            super().__init__(Grammar.from_regex(pattern, flags), tokenizer)
 
 
 class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
     """Every generated continuation is JSON that validates against ``schema``.
 
     ``schema``: a dict, JSON text, a path or a pydantic model class; ``options`` go to
-    ``Grammar.from_json_schema``.
+    ``Grammar.from_json_schema``; ``budget`` bounds the whole compile, schema stages included.
     """
 
-    def __init__(self, schema: Any, tokenizer: Any, **options: Any) -> None:
+    def __init__(
+        self, schema: Any, tokenizer: Any, *, budget: CompileBudget | float | None = None, **options: Any
+    ) -> None:
         names = [
             p for p in inspect.signature(Grammar.from_json_schema).parameters if p not in ("cls", "schema")
         ]
         check_options("JSONSchemaLogitsProcessor", options, names)
-        super().__init__(Grammar.from_json_schema(schema, **options), tokenizer)
+        with budget_scope(budget):
+            super().__init__(Grammar.from_json_schema(schema, **options), tokenizer)
 
 
 def _check_call(input_ids: Any, scores: Any, vocab_size: int) -> None:

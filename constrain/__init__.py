@@ -21,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .budget import CompileBudget, budget_scope
+from .caches import set_cache_limits
 from .compiler import CompiledGrammar, compile
 from .exceptions import (
     CompileBudgetExceeded,
@@ -109,6 +110,7 @@ __all__ = [
     "generate_json",
     "generate_json_batch",
     "get_bitmask_shape",
+    "set_cache_limits",
     "smc",
 ]
 

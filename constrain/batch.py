@@ -161,7 +161,14 @@ class BatchGenerator:
         self.compiled = compile_constraint(
             self.info, regex=regex, grammar=grammar, schema=schema, schema_options=schema_options
         )
-        self.sampler = sampler if sampler is not None else make_sampler(temperature, top_p)
+        from .exceptions import ArgumentError
+        from .sampling.methods import resolve_method
+
+        # a batch runs the masked loop: a token sampler or Masked(); AWRS(...) is refused, typed
+        chosen, token_sampler, _ = resolve_method(None, sampler)
+        if chosen != "masked":
+            raise ArgumentError(f"batched generation runs the masked loop only; got sampler={sampler!r}")
+        self.sampler = token_sampler if token_sampler is not None else make_sampler(temperature, top_p)
         self.max_new_tokens = max_new_tokens
         self.seed = seed
         self.chat = chat

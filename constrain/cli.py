@@ -35,6 +35,7 @@ examples:
   constrain suite json-schema-test-suite --help
   constrain bench jsonschemabench --help
   constrain bench sampling --help
+  constrain bench maskbench-steps --help
   constrain <command> --help      (each command lists its own options and examples)
 """
 
@@ -95,6 +96,14 @@ def _add_model_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> No
         help="when the budget runs out before the output may end: fail (default) or append the "
         "shortest valid completion",
     )
+    p.add_argument(
+        "--compile-budget",
+        type=_compile_budget,
+        default=None,
+        metavar="S",
+        help="refuse the constraint's compile past S seconds of CPU time, naming the keyword that spent "
+        "them (default 7; 0 for none)",
+    )
     p.add_argument("--no-chat", action="store_true", help="feed the prompt as is, without the chat template")
     p.add_argument("--no-speculate", action="store_true", help="one forward pass per token (no jump-forward)")
     p.add_argument("--stats", action="store_true", help="print generation statistics to stderr")
@@ -153,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--force", action="store_true", help="convert again even if a copy exists")
     pm.set_defaults(func=_cmd_prepare_model)
 
+    wu = sub.add_parser(
+        "warmup",
+        help="compile the numba kernels into numba's on-disk cache (setup runs this once)",
+        description="Compile (or load) every numba kernel of the data path on small inputs, so a new "
+        "process gets its first mask without JIT compilation; prints what was compiled and where the "
+        "cache is ($NUMBA_CACHE_DIR overrides numba's default, __pycache__ beside the sources).",
+    )
+    wu.add_argument("--tokenizer", metavar="PATH", help="a tokenizer.json (default: the default model's)")
+    wu.set_defaults(func=_cmd_warmup)
+
     _add_batch_command(sub)
     _add_tool_commands(sub)
     return parser
@@ -173,6 +192,7 @@ def _add_tool_commands(sub: Any) -> None:
         suites.add_arguments(sub)
         benchmarks = jsonschemabench.add_arguments(sub)
         _add_sampling_bench(benchmarks)
+        _add_maskbench_steps_bench(benchmarks)
         return
     for command, help_text in (
         ("suite", "run the JSON Schema Test Suite or MaskBench (needs constrain-tools)"),
@@ -193,9 +213,49 @@ def _add_sampling_bench(benchmarks: Any) -> None:
     sampling_bench.add_arguments(benchmarks)
 
 
+def _add_maskbench_steps_bench(benchmarks: Any) -> None:
+    """``bench maskbench-steps``: :mod:`constrain_tools.maskbench_steps` (per-step mask time against the
+    peers), where the installed constrain-tools has it."""
+    if importlib.util.find_spec("constrain_tools.maskbench_steps") is None:
+        return
+    from constrain_tools import maskbench_steps
+
+    maskbench_steps.add_arguments(benchmarks)
+
+
 def _tools_missing(args: argparse.Namespace) -> int:
     print(f"error: {TOOLS_MISSING.format(command=args.tool_command)}", file=sys.stderr)
     return 2
+
+
+def _compile_budget(text: str) -> Any:
+    """``--compile-budget``: seconds of CPU time (``0``: no limit) as a :class:`~constrain.CompileBudget`."""
+    from .budget import UNLIMITED, CompileBudget
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number; 0 for none), got {text!r}") from None
+    if seconds == 0:
+        return UNLIMITED
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds (0 for none), got {text!r}")
+    return CompileBudget(seconds=seconds)
+
+
+def _compile_for_model(args: argparse.Namespace, grammar: Any) -> None:
+    """With ``--compile-budget``, compile ``grammar`` for the model's tokenizer under that budget now
+    (the token masks' stage); :func:`~constrain.generate` then finds it in the compile cache."""
+    if args.compile_budget is None:
+        return
+    from .budget import budget_scope
+    from .compiler import compile as compile_grammar
+    from .models import default_model, tokenizer_info_for
+
+    # the model generate will use (loaded once: _model_kwargs keeps it on args)
+    tokenizer = _model_kwargs(args).get("tokenizer") or default_model()[1]
+    with budget_scope(args.compile_budget):
+        compile_grammar(grammar, tokenizer_info_for(tokenizer))
 
 
 def _read_prompt(value: str) -> str:
@@ -205,10 +265,14 @@ def _read_prompt(value: str) -> str:
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from .models import load_model
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] | None = getattr(args, "_loaded_model", None)
+    if kwargs is not None:
+        return kwargs
+    kwargs = {}
     if args.model is not None or args.dtype != "float32":
         model, tokenizer = load_model(args.model, dtype=args.dtype)
         kwargs.update(model=model, tokenizer=tokenizer)
+    args._loaded_model = kwargs
     return kwargs
 
 
@@ -246,9 +310,12 @@ def _cmd_generate_json(args: argparse.Namespace) -> int:
     from .json_schema import load_schema
 
     schema = load_schema(args.schema)
+    from .budget import budget_scope
     from .grammar import Grammar
 
-    Grammar.from_json_schema(schema)  # a bad schema fails here, before the model loads (then cached)
+    with budget_scope(args.compile_budget):  # a bad schema fails here, before the model loads
+        grammar = Grammar.from_json_schema(schema)  # (then cached)
+    _compile_for_model(args, grammar)
     result = _generate(args, schema=schema)
     value = validate_json(result.text, schema)
     print(json.dumps(value, ensure_ascii=False, indent=args.indent))
@@ -258,21 +325,23 @@ def _cmd_generate_json(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from .budget import budget_scope
+    from .grammar import Grammar
+
     constraint: dict[str, Any] = {}
     if args.regex is not None:
-        from .grammar import Grammar
-
-        Grammar.from_regex(args.regex)  # a bad regex fails here, before the model loads (then cached)
+        with budget_scope(args.compile_budget):  # a bad regex fails here, before the model loads
+            _compile_for_model(args, Grammar.from_regex(args.regex))  # (then cached)
         constraint["regex"] = args.regex
     elif args.grammar is not None:
-        from .grammar import Grammar
-
         from_lark = getattr(Grammar, "from_lark", None)
         if from_lark is None:
             raise InvalidInputError("this build of constrain cannot read Lark grammars yet; use --regex")
         path = Path(args.grammar)
         # a file (its %imports resolve beside it), else the name of a shipped grammar ("json")
-        constraint["grammar"] = from_lark(path) if path.is_file() else from_lark(name=args.grammar)
+        with budget_scope(args.compile_budget):
+            constraint["grammar"] = from_lark(path) if path.is_file() else from_lark(name=args.grammar)
+        _compile_for_model(args, constraint["grammar"])
     result = _generate(args, **constraint)
     print(result.text)
     if args.stats:
@@ -348,6 +417,14 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from .batch_job import run_batch_job
 
     return run_batch_job(args)
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from .warmup import warm_up
+
+    for line in warm_up(args.tokenizer).lines():
+        print(line)
+    return 0
 
 
 def _cmd_prepare_model(args: argparse.Namespace) -> int:

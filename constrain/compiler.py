@@ -16,18 +16,18 @@ clears every cache derived from grammars (:func:`constrain.caches.clear_all`); :
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .budget import CompileBudget, budget_scope
+from .budget import CompileBudget, as_budget, budget_scope
+from .caches import CacheStats, LRUCache, estimate_nbytes
 from .exceptions import InvalidInputError
 from .grammar import Grammar
 from .masks import MASK_WORKER, TokenTrie, token_trie
 from .tokenizer_info import TokenizerInfo
+from .validation import checked_arguments
 
 __all__ = [
     "CompiledGrammar",
@@ -114,6 +114,12 @@ class CompiledGrammar:
         return self.automaton.num_cached_states
 
     @property
+    def nbytes(self) -> int:
+        """Estimated bytes this grammar holds: its automaton's tables and the token masks filled so far
+        (not the tokenizer's shared trie); what the compile cache's byte bound counts."""
+        return _compiled_nbytes(self)
+
+    @property
     def trie(self) -> TokenTrie:
         """The tokenizer's vocabulary trie (shared by every grammar compiled for it)."""
         return token_trie(self.tokenizer_info)
@@ -126,6 +132,65 @@ class CompiledGrammar:
         """The mask that allows only the EOS tokens (used once a matcher has terminated)."""
         return self.automaton.eos_only_mask()
 
+    # ---- copying and pickling ---------------------------------------------------------------------------
+    def __copy__(self) -> CompiledGrammar:
+        return self  # immutable from the outside and shared across threads: a copy is the same object
+
+    def __deepcopy__(self, memo: dict[int, object]) -> CompiledGrammar:
+        return self
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickled as the grammar, the tokenizer and the byte automaton (a DFA's tables, or the Earley
+        automaton's tables as built so far, so state ids held by matchers stay valid); token masks are
+        computed again where it is loaded (see :func:`_restore_compiled`)."""
+        from .masks.dfa_masks import DFATokenMasks
+
+        auto = self.automaton
+        if isinstance(auto, DFATokenMasks):
+            return _restore_compiled, (self.grammar, self.tokenizer_info, auto.dfa)
+        earley = getattr(auto, "earley", None)
+        if earley is None:
+            raise TypeError(f"cannot pickle a CompiledGrammar over a {type(auto).__name__}")
+        return _restore_compiled, (self.grammar, self.tokenizer_info, earley)
+
+
+def _restore_compiled(grammar: Grammar, info: TokenizerInfo, automaton: object) -> CompiledGrammar:
+    """A pickled :class:`CompiledGrammar` back. A DFA grammar is the default compiler's cached one when
+    that has the same DFA (the same process, or a worker that loaded it before), else it is built from
+    the pickled DFA and cached; a context-free one keeps the pickled Earley automaton (its configuration
+    ids are the ones matchers hold) and is not cached."""
+    from .automata import DFA
+
+    trie = token_trie(info)
+    if isinstance(automaton, DFA):
+        from .masks.dfa_masks import DFATokenMasks
+
+        hit = _DEFAULT.cached(grammar, info)
+        if hit is not None and _same_dfa(getattr(hit.automaton, "dfa", None), automaton):
+            return hit if hit.tokenizer_info is info else CompiledGrammar(grammar, info, hit.automaton)
+        masks = DFATokenMasks(automaton, trie, info.eos_ids)
+        masks.precompute_ahead()
+        mine = CompiledGrammar(grammar, info, masks)
+        kept = _DEFAULT.adopt(mine)
+        return kept if kept is mine or _same_dfa(getattr(kept.automaton, "dfa", None), automaton) else mine
+    from .cfg.token_masks import compile_earley_masks
+
+    # Not eager: no step before the matchers pickled with it are restored and hold their configurations.
+    earley_masks = compile_earley_masks(automaton, trie, info.eos_ids, eager=False)  # type: ignore[arg-type]
+    return CompiledGrammar(grammar, info, earley_masks)
+
+
+def _same_dfa(a: object, b: object) -> bool:
+    from .automata import DFA
+
+    return (
+        isinstance(a, DFA)
+        and isinstance(b, DFA)
+        and a.start == b.start
+        and np.array_equal(a.transitions, b.transitions)
+        and np.array_equal(a.accepting, b.accepting)
+    )
+
 
 # ---- compiling, with one owner for the caches -----------------------------------------------------------
 
@@ -133,62 +198,119 @@ class CompiledGrammar:
 class Compiler:
     """Compiles grammars and owns the cache of compiled ones.
 
-    ``max_entries`` bounds the compiled-grammar cache (least recently used out first); the caches
-    of regex DFAs, schema automata and Lark automata are bounded where they are defined and registered
-    with :mod:`constrain.caches`. :meth:`clear` empties all of them. Thread-safe; two threads compiling
-    the same grammar at once may both build it (the first stored wins).
+    The compiled-grammar cache is a :class:`~constrain.caches.LRUCache`: least recently used out first
+    past ``max_entries`` grammars or past ``max_bytes`` bytes (estimated: the automaton's tables and the
+    token masks filled so far, see :func:`constrain.caches.estimate_nbytes`; default
+    ``DEFAULT_MAX_BYTES["compiled"]``, 512 MiB, or ``$CONSTRAIN_CACHE_MAX_BYTES``). The caches of
+    regex DFAs, schema automata and Lark automata are bounded where they are defined and registered with
+    :mod:`constrain.caches`. :meth:`clear` empties all of them.
+
+    Thread-safe, and single-flight: threads compiling the same grammar at once share one compile (the
+    others wait for it and get the same object, or the same exception).
     """
 
-    def __init__(self, max_entries: int = 128) -> None:
-        if max_entries < 0:
-            raise InvalidInputError(f"max_entries must be >= 0, got {max_entries}")
-        self.max_entries = max_entries
-        self._cache: OrderedDict[tuple[Grammar, str], CompiledGrammar] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(
+        self, max_entries: int = 128, max_bytes: int | None = None, *, name: str | None = None
+    ) -> None:
+        for what, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise InvalidInputError(f"{what} must be an int >= 0, got {value!r}")
+        self._cache: LRUCache[CompiledGrammar] = LRUCache(
+            "compiled",
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+            sizeof=_compiled_nbytes,
+            register_as=name,
+        )
+
+    @property
+    def max_entries(self) -> int:
+        """The most compiled grammars kept (0: none)."""
+        return self._cache.max_entries
+
+    @max_entries.setter
+    def max_entries(self, value: int) -> None:
+        self._cache.set_limits(max_entries=value)
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes (estimated) of compiled grammars kept (0: none)."""
+        return self._cache.max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._cache.set_limits(max_bytes=value)
+
+    @property
+    def nbytes(self) -> int:
+        """The estimated bytes the cached compiled grammars hold, as last measured."""
+        return self._cache.nbytes
+
+    def stats(self, refresh: bool = False) -> CacheStats:
+        """The compiled-grammar cache's :class:`~constrain.caches.CacheStats` (``refresh``: measure again)."""
+        return self._cache.stats(refresh)
 
     def __len__(self) -> int:
         return len(self._cache)
 
+    @checked_arguments
     def compile(
-        self, grammar: Grammar, tokenizer_info: TokenizerInfo, budget: CompileBudget | None = None
+        self, grammar: Grammar, tokenizer_info: TokenizerInfo, budget: CompileBudget | float | None = None
     ) -> CompiledGrammar:
-        """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object.
+        """Bind ``grammar`` to ``tokenizer_info``. Cached: the same pair returns the same object (a
+        ``TokenizerInfo`` with the same fingerprint gets the cached automaton and masks, bound to it).
 
-        ``budget`` (a :class:`~constrain.budget.CompileBudget`; default ``DEFAULT_BUDGET``)
-        bounds the time spent building the automaton and its first masks: past it the compile is refused
+        ``budget`` (a :class:`~constrain.budget.CompileBudget`, or a number of CPU seconds; default
+        ``DEFAULT_BUDGET``) bounds the time spent building the automaton and its first masks, and the
+        size of the automata built on the way: past it the compile is refused
         with :class:`~constrain.exceptions.CompileBudgetExceeded` naming where it was. To bound the
         schema stages that :meth:`Grammar.from_json_schema` runs, open the same budget around it
-        (``with constrain.budget.budget_scope(budget): ...``)."""
+        (``with constrain.budget.budget_scope(budget): ...``). A thread that finds the same grammar
+        being compiled by another waits for that compile (and its budget) instead."""
         if not isinstance(grammar, Grammar):
             raise InvalidInputError(f"compile needs a constrain.Grammar, got {type(grammar).__name__}")
         if not isinstance(tokenizer_info, TokenizerInfo):
             raise InvalidInputError(
                 f"compile needs a constrain.TokenizerInfo, got {type(tokenizer_info).__name__}"
             )
-        key = (grammar, tokenizer_info.fingerprint)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit.tokenizer_info is tokenizer_info:
-                self._cache.move_to_end(key)
-                return hit
-        with budget_scope(budget):
-            compiled = CompiledGrammar(grammar, tokenizer_info, _token_automaton(grammar, tokenizer_info))
-        with self._lock:
-            if self.max_entries:
-                compiled = self._cache.setdefault(key, compiled)
-                self._cache.move_to_end(key)
-                while len(self._cache) > self.max_entries:
-                    self._cache.popitem(last=False)
+        budget = as_budget(budget, "compile: budget")  # checked before a cache hit could skip it
+
+        def build() -> CompiledGrammar:
+            with budget_scope(budget):
+                return CompiledGrammar(grammar, tokenizer_info, _token_automaton(grammar, tokenizer_info))
+
+        compiled = self._cache.get_or_build((grammar, tokenizer_info.fingerprint), build)
+        if compiled.tokenizer_info is not tokenizer_info:
+            # An equal tokenizer (same fingerprint): share the automaton and masks, keep the caller's
+            # TokenizerInfo (its backend encodes forced tokens).
+            compiled = CompiledGrammar(grammar, tokenizer_info, compiled.automaton)
         return compiled
+
+    def cached(self, grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar | None:
+        """The cached compiled grammar for the pair, or None (compiles nothing)."""
+        return self._cache.get((grammar, tokenizer_info.fingerprint))
+
+    def adopt(self, compiled: CompiledGrammar) -> CompiledGrammar:
+        """Cache ``compiled`` (built elsewhere, e.g. unpickled) unless its pair is cached; returns the one
+        kept."""
+        return self._cache.put((compiled.grammar, compiled.tokenizer_info.fingerprint), compiled)
 
     def clear(self) -> None:
         """Forget every compiled grammar and every cache derived from grammars (regex DFAs, schema and
-        Lark automata, forced tokens); benchmarks use this to time cold compiles."""
-        from .caches import clear_all
+        Lark automata, forced tokens), and hand the freed memory back to the system (glibc
+        ``malloc_trim``); benchmarks use this to time cold compiles."""
+        from .caches import clear_all, release_memory
 
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
         clear_all()
+        release_memory()
+
+
+def _compiled_nbytes(compiled: CompiledGrammar) -> int:
+    """Estimated bytes of a compiled grammar: its automaton and masks, less the tokenizer's shared data."""
+    from .masks.trie import TokenTrie
+
+    return estimate_nbytes(compiled, exclude=(TokenizerInfo, TokenTrie))
 
 
 def _token_automaton(grammar: Grammar, info: TokenizerInfo) -> TokenAutomaton:
@@ -208,16 +330,18 @@ def _token_automaton(grammar: Grammar, info: TokenizerInfo) -> TokenAutomaton:
     return compile_earley_masks(automaton, trie, info.eos_ids)
 
 
-_DEFAULT = Compiler()
+_DEFAULT = Compiler(name="compiled")
 
 
 def default_compiler() -> Compiler:
-    """The process-wide :class:`Compiler` behind :func:`compile` (set its ``max_entries`` to resize)."""
+    """The process-wide :class:`Compiler` behind :func:`compile` (set its ``max_entries`` or ``max_bytes``
+    to resize, or call :func:`constrain.set_cache_limits`); its cache is registered as ``"compiled"``."""
     return _DEFAULT
 
 
+@checked_arguments
 def compile(
-    grammar: Grammar, tokenizer_info: TokenizerInfo, budget: CompileBudget | None = None
+    grammar: Grammar, tokenizer_info: TokenizerInfo, budget: CompileBudget | float | None = None
 ) -> CompiledGrammar:
     """Bind ``grammar`` to ``tokenizer_info`` with the default :class:`Compiler`. Cached: the same pair
     returns the same object. Every grammar kind (regex, JSON Schema, Lark) gives a

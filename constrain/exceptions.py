@@ -135,3 +135,14 @@ class CompileBudgetExceeded(UnsupportedSchemaFeature):
     """A compile ran past its :class:`constrain.CompileBudget` and was refused early. ``pointer`` is
     the JSON pointer being compiled when the time ran out (``keyword`` its last part; empty for a regex
     or Lark grammar). Raise the budget (``budget=CompileBudget(seconds=...)``) or simplify there."""
+
+    def __init__(self, keyword: str, pointer: str, detail: str = "") -> None:
+        super().__init__(keyword, pointer, detail)
+        where = (
+            f"JSON Schema keyword {keyword!r} at {pointer}"
+            if keyword
+            else f"the schema at {pointer}"
+            if pointer
+            else "the grammar"
+        )
+        self.args = (f"compiling {where} {detail}",)  # a budget, not a keyword we cannot enforce

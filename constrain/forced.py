@@ -212,6 +212,9 @@ def forced_tokens_cached(
     per_state = _cache.get(compiled)
     if per_state is None:
         per_state = _cache.setdefault(compiled, {})
+        watch = getattr(compiled.automaton, "watch_states", None)
+        if watch is not None:  # the Earley automaton reuses the ids it frees: forget theirs
+            watch(per_state, compiled)
     hit = per_state.get(state)
     if hit is not None:
         return list(hit)

@@ -39,8 +39,10 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
@@ -49,17 +51,19 @@ import torch
 
 from .compiler import CompiledGrammar, compile, ensure_compiled
 from .drafters import Draft, Drafter, default_drafter, observe
-from .exceptions import ConstrainError, InvalidInputError
+from .exceptions import ConstrainError, InputTooLargeError, InvalidInputError
 from .grammar import Grammar
 from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
 from .matcher import GrammarMatcher
 from .models import default_model, load_model, tokenizer_info_for
 from .sampling.awrs import awrs_argmax, awrs_sample
+from .sampling.methods import AWRS, Masked, resolve_method
 from .tokenizer_info import TokenizerInfo
 from .validation import check_options
 
 __all__ = [
     "BudgetExhaustedError",
+    "DeadEndError",
     "GenerationResult",
     "GenerationStats",
     "GreedySampler",
@@ -102,6 +106,26 @@ class BudgetExhaustedError(ConstrainError, RuntimeError):
         super().__init__(
             f"max_new_tokens={budget} ran out before the output could end (partial output: {shown!r}); "
             "raise max_new_tokens, or pass on_budget='complete' to finish along the shortest valid completion"
+        )
+
+
+class DeadEndError(ConstrainError, RuntimeError):
+    """The grammar allows no token of this tokenizer here and the output may not end: the language
+    needs bytes that no token spells (a tokenizer without byte fallback), so no valid output exists
+    from this prefix. Raised instead of sampling from an all-masked distribution.
+
+    Attributes:
+        partial_text: the output so far (a valid prefix of the language; empty at the first step).
+        token_ids: its token ids.
+    """
+
+    def __init__(self, partial_text: str, token_ids: list[int]) -> None:
+        self.partial_text = partial_text
+        self.token_ids = token_ids
+        where = f"after {partial_text[:200]!r}" if token_ids else "at the first step"
+        super().__init__(
+            f"no token of this tokenizer can continue the output {where} and it may not end there: "
+            "the grammar needs bytes the vocabulary cannot spell"
         )
 
 
@@ -502,6 +526,7 @@ def run(
     on_budget: OnBudget = "raise",
     method: Literal["masked", "awrs"] = "masked",
     max_checks: int | None = None,
+    overlap: bool = True,
 ) -> GenerationResult:
     """The decoding loop on already-encoded prompt ids (what :func:`generate` calls).
 
@@ -509,7 +534,8 @@ def run(
     forward pass. ``method="awrs"`` draws the tokens the model chooses by AWRS (``max_checks``: the
     rejections before a step falls back to the mask) with the distribution ``sampler`` describes, which
     must then be a :class:`GreedySampler` or a :class:`TemperatureSampler`. See the module docstring for
-    the algorithm and :class:`GenerationResult` for the result.
+    the algorithm and :class:`GenerationResult` for the result. ``overlap``: on steps with no draft,
+    fill the next mask on a worker thread while the forward pass runs (same tokens either way).
 
     Raises:
         BudgetExhaustedError: ``on_budget="raise"`` and the budget ran out before the output could end.
@@ -522,6 +548,12 @@ def run(
         raise InvalidInputError(f"on_budget must be 'raise' or 'complete', got {on_budget!r}")
     if not prompt_ids:
         raise InvalidInputError("the prompt has no tokens")
+    context_size = _context_size(model)
+    if context_size is not None and len(prompt_ids) >= context_size:
+        raise InputTooLargeError(
+            f"the prompt has {len(prompt_ids)} tokens but the model's context holds {context_size} "
+            "(config.max_position_embeddings), with room for no output token: shorten the prompt"
+        )
     sampler = sampler if sampler is not None else GreedySampler()
     use_awrs = method == "awrs" and matcher is not None
     if use_awrs and not isinstance(sampler, (GreedySampler, TemperatureSampler)):
@@ -544,9 +576,17 @@ def run(
     pending = list(context)
     finish = ""
 
+    ahead: list[Future[Any]] = []  # the current state's mask, filled while the forward pass ran
+
     def masked(row: torch.Tensor) -> torch.Tensor:
         if matcher is not None:
-            matcher.fill_next_token_bitmask(bitmask, 0)
+            if ahead:
+                ahead.pop()  # filled already (waited for after the forward pass)
+            else:
+                matcher.fill_next_token_bitmask(bitmask, 0)
+            if not bool(bitmask[0].any()):  # nothing allowed: a typed error, not a NaN draw
+                text = info.decode_bytes(out).decode("utf-8", errors="replace")
+                raise DeadEndError(text, list(out))
             apply_token_bitmask_inplace(row, bitmask[0].to(row.device, non_blocking=True))
         elif row.shape[0] > info.vocab_size:  # ids past the vocabulary are padding, never sampled
             row[info.vocab_size :] = float("-inf")
@@ -598,7 +638,15 @@ def run(
             name = draft.source(i)
             stats.drafted_by[name] = stats.drafted_by.get(name, 0) + 1
         base = runner.length
-        logits = runner.forward(pending + list(tokens), keep=len(tokens) + 1)
+        if overlap and not tokens and matcher is not None and not use_awrs:
+            # No draft: the row sampled next is the current state's. Fill its mask on a worker thread
+            # while the model runs (the walks release the GIL, and so does torch), off the critical path.
+            ahead.append(_mask_pool().submit(matcher.fill_next_token_bitmask, bitmask, 0))
+        try:
+            logits = runner.forward(pending + list(tokens), keep=len(tokens) + 1)
+        finally:
+            for future in ahead:  # wait here: nothing else may touch the matcher while it fills
+                future.result()
         kept = 0
         extra: int | None = None
         for i, d in enumerate(tokens):
@@ -638,6 +686,7 @@ def run(
         done = (bool(out) and out[-1] in eos) or (matcher is not None and matcher.must_end())
         if extra is None and not done:
             extra = pick(logits[kept])
+        ahead.clear()  # (only a sampler that never looked at the row leaves it unused)
         if extra is not None:
             take(extra)
         # Keep the pending tokens and the kept draft in the cache; the newest token is fed next round.
@@ -665,6 +714,29 @@ def run(
     # A constrained output is whole UTF-8 (the languages are); an unconstrained one may stop mid-character.
     text = raw.decode("utf-8", errors="strict" if matcher is not None else "replace")
     return GenerationResult(text=text, token_ids=out, finish_reason=finish, stats=stats)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _mask_pool() -> ThreadPoolExecutor:
+    """The worker threads that fill masks while forward passes run (shared by every loop)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="constrain-mask")
+        return _pool
+
+
+def _context_size(model: Any) -> int | None:
+    """The model's context length in tokens (``max_position_embeddings`` or a known alias), or None."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _awrs_logits(row: torch.Tensor, vocab_size: int) -> np.ndarray:
@@ -698,10 +770,10 @@ def generate(
     seed: int | None = ...,
     chat: bool | None = ...,
     on_budget: OnBudget = ...,
-    sampler: Sampler | None = ...,
+    sampler: Sampler | AWRS | Masked | None = ...,
     drafter: Drafter | None = ...,
     speculate: bool = ...,
-    method: Method = ...,
+    method: Method | None = ...,
     particles: int = ...,
     return_stats: Literal[False] = ...,
     **schema_options: Any,
@@ -723,10 +795,10 @@ def generate(
     seed: int | None = ...,
     chat: bool | None = ...,
     on_budget: OnBudget = ...,
-    sampler: Sampler | None = ...,
+    sampler: Sampler | AWRS | Masked | None = ...,
     drafter: Drafter | None = ...,
     speculate: bool = ...,
-    method: Method = ...,
+    method: Method | None = ...,
     particles: int = ...,
     return_stats: Literal[True],
     **schema_options: Any,
@@ -747,10 +819,10 @@ def generate(
     seed: int | None = None,
     chat: bool | None = None,
     on_budget: OnBudget = "raise",
-    sampler: Sampler | None = None,
+    sampler: Sampler | AWRS | Masked | None = None,
     drafter: Drafter | None = None,
     speculate: bool = True,
-    method: Method = "masked",
+    method: Method | None = None,
     particles: int = 8,
     return_stats: bool = False,
     **schema_options: Any,
@@ -772,11 +844,15 @@ def generate(
         on_budget: what happens when ``max_new_tokens`` runs out before the output may end:
             ``"raise"`` (:class:`BudgetExhaustedError`) or ``"complete"`` (append the shortest valid
             completion; the result may then exceed the budget).
-        sampler: a :class:`Sampler` to use instead of the one ``temperature``/``top_p`` describe.
+        sampler: the decoding method as an object: :class:`constrain.sampling.AWRS` (``max_checks=``)
+            or :class:`constrain.sampling.Masked`, both sampling what ``temperature``/``top_p``
+            describe; or a token :class:`Sampler` for the masked loop, used instead of the one
+            ``temperature``/``top_p`` describe. Not together with ``method``.
         drafter: a :class:`~constrain.drafters.Drafter`; default
             :func:`~constrain.drafters.default_drafter` (forced tokens, then prompt lookup).
         speculate: ``False`` decodes one token per forward pass (no drafter), the reference loop.
-        method: ``"masked"`` (the default: each step samples from the masked distribution);
+        method: the short spelling of ``sampler`` (not together with it): ``"masked"`` (the default:
+            each step samples from the masked distribution);
             ``"awrs"``: the same distribution by adaptive weighted rejection sampling, a few matcher
             checks per token instead of a full mask (needs the ``temperature``/``top_p`` samplers, not
             a custom ``sampler``); ``"smc"``: sequential Monte Carlo over AWRS proposals with
@@ -789,18 +865,17 @@ def generate(
 
     Raises:
         BudgetExhaustedError: see ``on_budget``.
-        InvalidInputError: conflicting or malformed arguments, or an unknown ``method``.
+        ArgumentError: both ``method`` and ``sampler``, an unknown ``method``, or a ``sampler`` that is
+            none of the above.
+        InvalidInputError: conflicting or malformed arguments.
     """
-    if method not in METHODS:
-        raise InvalidInputError(
-            f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
-        )
+    chosen, token_sampler, max_checks = resolve_method(method, sampler)
     model, tokenizer = resolve_model(model, tokenizer)
     info = tokenizer_info_for(tokenizer)
     compiled = compile_constraint(
         info, regex=regex, grammar=grammar, schema=schema, schema_options=schema_options
     )
-    if method == "smc":
+    if chosen == "smc":
         return _generate_smc(
             prompt,
             compiled,
@@ -815,8 +890,8 @@ def generate(
             return_stats,
         )
     matcher = GrammarMatcher(compiled) if compiled is not None else None
-    if sampler is None:
-        sampler = make_sampler(temperature, top_p)
+    if token_sampler is None:
+        token_sampler = make_sampler(temperature, top_p)
     if not speculate:
         drafter = None
     elif drafter is None:
@@ -828,11 +903,12 @@ def generate(
         prompt_ids,
         matcher,
         max_new_tokens=max_new_tokens,
-        sampler=sampler,
+        sampler=token_sampler,
         drafter=drafter,
         seed=seed,
         on_budget=on_budget,
-        method="awrs" if method == "awrs" else "masked",
+        method="awrs" if chosen == "awrs" else "masked",
+        max_checks=max_checks,
     )
     return result if return_stats else result.text
 
@@ -881,16 +957,28 @@ def _generate_smc(
     return GenerationResult(text=str(particle.text), token_ids=ids, finish_reason="smc", stats=stats)
 
 
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: an object that repeats a key is refused (a dict would keep
+    the last value only, and validate something else than the text)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"an object repeats the key {key!r}")
+        seen.add(key)
+    return dict(pairs)
+
+
 def validate_json(text: str, schema: Any) -> Any:
     """Parse ``text`` and validate it against ``schema`` with ``jsonschema`` (format checking on).
 
     Raises:
-        OutputValidationError: the text is not JSON or does not validate.
+        OutputValidationError: the text is not JSON, an object in it repeats a key, or it does not
+            validate.
     """
     import jsonschema
 
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_distinct_keys)
     except ValueError as exc:
         raise OutputValidationError(f"the output is not valid JSON: {exc}", text, exc) from None
     validator_cls = jsonschema.validators.validator_for(schema)
@@ -916,8 +1004,9 @@ def generate_json(
     seed: int | None = None,
     chat: bool | None = None,
     on_budget: OnBudget = "raise",
-    method: Method = "masked",
+    method: Method | None = None,
     particles: int = 8,
+    sampler: Sampler | AWRS | Masked | None = None,
     **schema_options: Any,
 ) -> Any:
     """Generate a JSON value that validates against ``schema``, parsed (or a pydantic instance).
@@ -925,7 +1014,8 @@ def generate_json(
     ``schema`` is a dict (or ``True``/``False``), JSON text, a path to a ``.json`` file, or a pydantic
     model class (then the result is an instance of it). The output is validated with ``jsonschema``
     (format checking on) before it is returned: an invalid value is never returned. Other arguments
-    as in :func:`generate` (``method="awrs"`` or ``"smc"`` with ``particles``, too);
+    as in :func:`generate` (``method="awrs"`` or ``"smc"`` with ``particles``, or
+    ``sampler=constrain.sampling.AWRS(max_checks=...)``, too);
     ``schema_options`` go to ``Grammar.from_json_schema``.
 
     Raises:
@@ -949,6 +1039,7 @@ def generate_json(
         on_budget=on_budget,
         method=method,
         particles=particles,
+        sampler=sampler,
         **schema_options,
     )
     value = validate_json(text, schema_obj)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .automata import DFA, regex_to_dfa
 from .automata.regex import ascii_by_default
+from .budget import CompileBudget, as_budget, budget_scope
 from .caches import bounded_cache
 from .exceptions import (
     ConstrainError,
@@ -25,6 +26,7 @@ from .exceptions import (
     InvalidInputError,
     SchemaError,
 )
+from .limits import DEFAULT_LIMITS, Limits, limits_scope
 from .validation import check_choice, check_type, checked_arguments
 
 if TYPE_CHECKING:
@@ -93,6 +95,8 @@ class Grammar:
         max_whitespace: int = 2,
         max_any_depth: int = 3,
         property_order: str = "schema",
+        limits: Limits | None = None,
+        budget: CompileBudget | float | None = None,
     ) -> Grammar:
         """A JSON Schema (a dict, a boolean, JSON text as ``str`` or ``bytes``, a path, or a pydantic
         model class; :func:`constrain.json_schema.load_schema` reads it).
@@ -112,6 +116,13 @@ class Grammar:
                 schema they are exact at any depth where no intersection meets them).
             property_order: "schema" (named keys in the schema's order, then the others) or "any"
                 (any order, for objects that name at most 4 keys; larger ones keep the schema order).
+            limits: the size limits of this compile (:class:`constrain.limits.Limits`: automaton
+                states, counted repeats, enumerated arrays...); default
+                :data:`~constrain.limits.DEFAULT_LIMITS`. Part of the grammar (two limits, two cache
+                entries).
+            budget: bounds this compile (a :class:`~constrain.CompileBudget` or CPU seconds; default:
+                the open :func:`~constrain.budget_scope`, else 7 s); past it
+                :class:`~constrain.exceptions.CompileBudgetExceeded`. Not part of the grammar.
 
         The schema (and every ``registry`` document) is first checked against its draft's
         metaschema with ``jsonschema``, so a malformed one is refused with the keyword and JSON pointer
@@ -146,6 +157,10 @@ class Grammar:
                 f"{where}: max_any_depth must be in 0..{_MAX_ANY_DEPTH}, got {max_any_depth}"
             )
         check_choice(where, "property_order", property_order, ("schema", "any"))
+        if limits is not None and not isinstance(limits, Limits):
+            raise InvalidInputError(
+                f"{where}: limits must be a constrain.limits.Limits, got {type(limits).__name__}"
+            )
         if registry is not None and not isinstance(registry, Mapping):
             raise InvalidInputError(
                 f"{where}: registry must map URIs to schema documents, got {type(registry).__name__}"
@@ -181,12 +196,14 @@ class Grammar:
             max_whitespace=max_whitespace,
             max_any_depth=max_any_depth,
             property_order=property_order,
+            limits=limits or DEFAULT_LIMITS,
         )
         reg = tuple(sorted((uri, json.dumps(d, sort_keys=True)) for uri, d in docs.items()))
         options = tuple(sorted((*opts.pairs(), ("registry", reg))))
         grammar = cls("json_schema", json.dumps(doc, ensure_ascii=False), 0, options)
         try:
-            automaton = grammar.to_automaton()  # compile now: errors surface here, and it is cached
+            with budget_scope(as_budget(budget, f"{where}: budget")):
+                automaton = grammar.to_automaton()  # compile now: errors surface here, and it is cached
         except GrammarError as e:
             if "generates no string" not in str(e):
                 raise
@@ -296,7 +313,7 @@ def _where_empty(doc: Any, options: Any, registry: Mapping[str, Any]) -> str:
 
     ctx = CompileContext(doc, options, registry)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), limits_scope(options.limits):
             warnings.simplefilter("ignore")
             compile_root(ctx)
     except (ConstrainError, RecursionError):
@@ -355,11 +372,13 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-@bounded_cache(maxsize=128)
+@bounded_cache(maxsize=128, name="json_schema_automaton")
 def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton:
     from .json_schema import SchemaOptions, schema_to_language
     from .json_schema.recursion import build_automaton
 
     registry = grammar.schema_options()["registry"]
-    got = schema_to_language(json.loads(grammar.source), SchemaOptions.from_pairs(grammar.options), registry)
-    return got if isinstance(got, DFA) else build_automaton(got)
+    options = SchemaOptions.from_pairs(grammar.options)
+    with limits_scope(options.limits):  # the schema's limits reach the automata it builds (constrain.limits)
+        got = schema_to_language(json.loads(grammar.source), options, registry)
+        return got if isinstance(got, DFA) else build_automaton(got)

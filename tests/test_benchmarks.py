@@ -340,3 +340,34 @@ def test_one_glaive_schema_both_arms(lm: tuple[Any, Any]) -> None:
     json.dumps(dumped)  # JSON-ready
     summary = aggregate([record])[0]
     assert (summary.n, summary.compiled, summary.valid_c, summary.compliance_c) == (1, 1, 1, 1.0)
+
+
+@pytest.mark.parametrize("engine", ["constrain-hf", "xgrammar-hf", "llguidance-hf"])
+def test_transformers_processor_arm(lm: tuple[Any, Any], engine: str) -> None:
+    """The peers' arms of the speculative bench: transformers ``generate`` masked by each engine's
+    processor gives schema-valid JSON (checked here by ``jsonschema`` itself, not by the bench)."""
+    from constrain_tools import hf_arms
+
+    missing = hf_arms.available_engines([engine])
+    if missing:
+        pytest.skip(missing[engine])  # the peers come from the optional bench extra
+    import jsonschema
+
+    model, tokenizer = lm
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["ok", "n"],
+        "additionalProperties": False,
+    }
+    from constrain.generation import encode_prompt
+
+    prompt = encode_prompt(tokenizer, build_messages(schema), None)
+    engines = hf_arms.HFEngines(tokenizer, int(model.config.vocab_size))
+    arm = hf_arms.run_hf_arm(engines, engine, schema, prompt, model=model, max_new_tokens=40)
+    assert arm.status == "valid", arm
+    jsonschema.validate(json.loads(arm.text), schema)
+    assert arm.forward_passes == arm.output_tokens >= 2 and arm.decode_time_s > 0
+    if engine == "constrain-hf":  # a schema the metaschema rejects is a coverage miss, not a crash
+        bad = hf_arms.run_hf_arm(engines, engine, {"type": "nonsense"}, prompt, model=model, max_new_tokens=4)
+        assert bad.status == "not_compiled" and "SchemaError" in bad.message

@@ -236,7 +236,7 @@ def test_tables_grow_from_tiny_sizes() -> None:
         tabs[pool_i] = tabs[pool_i][:used].copy()
     nc = small_auto.num_configs  # and ``trans`` to the configurations made so far
     tabs[fs.TRANS] = tabs[fs.TRANS][: nc + 2].copy()
-    tabs[fs.CFG_OFF] = tabs[fs.CFG_OFF][: nc + 3].copy()
+    tabs[fs.CFG_OFF] = tabs[fs.CFG_OFF][: 2 * nc + 4].copy()  # (start, end) pairs
     small_auto.trans = tabs[fs.TRANS]
     small_auto.tables = tuple(tabs)
     set_tables(small_auto.handle, small_auto.tables)

@@ -19,6 +19,8 @@ from constrain.matcher import GrammarMatcher
 
 transformers = pytest.importorskip("transformers")
 
+from transformers import LogitsProcessor  # noqa: E402 - after the importorskip
+
 from constrain.adapters.hf import (  # noqa: E402 - after the importorskip
     GrammarLogitsProcessor,
     JSONSchemaLogitsProcessor,
@@ -251,3 +253,112 @@ def test_json_schema_processor_on_a_batch_of_four(lm: tuple[Any, Any], mode: str
     assert len(texts) == 8
     for text in texts:
         jsonschema.validate(json.loads(text), PERSON_SCHEMA)
+
+
+# ---- reuse across generate calls, assisted decoding, compile budget (issue 20) ----------------------
+
+
+class _RecordAllowed(LogitsProcessor):
+    """Records the ids each step leaves allowed (after the constraint) for row 0."""
+
+    def __init__(self) -> None:
+        self.steps: list[np.ndarray] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(np.flatnonzero(torch.isfinite(scores[0]).numpy()))
+        return scores
+
+
+def _chat(tok: Any, question: str) -> torch.Tensor:
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    return tok([text], return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+
+def test_reuse_without_reset_restarts_at_a_new_generate_call(lm: tuple[Any, Any]) -> None:
+    """Issue 20: called for P, then P + "y", then a new generate with prompt P + "y" (no reset()):
+    the new call starts at the grammar's start, not after the "y" of the earlier sequence."""
+    model, tok = lm
+    proc = RegexLogitsProcessor("(yes|no)", tok)
+    prompt = _chat(tok, "Is fire hot?")
+    width = proc.info.vocab_size
+    proc(prompt, torch.zeros(1, width))
+    with_y = torch.cat([prompt, torch.tensor([[tok.convert_tokens_to_ids("y")]])], dim=1)
+    proc(with_y, torch.zeros(1, width))
+    record = _RecordAllowed()
+    model.generate(
+        input_ids=with_y,
+        attention_mask=torch.ones_like(with_y),
+        logits_processor=transformers.LogitsProcessorList([proc, record]),
+        max_new_tokens=1,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
+    start = _expected(proc.compiled, [])
+    np.testing.assert_array_equal(record.steps[0], start)
+    assert {"y", "n"} <= set(tok.convert_ids_to_tokens(start.tolist()))
+
+
+def test_a_generate_call_whose_prompt_extends_the_last_output_starts_over(lm: tuple[Any, Any]) -> None:
+    """Two generate calls back to back, the second prompt being the first prompt plus the first
+    output's first token: by the ids alone that is the first call's next step."""
+    model, tok = lm
+    proc = RegexLogitsProcessor("(yes|no)", tok)
+    prompt = _chat(tok, "Is ice cold?")
+    first = model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        logits_processor=transformers.LogitsProcessorList([proc]),
+        max_new_tokens=1,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
+    record = _RecordAllowed()
+    model.generate(
+        input_ids=first,
+        attention_mask=torch.ones_like(first),
+        logits_processor=transformers.LogitsProcessorList([proc, record]),
+        max_new_tokens=1,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
+    np.testing.assert_array_equal(record.steps[0], _expected(proc.compiled, []))
+
+
+def test_assisted_decoding_shares_the_processor_with_the_assistant(lm: tuple[Any, Any]) -> None:
+    """The assistant's nested generate gets the same processor: it belongs to the outer call."""
+    model, tok = lm
+    pattern = "(yes|no) indeed, [a-z]{2,8}"
+    proc = RegexLogitsProcessor(pattern, tok)
+    prompt = _chat(tok, "Is fire hot?")
+    out = model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        assistant_model=model,
+        logits_processor=transformers.LogitsProcessorList([proc]),
+        max_new_tokens=12,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
+    assert re.fullmatch(pattern, _outputs(tok, out, prompt.shape[1])[0])
+
+
+def test_processors_take_a_compile_budget(tok: Any) -> None:
+    heavy = {
+        "type": "object",
+        "title": "hf budget",
+        "properties": {
+            f"q{i}": {"type": "array", "items": {"type": "integer"}, "maxItems": 3} for i in range(10)
+        },
+        "not": {"required": ["q0", "q1"]},
+    }
+    with pytest.raises(constrain.CompileBudgetExceeded) as err:
+        JSONSchemaLogitsProcessor(heavy, tok, budget=constrain.CompileBudget(seconds=1e-9))
+    assert err.value.pointer.startswith("#")
+    with pytest.raises(constrain.CompileBudgetExceeded):
+        RegexLogitsProcessor("[a-z]{3}[0-9]{2}hf-budget", tok, budget=1e-9)
+    with pytest.raises(constrain.InvalidInputError, match="budget"):
+        JSONSchemaLogitsProcessor({"type": "integer"}, tok, budget="fast")
+    proc = JSONSchemaLogitsProcessor({"type": "integer"}, tok, budget=60)
+    assert proc.compiled is not None

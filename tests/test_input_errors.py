@@ -386,3 +386,66 @@ def test_cli_refuses_bad_input_before_loading_a_model(capsys: pytest.CaptureFixt
     assert "empty" in capsys.readouterr().err
     assert main(["generate", "--regex", "(", "--prompt", "x"]) == 2
     assert "regex" in capsys.readouterr().err
+
+
+# ---- issue 20, smaller gaps: the keyword blamed for a size limit, lenient, generation ---------------
+
+
+def test_a_size_limit_blames_the_length_keyword_not_type() -> None:
+    """``{"format": "uri", "maxLength": 2048}`` was reported at ``#/type``: the product of the format
+    with the length bound is what grew (here with a small limit, so that it is quick)."""
+    from constrain.exceptions import UnsupportedSchemaFeature
+    from constrain.limits import Limits
+
+    with pytest.raises(UnsupportedSchemaFeature) as err:
+        Grammar.from_json_schema({"format": "date", "maxLength": 12}, limits=Limits(max_dfa_states=60))
+    assert (err.value.keyword, err.value.pointer) == ("maxLength", "#/maxLength")
+
+
+def test_lenient_drops_a_keyword_past_a_size_limit_with_a_warning() -> None:
+    from constrain.exceptions import UnsupportedSchemaFeature
+    from constrain.limits import Limits
+
+    schema = {
+        "type": "object",
+        "properties": {f"p{i}": {"type": "boolean"} for i in range(6)},
+        "additionalProperties": False,
+    }
+    small = Limits(max_dfa_states=60)
+    with pytest.raises(UnsupportedSchemaFeature) as err:
+        Grammar.from_json_schema(schema, limits=small)
+    assert (err.value.keyword, err.value.pointer) == ("properties", "#/properties")
+    with pytest.warns(UserWarning, match="properties at #/properties"):
+        grammar = Grammar.from_json_schema(schema, limits=small, lenient=True)
+    # looser, as documented: the named properties are no longer enforced, additionalProperties still is
+    dfa = grammar.to_dfa()
+    assert dfa.matches(b"{}") and not dfa.matches(b'{"p0":true}')
+
+
+def test_generation_refuses_a_prompt_past_the_context(lm: tuple[Any, Any]) -> None:
+    from constrain.generation import generate
+
+    model, _tok = lm
+    with pytest.raises(InputTooLargeError, match="context holds"):
+        generate(" hello" * (model.config.max_position_embeddings + 10), regex="[ab]", max_new_tokens=2)
+
+
+def test_generation_dead_end_is_typed(lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state where no token is allowed (a vocabulary that cannot spell the language) is a DeadEndError
+    for greedy and sampled decoding alike (it was "engine bug" and a torch RuntimeError)."""
+    from constrain.generation import DeadEndError, TemperatureSampler, run
+    from constrain.matcher import GrammarMatcher
+    from constrain.models import tokenizer_info_for
+
+    model, tok = lm
+    info = tokenizer_info_for(tok)
+    compiled = constrain.compile(Grammar.from_regex("ab"), info)
+
+    def nothing_allowed(self: Any, bitmask: Any, index: int = 0) -> None:
+        bitmask[index] = 0
+
+    monkeypatch.setattr(GrammarMatcher, "fill_next_token_bitmask", nothing_allowed)
+    for sampler in (None, TemperatureSampler(1.0)):
+        with pytest.raises(DeadEndError, match="first step") as err:
+            run(model, info, tok("Hi")["input_ids"], GrammarMatcher(compiled), sampler=sampler, seed=0)
+        assert err.value.token_ids == [] and isinstance(err.value, constrain.ConstrainError)

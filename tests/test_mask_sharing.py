@@ -359,7 +359,8 @@ def test_compile_precomputes_the_nearest_classes_of_a_large_dfa_within_budget(
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), state
 
 
-def test_partial_walk_reference_stays_dense_across_sparse_walks() -> None:
+def test_partial_walk_reference_stays_dense_across_sparse_walks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dfa_masks_mod, "SPLIT_WALKS", False)  # whole and partial walks only
     info = tokenizer_info("llama3-128k")
     compiled = _fresh(r'\{"name": "[^"]{1,40}", "age": [0-9]{1,3}\}', info, background=False)
     m = GrammarMatcher(compiled)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ..budget import check_states, state_limit
 from ..exceptions import UnsupportedRegexFeature
+from ..limits import current_limits
 from .determinize import nfa_to_dfa
-from .dfa import DFA, MAX_DFA_STATES, dfa_byte_classes, dfa_from_class_arrays, empty_dfa
+from .dfa import DFA, dfa_byte_classes, dfa_from_class_arrays, empty_dfa
 from .nfa import NFA
 from .regex import regex_dfa
 
@@ -260,11 +262,13 @@ def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
     joint = np.asarray(classes, dtype=np.int32).reshape(-1)
     ta = np.ascontiguousarray(a.transitions[:, reps], dtype=np.int64)
     tb = np.ascontiguousarray(b.transitions[:, reps], dtype=np.int64)
+    most = current_limits().max_dfa_states
     rows, acc, ok = _product(
-        ta, tb, a.accepting, b.accepting, np.int64(a.start), np.int64(b.start), op, MAX_DFA_STATES
+        ta, tb, a.accepting, b.accepting, np.int64(a.start), np.int64(b.start), op, state_limit(most)
     )
     if not ok:
-        raise UnsupportedRegexFeature(f"a product automaton past {MAX_DFA_STATES} states", label)
+        check_states(most, "a product")  # the compile budget's limit?
+        raise UnsupportedRegexFeature(f"a product automaton past {most} states", label)
     return dfa_from_class_arrays(rows, acc, 0, joint, label)
 
 

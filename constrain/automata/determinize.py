@@ -15,8 +15,11 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..budget import check_states, state_limit
+from ..budget import time_up as _time_up
 from ..exceptions import UnsupportedRegexFeature
-from .dfa import DEAD, DFA, MAX_DFA_STATES, dfa_from_class_arrays
+from ..limits import current_limits
+from .dfa import DEAD, DFA, dfa_from_class_arrays
 from .nfa import BEGIN, END_OR_NL, EPS, NFA
 
 # Modes track what the anchors know about the input: at the very start (nothing read yet); in the
@@ -49,9 +52,10 @@ def _subset_id(subset: Hashable, index: dict[Any, int], order: list[Any], patter
     j = index.get(subset)
     if j is None:
         j = len(order)
-        if j >= MAX_DFA_STATES:
+        if j >= state_limit(current_limits().max_dfa_states):
+            check_states(current_limits().max_dfa_states, "determinization")
             raise UnsupportedRegexFeature(
-                f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+                f"a language whose automaton exceeds {current_limits().max_dfa_states} states",
                 pattern,
                 "simplify the pattern or bound its repetitions less finely",
             )
@@ -169,11 +173,13 @@ def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.
     important[final] = True
     rows, accepting, ok = _subset_construction(
         eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, num_classes,
-        MAX_DFA_STATES,
+        state_limit(current_limits().max_dfa_states),
     )  # fmt: skip
     if not ok:
+        # the kernel stopped early: the compile budget (time or states), else the size limit
+        check_states(current_limits().max_dfa_states, "determinization")
         raise UnsupportedRegexFeature(
-            f"a language whose automaton exceeds {MAX_DFA_STATES} states",
+            f"a language whose automaton exceeds {current_limits().max_dfa_states} states",
             nfa.pattern,
             "simplify the pattern or bound its repetitions less finely",
         )
@@ -240,6 +246,11 @@ def _subset_construction(
     while i < num:
         if num > limit:
             return rows[:0], accepting[:0], False
+        if (i & 255) == 255:  # the compile budget, every 256 subsets (an object-mode call)
+            with numba.objmode(stop="boolean"):
+                stop = _time_up()
+            if stop:
+                return rows[:0], accepting[:0], False
         a = sub_start[i]
         b = a + sub_len[i]
         # Bucket the byte-reading edges of the subset by class.
@@ -335,6 +346,6 @@ def determinize(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarra
 def nfa_to_dfa(nfa: NFA, start: int, final: int, label: str) -> DFA:
     """The minimal DFA of ``nfa`` (which remembers its byte classes, see :func:`dfa_from_class_arrays`)."""
     trans, accepting, classes = determinize(nfa, start, final)
-    if trans.shape[0] > MAX_DFA_STATES:  # pragma: no cover - _subset_id enforces it first
+    if trans.shape[0] > current_limits().max_dfa_states:  # pragma: no cover - _subset_id enforces it first
         raise UnsupportedRegexFeature("too many automaton states", label)
     return dfa_from_class_arrays(trans, accepting, 0, classes.astype(np.int32), label)

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .minimize import hopcroft, prune_and_minimize
+from ..limits import DEFAULT_LIMITS
+from .minimize import prune_and_minimize, refine
 
 DEAD = -1
 """The transition target of a dead walk."""
 
-MAX_DFA_STATES = 200_000
+MAX_DFA_STATES = DEFAULT_LIMITS.max_dfa_states
 """Upper bound on DFA states produced by the subset construction or a product automaton."""
 
 
@@ -76,7 +77,7 @@ def equivalent_states(trans: np.ndarray, accepting: np.ndarray, reps: np.ndarray
         reps, _ = column_classes(trans)
     t2 = np.where(trans[:, reps] >= 0, trans[:, reps], n).astype(np.int64)
     t2 = np.vstack([t2, np.full((1, t2.shape[1]), n, dtype=np.int64)])
-    block = hopcroft(t2, np.append(accepting, False).astype(np.bool_))
+    block = refine(t2, np.append(accepting, False).astype(np.bool_))
     return np.asarray(block[:n], dtype=np.int64)
 
 

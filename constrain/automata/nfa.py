@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import RegexSyntaxError, UnsupportedRegexFeature
+from ..limits import DEFAULT_LIMITS, current_limits
 from .charsets import (
     MAX_CODEPOINT,
     Ranges,
@@ -39,7 +40,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _c
     import sre_parse as _sre_parse
 
-MAX_NFA_STATES = 400_000
+MAX_NFA_STATES = DEFAULT_LIMITS.max_nfa_states
 """Upper bound on NFA states: a guard against ``x{1000}{1000}``-style blow-ups."""
 
 # Assertion kinds on epsilon edges; they interact with the matching "mode" (see determinize.py).
@@ -66,7 +67,7 @@ class NFA:
     def embed_dfa(self, transitions: np.ndarray, accepting: np.ndarray, start: int) -> tuple[int, int]:
         """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk."""
         num = transitions.shape[0]
-        if len(self.edges) + num + 1 > MAX_NFA_STATES:
+        if len(self.edges) + num + 1 > current_limits().max_nfa_states:
             self.state()  # raises the size error
         base = len(self.edges)
         # Inner states get no list edges (their edges live in the block): share one empty tuple.
@@ -105,9 +106,9 @@ class NFA:
 
     def state(self) -> int:
         """A new state (raises :class:`UnsupportedRegexFeature` past :data:`MAX_NFA_STATES`)."""
-        if len(self.edges) >= MAX_NFA_STATES:
+        if len(self.edges) >= current_limits().max_nfa_states:
             raise UnsupportedRegexFeature(
-                f"a repetition that expands past {MAX_NFA_STATES} automaton states",
+                f"a repetition that expands past {current_limits().max_nfa_states} automaton states",
                 self.pattern,
                 "reduce the bounded repetition counts",
             )

@@ -45,7 +45,7 @@ def regex_to_dfa(pattern: str, flags: int = 0) -> DFA:
     return _regex_to_dfa_cached(pattern, int(flags))
 
 
-@bounded_cache(maxsize=256)
+@bounded_cache(maxsize=256, name="regex_to_dfa")
 def _regex_to_dfa_cached(pattern: str, flags: int) -> DFA:
     if not isinstance(pattern, str):
         raise RegexSyntaxError(f"expected a str pattern, got {type(pattern).__name__}", repr(pattern))

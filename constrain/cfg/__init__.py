@@ -20,7 +20,7 @@ from .lark_frontend import CFG, Terminal, parse_lark, read_grammar_text
 from .token_masks import EarleyTokenMasks, compile_cfg, compile_earley_masks
 
 
-@bounded_cache(maxsize=64)
+@bounded_cache(maxsize=64, name="lark_automaton")
 def automaton_for(source: str, start: str = "start", import_dir: str = "") -> EarleyAutomaton:
     """The configuration automaton of a Lark grammar text (cached; shared by every tokenizer)."""
     return build_automaton(parse_lark(source, start, import_dir or None))

@@ -39,9 +39,9 @@ same node and have the same future. A *configuration* is the set of lexemes in p
 boundary is never a configuration of its own (the start configuration holds fresh lexemes at the
 root). The node after a set of lexeme ends is cached by that set (:meth:`EarleyAutomaton.end_node`).
 Configurations are interned too, so the recogniser is a deterministic automaton over
-configurations, built lazily: ``trans[c, byte]`` is ``-2`` until first needed, then the next
-configuration or ``-1``. Inside a JSON string the configuration repeats byte after byte, so a
-string is a self-loop, and the k-th element of a list reaches the same nodes as the third
+configurations, built lazily: ``trans[c, byte]`` (stored once per byte class) is ``-2`` until first
+needed, then the next configuration or ``-1``. Inside a JSON string the configuration repeats byte
+after byte, so a string is a self-loop, and the k-th element of a list reaches the same nodes as the third
 (Lark expands ``x*`` with left recursion). Rollback and fork are a list of configuration ids.
 
 The byte steps run in numba over flat tables (:mod:`constrain.cfg.fast_step`): configurations, sets of
@@ -50,6 +50,16 @@ DFA treats alike). The Earley closure that builds a new node runs there too, ins
 at a new position may need a hundred nodes (arithmetic, SQL), and in Python they were most of its cost.
 Python only sets the tables up and grows them when a step runs out of room.
 
+Memory follows the live parses, not their history (:meth:`EarleyAutomaton.collect`). Mask walks build
+some 25 configurations per new nesting depth that no parse ever stands in, and a deep or long
+generation used to keep them all (20,000 nested ``[`` with a mask at each: 1.3 GB; near 64,000 a 4 GiB
+``trans`` could not be allocated). Matchers now register their histories; past :data:`TABLE_BUDGET`,
+at a call with no configuration in flight, the configurations no history holds are freed with the
+nodes only they reach, ``trans`` rows are packed (a configuration keeps its id and finds its row
+through ``CFG_ROW``), freed ids are reused, and a rollback that leaves most of the tables unreachable
+frees them at once. Searches over states of their own (forced bytes, shortest completion) hold
+collections off (:meth:`EarleyAutomaton.hold`).
+
 Nullable symbols use Aycock and Horspool's fix (predicting a nullable symbol also steps over it).
 Unproductive rules are dropped first, so every item in a node can still complete (see above for
 what the lexing rule adds to that).
@@ -57,8 +67,13 @@ what the lexing rule adds to that).
 
 from __future__ import annotations
 
+import ctypes
 import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +85,12 @@ from .fast_step import DEAD, NEED_ROOM, UNKNOWN
 from .lark_frontend import CFG
 
 Lexeme = tuple[int, int, int]  # (start node, terminal, DFA state)
+
+TABLE_BUDGET = 64 << 20
+"""Bytes the automaton's tables may hold before a collection (:meth:`EarleyAutomaton.collect`) frees
+the configurations no matcher's history holds, with the Earley nodes only they reached. After one, the
+next comes when the tables pass twice what was kept (or this budget, whichever is more): amortised
+constant work per configuration built, and memory bounded by the live parses, not their history."""
 
 NO_COMPLETION = 1 << 60
 """:meth:`EarleyAutomaton.completion_bound` of a configuration that cannot reach an end."""
@@ -123,9 +144,54 @@ class EarleyAutomaton:
         self._end_nodes: dict[tuple[int, ...], int] = {}  # by the ends' codes (see fast_step)
         self._bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _static_bounds
         self._finish: dict[int, dict[int, int]] = {}  # see _node_finish
+        # What a collection (:meth:`collect`) keeps: every configuration in a tracked matcher's history.
+        self._tracked: weakref.WeakSet[Any] = weakref.WeakSet()
+        # caches keyed by configuration, pruned on collection, by their owner (held weakly)
+        self._watched: weakref.WeakKeyDictionary[Any, list[dict[int, Any]]] = weakref.WeakKeyDictionary()
+        self._holds = 0  # walks in progress over configurations no history holds: no collection
+        self._collect_due = False
+        self._budget = TABLE_BUDGET
         self._init_closure_tables(aug + 1)
         root = self._close_seeds([0])  # S' -> . start, origin SELF
         self.start = self.fresh_config(root)
+
+    # ---- pickling: the tables as they are (configuration ids stay valid), no lock or numba handle ---------
+    def __getstate__(self) -> dict[str, object]:
+        with self.lock:  # a consistent snapshot: the tables grow in place under the lock
+            state = dict(self.__dict__)
+            state["_tabs"] = [t.copy() for t in self._tabs]
+            for name in ("_configs", "_final", "_end_nodes", "_finish"):
+                state[name] = dict(state[name])
+        for name in ("lock", "handle", "trans", "tables", "_counts"):
+            del state[name]
+        # Weak references do not pickle; what they track (live matchers, per-mask caches) is rebuilt
+        # where the automaton is loaded, and no walk is in progress there.
+        weak_types = (weakref.WeakKeyDictionary, weakref.WeakValueDictionary, weakref.WeakSet)
+        weak = [(n, type(v)) for n, v in state.items() if isinstance(v, weak_types)]
+        for name, _ in weak:
+            del state[name]
+        state["__weak__"] = weak
+        for name, fresh in (("_watched", []), ("_holds", 0), ("_collect_due", False)):
+            if name in state:
+                state[name] = fresh
+        state["dfas"] = tuple((d.accepting, d.start, d.pattern) for d in self.dfas)  # views of GTRANS
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        parts: tuple[tuple[np.ndarray, int, str], ...] = state.pop("dfas")  # type: ignore[assignment]
+        for name, kind in state.pop("__weak__", ()):  # type: ignore[attr-defined]
+            state[name] = kind()
+        self.__dict__.update(state)
+        tabs: list[np.ndarray] = state["_tabs"]  # type: ignore[assignment]
+        toff = self._toff = tabs[fs.TOFF]
+        self.dfas = tuple(
+            DFA(tabs[fs.GTRANS][toff[t] : toff[t + 1]], acc, start, pattern)
+            for t, (acc, start, pattern) in enumerate(parts)
+        )
+        # (through __dict__: the attributes are declared where the tables are first made)
+        self.__dict__.update(trans=tabs[fs.TRANS], _counts=tabs[fs.COUNTS], tables=tuple(tabs))
+        self.lock = threading.RLock()
+        self.handle = new_tables(self.tables)
 
     # ---- the flat tables the byte steps run on (see :mod:`constrain.cfg.fast_step`) -----------------
     def _init_tables(self) -> None:
@@ -158,10 +224,11 @@ class EarleyAutomaton:
         counts[fs.NUM_T] = len(sizes)
         # Room for 1,024 configurations at first (1 MB of ``trans``): a JSON document needs about
         # 500, and each doubling of ``trans`` later stalls one mask (0.2 ms at 512 rows).
-        self.trans: np.ndarray = np.full((1024, 256), UNKNOWN, dtype=np.int32)
+        # One column per byte class (bytes every terminal DFA treats alike step alike): 40 for JSON.
+        self.trans: np.ndarray = np.full((1024, int(byte_class.max()) + 1), UNKNOWN, dtype=np.int32)
         self._tabs = [
             gtrans, gacc, gterm, toff, ignore, self.trans,
-            np.zeros(1025, dtype=np.int64), np.zeros(16384, dtype=np.int64),
+            np.zeros(2 * 1024 + 2, dtype=np.int64), np.zeros(16384, dtype=np.int64),
             np.full(8192, -1, dtype=np.int64),
             np.zeros(257, dtype=np.int64), np.zeros(1024, dtype=np.int64), np.zeros(256, dtype=np.int64),
             np.full(1024, -1, dtype=np.int64),
@@ -197,6 +264,7 @@ class EarleyAutomaton:
             np.zeros(257, dtype=np.int64), np.zeros(4096, dtype=np.int64), np.full(1024, -1, dtype=np.int64),
             np.full(1024, -1, dtype=np.int64), np.zeros(3 * 512, dtype=np.int64),
             np.zeros(num_symbols, dtype=np.int64),
+            np.zeros(0, dtype=np.int64), np.zeros(1024, dtype=np.int64),  # freed ids, rows of ``trans``
         ]  # fmt: skip
         counts = self._counts
         counts[fs.NDR] = len(self._next_sym)
@@ -247,29 +315,33 @@ class EarleyAutomaton:
         counts = self._counts
         before = [t.shape for t in tabs]
         nc = int(counts[fs.N_CONFIGS])
-        if nc + 2 >= tabs[fs.TRANS].shape[0]:
+        if int(counts[fs.N_ROWS]) + 2 >= tabs[fs.TRANS].shape[0]:
             old = tabs[fs.TRANS]
-            grown = np.full((2 * old.shape[0], 256), UNKNOWN, dtype=np.int32)
+            grown = np.full((2 * old.shape[0], old.shape[1]), UNKNOWN, dtype=np.int32)
             grown[: old.shape[0]] = old
             tabs[fs.TRANS] = grown
-            tabs[fs.CFG_OFF] = _grown(tabs[fs.CFG_OFF], 2 * old.shape[0] + 1)
-        for off_i, pool_i, hash_i, n_i, need_i in (
-            (fs.CFG_OFF, fs.CFG_POOL, fs.CFG_HASH, fs.N_CONFIGS, fs.POOL_NEED),
-            (fs.END_OFF, fs.END_POOL, fs.END_HASH, fs.N_ENDS, fs.END_POOL_NEED),
+        if nc + 2 >= tabs[fs.CFG_ROW].shape[0] or 2 * nc + 4 > tabs[fs.CFG_OFF].shape[0]:
+            ids = 2 * max(tabs[fs.CFG_ROW].shape[0], nc + 2)
+            tabs[fs.CFG_ROW] = _grown(tabs[fs.CFG_ROW], ids)
+            tabs[fs.CFG_OFF] = _grown(tabs[fs.CFG_OFF], 2 * ids + 2)
+        for off_i, pool_i, hash_i, n_i, need_i, stride in (
+            (fs.CFG_OFF, fs.CFG_POOL, fs.CFG_HASH, fs.N_CONFIGS, fs.POOL_NEED, 2),
+            (fs.END_OFF, fs.END_POOL, fs.END_HASH, fs.N_ENDS, fs.END_POOL_NEED, 1),
         ):
             n = int(counts[n_i])
             if off_i == fs.END_OFF and n + 2 >= tabs[fs.END_NODE].shape[0]:
                 size = 2 * tabs[fs.END_NODE].shape[0]
                 tabs[fs.END_NODE] = _grown(tabs[fs.END_NODE], size)
                 tabs[fs.END_OFF] = _grown(tabs[fs.END_OFF], size + 1)
-            used = int(tabs[off_i][n])
+            used = int(counts[fs.CFG_USED]) if stride == 2 else int(tabs[off_i][n])
             need = max(int(counts[need_i]), used + 1)
             if 2 * need > tabs[pool_i].shape[0]:
                 tabs[pool_i] = _grown(tabs[pool_i], 4 * need)
-            if 8 * (n + 2) > tabs[hash_i].shape[0]:
+            load = n - int(counts[fs.N_FREE]) if stride == 2 else n  # freed ids are not in the table
+            if 8 * (load + 2) > tabs[hash_i].shape[0]:
                 # A power of two: the probe sequence masks with size - 1.
-                table = np.full(1 << (16 * (n + 2)).bit_length(), -1, dtype=np.int64)
-                fs.rehash(table, tabs[off_i], tabs[pool_i], n)
+                table = np.full(1 << (16 * (load + 2)).bit_length(), -1, dtype=np.int64)
+                fs.rehash(table, tabs[off_i], tabs[pool_i], n, stride)
                 tabs[hash_i] = table
         if counts[fs.SCRATCH_NEED] > tabs[fs.SCRATCH].shape[0]:
             tabs[fs.SCRATCH] = np.zeros(2 * int(counts[fs.SCRATCH_NEED]), dtype=np.int64)
@@ -280,6 +352,9 @@ class EarleyAutomaton:
         self.trans = tabs[fs.TRANS]
         self.tables = tuple(tabs)
         set_tables(self.handle, self.tables)
+        self.table_bytes_cached = self.table_bytes
+        if self.table_bytes_cached > self._budget:
+            self._collect_due = True  # at the next call that holds no configuration in flight
 
     def _grow_nodes(self) -> None:
         """The node pool, the fresh-lexeme pool and the closure's scratch (see :meth:`grow`)."""
@@ -298,13 +373,161 @@ class EarleyAutomaton:
             tabs[fs.FRESH_POOL] = _grown(tabs[fs.FRESH_POOL], 4 * fresh_need)
         if 8 * (n + 2) > tabs[fs.NODE_HASH].shape[0]:
             table = np.full(1 << (16 * (n + 2)).bit_length(), -1, dtype=np.int64)
-            fs.rehash(table, tabs[fs.NODE_OFF], tabs[fs.NODE_POOL], n)
+            fs.rehash(table, tabs[fs.NODE_OFF], tabs[fs.NODE_POOL], n, 1)
             tabs[fs.NODE_HASH] = table
         work_need = int(counts[fs.WORK_NEED])
         if 3 * work_need > tabs[fs.WORK].shape[0]:
             tabs[fs.WORK] = np.zeros(3 * 2 * work_need, dtype=np.int64)
         if 2 * work_need > tabs[fs.SEEN].shape[0]:
             tabs[fs.SEEN] = np.full(1 << (4 * work_need).bit_length(), -1, dtype=np.int64)
+
+    # ---- memory: collecting what no live parse reaches ----------------------------------------------
+    @property
+    def table_bytes(self) -> int:
+        """Bytes held by the flat tables (``trans``, the pools and their hash tables, the scratch)."""
+        return sum(t.nbytes for t in self._tabs)
+
+    @property
+    def num_live_configs(self) -> int:
+        """Configurations held now (built and not freed by a collection)."""
+        return int(self._counts[fs.N_CONFIGS] - self._counts[fs.N_FREE])
+
+    def track(self, matcher: Any) -> None:
+        """Keep every configuration in ``matcher._history`` (its list of states) through collections,
+        for as long as the matcher lives (held weakly)."""
+        with self.lock:
+            self._tracked.add(matcher)
+
+    def watch_states(self, cache: dict[int, Any], owner: Any) -> None:
+        """Drop the entries of ``cache`` (keyed by configuration) whose configuration a collection
+        frees, for as long as ``owner`` lives (held weakly): a freed id is reused for another one."""
+        with self.lock:
+            caches = self._watched.setdefault(owner, [])
+            if not any(c is cache for c in caches):
+                caches.append(cache)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """No collection while inside: for searches that keep configurations no history holds
+        (forced-byte walks, shortest completions)."""
+        with self.lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._holds -= 1
+
+    def maybe_collect(self, *roots: int) -> None:
+        """Collect if the tables passed their budget, keeping ``roots`` too. Hold :attr:`lock`; call only
+        where no configuration but those of tracked histories and ``roots`` is in flight."""
+        if self._collect_due and not self._holds:
+            self.collect(roots)
+
+    def released(self) -> None:
+        """A tracked history shrank (rollback, reset): collect if the tables are past the budget and
+        most of what they hold is no longer in any history (what was rolled back is then freed)."""
+        if not self._collect_due and self.table_bytes_cached <= TABLE_BUDGET:
+            return
+        with self.lock:
+            if self._holds:
+                return
+            live = 1 + sum(len(getattr(m, "_history", ())) for m in list(self._tracked))
+            if self._collect_due or 4 * live < self.num_live_configs:
+                self.collect(())
+
+    table_bytes_cached = 0  # :attr:`table_bytes` at the last growth or collection
+
+    def collect(self, roots: Iterable[int] = ()) -> None:
+        """Free every configuration that neither a tracked history nor ``roots`` holds, and the Earley
+        nodes and lexeme ends only they reached; shrink the tables to what is kept. Live
+        configurations keep their ids (matchers hold them); freed ids are reused lowest first, and
+        every cache keyed by configuration (masks, finality, forced tokens) forgets them. Nodes are
+        renumbered. Exact: a freed configuration is built again if a walk reaches it again. Hold
+        :attr:`lock`, with no configuration in flight but ``roots`` (see :meth:`hold`)."""
+        tabs = self._tabs
+        counts = self._counts
+        before = self.table_bytes
+        nc = int(counts[fs.N_CONFIGS])
+        n_nodes = int(counts[fs.N_NODES])
+        keep = [self.start, *roots]
+        for matcher in list(self._tracked):
+            keep.extend(getattr(matcher, "_history", ()))
+        ids = np.array(keep, dtype=np.int64)
+        live_cfg = np.zeros(nc, dtype=np.bool_)
+        live_cfg[ids[(ids >= 0) & (ids < nc)]] = True
+        live_node = np.zeros(n_nodes, dtype=np.bool_)
+        fs.mark_live(self.handle, live_cfg, live_node)
+        new_node = np.cumsum(live_node, dtype=np.int64) - 1
+        new_node[~live_node] = -1
+        nn = int(live_node.sum())
+        hw = int(np.flatnonzero(live_cfg)[-1]) + 1
+        noff, foff = tabs[fs.NODE_OFF], tabs[fs.FRESH_OFF]
+        node_need = int(np.diff(noff[: n_nodes + 1])[live_node].sum())
+        fresh_need = int(np.diff(foff[: n_nodes + 1])[live_node].sum())
+        coff = tabs[fs.CFG_OFF][: 2 * nc].reshape(nc, 2)
+        cfg_need = int((coff[:, 1] - coff[:, 0])[live_cfg].sum())
+        ne = int(counts[fs.N_ENDS])
+        end_need = int(tabs[fs.END_OFF][ne])
+        nt = self.num_terminals
+        nlive = int(live_cfg.sum())
+        rows = max(1024, nlive + nlive // 2 + 2)  # ``trans`` holds the live rows only (then doubles)
+        id_cap = max(1024, 1 << (2 * hw + 2).bit_length())
+        end_rows = max(256, 1 << (2 * ne + 2).bit_length())
+        out = {
+            fs.NODE_OFF: np.zeros(max(257, 2 * nn + 4), dtype=np.int64),
+            fs.NODE_POOL: np.zeros(max(4096, 2 * node_need + 2), dtype=np.int64),
+            fs.FRESH_OFF: np.zeros(max(257, 2 * nn + 4), dtype=np.int64),
+            fs.FRESH_POOL: np.zeros(max(1024, 2 * fresh_need + nt), dtype=tabs[fs.FRESH_POOL].dtype),
+            fs.END_OFF: np.zeros(end_rows + 1, dtype=np.int64),
+            fs.END_POOL: np.zeros(max(1024, 2 * end_need + 2), dtype=np.int64),
+            fs.END_NODE: np.zeros(end_rows, dtype=np.int64),
+            fs.CFG_OFF: np.zeros(2 * id_cap + 2, dtype=np.int64),
+            fs.CFG_POOL: np.zeros(max(16384, 2 * cfg_need + 2), dtype=np.int64),
+            fs.CFG_ROW: np.zeros(id_cap, dtype=np.int64),
+            fs.TRANS: np.full((rows, tabs[fs.TRANS].shape[1]), UNKNOWN, dtype=np.int32),
+        }  # fmt: skip
+        nn, ne, used = fs.compact(
+            self.handle, live_cfg, new_node, out[fs.NODE_OFF], out[fs.NODE_POOL], out[fs.FRESH_OFF],
+            out[fs.FRESH_POOL], out[fs.END_OFF], out[fs.END_POOL], out[fs.END_NODE], out[fs.CFG_OFF],
+            out[fs.CFG_POOL], out[fs.CFG_ROW], out[fs.TRANS],
+        )  # fmt: skip
+        for i, arr in out.items():
+            tabs[i] = arr
+        trans = tabs[fs.TRANS]
+        free = np.flatnonzero(~live_cfg[:hw])[::-1].astype(np.int64)  # popped from the end: lowest first
+        tabs[fs.CFG_FREE] = free
+        counts[fs.N_CONFIGS] = hw
+        counts[fs.N_FREE] = free.shape[0]
+        counts[fs.CFG_USED] = used
+        counts[fs.N_NODES] = nn
+        counts[fs.N_ENDS] = ne
+        counts[fs.N_ROWS] = nlive
+        for hash_i, off_i, pool_i, n, load, stride in (
+            (fs.CFG_HASH, fs.CFG_OFF, fs.CFG_POOL, hw, nlive, 2),
+            (fs.END_HASH, fs.END_OFF, fs.END_POOL, ne, ne, 1),
+            (fs.NODE_HASH, fs.NODE_OFF, fs.NODE_POOL, nn, nn, 1),
+        ):
+            table = np.full(max(1024, 1 << (16 * (load + 2)).bit_length()), -1, dtype=np.int64)
+            fs.rehash(table, tabs[off_i], tabs[pool_i], n, stride)
+            tabs[hash_i] = table
+        self.trans = trans
+        self.tables = tuple(tabs)
+        set_tables(self.handle, self.tables)
+        # Python caches: by node (renumbered) cleared, by configuration pruned to the live ones.
+        self._configs.clear()
+        self._end_nodes.clear()
+        self._finish.clear()
+        watched = [c for caches in list(self._watched.values()) for c in caches]
+        for cache in [self._final, *watched]:
+            for c in list(cache):
+                if c >= hw or not live_cfg[c]:
+                    cache.pop(c, None)
+        self._collect_due = False
+        self.table_bytes_cached = self.table_bytes
+        self._budget = max(TABLE_BUDGET, 2 * self.table_bytes_cached)
+        if before - self.table_bytes_cached > TABLE_BUDGET // 2:
+            _trim_heap()  # the freed masks are small blocks the C heap would otherwise keep
 
     # ---- interning ---------------------------------------------------------------------------------
     def _fresh_lexemes(self, node: int) -> tuple[tuple[int, int], ...]:
@@ -346,10 +569,7 @@ class EarleyAutomaton:
 
     # ---- stepping ----------------------------------------------------------------------------------
     def resolve(self, c: int, b: int) -> int:
-        """``trans[c, b]``, computing it first if needed (returns -1 for a dead byte)."""
-        nxt = int(self.trans[c, b])
-        if nxt != UNKNOWN:
-            return nxt
+        """``trans[c, b]`` (in ``c``'s row), computing it first if needed (returns -1 for a dead byte)."""
         with self.lock:
             return self._resolve_locked(c, b)
 
@@ -359,12 +579,12 @@ class EarleyAutomaton:
             while True:
                 r = int(fs.step_row(self.handle, c))
                 if r == 0:
-                    return self.trans[c]
+                    return self.trans[int(self._tabs[fs.CFG_ROW][c])][self._tabs[fs.BYTE_CLASS]]
                 self.grow()
 
     def _resolve_locked(self, c: int, b: int) -> int:
         while True:
-            nxt = int(self.trans[c, b])
+            nxt = int(self.trans[int(self._tabs[fs.CFG_ROW][c]), int(self._tabs[fs.BYTE_CLASS][b])])
             if nxt != UNKNOWN:
                 return nxt
             r = int(fs.step(self.handle, c, b))
@@ -373,17 +593,21 @@ class EarleyAutomaton:
             self.grow()
 
     def walk(self, c: int, data: bytes) -> int:
-        """The configuration after ``data`` from ``c`` (-1 when rejected)."""
-        trans = self.trans
-        for b in data:
-            nxt = int(trans[c, b])
-            if nxt == UNKNOWN:
-                nxt = self.resolve(c, b)
-                trans = self.trans
-            if nxt < 0:
-                return DEAD
-            c = nxt
-        return c
+        """The configuration after ``data`` from ``c`` (-1 when rejected). A collection that is due
+        runs first (``c`` is kept): a walk holds the lock, so none frees its configurations midway."""
+        with self.lock:
+            if self._collect_due and not self._holds:
+                self.collect((c,))
+            trans, rows, byte_class = self.trans, self._tabs[fs.CFG_ROW], self._tabs[fs.BYTE_CLASS]
+            for b in data:
+                nxt = int(trans[rows[c], byte_class[b]])
+                if nxt == UNKNOWN:
+                    nxt = self._resolve_locked(c, b)
+                    trans, rows = self.trans, self._tabs[fs.CFG_ROW]
+                if nxt < 0:
+                    return DEAD
+                c = nxt
+            return c
 
     def fresh_config(self, node: int) -> int:
         """The configuration with only the fresh lexemes of ``node``
@@ -413,7 +637,7 @@ class EarleyAutomaton:
         ``want_twin``) the rest is left empty; else the twin is -1 or ``c`` and the
         rows are the sorted global DFA rows of ``c``'s lexemes (see :meth:`row_lexeme`)."""
         off = self._tabs[fs.CFG_OFF]
-        out = np.empty(3 + int(off[c + 1] - off[c]), dtype=np.int64)
+        out = np.empty(3 + int(off[2 * c + 1] - off[2 * c]), dtype=np.int64)
         with self.lock:
             while fs.mask_facts(self.handle, c, want_twin, out) == NEED_ROOM:
                 self.grow()
@@ -438,7 +662,7 @@ class EarleyAutomaton:
         if hit is None:
             tabs = self._tabs
             off = tabs[fs.CFG_OFF]
-            codes = tabs[fs.CFG_POOL][int(off[c]) : int(off[c + 1])].tolist()
+            codes = tabs[fs.CFG_POOL][int(off[2 * c]) : int(off[2 * c + 1])].tolist()
             g = self._num_g
             gterm = tabs[fs.GTERM]
             toff = self._toff
@@ -481,7 +705,7 @@ class EarleyAutomaton:
         dist, minlen, _ = self._static_bounds()
         tabs = self._tabs
         off = tabs[fs.CFG_OFF]
-        codes = tabs[fs.CFG_POOL][int(off[c]) : int(off[c + 1])].tolist()
+        codes = tabs[fs.CFG_POOL][int(off[2 * c]) : int(off[2 * c + 1])].tolist()
         g = self._num_g
         gterm = tabs[fs.GTERM]
         best = NO_COMPLETION
@@ -607,6 +831,22 @@ class EarleyAutomaton:
                         changed = True
             memo[n] = cost
         return memo[node]
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing):
+    after a collection freed many small blocks (masks, Python objects) the process would keep them."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def _byte_classes(byte_class: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

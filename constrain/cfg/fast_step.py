@@ -32,15 +32,15 @@ import numpy as np
 
 from ..masks.handle import tables_of
 
-UNKNOWN = -2  # trans[c, b] not computed yet
+UNKNOWN = -2  # trans[row of c, class of b] not computed yet
 DEAD = -1
 NEED_ROOM = -4  # a table is full: grow (see ``counts``) and step again
 
 # ``counts`` slots
 (
     N_CONFIGS, N_ENDS, NUM_G, NUM_T, POOL_NEED, END_POOL_NEED, SCRATCH_NEED,
-    N_NODES, NDR, ACCEPT_DR, GEN, NODE_POOL_NEED, WORK_NEED, N_COUNTS,
-) = range(14)  # fmt: skip
+    N_NODES, NDR, ACCEPT_DR, GEN, NODE_POOL_NEED, WORK_NEED, N_FREE, CFG_USED, N_ROWS, N_COUNTS,
+) = range(17)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -54,17 +54,20 @@ def _hash(key: np.ndarray, n: int) -> int:  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True)
 def find(
-    table: np.ndarray, off: np.ndarray, pool: np.ndarray, key: np.ndarray, n: int
+    table: np.ndarray, off: np.ndarray, pool: np.ndarray, key: np.ndarray, n: int, stride: int
 ) -> int:  # pragma: no cover
-    """The id of ``key[:n]`` in an interned pool, or ``-1 - slot`` with the free slot it would take."""
+    """The id of ``key[:n]`` in an interned pool, or ``-1 - slot`` with the free slot it would take.
+
+    Entry ``i`` is ``pool[off[stride * i] : off[stride * i + 1]]``: stride 1 for the append-only pools,
+    2 for configurations, whose ids are reused after a collection (:func:`collect`)."""
     mask = table.shape[0] - 1
     slot = _hash(key, n) & mask
     while True:
         ident = table[slot]
         if ident < 0:
             return -1 - slot
-        lo = off[ident]
-        if off[ident + 1] - lo == n:
+        lo = off[stride * ident]
+        if off[stride * ident + 1] - lo == n:
             same = True
             for i in range(n):
                 if pool[lo + i] != key[i]:
@@ -85,14 +88,16 @@ def find(
 # nullability, each nonterminal's prediction (the SELF dotted rules it adds, closed, and the
 # nonterminals predicted on the way: offsets and values), each terminal's fresh global DFA row, the
 # %ignore terminals; the node pool (offsets, ``[final, items...]``, hash); the closure's scratch: a
-# hash set of items, a work array (agenda, touched slots, key: thirds) and a per-symbol stamp.
+# hash set of items, a work array (agenda, touched slots, key: thirds) and a per-symbol stamp; the
+# configuration ids a collection freed (reused lowest first: the list is in descending order); each
+# configuration's row of ``trans`` (rows are packed at a collection, so ``trans`` holds the live ones).
 (
     GTRANS, GACC, GTERM, TOFF, IGNORE, TRANS, CFG_OFF, CFG_POOL, CFG_HASH,
     END_OFF, END_POOL, END_NODE, END_HASH, FRESH_OFF, FRESH_POOL, COUNTS,
     BYTE_CLASS, CLASS_OFF, CLASS_BYTES, SCRATCH,
     NEXT_SYM, LHS, NULLABLE, PRED_OFF, PRED_DRS, PSYM_OFF, PSYMS, TERM_ROW, IGNORE_TERMS,
-    NODE_OFF, NODE_POOL, NODE_HASH, SEEN, WORK, STAMP,
-) = range(35)  # fmt: skip
+    NODE_OFF, NODE_POOL, NODE_HASH, SEEN, WORK, STAMP, CFG_FREE, CFG_ROW,
+) = range(37)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
@@ -102,19 +107,36 @@ def intern_config(tables, key: np.ndarray, n: int) -> int:  # type: ignore[no-un
     gtrans, gacc, trans, cfg_off, cfg_pool, cfg_hash, counts = (
         tabs[GTRANS], tabs[GACC], tabs[TRANS], tabs[CFG_OFF], tabs[CFG_POOL], tabs[CFG_HASH], tabs[COUNTS]
     )  # fmt: skip
-    r = find(cfg_hash, cfg_off, cfg_pool, key, n)
+    r = find(cfg_hash, cfg_off, cfg_pool, key, n, 2)
     if r >= 0:
         return r
-    cid = counts[N_CONFIGS]
-    lo = cfg_off[cid]
-    if cid + 1 >= trans.shape[0] or 4 * (cid + 1) > cfg_hash.shape[0] or lo + n > cfg_pool.shape[0]:
+    nfree = counts[N_FREE]
+    cid = tabs[CFG_FREE][nfree - 1] if nfree else counts[N_CONFIGS]  # a freed id first, lowest first
+    hw = counts[N_CONFIGS]
+    row = counts[N_ROWS]
+    lo = counts[CFG_USED]
+    cfg_row = tabs[CFG_ROW]
+    if (
+        row + 1 >= trans.shape[0]
+        or hw + 1 >= cfg_row.shape[0]
+        or 2 * hw + 2 > cfg_off.shape[0]
+        or 4 * (hw - nfree + 1) > cfg_hash.shape[0]
+        or lo + n > cfg_pool.shape[0]
+    ):
         counts[POOL_NEED] = lo + n
         return NEED_ROOM
     for i in range(n):
         cfg_pool[lo + i] = key[i]
-    cfg_off[cid + 1] = lo + n
+    cfg_off[2 * cid] = lo
+    cfg_off[2 * cid + 1] = lo + n
+    counts[CFG_USED] = lo + n
+    cfg_row[cid] = row
+    counts[N_ROWS] = row + 1
     cfg_hash[-1 - r] = cid
-    counts[N_CONFIGS] = cid + 1
+    if nfree:
+        counts[N_FREE] = nfree - 1
+    else:
+        counts[N_CONFIGS] = cid + 1
     g = counts[NUM_G]
     may_end = False
     for i in range(n):
@@ -131,8 +153,7 @@ def intern_config(tables, key: np.ndarray, n: int) -> int:  # type: ignore[no-un
                 if key[i] >= 0 and gtrans[key[i] % g, b] >= 0:
                     alive = True
                     break
-        for k in range(class_off[cls], class_off[cls + 1]):
-            trans[cid, class_bytes[k]] = UNKNOWN if alive else DEAD
+        trans[row, cls] = UNKNOWN if alive else DEAD
     return cid
 
 
@@ -178,8 +199,8 @@ def step(tables, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # prag
     cfg_off, cfg_pool, counts = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS]
     g = counts[NUM_G]
     nt = counts[NUM_T]
-    lo = cfg_off[c]
-    hi = cfg_off[c + 1]
+    lo = cfg_off[2 * c]
+    hi = cfg_off[2 * c + 1]
     scratch = tabs[SCRATCH]
     if 2 * (hi - lo) > scratch.shape[0]:
         counts[SCRATCH_NEED] = 2 * (hi - lo)
@@ -204,7 +225,7 @@ def step(tables, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # prag
             ne += 1
     if ne:
         ne = _sort_unique(ends, ne)
-        r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne)
+        r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne, 1)
         if r >= 0:
             node = tabs[END_NODE][r]
         else:
@@ -232,21 +253,20 @@ def step(tables, c: int, b: int) -> int:  # type: ignore[no-untyped-def]  # prag
             return cid
     # Bytes of one class act alike on every terminal DFA row, so they step alike from any
     # configuration (the same lexemes survive, the same ones end, the same fresh ones start).
-    cls = tabs[BYTE_CLASS][b]
-    class_off, class_bytes = tabs[CLASS_OFF], tabs[CLASS_BYTES]
-    for k in range(class_off[cls], class_off[cls + 1]):
-        trans[c, class_bytes[k]] = cid
+    trans[tabs[CFG_ROW][c], tabs[BYTE_CLASS][b]] = cid
     return cid
 
 
 @numba.njit(cache=True, nogil=True)
 def step_row(tables, c: int) -> int:  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """Fill every unknown ``trans[c, :]``; 0, or NEED_ROOM."""
+    """Fill every unknown transition of ``c`` (one per byte class); 0, or NEED_ROOM."""
     tabs = tables_of(tables)
     trans = tabs[TRANS]
-    for b in range(256):
-        if trans[c, b] == UNKNOWN:
-            r = step(tabs, c, b)
+    row = tabs[CFG_ROW][c]
+    class_off, class_bytes = tabs[CLASS_OFF], tabs[CLASS_BYTES]
+    for cls in range(trans.shape[1]):
+        if trans[row, cls] == UNKNOWN:
+            r = step(tabs, c, class_bytes[class_off[cls]])
             if r == NEED_ROOM:
                 return r
     return 0
@@ -259,7 +279,7 @@ def insert_end(tables, key: np.ndarray, n: int, node: int) -> int:  # type: igno
     end_off, end_pool, end_node, end_hash, counts = (
         tabs[END_OFF], tabs[END_POOL], tabs[END_NODE], tabs[END_HASH], tabs[COUNTS]
     )  # fmt: skip
-    r = find(end_hash, end_off, end_pool, key, n)
+    r = find(end_hash, end_off, end_pool, key, n, 1)
     if r >= 0:
         return 0
     e = counts[N_ENDS]
@@ -307,8 +327,8 @@ def config_final(tables, c: int) -> int:  # type: ignore[no-untyped-def]  # prag
     node_off, node_pool = tabs[NODE_OFF], tabs[NODE_POOL]
     g = counts[NUM_G]
     nt = counts[NUM_T]
-    lo = cfg_off[c]
-    hi = cfg_off[c + 1]
+    lo = cfg_off[2 * c]
+    hi = cfg_off[2 * c + 1]
     if hi > lo and cfg_pool[lo] < 0 and node_pool[node_off[-2 - cfg_pool[lo]]] == 1:
         return 1
     if hi - lo > scratch.shape[0]:
@@ -329,7 +349,7 @@ def config_final(tables, c: int) -> int:  # type: ignore[no-untyped-def]  # prag
     if ne == 0:
         return 0
     ne = _sort_unique(ends, ne)
-    r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne)
+    r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne, 1)
     node = tabs[END_NODE][r] if r >= 0 else end_node(tabs, ends, ne)
     if node < 0:
         return node
@@ -354,8 +374,8 @@ def mask_facts(tables, c: int, want_twin: bool, out: np.ndarray) -> int:  # type
         return final
     out[1] = final
     cfg_off, cfg_pool, g = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS][NUM_G]
-    lo = cfg_off[c]
-    hi = cfg_off[c + 1]
+    lo = cfg_off[2 * c]
+    hi = cfg_off[2 * c + 1]
     if 3 + hi - lo > out.shape[0]:
         return NEED_ROOM  # the caller passes room for every lexeme of the largest configuration
     n = 0
@@ -382,8 +402,8 @@ def fresh_twin(tables, c: int) -> int:  # type: ignore[no-untyped-def]  # pragma
     cfg_off, cfg_pool, counts, scratch = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS], tabs[SCRATCH]
     g = counts[NUM_G]
     nt = counts[NUM_T]
-    lo = cfg_off[c]
-    hi = cfg_off[c + 1]
+    lo = cfg_off[2 * c]
+    hi = cfg_off[2 * c + 1]
     if hi == lo or cfg_pool[lo] < 0:  # a start or fresh configuration is its own twin
         return DEAD
     if hi - lo > scratch.shape[0]:
@@ -399,7 +419,7 @@ def fresh_twin(tables, c: int) -> int:  # type: ignore[no-untyped-def]  # pragma
         t = gterm[q]
         ends[k - lo] = -1 - m if ignore[t] else m * nt + t
     ne = _sort_unique(ends, hi - lo)
-    r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne)
+    r = find(tabs[END_HASH], tabs[END_OFF], tabs[END_POOL], ends, ne, 1)
     node = tabs[END_NODE][r] if r >= 0 else end_node(tabs, ends, ne)
     if node < 0:
         return node
@@ -416,12 +436,12 @@ def fresh_twin(tables, c: int) -> int:  # type: ignore[no-untyped-def]  # pragma
                 break
         if not alive:
             continue
-        x = trans[c, b]
+        x = trans[tabs[CFG_ROW][c], cls]
         if x == UNKNOWN:
             x = step(tabs, c, b)
             if x == NEED_ROOM:
                 return x
-        y = trans[f, b]
+        y = trans[tabs[CFG_ROW][f], cls]
         if y == UNKNOWN:
             y = step(tabs, f, b)
             if y == NEED_ROOM:
@@ -572,7 +592,7 @@ def close(tables, na: int, final: bool) -> int:  # type: ignore[no-untyped-def] 
     if not room:
         return NEED_ROOM
     _sort(key, 1, n)
-    r = find(tabs[NODE_HASH], node_off, node_pool, key, n)
+    r = find(tabs[NODE_HASH], node_off, node_pool, key, n, 1)
     if r >= 0:
         return r
     return _new_node(tabs, key, n, -1 - r)
@@ -626,12 +646,152 @@ def _new_node(tables, key: np.ndarray, n: int, slot: int) -> int:  # type: ignor
 
 
 @numba.njit(cache=True, nogil=True)
-def rehash(table: np.ndarray, off: np.ndarray, pool: np.ndarray, count: int) -> None:  # pragma: no cover
-    """Insert ids ``0..count-1`` of an interned pool into an empty (all -1) hash table."""
+def rehash(
+    table: np.ndarray, off: np.ndarray, pool: np.ndarray, count: int, stride: int
+) -> None:  # pragma: no cover
+    """Insert ids ``0..count-1`` of an interned pool (see :func:`find`) into an empty (all -1) hash
+    table, skipping freed ids (offset -1)."""
     for ident in range(count):
-        lo = off[ident]
-        r = find(table, off, pool, pool[lo:], off[ident + 1] - lo)
+        lo = off[stride * ident]
+        if lo < 0:
+            continue
+        r = find(table, off, pool, pool[lo:], off[stride * ident + 1] - lo, stride)
         table[-1 - r] = ident
+
+
+@numba.njit(cache=True, nogil=True)
+def mark_live(tables, live_cfg: np.ndarray, live_node: np.ndarray) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Mark in ``live_node`` the nodes the configurations marked in ``live_cfg`` hold: their lexemes'
+    start nodes (and a fresh configuration's node), then, transitively, every origin of those nodes'
+    items. One pass from the newest node down suffices: an item's origin is always an older node (it
+    existed when the node was built), and compaction keeps the order."""
+    tabs = tables_of(tables)
+    cfg_off, cfg_pool, counts = tabs[CFG_OFF], tabs[CFG_POOL], tabs[COUNTS]
+    node_off, node_pool = tabs[NODE_OFF], tabs[NODE_POOL]
+    g = counts[NUM_G]
+    ndr = counts[NDR]
+    for c in range(counts[N_CONFIGS]):
+        if live_cfg[c]:
+            for k in range(cfg_off[2 * c], cfg_off[2 * c + 1]):
+                code = cfg_pool[k]
+                live_node[-2 - code if code < 0 else code // g] = True
+    for n in range(counts[N_NODES] - 1, -1, -1):
+        if live_node[n]:
+            for j in range(node_off[n] + 1, node_off[n + 1]):
+                o = node_pool[j] // ndr
+                if o > 0:
+                    live_node[o - 1] = True
+
+
+@numba.njit(cache=True, nogil=True)
+def compact(  # type: ignore[no-untyped-def]
+    tables,
+    live_cfg: np.ndarray,
+    new_node: np.ndarray,
+    node_off: np.ndarray,
+    node_pool: np.ndarray,
+    fresh_off: np.ndarray,
+    fresh_pool: np.ndarray,
+    end_off: np.ndarray,
+    end_pool: np.ndarray,
+    end_node: np.ndarray,
+    cfg_off: np.ndarray,
+    cfg_pool: np.ndarray,
+    cfg_row: np.ndarray,
+    trans: np.ndarray,
+) -> tuple[int, int, int]:  # pragma: no cover - numba
+    """Copy what a collection keeps into the new (empty) arrays given: the live nodes renumbered in
+    order (``new_node``, -1 for a dead one) with their fresh lexemes, the lexeme ends whose nodes all
+    live, and the live configurations under their own ids (a freed id gets offsets -1), their codes
+    rewritten to the new node numbers, and their ``trans`` rows packed in id order (``cfg_row``), where
+    a transition to a freed configuration becomes UNKNOWN (it is stepped again on demand). Every
+    renumbering is monotone, so sorted keys stay sorted. Returns (nodes, ends, configuration codes)
+    kept."""
+    tabs = tables_of(tables)
+    counts = tabs[COUNTS]
+    g = counts[NUM_G]
+    nt = counts[NUM_T]
+    ndr = counts[NDR]
+    o_noff, o_npool, o_foff, o_fpool = tabs[NODE_OFF], tabs[NODE_POOL], tabs[FRESH_OFF], tabs[FRESH_POOL]
+    nn = 0
+    p = 0
+    f = 0
+    node_off[0] = 0
+    fresh_off[0] = 0
+    for n in range(counts[N_NODES]):
+        if new_node[n] < 0:
+            continue
+        lo = o_noff[n]
+        node_pool[p] = o_npool[lo]
+        p += 1
+        for j in range(lo + 1, o_noff[n + 1]):
+            code = o_npool[j]
+            o = code // ndr
+            if o > 0:
+                code = (new_node[o - 1] + 1) * ndr + code % ndr
+            node_pool[p] = code
+            p += 1
+        for k in range(o_foff[n], o_foff[n + 1]):
+            fresh_pool[f] = o_fpool[k]
+            f += 1
+        nn += 1
+        node_off[nn] = p
+        fresh_off[nn] = f
+    o_eoff, o_epool, o_enode = tabs[END_OFF], tabs[END_POOL], tabs[END_NODE]
+    ne = 0
+    p = 0
+    end_off[0] = 0
+    for e in range(counts[N_ENDS]):
+        if new_node[o_enode[e]] < 0:
+            continue
+        lo = o_eoff[e]
+        hi = o_eoff[e + 1]
+        keep = True
+        for k in range(lo, hi):
+            code = o_epool[k]
+            if new_node[code // nt if code >= 0 else -1 - code] < 0:
+                keep = False
+                break
+        if not keep:
+            continue
+        for k in range(lo, hi):
+            code = o_epool[k]
+            if code >= 0:
+                m = code // nt
+                end_pool[p] = new_node[m] * nt + code - m * nt
+            else:
+                end_pool[p] = -1 - new_node[-1 - code]
+            p += 1
+        end_node[ne] = new_node[o_enode[e]]
+        ne += 1
+        end_off[ne] = p
+    o_coff, o_cpool, o_trans, o_row = tabs[CFG_OFF], tabs[CFG_POOL], tabs[TRANS], tabs[CFG_ROW]
+    p = 0
+    nr = 0
+    for c in range(counts[N_CONFIGS]):
+        if not live_cfg[c]:
+            if c < cfg_row.shape[0]:  # ids past the last live one are dropped
+                cfg_off[2 * c] = -1
+                cfg_off[2 * c + 1] = -1
+                cfg_row[c] = -1
+            continue
+        cfg_off[2 * c] = p
+        for k in range(o_coff[2 * c], o_coff[2 * c + 1]):
+            code = o_cpool[k]
+            if code < 0:
+                cfg_pool[p] = -2 - new_node[-2 - code]
+            else:
+                m = code // g
+                cfg_pool[p] = new_node[m] * g + code - m * g
+            p += 1
+        cfg_off[2 * c + 1] = p
+        r = o_row[c]
+        for k in range(o_trans.shape[1]):
+            t = o_trans[r, k]
+            trans[nr, k] = UNKNOWN if t >= 0 and not live_cfg[t] else t
+        cfg_row[c] = nr
+        nr += 1
+    return nn, ne, p
 
 
 __all__ = [
@@ -639,6 +799,7 @@ __all__ = [
     "NEED_ROOM",
     "UNKNOWN",
     "close",
+    "compact",
     "config_final",
     "end_node",
     "find",
@@ -646,6 +807,7 @@ __all__ = [
     "fresh_twin",
     "insert_end",
     "intern_config",
+    "mark_live",
     "mask_facts",
     "rehash",
     "step",

@@ -30,6 +30,7 @@ every identifier and number token is one ``(T, start)`` set, the same at every p
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from ..grammar import Grammar
 from ..masks.store import MaskStore
 from ..masks.trie import TokenTrie, token_trie
 from .earley import EarleyAutomaton
-from .fast_step import NEED_ROOM, TRANS, UNKNOWN, step, tables_of
+from .fast_step import BYTE_CLASS, CFG_ROW, NEED_ROOM, TRANS, UNKNOWN, step, tables_of
 
 if TYPE_CHECKING:
     from ..compiler import CompiledGrammar
@@ -157,10 +158,11 @@ def walk_configs(
             n = ranges[r, 0]
         total = ranges[r, 1]
         trans = tables[TRANS]
+        rows, byte_class = tables[CFG_ROW], tables[BYTE_CLASS]
         while n < total:
             d = nodes[n, 1]
             s = stack[d]
-            nxt = trans[s, nodes[n, 0]]
+            nxt = trans[rows[s], byte_class[nodes[n, 0]]]
             if nxt == UNKNOWN:
                 nxt = step(tables, s, nodes[n, 0])
                 if nxt == NEED_ROOM:
@@ -232,6 +234,14 @@ class EarleyTokenMasks(MaskStore):
         self.step = earley.walk
         self.is_final = earley.is_final
         self.completion_bound = earley.completion_bound
+        # Memory: matchers register their histories, and a collection forgets the masks of freed
+        # configurations; past MASK_CACHE_BYTES the oldest masks go too (computed again if needed).
+        self.track = earley.track
+        self.hold = earley.hold
+        self.released = earley.released
+        self.watch_states = earley.watch_states
+        earley.watch_states(self._masks, self)
+        self._max_masks = max(64, MASK_CACHE_BYTES // (4 * self.num_words))
 
     def live_bytes(self, state: int) -> np.ndarray:
         """The bytes that lead somewhere from configuration ``state`` (unknown transitions computed)."""
@@ -250,17 +260,8 @@ class EarleyTokenMasks(MaskStore):
             dfa = self.earley.dfas[term]
             trie = self.trie
             inside = np.zeros(self.num_words, dtype=np.uint32)
-            crossing = lexeme_token_sets(
-                dfa.transitions,
-                dfa.accepting,
-                state,
-                trie.nodes,
-                trie.dup_start,
-                trie.dup_end,
-                trie.sorted_ids,
-                trie.max_depth,
-                inside,
-            )
+            # lexeme_token_sets with the chain shortcut (same sets; a string body skips most of the trie)
+            crossing = trie.lexeme_sets(dfa.transitions, dfa.accepting, state, inside)
             inside.setflags(write=False)
             hit = self._lexeme_cache.setdefault(future, (inside, *self._arena.add(crossing)))
         return hit
@@ -289,27 +290,42 @@ class EarleyTokenMasks(MaskStore):
         """The read-only int32 bitmask row of ``config`` (EOS bits set where the input may end)."""
         mask = self._masks.get(config)
         if mask is None:
-            mask = self._compute_mask(config)
+            auto = self.earley
+            # The whole computation holds the lock: no collection frees the fresh twin midway.
+            with auto.lock:
+                auto.maybe_collect(config)
+                mask = self._compute_mask(config)
         return mask
 
     def _compute_mask(self, config: int) -> np.ndarray:
+        """The mask of ``config``, computed and cached (hold the automaton's lock)."""
+        hit = self._masks.get(config)
+        if hit is not None:
+            return hit
         auto = self.earley
         twin, final, rows = auto.mask_facts(config, FRESH_EQUIVALENTS)
         if twin >= 0 and twin != config:
-            return self._masks.setdefault(config, self.mask(twin))
+            return self._store(config, self._compute_mask(twin))
         lm = self._lexset(rows)
         words = lm.inside.copy()
-        with auto.lock:  # the walk builds transitions
-            if lm.crossing.shape[0]:
-                self._walk(auto, config, self._arena.nodes, lm.crossing, words)
-            if lm.first_ranges.shape[0]:
-                self._walk(auto, config, self.trie.nodes, lm.first_ranges, words)
+        if lm.crossing.shape[0]:
+            self._walk(auto, config, self._arena.nodes, lm.crossing, words)
+        if lm.first_ranges.shape[0]:
+            self._walk(auto, config, self.trie.nodes, lm.first_ranges, words)
         if final:
             words |= self._eos_bits
         mask = words.view(np.int32)
         mask.setflags(write=False)
-        kept = self._masks.setdefault(config, mask)
-        return kept
+        return self._store(config, mask)
+
+    def _store(self, config: int, mask: np.ndarray) -> np.ndarray:
+        """Cache ``mask`` as ``config``'s; past :data:`MASK_CACHE_BYTES`, forget the older half first."""
+        masks = self._masks
+        if len(masks) >= self._max_masks:
+            for old in list(itertools.islice(masks, len(masks) // 2)):
+                if old != self.start:
+                    masks.pop(old, None)
+        return masks.setdefault(config, mask)
 
     def _walk(
         self, auto: EarleyAutomaton, config: int, nodes: np.ndarray, ranges: np.ndarray, words: np.ndarray
@@ -344,6 +360,12 @@ class EarleyTokenMasks(MaskStore):
 #: A configuration whose lexemes are all complete takes the mask of its fresh equivalent
 #: (:func:`~constrain.cfg.fast_step.fresh_twin`); off only to test that the two agree.
 FRESH_EQUIVALENTS = True
+
+#: Bytes of per-configuration masks a grammar keeps for one tokenizer (6 KB a mask with a 49k vocabulary,
+#: 16 KB with 128k: 10,000 and 4,000 masks; a JSON document visits a few hundred configurations). Past
+#: it the older half is forgotten and computed again when visited, so a long or deeply nested
+#: generation keeps masks in bounded memory.
+MASK_CACHE_BYTES = 64 << 20
 
 #: Up to this many (terminal, DFA state) pairs, their lexer-only walks run while compiling (JSON has
 #: 54, about 25 ms on a loaded 2-core runner), so no later first visit pays for one. (A background

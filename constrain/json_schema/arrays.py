@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import automata as A
 from ..automata import DFA
 from ..exceptions import SchemaError
+from ..limits import DEFAULT_LIMITS, current_limits
 from .locations import Location
 from .references import SchemaNode
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .compiler import CompileContext
 
 #: Counted items (``maxItems`` past the prefixes, ``minContains``/``maxContains``) are refused past this.
-MAX_COUNTED_ITEMS = 512
+MAX_COUNTED_ITEMS = DEFAULT_LIMITS.max_counted_items
 
 
 def count_keyword(node: SchemaNode, k: dict[str, Any], name: str) -> int | None:
@@ -52,8 +53,9 @@ def array_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc
 
     # Node i = "i items so far"; with no maxItems the last node loops and means "at least i".
     chain = hi if hi is not None else max(width, lo) + 1
-    if chain - max(width, lo) > MAX_COUNTED_ITEMS:
-        ctx.unsupported("maxItems", f"{node.ptr}/maxItems", f"more than {MAX_COUNTED_ITEMS} counted items")
+    most = current_limits().max_counted_items
+    if chain - max(width, lo) > most:
+        ctx.unsupported("maxItems", f"{node.ptr}/maxItems", f"more than {most} counted items")
         chain, hi = max(width, lo) + 1, None
     edges: list[tuple[int, int, A.Expr]] = []
     n_nodes = 1
@@ -81,8 +83,9 @@ def contains_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], 
     lo = 1 if lo is None else lo
     if lo == 0 and hi is None:
         return array_language(ctx, node.empty_beside(), {}, loc)
-    if (hi if hi is not None else lo) > MAX_COUNTED_ITEMS:
-        ctx.unsupported("contains", f"{node.ptr}/contains", f"counts beyond {MAX_COUNTED_ITEMS}")
+    most = current_limits().max_counted_items
+    if (hi if hi is not None else lo) > most:
+        ctx.unsupported("contains", f"{node.ptr}/contains", f"counts beyond {most}")
         return array_language(ctx, node.empty_beside(), {}, loc)
     cnode = ctx.doc.child(node, k["contains"], "contains")
     width = ctx.places.prefix_len(loc)

@@ -35,7 +35,13 @@ from .. import automata as A
 from ..automata import DFA, empty_dfa
 from ..budget import budget_scope, pointer_scope
 from ..budget import check as budget_check
-from ..exceptions import ConstrainError, UnsupportedRegexFeature, UnsupportedSchemaFeature
+from ..exceptions import (
+    CompileBudgetExceeded,
+    ConstrainError,
+    UnsupportedRegexFeature,
+    UnsupportedSchemaFeature,
+)
+from ..limits import limits_scope
 from . import holes
 from .applicators import apply_applicators
 from .arrays import array_language
@@ -94,6 +100,17 @@ class CompileContext:
             return
         raise UnsupportedSchemaFeature(keyword, ptr, detail)
 
+    def _dropping(self, node: SchemaNode, keyword: str) -> SchemaNode | None:
+        """Under ``lenient``: ``node`` without ``keyword``, whose automaton grew past a size limit
+        (recorded as dropped, for the warning); None where it cannot be dropped (not a size keyword)."""
+        schema = node.schema
+        if keyword not in _BLAMED or not isinstance(schema, dict) or keyword not in schema:
+            return None
+        self.dropped.append((keyword, f"{node.ptr}/{keyword}"))
+        looser = {k: v for k, v in schema.items() if k != keyword}
+        self.synthetic.append(looser)  # kept alive: node keys use id()
+        return node.beside(looser)
+
     def sep(self, count: int) -> A.Expr:
         """What comes before an item or member after ``count`` others: nothing, or a comma."""
         return A.Literal(b"") if count == 0 else A.seq(self.ws, A.Literal(b","), self.ws)
@@ -135,6 +152,8 @@ class CompileContext:
         if key in self._active:
             return holes.hole_for(self, key, node)
         self._active.add(key)
+        looser: SchemaNode | None = None
+        refusal: UnsupportedSchemaFeature | None = None
         try:
             with pointer_scope(node.ptr):
                 budget_check("the subschema")
@@ -142,15 +161,37 @@ class CompileContext:
         except UnsupportedRegexFeature as e:
             if e.pattern.startswith(("object at", "array at", "contains at", "<")):
                 # An automaton size limit, hit while combining this subschema's parts.
-                keyword = next((kw for kw in SIZE_KEYWORDS if kw in self.doc.keywords(node)), "type")
-                raise UnsupportedSchemaFeature(keyword, f"{node.ptr}/{keyword}", str(e)) from None
-            raise
+                keyword = next((kw for kw in _BLAMED if kw in self.doc.keywords(node)), "type")
+                refusal = UnsupportedSchemaFeature(keyword, f"{node.ptr}/{keyword}", str(e))
+                looser = self._dropping(node, keyword) if self.options.lenient else None
+                if looser is None:
+                    raise refusal from None
+            else:
+                raise
         finally:
             self._active.discard(key)
+        if looser is not None and refusal is not None:
+            # lenient: the subschema without the keyword that blew up, unless that is too large too
+            try:
+                dfa = self.lang(looser, loc)
+            except UnsupportedSchemaFeature as again:
+                if isinstance(again, CompileBudgetExceeded):
+                    raise
+                refusal.args = (f"{refusal} (lenient: without it, still too large: {again.detail})",)
+                raise refusal from None
         self.lang_memo[key] = dfa
         out = holes.out_of_line(self, key, node, dfa)
         holes.note_bare_type(self, node, out)
         return out
+
+
+#: Where a subschema's automaton grows past a size limit, the first of these it has is blamed (and
+#: dropped under ``lenient``): the combining keywords, then the counting ones (``type`` otherwise).
+_BLAMED = (
+    *SIZE_KEYWORDS,
+    "maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties", "maxContains",
+    "minContains", "multipleOf", "format", "pattern", "propertyNames", "contains",
+)  # fmt: skip
 
 
 def _node_language(ctx: CompileContext, node: SchemaNode, loc: Location) -> DFA:
@@ -238,7 +279,7 @@ def schema_to_language(
     """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``)."""
     ctx = CompileContext(load_schema(schema), options or SchemaOptions(), registry)
     try:
-        with budget_scope():  # the caller's budget, or the default one (constrain.budget)
+        with budget_scope(), limits_scope(ctx.options.limits):  # caller's budget or the default one
             return compile_root(ctx)
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None

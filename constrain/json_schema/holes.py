@@ -25,8 +25,9 @@ import numpy as np
 from .. import automata as A
 from ..automata import DFA, dfa_from_arrays, empty_dfa
 from ..exceptions import UnsupportedRegexFeature, UnsupportedSchemaFeature
+from ..limits import current_limits
 from .keywords import ANNOTATIONS, NOT_BESIDE_BARE_TYPE
-from .recursion import HOLE, MAX_HOLES, RecursiveLanguage, fill_hole, has_holes, hole_edges, hole_indices
+from .recursion import HOLE, RecursiveLanguage, fill_hole, has_holes, hole_edges, hole_indices
 from .references import SchemaNode, base_uri
 from .values import TYPE_FIRST, VALUE_FIRST, any_value_parts, capped_any_value, json_bytes, types_of
 
@@ -72,8 +73,8 @@ def new_hole(ctx: CompileContext, key: LangKey, ptr: str, first: frozenset[int],
     """A new hole for ``key`` whose values start with ``first``."""
     table = ctx.holes
     idx = len(table.info)
-    if idx >= MAX_HOLES:
-        detail = f"more than {MAX_HOLES} recursive places in one schema"
+    if idx >= current_limits().max_holes:
+        detail = f"more than {current_limits().max_holes} recursive places in one schema"
         raise UnsupportedSchemaFeature("$ref", ptr, detail)
     table.index[key] = idx
     table.info.append((key, ptr, first))
@@ -89,7 +90,7 @@ def out_of_line(ctx: CompileContext, key: LangKey, node: SchemaNode, dfa: DFA) -
     idx = table.index.get(key)
     if idx is not None and (idx not in table.recursive or dfa.num_states > OUT_OF_LINE_STATES):
         return table.dfas[idx]
-    if ctx.recursive and dfa.num_states > OUT_OF_LINE_STATES and len(table.info) < MAX_HOLES:
+    if ctx.recursive and dfa.num_states > OUT_OF_LINE_STATES and len(table.info) < current_limits().max_holes:
         return new_hole(ctx, key, node.ptr, first_bytes(ctx, dfa), recursive=False)
     return dfa
 

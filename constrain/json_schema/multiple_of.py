@@ -10,10 +10,11 @@ import numpy as np
 
 from ..automata import DFA, dfa_from_arrays
 from ..exceptions import InvalidInputError, UnsupportedSchemaFeature
+from ..limits import DEFAULT_LIMITS, current_limits
 from .numbers import Number, to_decimal
 
 #: Largest automaton :func:`multiple_of_dfa` builds before raising (states x 256 int32 = ~100 MB).
-MAX_MULTIPLE_OF_STATES = 100_000
+MAX_MULTIPLE_OF_STATES = DEFAULT_LIMITS.max_multiple_of_states
 
 
 def multiple_of_dfa(m: Number, *, integer: bool = False, pointer: str = "") -> DFA:
@@ -52,11 +53,11 @@ def multiple_of_dfa(m: Number, *, integer: bool = False, pointer: str = "") -> D
     frac_base = dot_base + n_val
     negz_base = frac_base + n_val * f_max
     n = negz_base + f_max
-    if n > MAX_MULTIPLE_OF_STATES:
+    if n > current_limits().max_multiple_of_states:
         raise UnsupportedSchemaFeature(
             "multipleOf",
             pointer,
-            f"{m!r} needs an automaton of {n} states (limit {MAX_MULTIPLE_OF_STATES}); "
+            f"{m!r} needs an automaton of {n} states (limit {current_limits().max_multiple_of_states}); "
             "use a divisor with fewer significant digits",
         )
     v = np.arange(n_val, dtype=np.int64)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import automata as A
 from ..automata import DFA, empty_dfa
 from ..exceptions import SchemaError
+from ..limits import DEFAULT_LIMITS, current_limits
 from .arrays import count_keyword
 from .holes import distinct
 from .key_order import location_keys
@@ -32,8 +33,8 @@ Slot = tuple[bytes, DFA | None, bool]
 #: Other members: (language of their quoted keys, language of their values), one per class of keys.
 Tail = list[tuple[DFA, DFA]]
 
-MAX_PATTERNS = 6  # patternProperties at one place: 2**6 classes of keys
-MAX_COUNTED_MEMBERS = 256
+MAX_PATTERNS = DEFAULT_LIMITS.max_patterns  # patternProperties at one place: 2**6 classes of keys
+MAX_COUNTED_MEMBERS = DEFAULT_LIMITS.max_counted_members
 ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 
 
@@ -41,10 +42,10 @@ def object_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], lo
     """The objects ``node``'s object keywords allow at ``loc``."""
     names = location_keys(ctx.doc, loc)
     pats = ctx.places.patterns(loc)
-    if len(pats) > MAX_PATTERNS:
-        detail = f"more than {MAX_PATTERNS} patterns at one place"
+    if len(pats) > current_limits().max_patterns:
+        detail = f"more than {current_limits().max_patterns} patterns at one place"
         ctx.unsupported("patternProperties", f"{node.ptr}/patternProperties", detail)
-        pats = pats[:MAX_PATTERNS]
+        pats = pats[: current_limits().max_patterns]
     required = k.get("required", []) if ctx.doc.version >= 4 else []
     if not isinstance(required, list):
         raise SchemaError("required must be an array", f"{node.ptr}/required")
@@ -102,12 +103,12 @@ def object_graph(
     ctx: CompileContext, node: SchemaNode, slots: list[Slot], tail: Tail, lo: int, hi: int | None
 ) -> DFA:
     """Objects with the named ``slots`` and ``tail`` members, ``lo`` to ``hi`` members in all."""
-    if hi is not None and hi > MAX_COUNTED_MEMBERS:
-        detail = f"more than {MAX_COUNTED_MEMBERS} counted members"
+    if hi is not None and hi > current_limits().max_counted_members:
+        detail = f"more than {current_limits().max_counted_members} counted members"
         ctx.unsupported("maxProperties", f"{node.ptr}/maxProperties", detail)
         hi = None
-    if lo > MAX_COUNTED_MEMBERS:
-        detail = f"more than {MAX_COUNTED_MEMBERS} counted members"
+    if lo > current_limits().max_counted_members:
+        detail = f"more than {current_limits().max_counted_members} counted members"
         ctx.unsupported("minProperties", f"{node.ptr}/minProperties", detail)
         lo = 0
     if ctx.options.property_order == "any" and len(slots) <= ANY_ORDER_MAX_KEYS:
@@ -208,7 +209,7 @@ def presence(ctx: CompileContext, empty: SchemaNode, loc: Location, want: dict[s
         value = ctx.skeleton(ctx.places.key_loc(loc, name))
         w = want.get(name)
         slots.append((json_bytes(name), None if w is False else value, w is True))
-    pats = ctx.places.patterns(loc)[:MAX_PATTERNS]
+    pats = ctx.places.patterns(loc)[: current_limits().max_patterns]
     tail: Tail = [
         (keys, ctx.skeleton(ctx.places.class_loc(loc, klass)))
         for klass, keys in _key_classes(ctx, f"{empty.ptr}/patternProperties", pats, names, None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..exceptions import SchemaError
+from ..limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class SchemaOptions:
         max_whitespace: see ``whitespace``.
         max_any_depth: how deep values that no schema constrains may nest.
         property_order: "schema" (named keys in the schema's order, then the others) or "any".
+        limits: the size limits of the compile (:class:`constrain.limits.Limits`; in force while it runs).
 
     Raises:
         SchemaError: ``whitespace``, ``property_order`` or ``formats`` is not one of its values.
@@ -35,6 +37,7 @@ class SchemaOptions:
     max_whitespace: int = 2
     max_any_depth: int = 3
     property_order: str = "schema"
+    limits: Limits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         if self.whitespace not in ("compact", "flexible"):
@@ -46,8 +49,15 @@ class SchemaOptions:
 
     def pairs(self) -> tuple[tuple[str, Any], ...]:
         """The options as ``(name, value)`` pairs sorted by name (how :class:`~constrain.Grammar` keeps
-        them, hashable)."""
-        return tuple(sorted((f.name, getattr(self, f.name)) for f in fields(self)))
+        them, hashable). ``limits`` is left out while it is the default, so default grammars compare
+        and hash as before."""
+        return tuple(
+            sorted(
+                (f.name, getattr(self, f.name))
+                for f in fields(self)
+                if f.name != "limits" or self.limits != DEFAULT_LIMITS
+            )
+        )
 
     @classmethod
     def from_pairs(cls, pairs: Any) -> SchemaOptions:

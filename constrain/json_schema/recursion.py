@@ -33,14 +33,15 @@ import numpy as np
 
 from ..automata import DFA, column_classes, dfa_from_class_arrays
 from ..exceptions import UnsupportedSchemaFeature
+from ..limits import DEFAULT_LIMITS, current_limits
 
 if TYPE_CHECKING:
     from ..cfg.earley import EarleyAutomaton
 
 HOLE = 0xFF  # never occurs in UTF-8: a hole is this byte, then the hole's index
-MAX_HOLES = 256
+MAX_HOLES = DEFAULT_LIMITS.max_holes
 #: total DFA states of all segment terminals; past this the grammar is refused (compile time, memory)
-MAX_SEGMENT_STATES = 400_000
+MAX_SEGMENT_STATES = DEFAULT_LIMITS.max_segment_states
 #: a DFA with this many cut states also stops its segments at junctions (see _boundaries)
 _JUNCTION_MIN_CUTS = 4
 
@@ -222,10 +223,11 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton:
             name = seen_segments.get(key, "")
             if not name:
                 seg_states += seg.num_states
-                if seg_states > MAX_SEGMENT_STATES:
+                most = current_limits().max_segment_states
+                if seg_states > most:
                     ptr = lang.pointers.get(d, "#") if d is not None else "#"
                     raise UnsupportedSchemaFeature(
-                        "$ref", ptr, f"the recursive schema needs more than {MAX_SEGMENT_STATES} lexer states"
+                        "$ref", ptr, f"the recursive schema needs more than {most} lexer states"
                     )
                 name = seen_segments[key] = f"SEG{len(terminals)}"
                 terminals.append(Terminal(name, seg.pattern, 0, False))

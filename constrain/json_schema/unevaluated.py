@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import automata as A
 from ..automata import DFA
+from ..limits import DEFAULT_LIMITS, current_limits
 from .locations import Location
 from .objects import non_objects, presence
 from .references import SchemaNode
@@ -22,8 +23,8 @@ from .references import SchemaNode
 if TYPE_CHECKING:
     from .compiler import CompileContext
 
-MAX_SCENARIOS = 64
-MAX_BRANCHES = 6
+MAX_SCENARIOS = DEFAULT_LIMITS.max_scenarios
+MAX_BRANCHES = DEFAULT_LIMITS.max_branches
 
 Scenario = tuple[DFA | None, "Evaluated"]  # (condition, None: always; what is evaluated under it)
 Way = tuple[DFA, "Evaluated"]
@@ -147,8 +148,9 @@ def _scenarios(
             for lang, opt_ev in options
         ]
         scenarios = [(c, ev) for c, ev in scenarios if c is None or not A.is_empty(c)]
-        if len(scenarios) > MAX_SCENARIOS:
-            ctx.unsupported(keyword, ptr, f"more than {MAX_SCENARIOS} combinations of branches")
+        most = current_limits().max_scenarios
+        if len(scenarios) > most:
+            ctx.unsupported(keyword, ptr, f"more than {most} combinations of branches")
             return None
     return scenarios
 
@@ -174,8 +176,8 @@ def _branch_options(
         if any(m is None for m in members):
             return None
         ms = [m for m in members if m is not None]
-        if len(ms) > MAX_BRANCHES:
-            ctx.unsupported(keyword, ptr, f"{kind} with more than {MAX_BRANCHES} branches")
+        if len(ms) > current_limits().max_branches:
+            ctx.unsupported(keyword, ptr, f"{kind} with more than {current_limits().max_branches} branches")
             return None
         for mask in range(1, 1 << len(ms)):
             if kind == "oneOf" and mask & (mask - 1):
@@ -191,8 +193,9 @@ def _branch_options(
                 else:
                     combos = [(ctx.difference(lang, m[0]), ev) for lang, ev in combos]
                 combos = [(lang, ev) for lang, ev in combos if not A.is_empty(lang)]
-                if len(options) + len(combos) > MAX_SCENARIOS:
-                    ctx.unsupported(keyword, ptr, f"more than {MAX_SCENARIOS} combinations of branches")
+                most = current_limits().max_scenarios
+                if len(options) + len(combos) > most:
+                    ctx.unsupported(keyword, ptr, f"more than {most} combinations of branches")
                     return None
             options.extend(combos)
         return options

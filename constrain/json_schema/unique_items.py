@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import automata as A
 from ..automata import DFA, empty_dfa
+from ..limits import DEFAULT_LIMITS, current_limits
 from .arrays import count_keyword
 from .holes import fill_in
 from .recursion import has_holes
@@ -23,7 +24,7 @@ from .values import json_equal
 if TYPE_CHECKING:
     from .compiler import CompileContext
 
-MAX_ARRAYS = 5000
+MAX_ARRAYS = DEFAULT_LIMITS.max_arrays
 
 
 def unique_items_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], result: DFA) -> DFA:
@@ -36,7 +37,7 @@ def unique_items_language(ctx: CompileContext, node: SchemaNode, k: dict[str, An
         ctx.unsupported("uniqueItems", f"{node.ptr}/uniqueItems", "the arrays hold recursive values")
         return result
     arrays = ctx.intersect(result, A.build(A.Regex(r"\[(?s:.*)")))
-    strings = enumerate_strings(arrays, MAX_ARRAYS)
+    strings = enumerate_strings(arrays, current_limits().max_arrays)
     if strings is None:
         ctx.unsupported("uniqueItems", f"{node.ptr}/uniqueItems", "the set of possible arrays is infinite")
         return result

@@ -19,7 +19,16 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..automata import DFA
-from .sharing import agreement_depth, bfs_state_order, bounded_liveness_classes, byte_class_transitions
+from ..caches import LRUCache
+from .sharing import (
+    agreement_depth,
+    bfs_state_order,
+    bounded_liveness_classes,
+    byte_class_transitions,
+    canonical_future,
+    split_future,
+    table_agreement,
+)
 from .store import MaskStore
 from .trie import TokenTrie
 from .walks import state_chains
@@ -42,6 +51,9 @@ SYNC_PARTITION_MAX_STATES = 1024
 SYNC_PARTITION_MAX_WORK = 100_000
 """Without the background worker, a larger DFA is partitioned in the foreground only when states x
 byte classes is at most this."""
+SPLIT_WALKS = True
+"""Masks computed one at a time come from split walks where the state's future allows (see
+:data:`SPLIT_BYTES`); off only to compare with whole walks (tests, benchmarks)."""
 PARTIAL_WALK_MIN_DEPTH = 2
 """A walk reuses a reference mask when the two states agree on all strings of at least this many bytes."""
 PARTIAL_WALK_MIN_TOKENS = 2048
@@ -64,6 +76,66 @@ at compile time (``[^\n]{1,500}``: its start and the shared middle class, the tw
 fresh matcher needs first)."""
 
 
+SPLIT_BYTES = b'"\\'
+"""The cut bytes of split walks: JSON's quote and escape. The mask of a dense state (a string body) is
+the tokens without a cut byte, which depend only on the state's future up to the next cut byte (the
+same for a string body whatever property it is in), looked up by that future
+(:func:`constrain.masks.sharing.split_future`) in :data:`FUTURE_MASKS`, plus the few tokens with a cut
+byte, walked from the state (:func:`constrain.masks.walks.walk_trie_cut`; llama3: 1,740 tokens, about
+30 µs). More cut bytes (``,:[]{}``) share more sparse states but triple the cut walk, and sparse states
+walk whole in microseconds anyway."""
+SPLIT_MAX_TOKENS = 8192
+"""Cut bytes are taken while the tokens holding one stay within this many, so that the cut walk stays
+short."""
+SPLIT_MIN_LIVE_BYTES = 64
+"""Only states with at least this many live bytes get split walks: sparse ones walk whole in µs."""
+SPLIT_LONG_TOKENS = 512
+"""Futures are compared up to the fewest bytes that leave at most this many longer tokens (llama3: 21
+bytes, 474 tokens), which are stepped one by one from the state instead. Shorter futures share more:
+every position of a bounded string at least that far from its bound has the same one."""
+SPLIT_MAX_STATES = 512
+"""A state whose future up to the next cut byte has more states than this (a large enum, a pattern with
+many branches) is walked whole instead. A string body needs about 8 states a character (UTF-8)."""
+FUTURE_MASKS: LRUCache[tuple[weakref.ref[TokenTrie], np.ndarray, int, int]] = LRUCache(
+    "token_mask_futures",
+    max_entries=4096,  # bytes: caches.FALLBACK_MAX_BYTES, or CONSTRAIN_CACHE_MAX_BYTES
+    sizeof=lambda v: int(v[1].nbytes) + v[3] + 200,
+    register_as="token_mask_futures",
+)
+"""Masks of the tokens without a cut byte, by trie and canonical future (shared by every grammar of a
+tokenizer: the string body of one schema is the string body of the next)."""
+_CUTS: weakref.WeakKeyDictionary[TokenTrie, tuple[np.ndarray, np.ndarray] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cut_of(trie: TokenTrie) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cut bytes of ``trie`` (``bool[256]`` columns, ``uint64[2]`` bits), or None (no split walks)."""
+    try:
+        return _CUTS[trie]
+    except KeyError:
+        pass
+    counts = trie.byte_token_counts
+    cols = np.zeros(256, dtype=np.bool_)
+    bits = np.zeros(2, dtype=np.uint64)
+    total = 0
+    for b in SPLIT_BYTES:
+        if total + int(counts[b]) > SPLIT_MAX_TOKENS:
+            continue
+        total += int(counts[b])
+        cols[b] = True
+        bits[b >> 6] |= np.uint64(1) << np.uint64(b & 63)
+    got = (cols, bits) if cols.any() and trie.num_nodes else None
+    _CUTS[trie] = got
+    return got
+
+
+def _split_depth(trie: TokenTrie) -> int:
+    """How many bytes of a state's future split walks compare (see :data:`SPLIT_LONG_TOKENS`)."""
+    counts = trie.long_order[1]
+    return int(np.searchsorted(-counts, -SPLIT_LONG_TOKENS)) if counts.shape[0] else 0
+
+
 class _MaskCache:
     """The mutable mask store behind a frozen :class:`DFATokenMasks` (one per compiled grammar)."""
 
@@ -78,6 +150,9 @@ class _MaskCache:
         "no_sync_partition",
         "num_classes",
         "partial_walks",
+        "split_misses",
+        "split_ref",
+        "split_walks",
         "submitted",
         "trans_c",
         "walks",
@@ -92,6 +167,10 @@ class _MaskCache:
         )
         self.last = -1  # the last dense state walked (the reference for partial walks)
         self.partial_walks = 0
+        self.split_walks = 0  # masks made by split walks (statistics)
+        self.split_misses = 0  # ... of which the future's mask was not in FUTURE_MASKS
+        # (tokens, canonical future, mask) of the last split walk: the reference of the next miss
+        self.split_ref: tuple[int, np.ndarray, np.ndarray] | None = None
         self.counts: dict[int, int] = {}  # walked state -> tokens set (about), to pick dense references
         self.num_classes = 0
         self.lock = threading.Lock()
@@ -133,6 +212,16 @@ class DFATokenMasks(MaskStore):
       ones are walked. Near a counter's bound (``[^\\n]{1,500}`` after 400 characters) this turns a
       1.3 ms walk into 30-150 µs. Walks also skip, exactly, subtrees of the trie that a self-loop or
       a counter run keeps alive (:func:`constrain.masks.walks.walk_trie_fast`).
+    * **Split walks.** A dense state (a string body: at least :data:`SPLIT_MIN_LIVE_BYTES` live
+      bytes) takes its tokens without a quote or backslash from its future up to the next one
+      (:func:`constrain.masks.sharing.split_future`, merged to a canonical table), looked up in
+      :data:`FUTURE_MASKS`, which every grammar of the tokenizer shares: the body of a string property
+      is the same wherever it is, and so is an object key that may be any string. Only the ~1,700
+      tokens with a quote or backslash, and the few longest tokens (:data:`SPLIT_LONG_TOKENS`), are
+      walked from the state itself (tens of µs instead of a
+      1-2 ms walk of the vocabulary); near a ``maxLength`` bound, a new future copies the short
+      tokens of the previous one (:meth:`_future_mask`). Exact: the two parts are the tokens with
+      and without a cut byte, each computed exactly.
     * **Background fill** (``background=True``, default :data:`BACKGROUND_PRECOMPUTE`). After the
       first mask, a worker thread computes one state per class in breadth-first order from the start,
       in batches of GIL-free walks, so that the masks a sequence will need are usually ready before
@@ -159,6 +248,7 @@ class DFATokenMasks(MaskStore):
         # A flat int32 memoryview reads transitions at ~30 ns each, with no copy.
         self._trans = dfa.transitions.data.cast("B").cast("i")
         self._accepting = dfa.accepting
+        self._cut = _cut_of(trie) if SPLIT_WALKS else None
 
     # ---- the TokenAutomaton protocol -------------------------------------------------------------
     def step(self, state: int, data: bytes) -> int:
@@ -263,6 +353,9 @@ class DFATokenMasks(MaskStore):
             order = bfs_state_order(dfa)
             _, first = np.unique(class_of[order], return_index=True)
             reps = order[np.sort(first)].astype(np.int64)
+            done = self._split_ahead(reps, everything, deadline)
+            if done:
+                reps = reps[~np.isin(reps, done)]
             walked = 0
             prev, prev_row = -1, np.zeros(self.num_words, dtype=np.uint32)
             size = reps.shape[0] if everything else 2
@@ -279,6 +372,7 @@ class DFATokenMasks(MaskStore):
             cache.walks += walked
             for st in reps[:walked].tolist():
                 cache.note_reference(st)
+            walked += len(done)
             if everything:
                 # Every state whose class was walked gets its row now, so each fill is one dict lookup
                 # and a copy.
@@ -288,6 +382,36 @@ class DFATokenMasks(MaskStore):
                         self._masks[st] = m
                 cache.submitted = True  # nothing left for the background worker
         return walked
+
+    def _split_ahead(self, reps: np.ndarray, everything: bool, deadline: float) -> list[int]:
+        """:meth:`precompute_ahead`'s dense states (string bodies) by split walks, which are mostly
+        lookups in :data:`FUTURE_MASKS` (tens of µs instead of a walk of the vocabulary); returns the
+        states done. Called with the lock held and the partition computed."""
+        cache = self._cache
+        class_of = cache.class_of
+        if self._cut is None or class_of is None:
+            return []
+        trans = self.dfa.transitions
+        live = np.count_nonzero(trans[reps] >= 0, axis=1)
+        done: list[int] = []
+        for st in reps[live >= SPLIT_MIN_LIVE_BYTES].tolist():
+            if not everything and time.perf_counter() >= deadline:
+                break
+            got = self._split_walk(st)
+            if got is None:
+                continue
+            words, count = got
+            if self.dfa.accepting[st]:
+                for w, bit in self._eos_words:
+                    words[w] |= np.uint32(bit)
+            mask = words.view(np.int32)
+            mask.setflags(write=False)
+            cache.by_class[int(class_of[st])] = mask
+            cache.counts[st] = count
+            cache.walks += 1
+            cache.note_reference(st)
+            done.append(st)
+        return done
 
     def _walk_batch(
         self,
@@ -344,16 +468,40 @@ class DFATokenMasks(MaskStore):
         return False
 
     def _walk(self, state: int, ref: int = -1) -> np.ndarray:
-        """The mask of ``state`` by a trie walk. With ``ref`` (a state whose class mask is known and
-        dense), a partial walk when the two keep the same strings of ``k >= 2`` bytes alive: tokens of
-        at most ``k`` bytes are copied from the reference mask, only longer ones are walked."""
+        """The mask of ``state`` by a trie walk: a split walk for a dense state (:meth:`_split_walk`),
+        else a whole one. With ``ref`` (a state whose class mask is known and dense), a partial walk
+        when the two keep the same strings of ``k >= 2`` bytes alive: tokens of at most ``k`` bytes are
+        copied from the reference mask, only longer ones are walked."""
         cache = self._cache
+        words = None
+        count = 0
+        if (
+            self._cut is not None
+            and np.count_nonzero(self.dfa.transitions[state] >= 0) >= SPLIT_MIN_LIVE_BYTES
+        ):
+            got = self._split_walk(state)
+            if got is not None:
+                words, count = got
+        if words is None:
+            words, count = self._whole_or_partial_walk(state, ref)
+        if self.dfa.accepting[state]:
+            for w, bit in self._eos_words:
+                words[w] |= np.uint32(bit)
+        mask = words.view(np.int32)
+        mask.setflags(write=False)
+        cache.walks += 1
+        cache.counts[state] = count
+        return mask
+
+    def _whole_or_partial_walk(self, state: int, ref: int) -> tuple[np.ndarray, int]:
+        """The mask of ``state`` (writable uint32 words, no EOS bits) by a walk of the whole trie, or a
+        partial one from ``ref``'s mask (see :meth:`_walk`), and how many tokens (about)."""
+        cache = self._cache
+        trie = self.trie
         chains = cache.chains
         if chains is None:
-            chains = state_chains(self.dfa.transitions, self.trie.max_depth)
+            chains = state_chains(self.dfa.transitions, trie.max_depth)
             cache.chains = chains
-        trie = self.trie
-        words = None
         if ref >= 0 and cache.trans_c is not None and cache.class_of is not None:
             ref_mask = cache.by_class.get(int(cache.class_of[ref]))
             # Sparse masks walk in microseconds: only a dense reference is worth the check.
@@ -366,19 +514,74 @@ class DFATokenMasks(MaskStore):
                         count = trie.walk_long(self.dfa.transitions, state, words, chains, k)
                     else:
                         count = trie.walk_fast(self.dfa.transitions, state, words, chains, k)
-                    count += cache.counts[ref]  # an upper bound is enough here
                     cache.partial_walks += 1
+                    return words, count + cache.counts[ref]  # an upper bound is enough here
+        words = np.zeros(self.num_words, dtype=np.uint32)
+        return words, trie.walk_fast(self.dfa.transitions, state, words, chains)
+
+    def _split_walk(self, state: int) -> tuple[np.ndarray, int] | None:
+        """The mask of ``state`` from three parts: the tokens of at most ``_split_depth`` bytes without
+        a cut byte (by the state's future up to the next cut byte, from :data:`FUTURE_MASKS` or
+        :meth:`_future_mask`), the tokens with a cut byte (:meth:`TokenTrie.walk_cut`) and the longer
+        tokens (:meth:`TokenTrie.walk_long_plain`); None when the future is too large
+        (:data:`SPLIT_MAX_STATES`). Writable uint32 words, no EOS bits, and how many tokens (about)."""
+        cut = self._cut
+        if cut is None:  # pragma: no cover - checked by the caller
+            return None
+        trie = self.trie
+        depth = _split_depth(trie)
+        table = split_future(self.dfa.transitions, state, cut[0], depth, SPLIT_MAX_STATES)
+        if table.shape[0] == 0:
+            return None
+        table = canonical_future(table, depth)
+        key = (id(trie), depth, table.tobytes())
+        cache = self._cache
+        hit = FUTURE_MASKS.get(key)
+        if hit is None or hit[0]() is not trie:
+            base, n = self._future_mask(table, depth)
+            hit = FUTURE_MASKS.put(key, (weakref.ref(trie), base, n, table.nbytes))
+            cache.split_misses += 1
+        cache.split_walks += 1
+        cache.split_ref = (hit[2], table, hit[1])
+        words = hit[1].copy()
+        count = hit[2] + trie.walk_cut(self.dfa.transitions, state, words, cut[1])
+        if trie.max_depth > depth:
+            count += trie.walk_long_plain(self.dfa.transitions, state, words, depth)
+        return words, count
+
+    def _future_mask(self, table: np.ndarray, depth: int) -> tuple[np.ndarray, int]:
+        """The read-only mask (uint32 words) of the tokens of at most ``depth`` bytes that ``table`` (a
+        :func:`constrain.masks.sharing.canonical_future`) keeps alive from 0, and how many (about).
+
+        Reuses the last split mask of this grammar when the two futures agree on strings of ``k >= 2``
+        bytes (:func:`constrain.masks.sharing.table_agreement`): tokens of at most ``k`` bytes are
+        copied, only longer ones walked. Along a bounded string body (``maxLength``) each position is
+        a new future, and this turns a walk of the vocabulary into one of the tokens longer than the
+        characters left."""
+        trie = self.trie
+        chains = state_chains(table, trie.max_depth)
+        ref = self._cache.split_ref
+        words = None
+        if ref is not None and ref[0] >= PARTIAL_WALK_MIN_TOKENS:
+            k = table_agreement(table, ref[1], depth, PARTIAL_WALK_MAX_PAIRS)
+            if k >= PARTIAL_WALK_MIN_DEPTH:
+                words = ref[2] & trie.short_mask(k)
+                if k >= depth:
+                    n = ref[0]
+                elif trie.long_order[1][k] <= LONG_WALK_MAX_TOKENS:
+                    n = ref[0] + trie.walk_long(table, 0, words, chains, k)
+                else:
+                    n = ref[0] + trie.walk_fast(table, 0, words, chains, k)
+                self._cache.partial_walks += 1
         if words is None:
             words = np.zeros(self.num_words, dtype=np.uint32)
-            count = trie.walk_fast(self.dfa.transitions, state, words, chains)
-        if self.dfa.accepting[state]:
-            for w, bit in self._eos_words:
-                words[w] |= np.uint32(bit)
-        mask = words.view(np.int32)
-        mask.setflags(write=False)
-        cache.walks += 1
-        cache.counts[state] = count
-        return mask
+            n = trie.walk_fast(table, 0, words, chains)
+        if depth < trie.max_depth:
+            # Merged states may loop past ``depth`` (a counter's far positions): longer tokens come
+            # from the DFA itself.
+            words &= trie.short_mask(depth)
+        words.setflags(write=False)
+        return words, n
 
     def _ensure_classes(self) -> None:
         cache = self._cache

@@ -277,3 +277,150 @@ def agreement_depth(
         frontier, nxt = nxt, frontier
         size = new
     return limit
+
+
+@numba.njit(cache=True, nogil=True)
+def split_future(
+    transitions: np.ndarray, state: int, cut: np.ndarray, depth: int, cap: int
+) -> np.ndarray:  # pragma: no cover - numba
+    """The future of ``state`` over the bytes not in ``cut``, up to ``depth`` bytes, in canonical form.
+
+    Breadth-first from ``state`` with the ``cut`` columns (``bool[256]``) treated as dead, numbering
+    states in the order met (bytes ascending): ``table[i, b]`` is the number of the state after byte
+    ``b`` from state ``i`` (``-1``: dead or cut). Only states within ``depth - 1`` bytes of ``state``
+    get their row; the rows of states first met at ``depth`` bytes stay dead, since no string of at
+    most ``depth`` bytes steps out of them. So walking ``table`` from 0 keeps alive exactly the strings
+    of at most ``depth`` bytes, none in ``cut``, that keep ``state`` alive, and two states with equal
+    tables allow the same such strings: the same tokens without a cut byte, whatever the rest of
+    their DFAs (a string body of any property, a number before any closing bracket).
+
+    Returns ``table`` (``int32[m, 256]``), empty when more than ``cap`` states would be needed.
+    """
+    n = transitions.shape[0]
+    index = np.full(n, -1, dtype=np.int32)
+    order = np.empty(cap, dtype=np.int64)
+    dist = np.empty(cap, dtype=np.int32)
+    table = np.empty((cap, 256), dtype=np.int32)  # rows set as they are reached
+    index[state] = 0
+    order[0] = state
+    dist[0] = 0
+    m = 1
+    head = 0
+    while head < m:
+        out = table[head]
+        out[:] = -1
+        if dist[head] < depth:
+            row = transitions[order[head]]
+            for b in range(256):
+                t = row[b]
+                if t < 0 or cut[b]:
+                    continue
+                j = index[t]
+                if j < 0:
+                    if m >= cap:
+                        return table[:0].copy()
+                    j = m
+                    index[t] = j
+                    order[m] = t
+                    dist[m] = dist[head] + 1
+                    m += 1
+                out[b] = j
+        head += 1
+    return table[:m].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def canonical_future(table: np.ndarray, depth: int) -> np.ndarray:  # pragma: no cover - numba
+    """:func:`split_future`'s ``table`` with the states that keep the same strings of at most
+    ``depth`` bytes alive merged, renumbered breadth-first from 0 (bytes ascending).
+
+    Walking the result from 0 keeps alive exactly the strings of at most ``depth`` bytes that ``table``
+    keeps alive from 0: after ``i`` bytes the merged state holds states that agree with the true one on
+    strings of ``depth - i`` bytes, enough for the rest of the string. A future that is the same
+    language written with other states (a string body that also tracks which property name it spells,
+    as an object's key does) so gets the same table as a plain one. With at most ``depth + 1`` states
+    the merge is the full Myhill-Nerode one, so equal languages give equal tables; larger tables may
+    miss a merge (never make a wrong one).
+    """
+    m = table.shape[0]
+    reps = _byte_class_reps(table)
+    trans_c = np.empty((m, reps.shape[0]), dtype=table.dtype)
+    for i in range(m):
+        for c in range(reps.shape[0]):
+            trans_c[i, c] = table[i, reps[c]]
+    cls, num = _bounded_live_classes(trans_c, np.zeros(m, dtype=np.bool_), depth)
+    first = np.full(num, -1, dtype=np.int64)  # the lowest state of each class: its representative
+    for i in range(m):
+        if first[cls[i]] < 0:
+            first[cls[i]] = i
+    index = np.full(num, -1, dtype=np.int32)
+    order = np.empty(num, dtype=np.int64)
+    out = np.full((num, 256), -1, dtype=np.int32)
+    index[cls[0]] = 0
+    order[0] = cls[0]
+    k = 1
+    head = 0
+    while head < k:
+        row = first[order[head]]
+        for b in range(256):
+            t = table[row, b]
+            if t < 0:
+                continue
+            c = cls[t]
+            j = index[c]
+            if j < 0:
+                j = k
+                index[c] = j
+                order[k] = c
+                k += 1
+            out[head, b] = j
+        head += 1
+    return out[:k].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def table_agreement(a: np.ndarray, b: np.ndarray, limit: int, max_pairs: int) -> int:  # pragma: no cover
+    """:func:`agreement_depth` of state 0 of table ``a`` and state 0 of table ``b`` (two
+    :func:`canonical_future` tables, 256 columns each): the largest ``k <= limit`` such that they keep
+    the same strings of at most ``k`` bytes alive, or -1 past ``max_pairs`` pairs."""
+    cap = 1
+    while cap < 4 * max_pairs:
+        cap *= 2
+    seen = np.full(cap, -1, dtype=np.int64)
+    frontier = np.empty((max_pairs, 2), dtype=np.int64)
+    nxt = np.empty((max_pairs, 2), dtype=np.int64)
+    frontier[0, 0] = 0
+    frontier[0, 1] = 0
+    size = 1
+    total = 1
+    nb = np.int64(b.shape[0])
+    for level in range(limit):
+        new = 0
+        for i in range(size):
+            ra = a[frontier[i, 0]]
+            rb = b[frontier[i, 1]]
+            for c in range(256):
+                x = ra[c]
+                y = rb[c]
+                if (x < 0) != (y < 0):
+                    return level
+                if x < 0:
+                    continue
+                key = np.int64(x) * nb + np.int64(y)
+                slot = (key * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)
+                while seen[slot] >= 0 and seen[slot] != key:
+                    slot = (slot + 1) & (cap - 1)
+                if seen[slot] == key:
+                    continue
+                if total >= max_pairs:
+                    return -1
+                seen[slot] = key
+                total += 1
+                nxt[new, 0] = x
+                nxt[new, 1] = y
+                new += 1
+        if new == 0:
+            return limit
+        frontier, nxt = nxt, frontier
+        size = new
+    return limit

@@ -20,7 +20,18 @@ import numba
 import numpy as np
 
 from .handle import Tables
-from .walks import Chains, walk_tables, walk_trie, walk_trie_batch, walk_trie_fast, walk_trie_long
+from .walks import (
+    Chains,
+    lexeme_walk,
+    state_chains,
+    walk_tables,
+    walk_trie,
+    walk_trie_batch,
+    walk_trie_cut,
+    walk_trie_fast,
+    walk_trie_long,
+    walk_trie_long_plain,
+)
 
 if TYPE_CHECKING:
     from ..tokenizer_info import TokenizerInfo
@@ -79,6 +90,39 @@ class TokenTrie:
         but the trie walk still visits every node on their paths: at ``min_len`` 33 on llama3, 222
         tokens, about 180 µs through the trie against 56 µs here."""
         return int(walk_trie_long(transitions, state, self.tables, chains, min_len, out_mask))
+
+    def walk_long_plain(self, transitions: np.ndarray, state: int, out_mask: np.ndarray, min_len: int) -> int:
+        """:meth:`walk_long` without the DFA's chains: each token longer than ``min_len`` bytes steps the
+        DFA (for a large ``min_len``: few tokens); returns how many it set."""
+        return int(walk_trie_long_plain(transitions, state, self.tables, min_len, out_mask))
+
+    def walk_cut(self, transitions: np.ndarray, state: int, out_mask: np.ndarray, cut: np.ndarray) -> int:
+        """Set in ``out_mask`` each token that keeps ``state`` alive and holds a byte of ``cut`` (ASCII
+        below 0x7F, as ``uint64[2]`` bits); returns how many (see
+        :func:`constrain.masks.walks.walk_trie_cut`)."""
+        return int(walk_trie_cut(transitions, state, self.tables, cut[0], cut[1], out_mask))
+
+    def lexeme_sets(
+        self, transitions: np.ndarray, accepting: np.ndarray, state: int, inside: np.ndarray
+    ) -> np.ndarray:
+        """A lexeme state's tokens for the Earley masks: those that keep ``state`` alive into
+        ``inside`` (uint32 words), and the returned sub-trie of tokens that may cross the lexeme's end
+        (see :func:`constrain.masks.walks.lexeme_walk`). The DFA's chains are computed once per
+        transition table (kept while the table lives)."""
+        key = id(transitions)
+        got = self._chains.get(key)
+        if got is None or got[0]() is not transitions:
+            got = (weakref.ref(transitions), state_chains(transitions, self.max_depth))
+            if len(self._chains) >= 1024:  # forget the tables that are gone
+                for k, (ref, _) in list(self._chains.items()):
+                    if ref() is None:
+                        self._chains.pop(k, None)
+            self._chains[key] = got
+        return lexeme_walk(transitions, accepting, state, self.tables, got[1], inside)
+
+    @cached_property
+    def _chains(self) -> dict[int, tuple[weakref.ref[np.ndarray], Chains]]:
+        return {}
 
     def walk_batch(
         self,
@@ -166,6 +210,14 @@ class TokenTrie:
         """uint32[max_depth + 1, num_words]: row ``k`` is :meth:`short_mask` ``(k)`` (built on first use)."""
         summary = self.summary
         out = _short_masks(self.sorted_ids, summary.tok_len, self.max_depth, self.num_words)
+        out.setflags(write=False)
+        return out
+
+    @cached_property
+    def byte_token_counts(self) -> np.ndarray:
+        """``int64[128]``: how many tokens hold each ASCII byte below 0x7F (entry 127: 0x7F or any byte
+        >= 0x80), to bound the cost of :func:`constrain.masks.walks.walk_trie_cut`."""
+        out = _byte_token_counts(self.summary.tok_ascii)
         out.setflags(write=False)
         return out
 
@@ -258,6 +310,24 @@ def _token_columns(
     for i in range(n_tok):
         hi_prefix[i + 1] = hi_prefix[i] + (1 if (tok_ascii[i, 1] >> np.uint64(63)) != 0 else 0)
     return tok_bytes, tok_ascii, hi_prefix
+
+
+@numba.njit(cache=True, nogil=True)
+def _byte_token_counts(tok_ascii: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    out = np.zeros(128, dtype=np.int64)
+    for i in range(tok_ascii.shape[0]):
+        for w in range(2):
+            x = tok_ascii[i, w]
+            while x:
+                low = x & (~x + np.uint64(1))  # the lowest set bit
+                b = 0
+                y = low
+                while y > np.uint64(1):
+                    y >>= np.uint64(1)
+                    b += 1
+                out[64 * w + b] += 1
+                x ^= low
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -390,3 +390,184 @@ def walk_trie_long(
             out_mask[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
             set_count += 1
     return set_count
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_trie_cut(
+    transitions: np.ndarray, state: int, tables: Any, cut0: np.uint64, cut1: np.uint64, out_mask: np.ndarray
+) -> int:  # pragma: no cover - numba
+    """Set in ``out_mask`` the tokens that keep ``state`` alive and have a byte of the cut set; returns
+    how many.
+
+    The cut set is ASCII bytes below 0x7F, as bits of ``(cut0, cut1)`` in the form of
+    ``TrieSummary.ascii_bytes``. Plain loops over the trie in preorder: a subtree whose bytes avoid the
+    cut set (and whose path so far does too) is skipped at once, so the walk visits only the paths to
+    the few tokens that hold a cut byte (llama3: 1,345 tokens hold ``"``, 607 nodes lead to them). The
+    tokens without a cut byte come from :func:`constrain.masks.sharing.split_future` (see
+    ``DFATokenMasks``)."""
+    t = tables_of(tables)
+    node_byte, node_depth, node_skip, node_tok = t[BYTE], t[DEPTH], t[SKIP], t[TOK]
+    ascii_bytes, dup_start, dup_end, sorted_ids = t[ASCII_BYTES], t[DUP_START], t[DUP_END], t[SORTED_IDS]
+    max_depth = t[SHORT_MASKS].shape[0] - 1
+    stack = np.empty(max_depth + 1, dtype=np.int32)
+    has_cut = np.zeros(max_depth + 2, dtype=np.bool_)
+    stack[0] = state
+    total = node_byte.shape[0]
+    count = 0
+    n = 0
+    while n < total:
+        d = node_depth[n]
+        if not has_cut[d] and ((ascii_bytes[n, 0] & cut0) | (ascii_bytes[n, 1] & cut1)) == 0:
+            n = node_skip[n]
+            continue
+        b = node_byte[n]
+        nxt = transitions[stack[d], b]
+        if nxt < 0:
+            n = node_skip[n]
+            continue
+        stack[d + 1] = nxt
+        hit = has_cut[d]
+        if not hit and b < 127:
+            bit = (cut0 >> np.uint64(b)) if b < 64 else (cut1 >> np.uint64(b - 64))
+            hit = (bit & np.uint64(1)) != 0
+        has_cut[d + 1] = hit
+        if hit:
+            tid = node_tok[n]
+            if tid >= 0:
+                out_mask[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+                count += 1
+            elif tid <= -2:
+                count += _set_tokens(out_mask, sorted_ids, dup_start[-2 - tid], dup_end[-2 - tid])
+        n += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_trie_long_plain(
+    transitions: np.ndarray, state: int, tables: Any, min_len: int, out_mask: np.ndarray
+) -> int:  # pragma: no cover - numba
+    """:func:`walk_trie_long` without :func:`state_chains` of the DFA: each token longer than
+    ``min_len`` bytes steps the DFA from ``state``, except that a token whose bytes all loop on
+    ``state`` (a string body) is set at once; returns how many it set. For the few longest tokens
+    (llama3: 474 over 21 bytes), tens of µs."""
+    tabs = tables_of(tables)
+    order, sorted_ids, long_counts = tabs[LONG_ORDER], tabs[SORTED_IDS], tabs[LONG_COUNTS]
+    tok_len, tok_off, tok_bytes, tok_ascii = tabs[TOK_LEN], tabs[TOK_OFF], tabs[TOK_BYTES], tabs[TOK_ASCII]
+    count = long_counts[min(max(min_len, 0), long_counts.shape[0] - 1)]
+    # A self-loop at ``state`` (a string body): tokens whose bytes all loop are set without stepping.
+    l0 = np.uint64(0)
+    l1 = np.uint64(0)
+    for b in range(127):
+        if transitions[state, b] == state:
+            if b < 64:
+                l0 |= np.uint64(1) << np.uint64(b)
+            else:
+                l1 |= np.uint64(1) << np.uint64(b - 64)
+    high = True
+    for b in range(127, 256):
+        if transitions[state, b] != state:
+            high = False
+            break
+    if high:
+        l1 |= np.uint64(1) << np.uint64(63)
+    set_count = 0
+    for j in range(count):
+        i = order[j]
+        if ((tok_ascii[i, 0] & ~l0) | (tok_ascii[i, 1] & ~l1)) == 0:
+            t = sorted_ids[i]
+            out_mask[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
+            set_count += 1
+            continue
+        q = state
+        for p in range(tok_off[i], tok_off[i] + tok_len[i]):
+            q = transitions[q, tok_bytes[p]]
+            if q < 0:
+                break
+        if q >= 0:
+            t = sorted_ids[i]
+            out_mask[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
+            set_count += 1
+    return set_count
+
+
+@numba.njit(cache=True, nogil=True)
+def lexeme_walk(
+    transitions: np.ndarray,
+    accepting: np.ndarray,
+    state: int,
+    tables: Any,
+    chains: Chains,
+    inside: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - numba
+    """:func:`constrain.cfg.token_masks.lexeme_token_sets` with :func:`walk_trie_fast`'s first shortcut.
+
+    Marks in ``inside`` the tokens that keep ``state`` alive, and returns the crossing sub-trie: the
+    subtrees whose first byte kills the lexeme right after an accepting state (below the root), with
+    the paths to them, renumbered as a preorder trie (``int32[M, 4]``: byte, depth, skip, token).
+    A subtree whose bytes all stay on the chain of the state it starts from (``chains``, see
+    :func:`state_chains`) for all its tokens' lengths has every token alive and no byte that kills,
+    so its tokens are set from one range and it is skipped: a string body's walk then visits only
+    the subtrees with a quote, an escape or a multi-byte character instead of all of the trie.
+    """
+    t = tables_of(tables)
+    node_byte, node_depth, node_skip, node_tok = t[BYTE], t[DEPTH], t[SKIP], t[TOK]
+    dup_start, dup_end, sorted_ids = t[DUP_START], t[DUP_END], t[SORTED_IDS]
+    ascii_bytes, maxlen, tok_lo = t[ASCII_BYTES], t[MAXLEN], t[TOK_LO]
+    chain_bytes, chain_len = chains[0], chains[1]
+    max_depth = t[SHORT_MASKS].shape[0] - 1
+    total = node_byte.shape[0]
+    stack = np.empty(max_depth + 1, dtype=np.int32)
+    path = np.empty(max_depth + 1, dtype=np.int64)
+    emitted = np.zeros(max_depth + 1, dtype=np.bool_)
+    kept = np.empty(total, dtype=np.int64)
+    nkept = 0
+    stack[0] = state
+    n = 0
+    while n < total:
+        d = node_depth[n]
+        q = stack[d]
+        l0 = chain_bytes[q, 0]
+        l1 = chain_bytes[q, 1]
+        if (
+            (l0 | l1) != 0
+            and ((ascii_bytes[n, 0] & ~l0) | (ascii_bytes[n, 1] & ~l1)) == 0
+            and maxlen[n] - d <= chain_len[q]
+        ):
+            skip = node_skip[n]
+            for i in range(tok_lo[n], tok_lo[skip]):
+                tid = sorted_ids[i]
+                inside[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+            n = skip
+            continue
+        nxt = transitions[q, node_byte[n]]
+        if nxt < 0:
+            end = node_skip[n]
+            if d > 0 and accepting[q]:
+                for up in range(d):  # the path to here, once
+                    if not emitted[up]:
+                        emitted[up] = True
+                        kept[nkept] = path[up]
+                        nkept += 1
+                for k in range(n, end):
+                    kept[nkept] = k
+                    nkept += 1
+            n = end
+            continue
+        path[d] = n
+        emitted[d] = False
+        stack[d + 1] = nxt
+        tid = node_tok[n]
+        if tid >= 0:
+            inside[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+        elif tid <= -2:
+            _set_tokens(inside, sorted_ids, dup_start[-2 - tid], dup_end[-2 - tid])
+        n += 1
+    out = np.empty((nkept, 4), dtype=np.int32)
+    sel = kept[:nkept]
+    for j in range(nkept):
+        k = sel[j]
+        out[j, 0] = node_byte[k]
+        out[j, 1] = node_depth[k]
+        out[j, 2] = np.searchsorted(sel, node_skip[k])
+        out[j, 3] = node_tok[k]
+    return out

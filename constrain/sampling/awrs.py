@@ -39,6 +39,7 @@ computed where a candidate passes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ import numpy as np
 from ..exceptions import ConstrainError, InvalidInputError
 from ..matcher import GrammarMatcher
 
-__all__ = ["DEFAULT_MAX_CHECKS", "AWRSDraw", "awrs_argmax", "awrs_sample"]
+__all__ = ["DEFAULT_MAX_CHECKS", "AWRSDraw", "awrs_argmax", "awrs_sample", "masked_sample_like_awrs"]
 
 DEFAULT_MAX_CHECKS = 32
 """Rejections after which a step computes the full mask instead (a mask costs about as much as a few
@@ -180,7 +181,62 @@ def awrs_sample(
         InvalidInputError: ``logprobs`` is not a 1-D array of numbers, or ``max_checks < 0``.
     """
     lp = _as_row(logprobs, "logprobs")
-    limit = _limit(max_checks)
+    return _draw(
+        lp,
+        lambda token: _passes(matcher, token),
+        lambda: _allowed(matcher, lp.shape[0]),
+        rng,
+        _limit(max_checks),
+        estimate_weight,
+    )
+
+
+def masked_sample_like_awrs(
+    logprobs: np.ndarray,
+    bitmask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    max_checks: int | None = None,
+) -> AWRSDraw:
+    """Masked decoding's step driven by AWRS's randomness: the allowed set comes from ``bitmask`` (the
+    packed int32 mask the loop fills, so the full mask is computed first), and the token is the first
+    allowed one in the same candidate order :func:`awrs_sample` draws from ``rng``. Both are exact
+    samples of ``p`` restricted to the mask; with the same ``logprobs``, ``max_checks`` and ``rng``
+    state the two return the same token and leave ``rng`` in the same state (``awrs_sample`` with
+    ``estimate_weight=False``), so a masked loop and an AWRS loop fed the same seed decode the same
+    text, and their times per token compare without the noise of different texts. ``checks`` counts
+    mask lookups; ``weight`` is NaN.
+
+    Raises:
+        ConstrainError: the mask allows no token, or none with positive probability.
+        InvalidInputError: ``logprobs`` is not a 1-D array of numbers, or ``max_checks < 0``.
+    """
+    lp = _as_row(logprobs, "logprobs")
+    words = np.ascontiguousarray(bitmask, dtype=np.int32).reshape(-1)
+
+    def allowed_ids() -> np.ndarray:  # the fallback's whole set (unpacked only there)
+        return np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")[: lp.shape[0]])
+
+    return _draw(
+        lp,
+        lambda token: bool((int(words[token >> 5]) >> (token & 31)) & 1),
+        allowed_ids,
+        rng,
+        _limit(max_checks),
+        False,
+    )
+
+
+def _draw(
+    lp: np.ndarray,
+    passes: Callable[[int], bool],
+    allowed_ids: Callable[[], np.ndarray],
+    rng: np.random.Generator,
+    limit: int,
+    estimate_weight: bool,
+) -> AWRSDraw:
+    """:func:`awrs_sample` over any membership test (``passes``) and allowed set (``allowed_ids``, the
+    fallback's full mask)."""
     p = np.exp(lp)  # -inf -> 0: never a candidate
     draws = _Draws(p, rng)
     rejected = 0.0
@@ -193,7 +249,7 @@ def awrs_sample(
             break
         checks += 1
         p_x = float(p[candidate])
-        if not _passes(matcher, candidate):
+        if not passes(candidate):
             rejected += p_x
             continue
         rest = max(0.0, 1.0 - rejected - p_x)  # the mass neither rejected nor accepted
@@ -204,10 +260,10 @@ def awrs_sample(
             after = draws.next()
             if after is not None:
                 checks += 1
-                if _passes(matcher, after):
+                if passes(after):
                     weight += rest
         return AWRSDraw(candidate, weight, checks, False)
-    allowed = _allowed(matcher, lp.shape[0])
+    allowed = allowed_ids()
     if allowed.shape[0] == 0:
         raise ConstrainError("the grammar allows no token here (nothing to sample)")
     mass = np.cumsum(p[allowed])

@@ -5,7 +5,8 @@ installs it into constrain's venv: ``constrain bench sampling --genlm-python PAT
 that interpreter (a venv with ``pip install torch==2.13.0 genlm-control``) and reads its JSON answer.
 It imports nothing from constrain. Input (a JSON file named by argv[1]): ``model`` (a local model folder),
 ``max_tokens``, ``seed``, ``repeats`` and ``cases`` (``name``, ``prompt_ids``: the bench's own encoding of
-the prompt, ``schema`` or ``lark``). Output (argv[2]): per case, each run's output tokens and seconds.
+the prompt, ``schema`` or ``lark``). Output (argv[2]): per case, each run's output tokens, seconds,
+condition checks (calls of the sampler's accept test: one per candidate token) and text, or its error.
 
 Each run is genlm-control's AWRS token sampler through its SMC driver with one particle (no resampling:
 plain sequential AWRS), the condition being its JSON Schema potential (or its Lark CFG potential)
@@ -30,12 +31,21 @@ async def _run_case(llm: Any, case: dict[str, Any], max_tokens: int, seed: int) 
     else:
         condition = BoolCFG.from_lark(case["lark"])
     sampler = AWRS(llm, condition.coerce(llm, f=b"".join), seed=seed)
+    checks = 0
+    accept = sampler._accept  # counted per candidate; the sampler looks it up on the instance
+
+    async def counted(context: Any, token: Any, verbosity: int = 0) -> bool:
+        nonlocal checks
+        checks += 1
+        return bool(await accept(context, token, verbosity))
+
+    sampler._accept = counted  # type: ignore[method-assign]
     t0 = time.perf_counter()
     sequences = await sampler.smc(n_particles=1, ess_threshold=0.0, max_tokens=max_tokens)
     seconds = time.perf_counter() - t0
     context = sequences.contexts[0]
     text = b"".join(t for t in context if isinstance(t, bytes)).decode("utf-8", errors="replace")
-    return {"tokens": len(context), "seconds": seconds, "text": text}
+    return {"tokens": len(context), "seconds": seconds, "checks": checks, "text": text}
 
 
 async def _main(spec: dict[str, Any]) -> dict[str, Any]:

@@ -15,13 +15,23 @@ Part B, a real model (SmolLM2-135M on the CPU by default): ``generate(method="aw
 ``method="masked"`` on a few MaskBench-sample schemas (compiled, not recursive), the recursive schemas
 of :mod:`constrain_tools.recursive_schemas` and a shipped Lark grammar, same prompt, seed and
 temperature: matcher checks per AWRS step as a share of the vocabulary, mask fallbacks and time per
-output token (median over ``repeats``, the order of the two methods alternating between repeats, since
-masks computed in one run are cached for the next). Then ``generate_json(method="smc", particles=8)``
-on the README's example schema, and whether genlm-control (the reference AWRS) can run here.
+output token (pooled over ``repeats``, the order of the two methods alternating between repeats, since
+masks computed in one run are cached for the next); the two sample different texts.
+
+Part C (with Part B), the same comparison on the SAME text: the masked loop and the AWRS loop, one
+forward pass per token, driven by one seed so that both draw the first allowed token of one candidate
+order (:func:`~constrain.sampling.awrs.masked_sample_like_awrs`: exact for both, hence the same
+token), run side by side on the recursive and Lark cases, cold; time per token with each loop's own
+forward passes and with one shared forward pass per token (then the two differ by their steps alone).
+
+Then ``generate_json(method="smc", particles=8)`` on the README's example schema, and genlm-control's
+AWRS (the reference implementation) on the same prompts where ``--genlm-python`` names a venv that has
+it (it runs there in a subprocess, ``genlm_arm.py``), or why it did not run.
 
 Usage::
 
     python bench/bench_sampling.py [--part a|b|all] [--png OUT.png] [--json OUT.json] [--limit 5] ...
+        [--genlm-python /tmp/venv-genlm/bin/python --genlm-tokens 8]
     constrain bench sampling [same options]
 """
 
@@ -644,6 +654,348 @@ def print_part_b(results: Sequence[dict[str, ModelResult]], vocab_size: int) -> 
 
 
 # ==========================================================================================================
+# Part C: AWRS against masking on the same text (coupled)
+# ==========================================================================================================
+
+
+@dataclass
+class CoupledRun:
+    """One method's run in :func:`coupled_lockstep`: the output, its time per token after the first
+    (forward pass and step, as the loop's ``time_per_output_token_s``), the mean time of the
+    constraint-and-sampling step alone, AWRS's checks (mask lookups for the masked loop) and mask
+    fallbacks, and each token's time."""
+
+    token_ids: list[int]
+    tpot_s: float
+    step_s: float
+    checks: int
+    fallbacks: int
+    token_s: list[float] = field(default_factory=list)
+
+
+class _CoupledLoop:
+    """The decoding loop with ``speculate=False`` (one forward pass per token), one token per
+    :meth:`step`, drawn by ``method`` from the seed's stream: ``awrs`` is the loop's AWRS step
+    (:func:`~constrain.sampling.awrs.awrs_sample`, token only); ``masked`` fills the full mask as the
+    masked loop does and takes the first allowed token of the same candidate order
+    (:func:`~constrain.sampling.awrs.masked_sample_like_awrs`)."""
+
+    def __init__(
+        self,
+        model: Any,
+        compiled: Any,
+        prompt_ids: Sequence[int],
+        method: Literal["masked", "awrs"],
+        seed: int,
+        temperature: float,
+    ) -> None:
+        from constrain import GrammarMatcher
+        from constrain.generation import ModelRunner, TemperatureSampler
+        from constrain.kernels import allocate_token_bitmask
+
+        self.method = method
+        self.info = compiled.tokenizer_info
+        self.matcher = GrammarMatcher(compiled)
+        self.sampler = TemperatureSampler(temperature)
+        self.rng = np.random.default_rng(seed)
+        self.bitmask = allocate_token_bitmask(1, self.info.vocab_size)
+        self.runner = ModelRunner(model)
+        self.out: list[int] = []
+        self.pending = [int(t) for t in prompt_ids]
+        self.times: list[float] = []
+        self.step_s = 0.0
+        self.checks = self.fallbacks = 0
+
+    def done(self, max_new_tokens: int) -> bool:
+        return self.matcher.must_end() or len(self.out) >= max_new_tokens
+
+    def forward(self) -> Any:
+        """This loop's own forward pass over its pending token: the next logits row."""
+        return self.runner.forward(self.pending)[0]
+
+    def step(self, row: Any = None, forward_s: float = 0.0) -> int:
+        """One token: this loop's own forward pass (``row`` None), or ``row`` computed elsewhere in
+        ``forward_s`` seconds (a shared forward pass); then the draw. Returns the token."""
+        from constrain.exceptions import ConstrainError
+        from constrain.generation import _awrs_logprobs
+        from constrain.sampling.awrs import awrs_sample, masked_sample_like_awrs
+
+        t0 = time.perf_counter()
+        if row is None:
+            row = self.forward()
+            forward_s = time.perf_counter() - t0
+        ts = time.perf_counter()
+        lp = _awrs_logprobs(self.sampler, row, self.info.vocab_size)
+        if self.method == "awrs":
+            draw = awrs_sample(lp, self.matcher, self.rng, estimate_weight=False)
+        else:
+            self.matcher.fill_next_token_bitmask(self.bitmask, 0)
+            draw = masked_sample_like_awrs(lp, self.bitmask[0].numpy(), self.rng)
+        if not self.matcher.accept_token(draw.token):
+            raise ConstrainError(f"token {draw.token} drawn by {self.method} was rejected by the matcher")
+        step = time.perf_counter() - ts
+        self.step_s += step
+        self.times.append(forward_s + step)
+        self.checks += draw.checks
+        self.fallbacks += draw.used_mask
+        self.out.append(draw.token)
+        self.pending = [draw.token]
+        return draw.token
+
+    def result(self) -> CoupledRun:
+        n = len(self.out)
+        tpot = sum(self.times[1:]) / (n - 1) if n > 1 else 0.0
+        return CoupledRun(
+            list(self.out), tpot, self.step_s / max(1, n), self.checks, self.fallbacks, list(self.times)
+        )
+
+
+def coupled_lockstep(
+    model: Any,
+    compiled: dict[str, Any],
+    prompt_ids: Sequence[int],
+    *,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    share_forward: bool = False,
+) -> tuple[dict[str, CoupledRun], bool]:
+    """The masked loop and the AWRS loop (``compiled``: each one's compiled grammar) decoding side by
+    side from one seed, one token each in turn (the first to go alternating between steps), so that a
+    change in the machine's load falls on both alike. Both draw exact samples of the masked
+    distribution from one candidate order, so they decode the same text (the AWRS loop is
+    ``generate(method="awrs", speculate=False, seed=seed)`` token for token). ``share_forward``: one
+    forward pass per token, timed once and charged to both (the same computation, since the texts are
+    the same), so that the two times per token differ by exactly the steps' difference. Returns
+    ``({method: run}, same)``, ``same`` False where the two drew different tokens (both stop there)."""
+    from constrain.generation import ModelRunner
+
+    loops = {
+        m: _CoupledLoop(model, compiled[m], prompt_ids, m, seed, temperature) for m in ("masked", "awrs")
+    }
+    shared = ModelRunner(model) if share_forward else None
+    pending = [int(t) for t in prompt_ids]
+    same = True
+    i = 0
+    while not loops["masked"].done(max_new_tokens) and not loops["awrs"].done(max_new_tokens):
+        order = ("masked", "awrs") if i % 2 == 0 else ("awrs", "masked")
+        if shared is not None:
+            t0 = time.perf_counter()
+            row = shared.forward(pending)[0]
+            forward_s = time.perf_counter() - t0
+            drawn = {m: loops[m].step(row, forward_s) for m in order}
+        else:
+            drawn = {m: loops[m].step() for m in order}
+        i += 1
+        if drawn["masked"] != drawn["awrs"]:
+            same = False
+            break
+        pending = [drawn["masked"]]
+    same = same and loops["masked"].out == loops["awrs"].out
+    return {m: loop.result() for m, loop in loops.items()}, same
+
+
+def coupled_decode(
+    model: Any,
+    compiled: Any,
+    prompt_ids: Sequence[int],
+    method: Literal["masked", "awrs"],
+    *,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+) -> CoupledRun:
+    """One method of :func:`coupled_lockstep` alone."""
+    loop = _CoupledLoop(model, compiled, prompt_ids, method, seed, temperature)
+    while not loop.done(max_new_tokens):
+        loop.step()
+    return loop.result()
+
+
+@dataclass
+class CoupledResult:
+    """Both methods on one :class:`ModelCase`, coupled (the same text), every run cold (caches cleared
+    and the grammar compiled again for each method before the run). Per mode (``"own"``: each loop its
+    own forward passes; ``"shared"``: one forward pass per token charged to both) and method, the time
+    per token after the first pooled over the repeats; per mode the paired difference AWRS - masked per
+    token with its standard error; the step time alone; AWRS checks per token; whether every run
+    decoded the same text with both methods."""
+
+    case: ModelCase
+    tokens: list[int]
+    same_text: bool
+    tpot_ms: dict[str, dict[str, float]]
+    diff_ms: dict[str, tuple[float, float]]
+    step_ms: dict[str, float]
+    awrs_checks_per_token: float
+    awrs_fallbacks: int
+
+
+def _pooled_ms(runs: Sequence[CoupledRun]) -> float:
+    times = [t for r in runs for t in r.token_s[1:]]
+    return statistics.fmean(times) * 1e3 if times else float("nan")
+
+
+def _paired_ms(masked: Sequence[CoupledRun], awrs: Sequence[CoupledRun]) -> tuple[float, float]:
+    """Mean and standard error of AWRS's minus the masked loop's time, token by token (after the first)."""
+    d = [
+        a - m
+        for rm, ra in zip(masked, awrs, strict=True)
+        for m, a in zip(rm.token_s[1:], ra.token_s[1:], strict=False)
+    ]
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    return statistics.fmean(d) * 1e3, statistics.stdev(d) / math.sqrt(len(d)) * 1e3
+
+
+def run_coupled_case(
+    case: ModelCase,
+    model: Any,
+    tokenizer: Any,
+    *,
+    max_new_tokens: int = 48,
+    repeats: int = 3,
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> CoupledResult:
+    """:func:`coupled_lockstep` ``repeats`` times (seeds ``seed``, ``seed + 1``, ...) in each mode, every
+    run on two freshly compiled grammars (see :class:`CoupledResult`)."""
+    from constrain import Grammar, compile
+    from constrain.compiler import clear_caches
+    from constrain.generation import encode_prompt
+    from constrain.models import tokenizer_info_for
+
+    info = tokenizer_info_for(tokenizer)
+    if case.lark is not None:
+        grammar = Grammar.from_lark(name=case.lark)
+    else:
+        grammar = Grammar.from_json_schema(case.schema)
+    prompt_ids = encode_prompt(tokenizer, case.prompt, None)
+    methods = ("masked", "awrs")
+    modes = ("own", "shared")
+    runs: dict[str, dict[str, list[CoupledRun]]] = {mode: {m: [] for m in methods} for mode in modes}
+    same = True
+    for r in range(repeats):
+        for mode in modes:
+            compiled: dict[str, Any] = {}
+            for m in methods:  # each its own cold grammar: no mask or state built by the other
+                clear_caches()
+                compiled[m] = compile(grammar, info)
+            got, ok = coupled_lockstep(
+                model,
+                compiled,
+                prompt_ids,
+                seed=seed + r,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                share_forward=mode == "shared",
+            )
+            same = same and ok
+            for m in methods:
+                runs[mode][m].append(got[m])
+    if not same:
+        _say(f"[part c] {case.name}: the two methods drew different tokens ('same text': NO)", err=True)
+    every = {m: runs["own"][m] + runs["shared"][m] for m in methods}
+    n = sum(len(x.token_ids) for x in every["awrs"])
+    return CoupledResult(
+        case=case,
+        tokens=[len(x.token_ids) for x in runs["own"]["awrs"]],
+        same_text=same,
+        tpot_ms={mode: {m: _pooled_ms(runs[mode][m]) for m in methods} for mode in modes},
+        diff_ms={mode: _paired_ms(runs[mode]["masked"], runs[mode]["awrs"]) for mode in modes},
+        step_ms={m: sum(x.step_s * len(x.token_ids) for x in every[m]) / max(1, n) * 1e3 for m in methods},
+        awrs_checks_per_token=sum(x.checks for x in every["awrs"]) / n if n else float("nan"),
+        awrs_fallbacks=sum(x.fallbacks for x in runs["own"]["awrs"]),
+    )
+
+
+def print_coupled(results: Sequence[CoupledResult], vocab_size: int) -> dict[str, bool]:
+    """Print the coupled table and its checks: the same text for both methods everywhere; AWRS's time
+    per token <= the masked loop's on every recursive and Lark case, with a shared forward pass (the
+    claim) and with each loop's own (the same, plus the forward passes' noise: also told whether the
+    difference is within two standard errors)."""
+
+    def ratio(d: dict[str, float]) -> str:
+        return f"{d['awrs'] / d['masked']:.3f}" if d["masked"] > 0 else "-"
+
+    headers = [
+        "case",
+        "group",
+        "tokens/run",
+        "same text",
+        "AWRS checks/token",
+        "% of vocab",
+        "fallbacks",
+        "own fwd: TPOT masked ms",
+        "TPOT AWRS ms",
+        "AWRS/masked",
+        "AWRS-masked ms (se)",
+        "shared fwd: TPOT masked ms",
+        "TPOT AWRS ms",
+        "AWRS/masked",
+        "AWRS-masked ms (se)",
+        "step masked ms",
+        "step AWRS ms",
+    ]
+    rows = []
+    for r in results:
+        row = [
+            r.case.name,
+            r.case.group,
+            ",".join(map(str, r.tokens)),
+            "yes" if r.same_text else "NO",
+            fmt(r.awrs_checks_per_token, 2),
+            f"{100 * r.awrs_checks_per_token / vocab_size:.4f}",
+            str(r.awrs_fallbacks),
+        ]
+        for mode in ("own", "shared"):
+            d, se = r.diff_ms[mode]
+            row += [
+                fmt(r.tpot_ms[mode]["masked"], 2),
+                fmt(r.tpot_ms[mode]["awrs"], 2),
+                ratio(r.tpot_ms[mode]),
+                f"{d:+.3f} ({se:.3f})",
+            ]
+        row += [fmt(r.step_ms["masked"], 3), fmt(r.step_ms["awrs"], 3)]
+        rows.append(row)
+    _say(
+        "\nPart C: AWRS vs the masked loop decoding the SAME text, cold (coupled: one forward pass per "
+        "token, no drafts; each step draws the first allowed token of one shared candidate order, so "
+        "both are exact samples of the masked distribution and pick the same token; the masked step "
+        "fills the full mask, AWRS checks candidates; the two loops run side by side, a token each in "
+        "turn, so the machine's load falls on both alike). TPOT = time per token after the first, "
+        "forward pass included, pooled over the repeats; 'own fwd': each loop runs its own forward "
+        "passes; 'shared fwd': one forward pass per token, timed once and charged to both (the same "
+        "computation on the same text), so the TPOTs differ by the steps alone; AWRS-masked = the "
+        "paired difference per token (standard error); step = the constraint-and-sampling step alone; "
+        "cold = caches cleared and the grammar compiled again for each method before each run"
+    )
+    print_table(headers, rows)
+    same_ok = all(r.same_text for r in results)
+    _say(f"check: both methods decoded the same text on every case and repeat: {'yes' if same_ok else 'NO'}")
+    heavy = [r for r in results if r.case.group in ("recursive", "lark")]
+    out: dict[str, bool] = {"coupled_same_text": same_ok}
+    for mode, label in (
+        ("shared", "one forward pass per token"),
+        ("own", "each loop its own forward passes"),
+    ):
+        slower = [r.case.name for r in heavy if r.tpot_ms[mode]["awrs"] > r.tpot_ms[mode]["masked"]]
+        ok = bool(heavy) and not slower
+        line = (
+            f"check: AWRS time per token <= the masked loop's on every recursive and Lark case "
+            f"({len(heavy)}), same text, {label}: {'yes' if ok else 'NO'}"
+        )
+        if slower:
+            noise = [r.case.name for r in heavy if r.diff_ms[mode][0] > 2 * r.diff_ms[mode][1]]
+            line += f" (above on {', '.join(slower)}; by more than 2 standard errors on "
+            line += f"{', '.join(noise) if noise else 'none'})"
+        _say(line)
+        if mode == "shared":
+            out["coupled_awrs_tpot_le_masked"] = ok
+    return out
+
+
+# ==========================================================================================================
 # genlm-control
 # ==========================================================================================================
 
@@ -708,6 +1060,150 @@ def genlm_control_status() -> tuple[bool, str]:
     return False, line
 
 
+#: The cases genlm-control's arm runs by default (recursive schemas and the Lark JSON grammar).
+GENLM_CASES = ("tree", "lark:json")
+
+
+@dataclass
+class GenlmOutcome:
+    """What :func:`run_genlm_arm` got: ``ran`` False with ``why`` one line saying exactly why not, else
+    ``cases``: per case name, genlm-control's runs (``tokens``, ``seconds``, ``checks``, ``text``, or
+    ``error``) as ``genlm_arm.py`` wrote them; ``version`` its version."""
+
+    ran: bool
+    why: str
+    version: str = ""
+    cases: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_genlm_arm(
+    python: str | Path,
+    model_dir: str | Path,
+    cases: Sequence[ModelCase],
+    tokenizer: Any,
+    *,
+    max_tokens: int = 8,
+    repeats: int = 1,
+    seed: int = 0,
+    timeout_s: float = 900.0,
+) -> GenlmOutcome:
+    """Run ``genlm_arm.py`` (genlm-control's AWRS, in its own venv) with the interpreter ``python`` on
+    ``cases`` (their prompts encoded as this bench encodes them; a Lark case gets the shipped grammar's
+    text), ``max_tokens`` tokens each, one subprocess in all, killed after ``timeout_s`` seconds. Never
+    raises for the peer: a missing interpreter, a failed import, a crash or a timeout comes back as
+    ``ran=False`` with the reason."""
+    import os
+    import subprocess
+
+    from constrain import Grammar
+    from constrain.generation import encode_prompt
+
+    exe = Path(python)
+    if not exe.is_file() or not os.access(exe, os.X_OK):
+        return GenlmOutcome(False, f"genlm-control not run: {exe} is not an executable interpreter")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    try:
+        probe = subprocess.run(
+            [str(exe), "-c", "import genlm.control"], capture_output=True, text=True, timeout=300, env=env
+        )
+    except subprocess.TimeoutExpired:
+        return GenlmOutcome(False, f"genlm-control not run: importing it under {exe} took over 300 s")
+    if probe.returncode != 0:
+        tail = (probe.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return GenlmOutcome(False, f"genlm-control not run: `import genlm.control` fails under {exe}: {tail}")
+    spec_cases = []
+    for c in cases:
+        entry: dict[str, Any] = {"name": c.name, "prompt_ids": encode_prompt(tokenizer, c.prompt, None)}
+        if c.lark is not None:
+            entry["lark"] = str(Grammar.from_lark(name=c.lark).source)
+        else:
+            entry["schema"] = c.schema
+        spec_cases.append(entry)
+    spec = {"model": str(model_dir), "max_tokens": max_tokens, "seed": seed, "repeats": repeats}
+    spec["cases"] = spec_cases
+    arm = Path(__file__).with_name("genlm_arm.py")
+    with tempfile.TemporaryDirectory(prefix="genlm_arm_") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [str(exe), str(arm), str(spec_path), str(out_path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            return GenlmOutcome(
+                False,
+                f"genlm-control not run to the end: its arm ({len(cases)} cases x {max_tokens} tokens) "
+                f"passed the {timeout_s:.0f} s timeout (--genlm-timeout)",
+            )
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0 or not out_path.is_file():
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "(no message)"
+            return GenlmOutcome(
+                False, f"genlm-control's arm failed (exit status {proc.returncode}): {tail[:400]}"
+            )
+        result = json.loads(out_path.read_text())
+    return GenlmOutcome(
+        True,
+        f"genlm-control {result.get('version', '?')} ran under {exe} ({seconds:.0f} s with the model load)",
+        version=str(result.get("version", "")),
+        cases=result.get("cases", {}),
+        seconds=seconds,
+    )
+
+
+def print_genlm(outcome: GenlmOutcome, ours: dict[str, dict[str, ModelResult]]) -> None:
+    """genlm-control's time per token and checks beside this bench's AWRS and masked loop on the same
+    cases (``ours``: Part B's results by case name), or the line saying why it did not run."""
+    _say(f"\ngenlm-control: {outcome.why}")
+    if not outcome.ran:
+        return
+    headers = [
+        "case",
+        "genlm tokens",
+        "genlm s/token",
+        "genlm checks/token",
+        "ours AWRS ms/token",
+        "ours masked ms/token",
+        "ours AWRS checks/token",
+        "genlm output",
+    ]
+    rows = []
+    for name, runs in outcome.cases.items():
+        mine = ours.get(name)
+        a = mine["awrs"] if mine else None
+        m = mine["masked"] if mine else None
+        ok = [r for r in runs if "error" not in r]
+        tokens = sum(r["tokens"] for r in ok)
+        if not ok:
+            rows.append([name, "-", "-", "-", "-", "-", "-", runs[0].get("error", "?")[:90] if runs else "-"])
+            continue
+        rows.append(
+            [
+                name,
+                str(tokens),
+                fmt(sum(r["seconds"] for r in ok) / max(1, tokens), 2),
+                fmt(sum(r.get("checks", 0) for r in ok) / max(1, tokens), 2),
+                fmt(a.tpot_ms, 1) if a else "-",
+                fmt(m.tpot_ms, 1) if m else "-",
+                fmt(a.constraint_checks / a.awrs_steps, 2) if a and a.awrs_steps else "-",
+                json.dumps(ok[0]["text"])[:60],
+            ]
+        )
+    _say(
+        "genlm-control's AWRS (its SMC driver with one particle, its JsonSchema / BoolCFG potential "
+        "coerced to the model's tokens, proper weights: it checks one candidate past the accepted one) "
+        "against this bench's loops on the same prompts; s/token = its whole run over its tokens, the "
+        "prompt's forward pass included, as ours (Part B, pooled over the repeats)"
+    )
+    print_table(headers, rows)
+
+
 # ==========================================================================================================
 # The command
 # ==========================================================================================================
@@ -765,6 +1261,36 @@ def _options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--repeats", type=int, default=3, metavar="R", help="Part B: runs per method (default 3)")
     p.add_argument("--threads", type=int, default=None, metavar="T", help="Part B: torch threads")
+    p.add_argument(
+        "--coupled-repeats",
+        type=int,
+        default=3,
+        metavar="R",
+        help="Part C (AWRS vs masked on the same text): seeds per case, each cold and warm "
+        "(default 3; 0 skips)",
+    )
+    p.add_argument(
+        "--genlm-python",
+        metavar="PATH",
+        help="the python of a venv with genlm-control (pip install torch==2.13.0 genlm-control): run its "
+        "AWRS on the same prompts in a subprocess and print it beside ours",
+    )
+    p.add_argument(
+        "--genlm-cases",
+        default=",".join(GENLM_CASES),
+        metavar="NAME,..",
+        help=f"genlm-control's cases (default {','.join(GENLM_CASES)})",
+    )
+    p.add_argument(
+        "--genlm-tokens", type=int, default=8, metavar="M", help="genlm-control: tokens per case (default 8)"
+    )
+    p.add_argument(
+        "--genlm-timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="genlm-control: seconds for its whole arm, model load included (default 900)",
+    )
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -814,9 +1340,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         ]
     if args.part in ("b", "all"):
         payload["part_b"] = _run_part_b(args, checks)
-    _, line = genlm_control_status()
-    _say(line)
-    payload["genlm_control"] = line
+    else:
+        _, line = genlm_control_status()
+        _say(line)
+        payload["genlm_control"] = line
     payload["checks"] = checks
     if args.json:
         write_json(args.json, json.loads(json.dumps(payload, default=str)))
@@ -843,6 +1370,23 @@ def _run_part_b(args: argparse.Namespace, checks: dict[str, bool]) -> dict[str, 
         _say(f"[part b] {case.name}: {time.perf_counter() - t0:.1f} s", err=True)
         results.append(res)
     checks.update(print_part_b(results, vocab))
+    coupled = []
+    if args.coupled_repeats > 0:
+        # the recursive and Lark cases: the claim under test (MaskBench's checks are Part B's)
+        for case in default_model_cases(None, 0):
+            t0 = time.perf_counter()
+            coupled.append(
+                run_coupled_case(
+                    case,
+                    model,
+                    tokenizer,
+                    max_new_tokens=args.max_new_tokens,
+                    repeats=args.coupled_repeats,
+                    seed=args.seed,
+                )
+            )
+            _say(f"[part c] {case.name}: {time.perf_counter() - t0:.1f} s", err=True)
+        checks.update(print_coupled(coupled, vocab))
     t0 = time.perf_counter()
     value = generate_json(
         README_SCHEMA,
@@ -858,6 +1402,7 @@ def _run_part_b(args: argparse.Namespace, checks: dict[str, bool]) -> dict[str, 
         f'generate_json(README schema, "{README_PROMPT}", method="smc", particles=8): '
         f"{json.dumps(value)} (valid; {time.perf_counter() - t0:.1f} s)"
     )
+    genlm = _genlm_part(args, tokenizer, {res["awrs"].case.name: res for res in results})
     return {
         "vocab_size": vocab,
         "max_new_tokens": args.max_new_tokens,
@@ -869,8 +1414,49 @@ def _run_part_b(args: argparse.Namespace, checks: dict[str, bool]) -> dict[str, 
             }
             for res in results
         ],
+        "coupled": [
+            {k: v for k, v in r.__dict__.items() if k != "case"} | {"case": r.case.name} for r in coupled
+        ],
         "smc_readme": value,
+        "genlm_control": genlm.__dict__,
     }
+
+
+def _genlm_part(
+    args: argparse.Namespace, tokenizer: Any, ours: dict[str, dict[str, ModelResult]]
+) -> GenlmOutcome:
+    """genlm-control's arm where ``--genlm-python`` names an interpreter, else why it did not run."""
+    from constrain.models import ensure_default_model
+
+    if not args.genlm_python:
+        ok, line = genlm_control_status()
+        if not ok:
+            line += (
+                "; pass --genlm-python PATH (a venv with pip install torch==2.13.0 genlm-control) to run it "
+                "in its own venv"
+            )
+        outcome = GenlmOutcome(False, line)
+        print_genlm(outcome, ours)
+        return outcome
+    wanted = [x for x in args.genlm_cases.split(",") if x.strip()]
+    by_name = {c.name: c for c in default_model_cases(None, 0)}
+    unknown = [x for x in wanted if x not in by_name]
+    if unknown:
+        from constrain.exceptions import InvalidInputError
+
+        raise InvalidInputError(f"--genlm-cases: unknown {', '.join(unknown)}; known: {', '.join(by_name)}")
+    model_dir = ensure_default_model() if args.model == "default" else Path(args.model)
+    outcome = run_genlm_arm(
+        args.genlm_python,
+        model_dir,
+        [by_name[x] for x in wanted],
+        tokenizer,
+        max_tokens=args.genlm_tokens,
+        seed=args.seed,
+        timeout_s=args.genlm_timeout,
+    )
+    print_genlm(outcome, ours)
+    return outcome
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,9 @@ matcher token by token. The outcome of one instance is one of:
 ``error``
     another :class:`~constrain.exceptions.ConstrainError` (a malformed schema, a dangling ``$ref``, ...);
 ``timeout``
-    compiling the schema took longer than the time limit;
+    compiling the schema took longer than the time limit, or ran past the compile budget
+    (``--compile-budget``: :class:`~constrain.CompileBudget`, CPU seconds; none by default, so that
+    the verdicts do not depend on the machine's speed);
 ``crash``
     any other exception: a bug in constrain. The run goes on; the report lists every crash under the table.
 
@@ -52,8 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from constrain.budget import UNLIMITED, CompileBudget, budget_scope
 from constrain.compiler import compile as compile_grammar
 from constrain.exceptions import (
+    CompileBudgetExceeded,
     ConstrainError,
     EmptyLanguageError,
     InvalidInputError,
@@ -422,11 +426,14 @@ class Engine:
     #: a small schema compiled (untimed, errors ignored) before the run, so that JIT compilation of
     #: the engine's numba kernels counts against neither the first schema's time nor its time limit
     warm_up_schema: Any = None
+    #: the compile budget of each schema (both stages); None: no budget, so that the verdicts do not
+    #: depend on the machine's speed (the time limit ``timeout_s`` still holds)
+    compile_budget: CompileBudget | None = None
 
     @classmethod
-    def default(cls) -> Engine:
-        """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats."""
-        from constrain import CompileBudget, budget_scope
+    def default(cls, compile_budget: CompileBudget | None = None) -> Engine:
+        """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats;
+        ``compile_budget`` bounds each schema's compile (default: none)."""
         from constrain.json_schema import SchemaOptions, serialize_instance
 
         def grammar_from_schema(
@@ -435,8 +442,8 @@ class Engine:
             options: dict[str, Any] = {"registry": registry, "formats": formats}
             if draft is not None:
                 options["draft"] = draft
-            # No compile budget: the suite's verdicts must not depend on the machine's speed.
-            with budget_scope(CompileBudget(seconds=None)):
+            # the runner's scope (the engine's budget, none by default) holds: see _compile_case
+            with budget_scope(None):
                 return Grammar.from_json_schema(schema, **options)
 
         def serialize(
@@ -449,7 +456,7 @@ class Engine:
             )
             return serialize_instance(instance, schema, registry=registry, options=options)
 
-        return cls(grammar_from_schema, serialize, _WARM_UP_SCHEMA)
+        return cls(grammar_from_schema, serialize, _WARM_UP_SCHEMA, compile_budget)
 
 
 @dataclass(frozen=True)
@@ -714,10 +721,11 @@ def _warm_up(engine: Engine, tokenizer: TextTokenizer) -> None:
     """Compile ``engine.warm_up_schema`` once, untimed; any failure shows up again in the real run."""
     for formats in ("assert", "annotate"):
         try:
-            grammar = engine.grammar_from_schema(
-                engine.warm_up_schema, registry={}, formats=formats, draft=None
-            )
-            GrammarMatcher(compile_grammar(grammar, tokenizer.info)).accept_bytes(b'{"a":"x"}')
+            with budget_scope(UNLIMITED):  # JIT compilation must not blow a budget
+                grammar = engine.grammar_from_schema(
+                    engine.warm_up_schema, registry={}, formats=formats, draft=None
+                )
+                GrammarMatcher(compile_grammar(grammar, tokenizer.info)).accept_bytes(b'{"a":"x"}')
         except Exception:  # noqa: BLE001 - only a warm-up: the run reports what is wrong
             return
 
@@ -763,7 +771,7 @@ def _compile_case(
     alarm = harness.Alarm()
     timed_out = SchemaResult(case.file, case.group, "timeout", None, message=f"compile > {timeout_s} s")
     try:
-        with harness.deadline(timeout_s) as alarm:
+        with harness.deadline(timeout_s) as alarm, budget_scope(engine.compile_budget or UNLIMITED):
             grammar = engine.grammar_from_schema(
                 case.schema, registry=suite.registry, formats=case.formats, draft=case.draft
             )
@@ -771,6 +779,9 @@ def _compile_case(
             matcher = GrammarMatcher(compiled)
     except harness.Timeout:
         return timed_out, None
+    except CompileBudgetExceeded as exc:  # refused early: counted with the time limit's refusals
+        message = f"compile budget: {exc}"
+        return SchemaResult(case.file, case.group, "timeout", None, "", exc.pointer, message), None
     except EmptyLanguageError:
         if alarm.fired:
             return timed_out, None
@@ -1027,6 +1038,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"compile time limit per schema in seconds; 0 for none (default {DEFAULT_TIMEOUT_S:g})",
     )
+    p.add_argument(
+        "--compile-budget",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="refuse a schema's compile early past S seconds of CPU time (constrain.CompileBudget; counted "
+        "as timeout); 0 for none (default: none, so that verdicts do not depend on the machine)",
+    )
     p.add_argument("--show", type=int, default=20, metavar="N", help="list the first N failures of each kind")
     p.add_argument(
         "--jobs",
@@ -1137,7 +1156,10 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
         if not suite.cases:
             return _err(f"nothing to run: {suite.name} has no schemas with these options")
         tokenizer = TextTokenizer.from_file(args.tokenizer)
-        engine = engine if engine is not None else Engine.default()
+        budget = getattr(args, "compile_budget", 0.0) or 0.0
+        if budget < 0:
+            return _err(f"--compile-budget must be >= 0 seconds, got {budget:g}")
+        engine = engine if engine is not None else Engine.default(CompileBudget(budget) if budget else None)
     except ConstrainError as exc:
         return _err(str(exc))
     progress = not args.no_progress and sys.stderr.isatty()

@@ -1,0 +1,212 @@
+"""Compile constrain's numba kernels ahead of use, into numba's on-disk cache (``constrain warmup``).
+
+Every ``@numba.njit`` in constrain is declared with ``cache=True``: the machine code of each signature it
+is compiled for is written to numba's cache (``__pycache__/*.nbi`` and ``*.nbc`` beside the source;
+numba falls back to a per-user cache folder where that is not writable, and ``$NUMBA_CACHE_DIR``
+overrides both), and a later process loads it instead of compiling. A fresh install has an empty cache,
+so the first compile in the first process pays every kernel's JIT: about 20-45 s on a 2-core machine,
+enough to make the default 7 s :class:`~constrain.budget.CompileBudget` (which counts the compiling
+thread's CPU time, JIT included) refuse even a small schema. ``scripts/setup.sh`` runs :func:`warm_up`
+once, so that cost is paid at install time.
+
+:func:`warm_up` runs the public data path on small inputs of every kind (a regex, a JSON Schema with the
+common keywords, a recursive schema, a shipped Lark grammar), walks each along its shortest completion
+filling masks and asking for forced tokens, and applies a mask with the CPU kernel, so every kernel is
+compiled for the argument types real use passes. Numba compiles per argument types, not per tokenizer,
+so one tokenizer warms the kernels for all of them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .budget import UNLIMITED, budget_scope
+from .compiler import compile as compile_grammar
+from .grammar import Grammar
+from .matcher import GrammarMatcher
+from .tokenizer_info import TokenizerInfo
+
+__all__ = ["WarmupReport", "numba_kernels", "warm_up"]
+
+_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": "string", "minLength": 1, "maxLength": 20, "pattern": "^[A-Za-z ]+$"},
+        "email": {"type": "string", "format": "email"},
+        "when": {"type": "string", "format": "date-time"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "score": {"type": "number", "multipleOf": 0.5, "exclusiveMaximum": 100},
+        "tags": {
+            "type": "array",
+            "items": {"enum": ["a", "b", "c"]},
+            "minItems": 1,
+            "maxItems": 3,
+            "uniqueItems": True,
+        },
+        "kind": {"oneOf": [{"const": "x"}, {"type": "integer"}]},
+        "extra": {
+            "anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": {"type": "boolean"}}]
+        },
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+_RECURSIVE = {
+    "type": "object",
+    "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#"}}},
+    "required": ["v"],
+}
+
+_REGEX = r"[a-z]{1,8}@[a-z]+\.(com|org)|\+?[0-9]{2,4}-[0-9]{3,8}"
+
+
+@dataclass
+class WarmupReport:
+    """What :func:`warm_up` did: seconds per input, and numba's view of every constrain kernel."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: kernels whose signatures were all found in the cache
+    loaded: list[str] = field(default_factory=list)
+    #: kernels compiled in this process (and written to the cache)
+    compiled: list[str] = field(default_factory=list)
+    #: kernels numba cannot cache (each one compiles in every new process), with numba's reason
+    uncacheable: dict[str, str] = field(default_factory=dict)
+    #: cache folders in use (where the index files are)
+    cache_dirs: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """A short human-readable summary."""
+        out = [f"{k}: {v:.2f} s" for k, v in self.seconds.items()]
+        out.append(f"numba kernels: {len(self.compiled)} compiled now, {len(self.loaded)} loaded from cache")
+        out += [f"not cacheable: {name}: {why}" for name, why in self.uncacheable.items()]
+        out += [f"cache: {d}" for d in self.cache_dirs]
+        return out
+
+
+def _default_tokenizer() -> TokenizerInfo:
+    """The default model's tokenizer where setup converted it, else a small byte-level vocabulary (numba
+    specialises on argument types, not on the vocabulary, so either warms the same kernels)."""
+    try:
+        from .models import cache_root
+
+        folder = cache_root() / "models"
+        for candidate in sorted(folder.glob("*/tokenizer.json")):
+            return TokenizerInfo.from_file(candidate)
+    except Exception:  # noqa: BLE001 - any problem with the model cache: fall back to the plain vocabulary
+        pass
+    words = [bytes([b]) for b in range(256)]
+    words += [b'{"', b'":', b'",', b'"}', b"true", b"false", b"null", b"com", b"org", b" ", b"\\n"]
+    return TokenizerInfo.from_vocab([*words, b""], eos_ids=len(words), name="warmup")
+
+
+def _walk(compiled: Any, bitmask: Any) -> None:
+    """Teacher-force the shortest completion, filling every mask and asking for forced tokens."""
+    m = GrammarMatcher(compiled)
+    m.forced_tokens()
+    path = m.shortest_completion()
+    for tid in path:
+        if bitmask is not None:
+            m.fill_next_token_bitmask(bitmask, 0)
+        else:
+            m.next_token_mask()
+        if not m.accept_token(tid):  # pragma: no cover - shortest_completion is valid by construction
+            raise RuntimeError("warm-up: the shortest completion was rejected")
+        m.forced_tokens()
+    if path:
+        m.rollback(1)
+    m.fork().next_token_mask()
+
+
+def numba_kernels() -> dict[str, Any]:
+    """Every numba dispatcher defined in a loaded constrain module: ``module.function`` -> dispatcher."""
+    from numba.core.dispatcher import Dispatcher
+
+    found: dict[str, Any] = {}
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("constrain") or mod is None:
+            continue
+        for attr, value in list(vars(mod).items()):
+            if isinstance(value, Dispatcher) and getattr(value.py_func, "__module__", "") == name:
+                found[f"{name}.{attr}"] = value
+    return found
+
+
+def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport:
+    """Compile (or load from numba's cache) every constrain kernel the data path uses.
+
+    ``tokenizer``: a ``tokenizer.json`` path or a :class:`TokenizerInfo` (default: the default model's
+    tokenizer where setup converted it, else a small built-in vocabulary). Compiles run without a
+    :class:`~constrain.budget.CompileBudget` (the JIT time would count against it). Returns a
+    :class:`WarmupReport`; nothing is cached besides numba's files (constrain's own caches are cleared
+    at the end).
+    """
+    from . import compiler
+
+    report = WarmupReport()
+    t0 = time.perf_counter()
+    if isinstance(tokenizer, TokenizerInfo):
+        info = tokenizer
+    else:
+        info = TokenizerInfo.from_file(tokenizer) if tokenizer is not None else _default_tokenizer()
+    report.seconds["tokenizer"] = time.perf_counter() - t0
+
+    try:
+        import torch  # the CPU kernel and torch bitmasks are part of the data path
+
+        from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
+
+        bitmask: Any = allocate_token_bitmask(1, info.vocab_size)
+    except ImportError:
+        bitmask, apply_token_bitmask_inplace = None, None
+
+    grammars: list[tuple[str, Callable[[], Grammar]]] = [
+        ("regex", lambda: Grammar.from_regex(_REGEX)),
+        ("json schema", lambda: Grammar.from_json_schema(_SCHEMA)),
+        ("recursive schema", lambda: Grammar.from_json_schema(_RECURSIVE)),
+        ("lark grammar", lambda: Grammar.from_lark(name="json")),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for label, make in grammars:
+            t = time.perf_counter()
+            with budget_scope(UNLIMITED):
+                compiled = compile_grammar(make(), info, budget=UNLIMITED)
+            _walk(compiled, bitmask)
+            report.seconds[label] = time.perf_counter() - t
+        if bitmask is not None and apply_token_bitmask_inplace is not None:
+            import torch
+
+            t = time.perf_counter()
+            logits = torch.zeros((2, info.logits_width))
+            apply_token_bitmask_inplace(logits[:1], bitmask)
+            apply_token_bitmask_inplace(logits, torch.cat([bitmask, bitmask]), indices=[0, 1])
+            report.seconds["cpu kernel"] = time.perf_counter() - t
+    for w in caught:
+        text = str(w.message)
+        if "cache" in text.lower() and "cannot" in text.lower():
+            quoted = text.split('"')
+            report.uncacheable[quoted[1] if len(quoted) > 2 else text[:60]] = text.splitlines()[0]
+    dirs: set[str] = set()
+    for name, disp in sorted(numba_kernels().items()):
+        stats = getattr(disp, "stats", None)
+        if not disp.signatures or stats is None:
+            continue
+        (report.compiled if stats.cache_misses else report.loaded).append(name)
+        cache = getattr(disp, "_cache", None)
+        path = getattr(cache, "cache_path", None)
+        if path:
+            dirs.add(str(path))
+        elif cache is not None and type(cache).__name__ == "NullCache":
+            report.uncacheable.setdefault(name, "no cache (cache=False or not cacheable)")
+    report.cache_dirs = sorted(dirs)
+    compiler.clear_caches()
+    report.seconds["total"] = time.perf_counter() - t0
+    return report

@@ -1,0 +1,244 @@
+"""Split walks (dense states' masks from their future up to the next quote, shared across grammars),
+against the direct oracle of test_mask_sharing: every token stepped through the DFA with numpy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import constrain.masks.dfa_masks as dfa_masks_mod
+from constrain import Grammar, GrammarMatcher, TokenizerInfo
+from constrain.automata import DFA, regex_to_dfa
+from constrain.cfg.token_masks import lexeme_token_sets
+from constrain.compiler import CompiledGrammar
+from constrain.json_schema import serialize_instance
+from constrain.masks import token_trie
+from constrain.masks.dfa_masks import FUTURE_MASKS, DFATokenMasks
+from constrain.masks.sharing import canonical_future, split_future, table_agreement
+
+from .regex_family import regexes
+from .shared_data import tokenizer_info
+from .test_mask_sharing import _live_strings, direct_allowed, mask_ids
+
+CUT = np.zeros(256, dtype=np.bool_)
+CUT[[0x22, 0x5C]] = True
+
+
+def _lazy(
+    grammar: Grammar, info: TokenizerInfo, split: bool, monkeypatch: pytest.MonkeyPatch
+) -> CompiledGrammar:
+    """A compiled grammar with no mask computed ahead (every fill is a first visit)."""
+    monkeypatch.setattr(dfa_masks_mod, "SPLIT_WALKS", split)
+    dfa = grammar.to_automaton()
+    assert isinstance(dfa, DFA)
+    return CompiledGrammar(
+        grammar, info, DFATokenMasks(dfa, token_trie(info), info.eos_ids, background=False)
+    )
+
+
+SCHEMAS = [
+    (
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "tag": {"type": "string", "maxLength": 40},
+                "note": {"type": "string", "minLength": 2},
+                "age": {"type": "integer"},
+            },
+            "required": ["name", "tag", "note", "age"],
+        },
+        {"name": 'Ada "Countess" Lovelace', "tag": "métier: analyste, 1843", "note": "ok\\", "age": 36},
+    ),
+    (  # additional keys allowed: each key position is a dense state that spells known names too
+        {"type": "object", "properties": {"alpha": {"type": "number"}, "beta": {"type": "string"}}},
+        {"alpha": 1.5, "beta": "x", "gamma": "free text, 東京", "delta": [1, "two"]},
+    ),
+]
+
+
+@pytest.mark.parametrize("tok", ["llama3-128k", "mistral-32k"])
+@pytest.mark.parametrize("case", range(len(SCHEMAS)))
+def test_split_masks_match_oracle_along_a_path(tok: str, case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mask on a teacher-forced path is the oracle's, and split walks did the dense ones.
+
+    mistral's longest token (25 bytes) is longer than its split depth (12), so the long-token walk runs."""
+    info = tokenizer_info(tok)
+    schema, instance = SCHEMAS[case]
+    grammar = Grammar.from_json_schema(schema)
+    compiled = _lazy(grammar, info, True, monkeypatch)
+    text = serialize_instance(instance, schema)
+    ids = info.encode_fragment(text)
+    assert ids is not None and info.decode_bytes(ids) == text.encode()
+    m = GrammarMatcher(compiled)
+    states = [m.state]
+    for t in ids:
+        assert t in mask_ids(compiled, m.state)
+        assert m.accept_token(t)
+        states.append(m.state)
+    for s in states:
+        assert mask_ids(compiled, s) == direct_allowed(compiled, s), s
+    assert compiled.automaton._cache.split_walks > 0
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r'"[^"\\]{0,60}"(, "[a-z]{1,5}")?',
+        r'\{"a": "([^"\\]|\\.)*", "b": "([^"\\]|\\.){3,50}"\}',
+        r'"[^"\\\n]{1,200}"',
+        r"[^\n]{1,300}",
+    ],
+)
+def test_every_dense_state_matches_whole_walks(pattern: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All states in breadth-first order (so each split walk may reuse the previous one): split
+    against whole walks, and the oracle on a sample."""
+    info = tokenizer_info("llama3-128k")
+    grammar = Grammar.from_regex(pattern)
+    whole = _lazy(grammar, info, False, monkeypatch)
+    split = _lazy(grammar, info, True, monkeypatch)
+    from constrain.masks.sharing import bfs_state_order
+
+    order = bfs_state_order(split.automaton.dfa).tolist()
+    for i, s in enumerate(order[:300]):
+        got = split.automaton._walk(int(s))
+        assert np.array_equal(got, whole.automaton._walk(int(s))), (pattern, s)
+        if i % 25 == 0:
+            assert mask_ids(split, int(s)) == direct_allowed(split, int(s))
+    assert split.automaton._cache.split_walks > 0
+
+
+def test_string_bodies_share_one_future_across_grammars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body of any plain string property, in any schema, is one entry of FUTURE_MASKS; an object
+    key with additional keys allowed, which tracks the known names, is the same future."""
+    info = tokenizer_info("llama3-128k")
+    FUTURE_MASKS.clear()
+    first = _lazy(
+        Grammar.from_json_schema({"type": "object", "properties": {"a": {"type": "string"}}}),
+        info,
+        True,
+        monkeypatch,
+    )
+    m = GrammarMatcher(first)
+    assert m.accept_bytes(b'{"a":"')
+    m.next_token_mask()
+    assert first.automaton._cache.split_misses == 1
+    other = _lazy(
+        Grammar.from_json_schema(
+            {"type": "array", "items": {"type": "object", "properties": {"zz": {"type": "string"}}}}
+        ),
+        info,
+        True,
+        monkeypatch,
+    )
+    m = GrammarMatcher(other)
+    assert m.accept_bytes(b'[{"zz":"')
+    m.next_token_mask()
+    assert m.accept_bytes(b'x"},{"')  # a key: "zz" or any other name
+    m.next_token_mask()
+    assert other.automaton._cache.split_walks == 2
+    assert other.automaton._cache.split_misses == 0
+
+
+def test_bounded_body_reuses_the_previous_future(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Near a maxLength bound each position is a new future; it copies the short tokens of the
+    previous one (a partial walk) and stays exact."""
+    info = tokenizer_info("llama3-128k")
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 30}}}
+    compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+    m = GrammarMatcher(compiled)
+    assert m.accept_bytes(b'{"s":"')
+    for ch in "abcdefghijklmnopqrstuvwxyz0123":
+        mask = mask_ids(compiled, m.state)
+        assert mask == direct_allowed(compiled, m.state)
+        assert m.accept_bytes(ch.encode())
+    assert compiled.automaton._cache.partial_walks > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(regexes, st.integers(1, 3))
+def test_canonical_future_and_agreement_match_brute_force(pattern: str, depth: int) -> None:
+    """Walking the canonical table keeps alive exactly the strings of at most ``depth`` bytes without a
+    cut byte that the state keeps alive; equal tables mean equal such strings; table_agreement is the
+    depth up to which two states' strings agree."""
+    dfa = regex_to_dfa(pattern)
+    trans = dfa.transitions
+    _, first = np.unique(trans.T, axis=0, return_index=True)
+    alphabet = sorted(int(b) for b in first if not CUT[int(b)])
+    if not alphabet or len(alphabet) ** depth > 3000 or dfa.num_states > 30:
+        depth = 1
+    cut_trans = trans.copy()
+    cut_trans[:, CUT] = -1
+    tables = []
+    for s in range(dfa.num_states):
+        raw = split_future(trans, s, CUT, depth, 10_000)
+        table = canonical_future(raw, depth)
+        assert _live_strings(table, 0, alphabet, depth) == _live_strings(cut_trans, s, alphabet, depth)
+        tables.append(table)
+    live = [_live_strings(cut_trans, s, alphabet, depth) for s in range(dfa.num_states)]
+    for s, t in itertools.combinations(range(dfa.num_states), 2):
+        if np.array_equal(tables[s], tables[t]):
+            assert live[s] == live[t], (pattern, s, t)
+        k = table_agreement(tables[s], tables[t], depth, 10_000)
+        for n in range(1, depth + 1):
+            agree = {w for w in live[s] if len(w) <= n} == {w for w in live[t] if len(w) <= n}
+            assert agree == (k >= n), (pattern, s, t, n, k)
+
+
+def test_split_future_gives_up_past_the_cap() -> None:
+    dfa = regex_to_dfa(r"[a-z]{0,100}")
+    assert split_future(dfa.transitions, dfa.start, CUT, 64, 16).shape[0] == 0
+    assert split_future(dfa.transitions, dfa.start, CUT, 64, 1000).shape[0] == 65  # rows up to 64 bytes
+
+
+def test_precompute_ahead_takes_dense_states_from_split_walks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compile-time masks of string bodies come from split walks and are exact."""
+    monkeypatch.setattr(dfa_masks_mod, "EAGER_BUDGET_S", 60.0)  # a slow machine must not stop it early
+    info = tokenizer_info("llama3-128k")
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}
+    compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+    auto = compiled.automaton
+    assert isinstance(auto, DFATokenMasks)
+    assert auto.precompute_ahead() > 0
+    assert auto._cache.split_walks >= 2  # both bodies
+    for state in range(auto.dfa.num_states):
+        assert mask_ids(compiled, state) == direct_allowed(compiled, state), state
+
+
+def test_lexeme_walk_matches_the_plain_lexeme_walk() -> None:
+    """The Earley masks' per-lexeme walk with the chain shortcut gives the plain walk's sets."""
+    info = tokenizer_info("llama3-128k")
+    trie = token_trie(info)
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "kids": {"type": "array", "items": {"$ref": "#"}},
+        },
+    }
+    auto = Grammar.from_json_schema(schema).to_automaton()
+    dfas = auto.dfas  # type: ignore[union-attr]
+    checked = 0
+    for dfa in dfas:
+        for q in range(dfa.num_states):
+            a = np.zeros(trie.num_words, dtype=np.uint32)
+            b = a.copy()
+            sub_a = lexeme_token_sets(
+                dfa.transitions,
+                dfa.accepting,
+                q,
+                trie.nodes,
+                trie.dup_start,
+                trie.dup_end,
+                trie.sorted_ids,
+                trie.max_depth,
+                a,
+            )
+            sub_b = trie.lexeme_sets(dfa.transitions, dfa.accepting, q, b)
+            assert np.array_equal(a, b) and np.array_equal(sub_a, sub_b), q
+            checked += 1
+    assert checked > 10
