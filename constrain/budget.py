@@ -19,7 +19,7 @@ import contextvars
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .exceptions import CompileBudgetExceeded, InvalidInputError
 
@@ -109,6 +109,8 @@ class _Scope:
     wall_deadline: float  # on time.monotonic
     start: float
     pointers: list[tuple[str, float]]  # (pointer, thread time when it was entered)
+    # pointer -> (its finished part that took longest, seconds): named beside a blamed parent
+    costliest: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
@@ -155,11 +157,18 @@ def pointer_scope(pointer: str) -> Iterator[None]:
     if scope is None:
         yield
         return
-    scope.pointers.append((pointer, time.thread_time()))
+    entered = time.thread_time()
+    scope.pointers.append((pointer, entered))
     try:
         yield
     finally:
         scope.pointers.pop()
+        if scope.pointers:
+            parent = scope.pointers[-1][0]
+            spent = time.thread_time() - entered
+            best = scope.costliest.get(parent)
+            if best is None or spent > best[1]:
+                scope.costliest[parent] = (pointer, spent)
 
 
 def time_up() -> bool:
@@ -184,7 +193,11 @@ def check(what: str = "") -> None:
     pointer, spent = _blame(scope, now)
     b = scope.budget
     limit = f"{b.seconds} s of CPU time" if now > scope.deadline else f"{b.wall_seconds} s of wall time"
-    share = f" ({spent:.1f} s of it in this subschema)" if pointer else ""
+    share = f" ({spent:.1f} s of it in this subschema" if pointer else ""
+    part = scope.costliest.get(pointer) if pointer else None
+    if part is not None:
+        share += f"; its costliest part so far: {part[0]}, {part[1]:.1f} s"
+    share += ")" if pointer else ""
     raise CompileBudgetExceeded(
         _keyword(pointer),
         pointer,

@@ -375,6 +375,13 @@ class LRUCache(Generic[V]):
             kept: V = self._store(key, value, size)
         return kept
 
+    def swap(self, key: Hashable, value: V) -> None:
+        """Replace the value under ``key`` by one of the same size (an equal object rebound), if cached."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None:
+                entry.value = value
+
     def get_or_build(self, key: Hashable, build: Callable[[], V]) -> V:
         """The value under ``key``, built by ``build()`` on a miss; one build per key at a time.
 

@@ -284,6 +284,8 @@ class Compiler:
             # An equal tokenizer (same fingerprint): share the automaton and masks, keep the caller's
             # TokenizerInfo (its backend encodes forced tokens).
             compiled = CompiledGrammar(grammar, tokenizer_info, compiled.automaton)
+            # the latest caller's binding is the cached one: compiling twice for it gives one object
+            self._cache.swap((grammar, tokenizer_info.fingerprint), compiled)
         return compiled
 
     def cached(self, grammar: Grammar, tokenizer_info: TokenizerInfo) -> CompiledGrammar | None:

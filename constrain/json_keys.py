@@ -101,10 +101,11 @@ class Frame:
         self.parent = parent
 
     def with_key(self, key: str, tables: KeyTables) -> Frame:
-        """This object with ``key`` added (its closers: a lookup per character of the key)."""
+        """This object with ``key`` added (its closers: a lookup per head whose rest may be a token's
+        text before a quote)."""
         closers = dict(self.closers)
         close = tables.close
-        for i in range(len(key) + 1):
+        for i in range(max(0, len(key) - tables.close_longest), len(key) + 1):
             hit = close.get(key[i:])
             if hit:
                 head = key[:i]
@@ -195,6 +196,7 @@ class KeyTables:
             adds to the text).
         close: the decoded text before a token's first unescaped quote (read inside a string) -> the
             tokens with that text.
+        close_longest: the longest such text, in characters.
         quote_ids: the tokens that hold a quote, ascending.
         internal: a string a token opens and closes inside itself (under any reading of its start) ->
             those tokens.
@@ -225,6 +227,7 @@ class KeyTables:
                 if two:
                     multi.add(tid)
         self.close: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in close.items()}
+        self.close_longest = max(map(len, self.close), default=0)
         self.internal: dict[str, frozenset[int]] = {k: frozenset(v) for k, v in internal.items()}
         self.multi: frozenset[int] = frozenset(multi)
         self.quote_ids = np.asarray(quote_ids, dtype=np.int64)

@@ -125,7 +125,7 @@ def _rss_mb() -> float:
 def test_deep_nesting_runs_in_bounded_memory() -> None:
     """20,000 nested ``[`` (a mask filled at every fourth): the tables stay within a few times their
     budget and RSS grows by a fraction of what keeping every configuration took (with a mask at every
-    depth, +1.3 GB and +1.8 GB at the peak before; about +190 MB now); rolling back frees it. Default
+    depth, +1.3 GB and +1.8 GB at the peak before; about +100 MB now); rolling back frees it. Default
     budgets, a fresh automaton."""
     info = tokenizer_info(TOKENIZER)
     compiled = compile_cfg(

@@ -99,8 +99,8 @@ def test_worker_pipeline_and_reports(cases: list[mbs.StepCase], vocab: bc.Vocab)
     assert set(runs) == {"constrain"}, notes
     for c, r in zip(two, runs["constrain"]):
         assert r.status == "ok", (c.id, r.detail)
-        assert len(r.fill_us) == len(c.tokens) + 1 == len(r.digests) == len(r.states)
-        assert r.ttfm_ms >= r.compile_ms > 0
+        assert len(r.fill_us) == len(c.tokens) + 1 == len(r.digests) == len(r.states) == len(r.fill_cpu_us)
+        assert r.ttfm_ms >= r.compile_ms > 0 and r.ttfm_cpu_ms > 0
     summary = mbs.summarize(runs)
     assert summary["constrain"]["counts"]["ok"] == 2
     assert summary["constrain"]["fill_us"]["n"] == sum(len(c.tokens) for c in two)  # step 0 excluded

@@ -92,6 +92,10 @@ the configurations no matcher's history holds, with the Earley nodes only they r
 next comes when the tables pass twice what was kept (or this budget, whichever is more): amortised
 constant work per configuration built, and memory bounded by the live parses, not their history."""
 
+RELEASE_FLOOR = 8 << 20
+"""Tables past this many bytes are collected on a rollback that leaves most of them unreachable (a
+JSON document's tables stay below it, so a speculative loop's rollbacks never collect)."""
+
 NO_COMPLETION = 1 << 60
 """:meth:`EarleyAutomaton.completion_bound` of a configuration that cannot reach an end."""
 
@@ -338,9 +342,9 @@ class EarleyAutomaton:
             if 2 * need > tabs[pool_i].shape[0]:
                 tabs[pool_i] = _grown(tabs[pool_i], 4 * need)
             load = n - int(counts[fs.N_FREE]) if stride == 2 else n  # freed ids are not in the table
-            if 8 * (load + 2) > tabs[hash_i].shape[0]:
-                # A power of two: the probe sequence masks with size - 1.
-                table = np.full(1 << (16 * (load + 2)).bit_length(), -1, dtype=np.int64)
+            if 4 * (load + 2) > tabs[hash_i].shape[0]:
+                # A power of two (the probe sequence masks with size - 1), at most a quarter full.
+                table = np.full(1 << (8 * (load + 2)).bit_length(), -1, dtype=np.int64)
                 fs.rehash(table, tabs[off_i], tabs[pool_i], n, stride)
                 tabs[hash_i] = table
         if counts[fs.SCRATCH_NEED] > tabs[fs.SCRATCH].shape[0]:
@@ -371,8 +375,8 @@ class EarleyAutomaton:
         fresh_need = int(tabs[fs.FRESH_OFF][n]) + self.num_terminals
         if 2 * fresh_need > tabs[fs.FRESH_POOL].shape[0]:
             tabs[fs.FRESH_POOL] = _grown(tabs[fs.FRESH_POOL], 4 * fresh_need)
-        if 8 * (n + 2) > tabs[fs.NODE_HASH].shape[0]:
-            table = np.full(1 << (16 * (n + 2)).bit_length(), -1, dtype=np.int64)
+        if 4 * (n + 2) > tabs[fs.NODE_HASH].shape[0]:
+            table = np.full(1 << (8 * (n + 2)).bit_length(), -1, dtype=np.int64)
             fs.rehash(table, tabs[fs.NODE_OFF], tabs[fs.NODE_POOL], n, 1)
             tabs[fs.NODE_HASH] = table
         work_need = int(counts[fs.WORK_NEED])
@@ -425,9 +429,10 @@ class EarleyAutomaton:
             self.collect(roots)
 
     def released(self) -> None:
-        """A tracked history shrank (rollback, reset): collect if the tables are past the budget and
-        most of what they hold is no longer in any history (what was rolled back is then freed)."""
-        if not self._collect_due and self.table_bytes_cached <= TABLE_BUDGET:
+        """A tracked history shrank (rollback, reset): collect if the tables are past
+        :data:`RELEASE_FLOOR` and most of what they hold is no longer in any history (what was rolled
+        back is then freed; amortised: after a collection the tables must grow fourfold again)."""
+        if not self._collect_due and self.table_bytes_cached <= RELEASE_FLOOR:
             return
         with self.lock:
             if self._holds:
@@ -508,7 +513,7 @@ class EarleyAutomaton:
             (fs.END_HASH, fs.END_OFF, fs.END_POOL, ne, ne, 1),
             (fs.NODE_HASH, fs.NODE_OFF, fs.NODE_POOL, nn, nn, 1),
         ):
-            table = np.full(max(1024, 1 << (16 * (load + 2)).bit_length()), -1, dtype=np.int64)
+            table = np.full(max(1024, 1 << (8 * (load + 2)).bit_length()), -1, dtype=np.int64)
             fs.rehash(table, tabs[off_i], tabs[pool_i], n, stride)
             tabs[hash_i] = table
         self.trans = trans
@@ -519,14 +524,15 @@ class EarleyAutomaton:
         self._end_nodes.clear()
         self._finish.clear()
         watched = [c for caches in list(self._watched.values()) for c in caches]
+        dropped = 0
         for cache in [self._final, *watched]:
             for c in list(cache):
                 if c >= hw or not live_cfg[c]:
-                    cache.pop(c, None)
+                    dropped += cache.pop(c, None) is not None
         self._collect_due = False
         self.table_bytes_cached = self.table_bytes
         self._budget = max(TABLE_BUDGET, 2 * self.table_bytes_cached)
-        if before - self.table_bytes_cached > TABLE_BUDGET // 2:
+        if before - self.table_bytes_cached > RELEASE_FLOOR or dropped > 1000:
             _trim_heap()  # the freed masks are small blocks the C heap would otherwise keep
 
     # ---- interning ---------------------------------------------------------------------------------
@@ -600,7 +606,7 @@ class EarleyAutomaton:
                 self.collect((c,))
             trans, rows, byte_class = self.trans, self._tabs[fs.CFG_ROW], self._tabs[fs.BYTE_CLASS]
             for b in data:
-                nxt = int(trans[rows[c], byte_class[b]])
+                nxt = trans.item(rows.item(c), byte_class.item(b))  # .item: no numpy scalars
                 if nxt == UNKNOWN:
                     nxt = self._resolve_locked(c, b)
                     trans, rows = self.trans, self._tabs[fs.CFG_ROW]
