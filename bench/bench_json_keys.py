@@ -7,7 +7,8 @@ and without it (the automaton alone, as before). Each step times ``fill_next_tok
 hot path: one torch bitmask reused) and ``accept_token``. The masks of both walks are checked equal
 at every step first (the instances repeat no key, so the tracker must not change a mask). Prints the
 mean over all steps of each step's least time in ``--repeat`` walks, also apart for the steps where the
-tracker had work to do (where a token could complete a key its object has) and the others.
+tracker had work to do (where a token could complete a key its object has) and the others; then one
+fill at a few hand-made steps where the tracker works.
 
     python bench/bench_json_keys.py [--tokenizer smollm2-49k] [--limit 8] [--repeat 5]
                                     [--subsets Github_easy,Kubernetes,Snowplow,Glaiveai2K]
@@ -126,6 +127,39 @@ def main() -> None:
     print(f"watched steps (where a token could complete a key the object has): {watched_total} of {steps}")
     for name in sorted(sums):
         print(f"{name:32s} mean {sums[name] / counts[name] * 1e6:6.2f} µs over {counts[name]} steps")
+    _key_end_steps(tok.info, bitmask)
+
+
+# The steps where the tracker works (rare in MaskBench's instances): one fill, least of 7 x 500.
+KEY_END_STEPS = [
+    ("inside a key equal so far to a present one", b'{"name":1,"id":2,"name'),
+    ("inside a key, no present key to complete", b'{"name":1,"id":2,"zz'),
+    ("the key ends in a backslash", b'{"name":1,"a\\\\":2,"a\\'),
+    ('the object has the key "" (tokens such as "":)', b'{"":1,"b":2'),
+]
+
+
+def _key_end_steps(info: Any, bitmask: Any) -> None:
+    from constrain import CompileBudget, Grammar, budget_scope
+
+    with budget_scope(CompileBudget(seconds=None)):
+        schema = {"type": "object", "additionalProperties": {"type": "integer"}}
+        compiled = compile(Grammar.from_json_schema(schema), info)
+    for label, prefix in KEY_END_STEPS:
+        got = {}
+        m = GrammarMatcher(compiled)
+        if not m.accept_bytes(prefix):
+            raise SystemExit(f"{prefix!r} was rejected")
+        for name, matcher in (("with", m), ("without", _bare(m))):
+            matcher.fill_next_token_bitmask(bitmask, 0)
+            best = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                for _ in range(500):
+                    matcher.fill_next_token_bitmask(bitmask, 0)
+                best.append((time.perf_counter() - t0) / 500)
+            got[name] = min(best) * 1e6
+        print(f"{label:48s} fill with {got['with']:6.2f} µs, without {got['without']:6.2f} µs")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,19 @@ _SCHEMA = {
     "additionalProperties": False,
 }
 
+# A small object of plain keywords: its masks take the DFA mask paths (split futures, cut walks) from
+# Python, which the larger schema above reaches only inside other kernels (compiled there with other types).
+_SMALL = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
 _RECURSIVE = {
     "type": "object",
     "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#"}}},
@@ -158,31 +171,38 @@ def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport
         info = TokenizerInfo.from_file(tokenizer) if tokenizer is not None else _default_tokenizer()
     report.seconds["tokenizer"] = time.perf_counter() - t0
 
-    try:
-        import torch  # the CPU kernel and torch bitmasks are part of the data path
-
-        from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
-
-        bitmask: Any = allocate_token_bitmask(1, info.vocab_size)
-    except ImportError:
-        bitmask, apply_token_bitmask_inplace = None, None
-
     grammars: list[tuple[str, Callable[[], Grammar]]] = [
         ("regex", lambda: Grammar.from_regex(_REGEX)),
         ("json schema", lambda: Grammar.from_json_schema(_SCHEMA)),
+        ("small json schema", lambda: Grammar.from_json_schema(_SMALL)),
         ("recursive schema", lambda: Grammar.from_json_schema(_RECURSIVE)),
         ("lark grammar", lambda: Grammar.from_lark(name="json")),
     ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # numpy masks first, before torch is imported: kernels compiled after the torch import were
+        # compiled again by the next process that had not imported it (9 mask-walk kernels, 2026-12-05).
         for label, make in grammars:
             t = time.perf_counter()
             with budget_scope(UNLIMITED):
                 compiled = compile_grammar(make(), info, budget=UNLIMITED)
-            _walk(compiled, bitmask)
+            _walk(compiled, None)
             report.seconds[label] = time.perf_counter() - t
-        if bitmask is not None and apply_token_bitmask_inplace is not None:
-            import torch
+        try:
+            import torch  # the CPU kernel and torch bitmasks are part of the data path
+
+            from .kernels import allocate_token_bitmask, apply_token_bitmask_inplace
+
+            bitmask: Any = allocate_token_bitmask(1, info.vocab_size)
+        except ImportError:
+            bitmask = None
+        if bitmask is not None:
+            compiler.clear_caches()
+            t = time.perf_counter()
+            for _, make in grammars:
+                with budget_scope(UNLIMITED):
+                    _walk(compile_grammar(make(), info, budget=UNLIMITED), bitmask)
+            report.seconds["torch bitmasks"] = time.perf_counter() - t
 
             t = time.perf_counter()
             logits = torch.zeros((2, info.logits_width))

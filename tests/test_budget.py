@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -203,3 +204,25 @@ def test_from_json_schema_takes_a_budget() -> None:
     assert Grammar.from_json_schema({"type": "integer"}, budget=30) == Grammar.from_json_schema(
         {"type": "integer"}
     )
+
+
+def test_numba_jit_time_is_not_charged_to_the_budget() -> None:
+    """A kernel's first call JIT-compiles it (a cold numba cache after install): that is not the
+    user's compile, so a budget far smaller than the JIT time still passes."""
+    import numba
+
+    from constrain.budget import CompileBudget, budget_scope, check
+
+    @numba.njit(cache=False)
+    def fresh_kernel(n: int) -> int:  # a new function: numba has to compile it here
+        total = 0
+        for i in range(n):
+            total += i * i % 7
+        return total
+
+    t0 = time.thread_time()
+    with budget_scope(CompileBudget(seconds=0.05)):
+        assert fresh_kernel(1000) == sum(i * i % 7 for i in range(1000))
+        spent = time.thread_time() - t0
+        check("after the JIT")  # would raise if the JIT counted
+    assert spent > 0.05  # the JIT really took longer than the budget
