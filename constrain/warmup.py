@@ -14,6 +14,10 @@ common keywords, a recursive schema, a shipped Lark grammar), walks each along i
 filling masks and asking for forced tokens, and applies a mask with the CPU kernel, so every kernel is
 compiled for the argument types real use passes. Numba compiles per argument types, not per tokenizer,
 so one tokenizer warms the kernels for all of them.
+
+Known gap (2026-12-05, ``bench/bench_cold_start.py``): the next process after a warm-up still compiles 9
+mask-walk kernels of ``masks/sharing.py`` and ``masks/walks.py`` once (after its first mask, about 8 s of
+CPU on a 2-core machine); from then on nothing compiles. Not the inputs, not running the warm-up twice.
 """
 
 from __future__ import annotations
@@ -180,8 +184,7 @@ def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport
     ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # numpy masks first, before torch is imported: kernels compiled after the torch import were
-        # compiled again by the next process that had not imported it (9 mask-walk kernels, 2026-12-05).
+        # numpy masks (``next_token_mask``), then torch bitmasks and the CPU kernel: both public paths.
         for label, make in grammars:
             t = time.perf_counter()
             with budget_scope(UNLIMITED):

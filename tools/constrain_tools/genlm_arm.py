@@ -39,7 +39,7 @@ async def _run_case(llm: Any, case: dict[str, Any], max_tokens: int, seed: int) 
         checks += 1
         return bool(await accept(context, token, verbosity))
 
-    sampler._accept = counted  # type: ignore[method-assign]
+    sampler._accept = counted
     t0 = time.perf_counter()
     sequences = await sampler.smc(n_particles=1, ess_threshold=0.0, max_tokens=max_tokens)
     seconds = time.perf_counter() - t0
