@@ -73,21 +73,27 @@ REMEASURE_S = 1.0
 """An entry is measured again on a hit, or when another comes in, at most this often (seconds)."""
 
 _CLEARERS: list[Callable[[], None]] = []
+_CONSTANT_CLEARERS: list[Callable[[], None]] = []  # data that depends on no grammar (see register)
 _CACHES: dict[str, LRUCache[Any]] = {}
 _LOCK = threading.Lock()
 
 
-def register(clear: Callable[[], None]) -> Callable[[], None]:
-    """Have :func:`clear_all` call ``clear``; returns it (usable as a decorator)."""
+def register(clear: Callable[[], None], *, constant: bool = False) -> Callable[[], None]:
+    """Have :func:`clear_all` call ``clear``; returns it (usable as a decorator).
+
+    ``constant``: the cache holds data that depends on no grammar (a tokenizer's key tables, the
+    any-value automata), which every next compile would rebuild the same; ``clear_all(keep_constants=True)``
+    keeps it."""
     with _LOCK:
-        _CLEARERS.append(clear)
+        (_CONSTANT_CLEARERS if constant else _CLEARERS).append(clear)
     return clear
 
 
-def clear_all() -> None:
-    """Clear every registered cache (compiled grammars are the :class:`~constrain.compiler.Compiler`'s)."""
+def clear_all(*, keep_constants: bool = False) -> None:
+    """Clear every registered cache (compiled grammars are the :class:`~constrain.compiler.Compiler`'s);
+    with ``keep_constants``, not those registered as ``constant``."""
     with _LOCK:
-        clearers = list(_CLEARERS)
+        clearers = list(_CLEARERS) + ([] if keep_constants else list(_CONSTANT_CLEARERS))
     for clear in clearers:
         clear()
 

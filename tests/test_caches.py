@@ -365,3 +365,27 @@ def test_limits_scope_bounds_a_regex_compile() -> None:
     with limits_scope(Limits(max_nfa_states=200)), pytest.raises(UnsupportedRegexFeature, match="200"):
         Grammar.from_regex("(?:ab|cd){300}zz")
     assert Grammar.from_regex("(?:ab|cd){300}zz").kind == "regex"  # the default limits again
+
+
+def test_clear_caches_can_keep_the_grammar_independent_constants() -> None:
+    """``keep_constants=True`` keeps a tokenizer's key tables and the any-value automata (the state of a
+    process that has compiled a schema before); a plain ``clear_caches()`` drops them too."""
+    from constrain import json_keys
+    from constrain.compiler import clear_caches
+    from constrain.json_schema import values
+
+    info = tokenizer_info("smollm2-49k")
+    compiled = constrain.compile(Grammar.from_json_schema({"type": "object"}), info)
+    GrammarMatcher(compiled).next_token_mask()
+    tables = json_keys.key_tables(info)
+    any_dfas = dict(values._ANY_CACHE)
+    assert any_dfas, "an unconstrained object builds the any-value automaton"
+
+    clear_caches(keep_constants=True)
+    assert json_keys.key_tables(info) is tables
+    assert all(values._ANY_CACHE.get(k) is v for k, v in any_dfas.items())
+    assert len(default_compiler()) == 0, "compiled grammars are cleared either way"
+
+    clear_caches()
+    assert not values._ANY_CACHE
+    assert json_keys.key_tables(info) is not tables

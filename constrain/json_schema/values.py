@@ -35,7 +35,7 @@ TYPE_FIRST = {
 VALUE_FIRST = frozenset(b"".join(TYPE_FIRST.values()))
 
 _ANY_CACHE: dict[tuple[Any, ...], DFA] = {}  # (depth, whitespace, max_whitespace) -> DFA; a few entries
-register(_ANY_CACHE.clear)
+register(_ANY_CACHE.clear, constant=True)  # depends on the options only
 
 
 def json_bytes(value: Any) -> bytes:

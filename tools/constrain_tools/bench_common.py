@@ -233,7 +233,8 @@ class _GrammarMatcherEngine(Engine):
 
 
 class ConstrainEngine(_GrammarMatcherEngine):
-    """constrain: ``Grammar.from_regex`` + ``compile`` + ``GrammarMatcher``, every cache cleared first."""
+    """constrain: ``Grammar.from_regex`` + ``compile`` + ``GrammarMatcher``, every grammar cache cleared
+    first (``clear_caches(keep_constants=True)``)."""
 
     name = "constrain"
 
@@ -258,7 +259,12 @@ class ConstrainEngine(_GrammarMatcherEngine):
 
     def build(self, regex: str) -> None:
         if self.clear_caches is not None:
-            self.clear_caches()
+            # cold for this grammar; data that depends on no grammar (a tokenizer's key tables, the
+            # any-value automata) stays, as in a process that has compiled one schema before
+            try:
+                self.clear_caches(keep_constants=True)
+            except TypeError:  # an older constrain
+                self.clear_caches()
         try:
             grammar = self.grammar_of(regex)
         except self.lib.ConstrainError as exc:
