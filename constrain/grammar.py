@@ -93,7 +93,7 @@ class Grammar:
         lenient: bool = False,
         whitespace: str = "compact",
         max_whitespace: int = 2,
-        max_any_depth: int = 3,
+        max_any_depth: int | None = 3,
         property_order: str = "schema",
         limits: Limits | None = None,
         budget: CompileBudget | float | None = None,
@@ -113,7 +113,11 @@ class Grammar:
             lenient: drop keywords that cannot be enforced exactly, with a warning listing them,
                 instead of raising :class:`~constrain.exceptions.UnsupportedSchemaFeature`.
             max_any_depth: how deep values that no schema constrains may nest (in a recursive
-                schema they are exact at any depth where no intersection meets them).
+                schema they are exact at any depth where no intersection meets them). ``None``: no
+                cap, any depth, exactly: such values go through the context-free engine (as a
+                recursive schema does), which costs mask time on the whole schema (bench/README.md,
+                "Exact any value"); where ``allOf``/``not``/``if`` meets such a value it is still
+                capped, at depth 4.
             property_order: "schema" (named keys in the schema's order, then the others) or "any"
                 (any order, for objects that name at most 4 keys; larger ones keep the schema order).
             limits: the size limits of this compile (:class:`constrain.limits.Limits`: automaton
@@ -147,12 +151,13 @@ class Grammar:
         check_type(where, "lenient", lenient, bool, "True or False")
         check_choice(where, "whitespace", whitespace, ("compact", "flexible"))
         check_type(where, "max_whitespace", max_whitespace, int, "an int")
-        check_type(where, "max_any_depth", max_any_depth, int, "an int")
+        if max_any_depth is not None:
+            check_type(where, "max_any_depth", max_any_depth, int, "an int or None")
         if not 0 <= max_whitespace <= _MAX_WHITESPACE:
             raise InvalidInputError(
                 f"{where}: max_whitespace must be in 0..{_MAX_WHITESPACE}, got {max_whitespace}"
             )
-        if not 0 <= max_any_depth <= _MAX_ANY_DEPTH:
+        if max_any_depth is not None and not 0 <= max_any_depth <= _MAX_ANY_DEPTH:
             raise InvalidInputError(
                 f"{where}: max_any_depth must be in 0..{_MAX_ANY_DEPTH}, got {max_any_depth}"
             )

@@ -11,7 +11,8 @@ keywords' languages (``type`` with :mod:`.numbers`, :mod:`.strings`, :mod:`.arra
 ``enum``/``const`` in :mod:`.values`) and its applicators' (:mod:`.applicators`), then the dependencies,
 ``uniqueItems`` (:mod:`.unique_items`) and ``unevaluated*`` (:mod:`.unevaluated`). Values that no schema
 constrains are any JSON value nested at most ``max_any_depth`` deep (a finite automaton cannot count
-brackets); in a recursive schema they are a hole for the exact language instead.
+brackets); in a recursive schema, or with ``max_any_depth=None``, they are a hole for the exact language
+instead (the context-free engine then runs the whole schema).
 
 **Recursion.** A ``$ref`` cycle leaves *holes* (:mod:`.holes`); the DFAs with holes become a
 context-free grammar for the Earley engine (:mod:`.recursion`): no depth cap.
@@ -59,6 +60,10 @@ from .strings import string_language
 from .unevaluated import unevaluated_language
 from .unique_items import unique_items_language
 from .values import capped_any_value, enum_language, enum_values, json_types, types_of
+
+#: With ``max_any_depth=None``, the depth of an unconstrained value where an intersection (``allOf``,
+#: ``not``, ``if``) has to inline it into a DFA.
+CAPPED_DEPTH_WHEN_EXACT = 3
 
 
 class CompileContext:
@@ -129,18 +134,31 @@ class CompileContext:
         """Difference, exact over holes where it can be (:func:`.holes.difference`)."""
         return holes.difference(self, a, b)
 
+    @property
+    def exact_any(self) -> bool:
+        """Unconstrained values are exact at any depth (``max_any_depth=None``): a hole, like recursion."""
+        return self.options.max_any_depth is None
+
+    @property
+    def capped_depth(self) -> int:
+        """The depth an unconstrained value is capped at where it is inlined in a DFA."""
+        depth = self.options.max_any_depth
+        return CAPPED_DEPTH_WHEN_EXACT if depth is None else depth
+
     def any_value(self, depth: int) -> DFA:
         """Any canonical JSON value nested at most ``depth`` deep (keys in any order); in a recursive
-        schema, the hole for any JSON value at all."""
-        return holes.any_value_hole(self) if self.recursive else capped_any_value(self, depth)
+        schema, or with ``max_any_depth=None``, the hole for any JSON value at all."""
+        if self.recursive or self.exact_any:
+            return holes.any_value_hole(self)
+        return capped_any_value(self, depth)
 
     def skeleton(self, loc: Location) -> DFA:
         """Every canonical value at ``loc``: the universe for ``not`` and ``else``."""
         if not loc.nodes:
-            return self.any_value(self.options.max_any_depth)
+            return self.any_value(self.capped_depth)
         if not any(STRUCTURAL & self.doc.keywords(n).keys() for n in loc.nodes):
             # No schema here shapes keys or items: the skeleton is one level of "any value" more.
-            return self.any_value(self.options.max_any_depth + 1)
+            return self.any_value(self.capped_depth + 1)
         return self.lang(loc.nodes[0].empty_beside(), loc)
 
     def lang(self, node: SchemaNode, loc: Location) -> DFA:

@@ -127,7 +127,7 @@ def _inlined_language(ctx: CompileContext, idx: int) -> DFA:
     if got is None:
         key = table.info[idx][0]
         if key == ANY_KEY:
-            got = capped_any_value(ctx, ctx.options.max_any_depth + 1)
+            got = capped_any_value(ctx, ctx.capped_depth + 1)
         else:
             got = fill_in(ctx, ctx.lang_memo[key])
         table.inlined[idx] = got
@@ -332,7 +332,8 @@ def finish(ctx: CompileContext, dfa: DFA) -> DFA | RecursiveLanguage:
                 if idx not in holes:
                     holes[idx] = ctx.lang_memo[table.info[idx][0]]
                     todo.append(holes[idx])
-    if not table.recursive & holes.keys():
+    exact_any = ctx.exact_any and table.any_hole is not None and ctx.holes.index[ANY_KEY] in holes
+    if not table.recursive & holes.keys() and not exact_any:
         # The cycle is out of the root's reach: a DFA (the regular engine) where it fits.
         with contextlib.suppress(UnsupportedRegexFeature):
             return fill_in(ctx, dfa)

@@ -22,7 +22,8 @@ class SchemaOptions:
         whitespace: "compact" (none) or "flexible" (up to ``max_whitespace`` spaces or newlines
             between tokens).
         max_whitespace: see ``whitespace``.
-        max_any_depth: how deep values that no schema constrains may nest.
+        max_any_depth: how deep values that no schema constrains may nest; ``None``: any depth,
+            exactly (through the context-free engine).
         property_order: "schema" (named keys in the schema's order, then the others) or "any".
         limits: the size limits of the compile (:class:`constrain.limits.Limits`; in force while it runs).
 
@@ -35,7 +36,7 @@ class SchemaOptions:
     lenient: bool = False
     whitespace: str = "compact"
     max_whitespace: int = 2
-    max_any_depth: int = 3
+    max_any_depth: int | None = 3
     property_order: str = "schema"
     limits: Limits = DEFAULT_LIMITS
 

@@ -12,11 +12,12 @@ single-threaded, over the same schemas and the same token ids:
   tokenised once (llama3-128k by default); every engine is teacher-forced along those ids.
 * **Engines**: constrain ``Grammar.from_json_schema`` (the schema's draft, ``formats="assert"``) +
   ``compile`` after ``clear_caches(keep_constants=True)`` (every grammar cache cleared; a tokenizer's
-  JSON key tables and the any-value automata, which depend on no schema, kept); xgrammar ``compile_json_schema(any_whitespace=False,
-  separators=(",", ":"), strict_mode=False)`` with ``GrammarCompiler(max_threads=1,
-  cache_enabled=False)``; llguidance ``grammar_from_json_schema`` with compact separators and
-  ``coerce_one_of``; outlines-core ``build_regex_from_schema(schema, "")`` + ``Index`` + ``Guide``.
-  Each worker warms its engine up on a small schema first, so JIT and import time are left out.
+  JSON key tables and the any-value automata, which depend on no schema, kept); xgrammar
+  ``compile_json_schema(any_whitespace=False, separators=(",", ":"), strict_mode=False)`` with
+  ``GrammarCompiler(max_threads=1, cache_enabled=False)``; llguidance ``grammar_from_json_schema``
+  with compact separators and ``coerce_one_of``; outlines-core ``build_regex_from_schema(schema, "")``
+  + ``Index`` + ``Guide``. Each worker warms its engine up on a small schema first, so JIT and import
+  time are left out.
 * **Correctness first**: before each fill the bitmask is set to all-ones (bits an engine leaves
   unwritten show up); the path token must be in the mask and be accepted, and at the end an EOS id must
   be allowed and the engine must say it can end. A digest of the ordinary-token part of every mask

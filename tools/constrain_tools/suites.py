@@ -431,15 +431,22 @@ class Engine:
     compile_budget: CompileBudget | None = None
 
     @classmethod
-    def default(cls, compile_budget: CompileBudget | None = None) -> Engine:
+    def default(
+        cls, compile_budget: CompileBudget | None = None, *, max_any_depth: int | None = 3
+    ) -> Engine:
         """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats;
-        ``compile_budget`` bounds each schema's compile (default: none)."""
+        ``compile_budget`` bounds each schema's compile (default: none); ``max_any_depth`` as in
+        ``from_json_schema`` (``None``: unconstrained values exact at any depth)."""
         from constrain.json_schema import SchemaOptions, serialize_instance
 
         def grammar_from_schema(
             schema: Any, *, registry: Mapping[str, Any], formats: str, draft: Any
         ) -> Grammar:
-            options: dict[str, Any] = {"registry": registry, "formats": formats}
+            options: dict[str, Any] = {
+                "registry": registry,
+                "formats": formats,
+                "max_any_depth": max_any_depth,
+            }
             if draft is not None:
                 options["draft"] = draft
             # the runner's scope (the engine's budget, none by default) holds: see _compile_case
@@ -1046,6 +1053,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="refuse a schema's compile early past S seconds of CPU time (constrain.CompileBudget; counted "
         "as timeout); 0 for none (default: none, so that verdicts do not depend on the machine)",
     )
+    p.add_argument(
+        "--exact-any",
+        action="store_true",
+        help="compile with max_any_depth=None: values no schema constrains are exact at any depth "
+        "(the context-free engine), not capped at depth 3",
+    )
     p.add_argument("--show", type=int, default=20, metavar="N", help="list the first N failures of each kind")
     p.add_argument(
         "--jobs",
@@ -1159,7 +1172,11 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
         budget = getattr(args, "compile_budget", 0.0) or 0.0
         if budget < 0:
             return _err(f"--compile-budget must be >= 0 seconds, got {budget:g}")
-        engine = engine if engine is not None else Engine.default(CompileBudget(budget) if budget else None)
+        if engine is None:
+            exact_any = getattr(args, "exact_any", False)
+            engine = Engine.default(
+                CompileBudget(budget) if budget else None, max_any_depth=None if exact_any else 3
+            )
     except ConstrainError as exc:
         return _err(str(exc))
     progress = not args.no_progress and sys.stderr.isatty()
