@@ -38,7 +38,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 def _deep(depth: int, rng: random.Random) -> Any:
     """A JSON value nested exactly ``depth`` deep, containers chosen at random."""
     if depth == 0:
-        return rng.choice([1, -2.5, "x\\y\"z", None, True, "é"])
+        return rng.choice([1, -2.5, 'x\\y"z', None, True, "é"])
     inner = _deep(depth - 1, rng)
     return [inner, 0] if rng.random() < 0.5 else {"k": inner, "k2": "v"}
 
@@ -163,9 +163,7 @@ def test_maskbench_false_negatives_of_the_cap_pass(record: str) -> None:
     compiled = constrain.compile(
         Grammar.from_json_schema(schema, draft=draft, max_any_depth=None), tokenizer_info("llama3-128k")
     )
-    capped = constrain.compile(
-        Grammar.from_json_schema(schema, draft=draft), tokenizer_info("llama3-128k")
-    )
+    capped = constrain.compile(Grammar.from_json_schema(schema, draft=draft), tokenizer_info("llama3-128k"))
     seen = {True: 0, False: 0}
     for test in data["tests"]:
         try:

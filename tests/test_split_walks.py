@@ -117,6 +117,7 @@ def test_string_bodies_share_one_future_across_grammars(monkeypatch: pytest.Monk
     key with additional keys allowed, which tracks the known names, is the same future."""
     info = tokenizer_info("llama3-128k")
     FUTURE_MASKS.clear()
+    dfa_masks_mod._PLAIN_FUTURES.clear()
     first = _lazy(
         Grammar.from_json_schema({"type": "object", "properties": {"a": {"type": "string"}}}),
         info,
@@ -142,6 +143,44 @@ def test_string_bodies_share_one_future_across_grammars(monkeypatch: pytest.Monk
     m.next_token_mask()
     assert other.automaton._cache.split_walks == 2
     assert other.automaton._cache.split_misses == 0
+
+
+def test_plain_string_body_is_a_tokenizer_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unconstrained string body's future mask is kept per tokenizer (not in FUTURE_MASKS), survives
+    ``clear_caches(keep_constants=True)`` and is rebuilt after a full clear; its masks equal the oracle."""
+    from constrain.compiler import clear_caches
+
+    info = tokenizer_info("smollm2-49k")
+    clear_caches()
+    schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "string"}}}
+
+    def body_mask(prefix: bytes) -> tuple[int, np.ndarray]:
+        compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+        m = GrammarMatcher(compiled)
+        assert m.accept_bytes(prefix)
+        mask = m.next_token_mask().copy()
+        body_state.append((compiled, m))
+        return compiled.automaton._cache.split_misses, mask
+
+    body_state: list[tuple[CompiledGrammar, GrammarMatcher]] = []
+    misses, mask = body_mask(b'{"s":"')
+    assert misses == 1 and len(FUTURE_MASKS) == 0, "the plain body is the constant, not a cache entry"
+    assert dfa_masks_mod._PLAIN_FUTURES[token_trie(info)][1] is not None
+    clear_caches(keep_constants=True)
+    misses, again = body_mask(b'{"s":"')
+    assert misses == 0 and np.array_equal(mask, again)
+    misses, _ = body_mask(b'{"s":"x","t":"')  # the other property's body: the same constant
+    assert misses == 0
+    clear_caches()
+    misses, _ = body_mask(b'{"s":"')
+    assert misses == 1
+    compiled = body_state[0][0]
+    dfa = compiled.automaton.dfa
+    state = dfa.start
+    for b in b'{"s":"':
+        state = int(dfa.transitions[state, b])
+    bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[: info.vocab_size]
+    assert set(np.flatnonzero(bits).tolist()) == direct_allowed(compiled, state)
 
 
 def test_bounded_body_reuses_the_previous_future(monkeypatch: pytest.MonkeyPatch) -> None:
