@@ -189,13 +189,40 @@ class GrammarLogitsProcessor(LogitsProcessor):
         bitmask = self._bitmask
         if bitmask is None or bitmask.shape[0] != rows:
             bitmask = self._bitmask = allocate_token_bitmask(rows, self.info.vocab_size)
+        live = []
         for r, m in enumerate(matchers):
             if m is None or m.is_terminated():
                 bitmask[r] = self._end_row
             else:
-                m.fill_next_token_bitmask(bitmask, r)
+                live.append((r, m))
+        self._fill_rows(bitmask, live)
         apply_token_bitmask_inplace(scores, bitmask.to(scores.device, non_blocking=True))
         return scores
+
+
+    @staticmethod
+    def _fill_rows(bitmask: torch.Tensor, live: list[tuple[int, GrammarMatcher]]) -> None:
+        """Fill each live row's mask; rows with the same matcher (equal histories) fill once and are
+        copied. Several distinct matchers fill side by side on the mask threads: a mask computed on a
+        first visit is a numba walk that releases the GIL."""
+        first: dict[int, int] = {}
+        todo: list[tuple[int, GrammarMatcher]] = []
+        copies: list[tuple[int, int]] = []
+        for r, m in live:
+            seen = first.get(id(m))
+            if seen is None:
+                first[id(m)] = r
+                todo.append((r, m))
+            else:
+                copies.append((r, seen))
+        if len(todo) > 1:
+            from constrain.generation import mask_pool
+
+            list(mask_pool().map(lambda rm: rm[1].fill_next_token_bitmask(bitmask, rm[0]), todo))
+        elif todo:
+            todo[0][1].fill_next_token_bitmask(bitmask, todo[0][0])
+        for r, seen in copies:
+            bitmask[r] = bitmask[seen]
 
 
 class RegexLogitsProcessor(GrammarLogitsProcessor):

@@ -641,7 +641,7 @@ def run(
         if overlap and not tokens and matcher is not None and not use_awrs:
             # No draft: the row sampled next is the current state's. Fill its mask on a worker thread
             # while the model runs (the walks release the GIL, and so does torch), off the critical path.
-            ahead.append(_mask_pool().submit(matcher.fill_next_token_bitmask, bitmask, 0))
+            ahead.append(mask_pool().submit(matcher.fill_next_token_bitmask, bitmask, 0))
         try:
             logits = runner.forward(pending + list(tokens), keep=len(tokens) + 1)
         finally:
@@ -720,8 +720,9 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _mask_pool() -> ThreadPoolExecutor:
-    """The worker threads that fill masks while forward passes run (shared by every loop)."""
+def mask_pool() -> ThreadPoolExecutor:
+    """The worker threads that fill masks while forward passes run, and the rows of a batch side by
+    side (shared by every loop and by the HF processors)."""
     global _pool
     with _pool_lock:
         if _pool is None:

@@ -139,6 +139,26 @@ def test_beam_reordering_is_followed(tok: Any) -> None:
         np.testing.assert_array_equal(got, _expected(proc.compiled, h))
 
 
+def test_rows_fill_side_by_side_and_equal_histories_share_a_fill(tok: Any) -> None:
+    """Six rows, four distinct histories (two pairs equal): distinct rows fill on the mask threads,
+    equal ones are copied, and each row's mask is a fresh matcher's for its history (the oracle)."""
+    proc = JSONSchemaLogitsProcessor(
+        {"type": "object", "properties": {"k": {"type": "string"}, "n": {"type": "integer"}}}, tok
+    )
+    texts = ['{"k":"abc def ghi', '{"n":1234567890123', '{"k":"x","n":12345', '{"k":"12","n":-7,"zz":[1,2,3]']
+    enc = [tok.encode(t, add_special_tokens=False) for t in texts]
+    length = min(len(e) for e in enc)
+    distinct = [e[:length] for e in enc]
+    histories = [distinct[0], distinct[1], distinct[2], distinct[3], distinct[1], distinct[0]]
+    prompt = [5, 6, 7]
+    width = proc.info.vocab_size
+    for step in range(length + 1):
+        scores = torch.zeros(len(histories), width)
+        proc(torch.tensor([[*prompt, *h[:step]] for h in histories]), scores)
+        for got, h in zip(_allowed(scores), histories):
+            np.testing.assert_array_equal(got, _expected(proc.compiled, h[:step]))
+
+
 def test_looking_back_and_new_calls(tok: Any) -> None:
     """Assisted decoding re-asks about earlier positions; a later call may have a longer prompt."""
     proc = RegexLogitsProcessor("[0-9]{3}", tok)
