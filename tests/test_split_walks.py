@@ -182,6 +182,33 @@ def test_plain_string_body_is_a_tokenizer_constant(monkeypatch: pytest.MonkeyPat
     bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[: info.vocab_size]
     assert set(np.flatnonzero(bits).tolist()) == direct_allowed(compiled, state)
 
+    # A free key that also spells long known names: its canonical future has more states than a full
+    # merge guarantees (a missed merge), and the level-by-level check still finds the plain body.
+    long_names = ("a_very_long_property_name_indeed", "another_quite_long_property_name", "x")
+    keyed_schema = {"type": "object", "properties": {n: {"type": "integer"} for n in long_names}}
+    keyed = _lazy(Grammar.from_json_schema(keyed_schema), info, True, monkeypatch)
+    dfa = keyed.automaton.dfa
+    state = int(dfa.transitions[int(dfa.transitions[dfa.start, ord("{")]), ord('"')])
+    trie = token_trie(info)
+    depth = dfa_masks_mod._split_depth(trie)
+    cut = dfa_masks_mod._cut_of(trie)
+    assert cut is not None
+    table = canonical_future(split_future(dfa.transitions, state, cut[0], depth, 512), depth)
+    assert table.shape[0] > depth + 1 and table.tobytes() != dfa_masks_mod._PLAIN_FUTURES[trie][0]
+    m = GrammarMatcher(keyed)
+    assert m.accept_bytes(b'{"')
+    key_mask = m.next_token_mask().copy()
+    assert keyed.automaton._cache.split_walks == 1 and keyed.automaton._cache.split_misses == 0
+    bits = np.unpackbits(key_mask.view(np.uint8), bitorder="little")[: info.vocab_size]
+    assert set(np.flatnonzero(bits).tolist()) == direct_allowed(keyed, state)
+
+    # ... and a body bounded closer than the split depth is not the plain one
+    short = Grammar.from_json_schema({"type": "string", "maxLength": 5}).to_automaton()
+    body = int(short.transitions[short.start, ord('"')])
+    table = canonical_future(split_future(short.transitions, body, cut[0], depth, 512), depth)
+    plain = dfa_masks_mod._PLAIN_FUTURES[trie]
+    assert not dfa_masks_mod._is_plain_future(table, table.tobytes(), plain, depth)
+
 
 def test_bounded_body_reuses_the_previous_future(monkeypatch: pytest.MonkeyPatch) -> None:
     """Near a maxLength bound each position is a new future; it copies the short tokens of the

@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +97,8 @@ every position of a bounded string at least that far from its bound has the same
 SPLIT_MAX_STATES = 512
 """A state whose future up to the next cut byte has more states than this (a large enum, a pattern with
 many branches) is walked whole instead. A string body needs about 8 states a character (UTF-8)."""
+PLAIN_CHECK_MAX_PAIRS = 8 * SPLIT_MAX_STATES
+"""Bound on the (future, plain body) state pairs compared when a large future may be a plain body."""
 FUTURE_MASKS: LRUCache[tuple[weakref.ref[TokenTrie], np.ndarray, int, int]] = LRUCache(
     "token_mask_futures",
     max_entries=4096,  # bytes: caches.FALLBACK_MAX_BYTES, or CONSTRAIN_CACHE_MAX_BYTES
@@ -125,15 +128,28 @@ def _plain_string_body() -> tuple[np.ndarray, int]:
     return dfa.transitions, int(dfa.transitions[dfa.start, ord('"')])
 
 
-def _plain_future(trie: TokenTrie, cut_cols: np.ndarray, depth: int) -> list[object]:
-    """``trie``'s :data:`_PLAIN_FUTURES` entry (its key computed on first use; the mask by the caller)."""
+def _plain_future(trie: TokenTrie, cut_cols: np.ndarray, depth: int) -> list[Any]:
+    """``trie``'s :data:`_PLAIN_FUTURES` entry ``[key, mask, count, table]`` (key and table computed on
+    first use; the mask by the caller)."""
     got = _PLAIN_FUTURES.get(trie)
     if got is None:
         transitions, state = _plain_string_body()
         table = split_future(transitions, state, cut_cols, depth, SPLIT_MAX_STATES)
-        key = canonical_future(table, depth).tobytes() if table.shape[0] else b""
-        got = _PLAIN_FUTURES[trie] = [key, None, 0]
+        table = canonical_future(table, depth) if table.shape[0] else table
+        got = _PLAIN_FUTURES[trie] = [table.tobytes(), None, 0, table]
     return got
+
+
+def _is_plain_future(table: np.ndarray, key: bytes, plain: list[Any], depth: int) -> bool:
+    """Whether a canonical future ``table`` keeps alive the same strings of at most ``depth`` bytes as
+    the plain string body: equal tables, or, where :func:`canonical_future` may have missed a merge
+    (more than ``depth + 1`` states: an object's key that tracks the property names it spells), the
+    same strings level by level (:func:`constrain.masks.sharing.table_agreement`)."""
+    if key == plain[0]:
+        return True
+    if table.shape[0] <= depth + 1 or not plain[0]:
+        return False  # a full merge: equal languages would have given equal tables
+    return bool(table_agreement(table, plain[3], depth, PLAIN_CHECK_MAX_PAIRS) == depth)
 
 
 def _cut_of(trie: TokenTrie) -> tuple[np.ndarray, np.ndarray] | None:
@@ -566,7 +582,7 @@ class DFATokenMasks(MaskStore):
         hit = FUTURE_MASKS.get(key)
         if hit is None or hit[0]() is not trie:
             plain = _plain_future(trie, cut[0], depth)
-            if plain[0] == key[2]:  # an unconstrained string body: the tokenizer's constant
+            if _is_plain_future(table, key[2], plain, depth):  # an unconstrained string body
                 if plain[1] is None:
                     plain[1], plain[2] = self._future_mask(table, depth)
                     cache.split_misses += 1
