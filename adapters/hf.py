@@ -199,7 +199,6 @@ class GrammarLogitsProcessor(LogitsProcessor):
         apply_token_bitmask_inplace(scores, bitmask.to(scores.device, non_blocking=True))
         return scores
 
-
     @staticmethod
     def _fill_rows(bitmask: torch.Tensor, live: list[tuple[int, GrammarMatcher]]) -> None:
         """Fill each live row's mask; rows with the same matcher (equal histories) fill once and are

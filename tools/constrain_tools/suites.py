@@ -431,9 +431,7 @@ class Engine:
     compile_budget: CompileBudget | None = None
 
     @classmethod
-    def default(
-        cls, compile_budget: CompileBudget | None = None, *, max_any_depth: int | None = 3
-    ) -> Engine:
+    def default(cls, compile_budget: CompileBudget | None = None, *, max_any_depth: int | None = 3) -> Engine:
         """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats;
         ``compile_budget`` bounds each schema's compile (default: none); ``max_any_depth`` as in
         ``from_json_schema`` (``None``: unconstrained values exact at any depth)."""
