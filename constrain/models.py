@@ -176,6 +176,11 @@ def load_model(
         ModelNotAvailableError: the path does not exist or the default model is not installed.
     """
     _offline()
+    from ._syspath import unshadow_kernels
+
+    # `python -c`/the REPL from the checkout root put its kernels/ folder ahead of the hub package
+    # `kernels`, which transformers imports while loading a model
+    unshadow_kernels()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

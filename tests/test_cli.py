@@ -116,3 +116,25 @@ def test_generate_json(lm: tuple[Any, Any], capsys: pytest.CaptureFixture[str]) 
     assert code == 0, captured.err
     value = json.loads(captured.out)
     assert isinstance(value, dict) and isinstance(value["ok"], bool)
+
+
+def test_a_script_run_from_the_checkout_root_loads_the_model() -> None:
+    """`python -c` from the checkout root puts its `kernels/` folder ahead of the hub package `kernels` that
+    transformers imports while loading a model; loading the default model must still work there."""
+    from pathlib import Path
+
+    from constrain._syspath import checkout_root
+
+    root = checkout_root()
+    if root is None:
+        pytest.skip("an installed wheel has no checkout root")
+    code = (
+        "import constrain.models as m, importlib, pathlib; m.default_model(); "
+        "print(pathlib.Path(importlib.import_module('kernels').__file__).resolve())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = Path(done.stdout.strip().splitlines()[-1])
+    assert root / "kernels" not in loaded.parents, f"the hub package, not the checkout's folder: {loaded}"
