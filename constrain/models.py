@@ -211,6 +211,9 @@ def load_model(
     if device is not None:
         model = model.to(device)
     model.eval()
+    from .warmup import preload_kernels
+
+    preload_kernels()  # at start-up, not in the middle of a generation's first masks
     return model, tokenizer
 
 

@@ -36,7 +36,22 @@ from .grammar import Grammar
 from .matcher import GrammarMatcher
 from .tokenizer_info import TokenizerInfo
 
-__all__ = ["WarmupReport", "numba_kernels", "warm_up"]
+__all__ = ["WarmupReport", "numba_kernels", "preload_kernels", "warm_up"]
+
+_KERNEL_MODULES = (
+    "constrain.automata.algebra",
+    "constrain.automata.determinize",
+    "constrain.automata.minimize",
+    "constrain.cfg.fast_step",
+    "constrain.cfg.token_masks",
+    "constrain.json_schema.recursion",
+    "constrain.masks.handle",
+    "constrain.masks.sharing",
+    "constrain.masks.trie",
+    "constrain.masks.walks",
+)
+"""The modules that define numba kernels (``preload_kernels`` imports them all)."""
+_PRELOADED: list[int] = []
 
 _SCHEMA = {
     "type": "object",
@@ -154,6 +169,41 @@ def numba_kernels() -> dict[str, Any]:
             if isinstance(value, Dispatcher) and getattr(value.py_func, "__module__", "") == name:
                 found[f"{name}.{attr}"] = value
     return found
+
+
+def preload_kernels() -> int:
+    """Load every constrain kernel that numba's on-disk cache holds, now, for every signature cached.
+
+    Numba loads a cached kernel on its first call in a process (5-20 ms each, about 0.6 s for all of
+    them), so without this the first mask that needs a rarely used walk (a partial walk deep in a
+    string, a context-free first visit) pays that load in the middle of decoding. A server calls this
+    once at start-up, beside loading its model and tokenizer; ``load_model`` does. Idempotent (later
+    calls return at once); a cache entry that cannot be loaded is left to load (or compile) on first
+    call. Returns how many signatures were loaded by this call.
+
+    Uses numba's cache index (``Dispatcher._cache``), which is not public API: on a numba where it is
+    missing this loads nothing and returns 0.
+    """
+    import importlib
+
+    if _PRELOADED:
+        return 0
+    _PRELOADED.append(1)
+    for name in _KERNEL_MODULES:
+        importlib.import_module(name)
+    loaded = 0
+    for disp in numba_kernels().values():
+        try:
+            index = disp._cache._cache_file._load_index()
+        except Exception:  # noqa: BLE001 - no cache, or another numba: load on first call instead
+            continue
+        for key in index:
+            try:
+                disp.compile(key[0])
+            except Exception:  # noqa: BLE001 - a stale entry: numba compiles it on first call
+                continue
+            loaded += 1
+    return loaded
 
 
 def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport:

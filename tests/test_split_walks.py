@@ -82,7 +82,9 @@ def test_split_masks_match_oracle_along_a_path(tok: str, case: int, monkeypatch:
         states.append(m.state)
     for s in states:
         assert mask_ids(compiled, s) == direct_allowed(compiled, s), s
-    assert compiled.automaton._cache.split_walks > 0
+    assert compiled.automaton._cache.plain_walks > 0  # "name" (case 0), the free keys (case 1)
+    if case == 0:
+        assert compiled.automaton._cache.split_walks > 0  # "tag" and "note" are bounded
 
 
 @pytest.mark.parametrize(
@@ -109,15 +111,18 @@ def test_every_dense_state_matches_whole_walks(pattern: str, monkeypatch: pytest
         assert np.array_equal(got, whole.automaton._walk(int(s))), (pattern, s)
         if i % 25 == 0:
             assert mask_ids(split, int(s)) == direct_allowed(split, int(s))
-    assert split.automaton._cache.split_walks > 0
+    assert split.automaton._cache.split_walks + split.automaton._cache.plain_walks > 0
 
 
 def test_string_bodies_share_one_future_across_grammars(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The body of any plain string property, in any schema, is one entry of FUTURE_MASKS; an object
-    key with additional keys allowed, which tracks the known names, is the same future."""
+    """Where the plain walk is not taken, the body of any plain string property, in any schema, is one
+    future (the plain body's); an object key with additional keys allowed, which tracks the known
+    names, is the same future."""
     info = tokenizer_info("llama3-128k")
     FUTURE_MASKS.clear()
     dfa_masks_mod._PLAIN_FUTURES.clear()
+    monkeypatch.setattr(dfa_masks_mod, "PLAIN_FIRST_PAIRS", 1)  # every plain check gives up
+    monkeypatch.setattr(dfa_masks_mod, "PLAIN_MAX_PAIRS", 1)
     first = _lazy(
         Grammar.from_json_schema({"type": "object", "properties": {"a": {"type": "string"}}}),
         info,
@@ -152,6 +157,8 @@ def test_plain_string_body_is_a_tokenizer_constant(monkeypatch: pytest.MonkeyPat
 
     info = tokenizer_info("smollm2-49k")
     clear_caches()
+    monkeypatch.setattr(dfa_masks_mod, "PLAIN_FIRST_PAIRS", 1)  # split walks, not the plain walk
+    monkeypatch.setattr(dfa_masks_mod, "PLAIN_MAX_PAIRS", 1)
     schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "string"}}}
 
     def body_mask(prefix: bytes) -> tuple[int, np.ndarray]:
@@ -261,8 +268,8 @@ def test_split_future_gives_up_past_the_cap() -> None:
     assert split_future(dfa.transitions, dfa.start, CUT, 64, 1000).shape[0] == 65  # rows up to 64 bytes
 
 
-def test_precompute_ahead_takes_dense_states_from_split_walks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Compile-time masks of string bodies come from split walks and are exact."""
+def test_precompute_ahead_takes_dense_states_from_plain_walks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compile-time masks of string bodies come from plain walks and are exact."""
     monkeypatch.setattr(dfa_masks_mod, "EAGER_BUDGET_S", 60.0)  # a slow machine must not stop it early
     info = tokenizer_info("llama3-128k")
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}
@@ -270,7 +277,7 @@ def test_precompute_ahead_takes_dense_states_from_split_walks(monkeypatch: pytes
     auto = compiled.automaton
     assert isinstance(auto, DFATokenMasks)
     assert auto.precompute_ahead() > 0
-    assert auto._cache.split_walks >= 2  # both bodies
+    assert auto._cache.plain_walks >= 2  # both bodies
     for state in range(auto.dfa.num_states):
         assert mask_ids(compiled, state) == direct_allowed(compiled, state), state
 
@@ -308,3 +315,84 @@ def test_lexeme_walk_matches_the_plain_lexeme_walk() -> None:
             assert np.array_equal(a, b) and np.array_equal(sub_a, sub_b), q
             checked += 1
     assert checked > 10
+
+
+PLAIN_CASES = [
+    # (schema, prefixes that end in a dense state, which of them are plain string bodies)
+    (
+        {
+            "type": "object",
+            "properties": {
+                "free": {"type": "string"},
+                "bounded": {
+                    "type": "string",
+                    "maxLength": 40,
+                },  # past the split depth, under the longest token
+                "short": {"type": "string", "maxLength": 3},
+                "escaped": {"type": "string", "pattern": "^[^x]*$"},
+                **{f"name_{i}_{'y' * i}": {"type": "integer"} for i in range(12)},
+            },
+        },
+        [
+            b'{"free":"',
+            b'{"free":"caf\xc3\xa9 ',
+            b'{"bounded":"',
+            b'{"bounded":"ab',
+            b'{"short":"',
+            b'{"escaped":"',
+            b'{"',
+            b'{"name_1',
+            b'{"zz',
+        ],
+        [True, True, False, False, False, False, True, True, True],
+    ),
+    (  # no free keys: a key is a choice of names, never a plain body
+        {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False},
+        [b'{"a":"', b'{"'],
+        [True, False],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", range(len(PLAIN_CASES)))
+def test_plain_walks_only_for_plain_bodies_and_exact(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state gets the plain body's constant mask (+ its cut walk) only where its future up to a cut
+    byte is the unconstrained body at every length: a string of any text, a free key that also spells
+    the declared names; not a bounded one (maxLength past the split depth included) or a pattern. Every
+    mask equals the oracle's, which steps each token through the DFA."""
+    info = tokenizer_info("llama3-128k")
+    schema, prefixes, plain = PLAIN_CASES[case]
+    for prefix, expect in zip(prefixes, plain, strict=True):
+        compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+        m = GrammarMatcher(compiled)
+        assert m.accept_bytes(prefix), prefix
+        assert mask_ids(compiled, m.state) == direct_allowed(compiled, m.state), prefix
+        cache = compiled.automaton._cache
+        assert (cache.plain_walks == 1) == expect, (prefix, cache.plain_walks)
+
+
+def test_plain_closure_verdicts() -> None:
+    """plain_closure: equal for a string of any text, differ for bounded ones and patterns, undecided
+    past its bound."""
+    from constrain.masks.sharing import plain_closure
+
+    plain, p0 = dfa_masks_mod._plain_string_body()
+    for schema, verdict in [
+        ({"type": "string"}, "plain"),
+        ({"type": "string", "minLength": 2}, "plain"),  # differs only at the quote: the cut walk's part
+        ({"type": "string", "maxLength": 100}, "differ"),
+        ({"type": "string", "pattern": "^[a-z]*$"}, "differ"),
+        ({"type": "string", "format": "email"}, "differ"),
+    ]:
+        dfa = Grammar.from_json_schema(schema).to_automaton()
+        assert isinstance(dfa, DFA)
+        body = int(dfa.transitions[dfa.start, ord('"')])
+        met = plain_closure(dfa.transitions, body, plain, p0, CUT, 4096)
+        got = "plain" if met.shape[0] and met[0] >= 0 else "differ" if met.shape[0] == 0 else "over"
+        assert got == verdict, schema
+        if got == "plain":
+            assert met[0] == body
+    bounded = Grammar.from_json_schema({"type": "string", "maxLength": 100}).to_automaton()
+    assert isinstance(bounded, DFA)
+    body = int(bounded.transitions[bounded.start, ord('"')])
+    assert plain_closure(bounded.transitions, body, plain, p0, CUT, 4).tolist() == [-1]  # undecided

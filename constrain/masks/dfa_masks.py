@@ -27,6 +27,7 @@ from .sharing import (
     bounded_liveness_classes,
     byte_class_transitions,
     canonical_future,
+    plain_closure,
     split_future,
     table_agreement,
 )
@@ -116,6 +117,17 @@ free key and every string without ``maxLength``/``pattern``/``format`` has it). 
 grammar's: kept by ``clear_caches(keep_constants=True)``, so a new schema's first string costs a lookup
 and a cut walk, not a walk of the vocabulary (2-3 ms with llama3-128k)."""
 register(_PLAIN_FUTURES.clear, constant=True)
+PLAIN_MAX_PAIRS = 4096
+"""Bound on the (DFA state, plain body state) pairs :func:`constrain.masks.sharing.plain_closure` may
+meet: a string value's body is about 8, an object's free key one per prefix of its property names
+(tens of µs at this bound, against 1-2 ms for a whole walk of llama3-128k)."""
+PLAIN_FIRST_PAIRS = 64
+"""The first, cheap bound on those pairs (a string value's body needs about 8); past it, the check
+runs again to :data:`PLAIN_MAX_PAIRS`."""
+_PLAIN_NO_CUT: weakref.WeakKeyDictionary[TokenTrie, tuple[np.ndarray, int]] = weakref.WeakKeyDictionary()
+"""Per trie: the mask of the tokens without a cut byte, of any length, that an unconstrained JSON
+string body allows (a constant of the vocabulary, like :data:`_PLAIN_FUTURES`)."""
+register(_PLAIN_NO_CUT.clear, constant=True)
 
 
 @functools.cache
@@ -150,6 +162,21 @@ def _is_plain_future(table: np.ndarray, key: bytes, plain: list[Any], depth: int
     if table.shape[0] <= depth + 1 or not plain[0]:
         return False  # a full merge: equal languages would have given equal tables
     return bool(table_agreement(table, plain[3], depth, PLAIN_CHECK_MAX_PAIRS) == depth)
+
+
+def _plain_no_cut(trie: TokenTrie, cut_cols: np.ndarray) -> tuple[np.ndarray, int]:
+    """``trie``'s :data:`_PLAIN_NO_CUT` mask (read-only uint32 words) and its token count (one walk on
+    first use)."""
+    got = _PLAIN_NO_CUT.get(trie)
+    if got is None:
+        transitions, state = _plain_string_body()
+        table = transitions.copy()
+        table[:, cut_cols] = -1
+        words = np.zeros(trie.num_words, dtype=np.uint32)
+        count = trie.walk_fast(table, state, words, state_chains(table, trie.max_depth))
+        words.setflags(write=False)
+        got = _PLAIN_NO_CUT[trie] = (words, count)
+    return got
 
 
 def _cut_of(trie: TokenTrie) -> tuple[np.ndarray, np.ndarray] | None:
@@ -191,8 +218,11 @@ class _MaskCache:
         "last",
         "lock",
         "no_sync_partition",
+        "not_plain",
         "num_classes",
         "partial_walks",
+        "plain_states",
+        "plain_walks",
         "split_misses",
         "split_ref",
         "split_walks",
@@ -212,6 +242,9 @@ class _MaskCache:
         self.partial_walks = 0
         self.split_walks = 0  # masks made by split walks (statistics)
         self.split_misses = 0  # ... of which the future's mask was not in FUTURE_MASKS
+        self.plain_walks = 0  # masks made from the plain string body's constant (statistics)
+        self.plain_states: set[int] = set()  # states whose future up to a cut byte is a plain body
+        self.not_plain: set[int] = set()  # ... and states checked not to be
         # (tokens, canonical future, mask) of the last split walk: the reference of the next miss
         self.split_ref: tuple[int, np.ndarray, np.ndarray] | None = None
         self.counts: dict[int, int] = {}  # walked state -> tokens set (about), to pick dense references
@@ -428,8 +461,8 @@ class DFATokenMasks(MaskStore):
 
     def _split_ahead(self, reps: np.ndarray, everything: bool, deadline: float) -> list[int]:
         """:meth:`precompute_ahead`'s dense states (string bodies) by split walks, which are mostly
-        lookups in :data:`FUTURE_MASKS` (tens of µs instead of a walk of the vocabulary); returns the
-        states done. Called with the lock held and the partition computed."""
+        lookups in :data:`FUTURE_MASKS` or the plain body's constant (tens of µs instead of a walk of the
+        vocabulary); returns the states done. Called with the lock held and the partition computed."""
         cache = self._cache
         class_of = cache.class_of
         if self._cut is None or class_of is None:
@@ -440,7 +473,7 @@ class DFATokenMasks(MaskStore):
         for st in reps[live >= SPLIT_MIN_LIVE_BYTES].tolist():
             if not everything and time.perf_counter() >= deadline:
                 break
-            got = self._split_walk(st)
+            got = self._dense_walk(st)
             if got is None:
                 continue
             words, count = got
@@ -511,10 +544,10 @@ class DFATokenMasks(MaskStore):
         return False
 
     def _walk(self, state: int, ref: int = -1) -> np.ndarray:
-        """The mask of ``state`` by a trie walk: a split walk for a dense state (:meth:`_split_walk`),
-        else a whole one. With ``ref`` (a state whose class mask is known and dense), a partial walk
-        when the two keep the same strings of ``k >= 2`` bytes alive: tokens of at most ``k`` bytes are
-        copied from the reference mask, only longer ones are walked."""
+        """The mask of ``state`` by a trie walk: a plain or split walk for a dense state
+        (:meth:`_dense_walk`), else a whole one. With ``ref`` (a state whose class mask is known and
+        dense), a partial walk when the two keep the same strings of ``k >= 2`` bytes alive: tokens of
+        at most ``k`` bytes are copied from the reference mask, only longer ones are walked."""
         cache = self._cache
         words = None
         count = 0
@@ -522,7 +555,7 @@ class DFATokenMasks(MaskStore):
             self._cut is not None
             and np.count_nonzero(self.dfa.transitions[state] >= 0) >= SPLIT_MIN_LIVE_BYTES
         ):
-            got = self._split_walk(state)
+            got = self._dense_walk(state)
             if got is not None:
                 words, count = got
         if words is None:
@@ -561,6 +594,47 @@ class DFATokenMasks(MaskStore):
                     return words, count + cache.counts[ref]  # an upper bound is enough here
         words = np.zeros(self.num_words, dtype=np.uint32)
         return words, trie.walk_fast(self.dfa.transitions, state, words, chains)
+
+    def _dense_walk(self, state: int) -> tuple[np.ndarray, int] | None:
+        """The mask of a dense state by :meth:`_plain_walk` or else :meth:`_split_walk`; None when
+        neither applies (walk whole)."""
+        got = self._plain_walk(state, PLAIN_FIRST_PAIRS)
+        if got is None and state not in self._cache.not_plain:
+            got = self._plain_walk(state, PLAIN_MAX_PAIRS)
+        return got if got is not None else self._split_walk(state)
+
+    def _plain_walk(self, state: int, max_pairs: int) -> tuple[np.ndarray, int] | None:
+        """The mask of a state whose future up to the next cut byte is an unconstrained string body at
+        every length (:func:`constrain.masks.sharing.plain_closure`): the vocabulary's constant mask of
+        such a body (:data:`_PLAIN_NO_CUT`) plus the tokens with a cut byte, walked from the state
+        (:meth:`TokenTrie.walk_cut`). None for any other state. Writable uint32 words, no EOS bits,
+        and how many tokens (about).
+
+        A string value's body and an object's free key (whose DFA also spells the property names) are
+        such states; their split walks otherwise compare futures up to a depth, and walk the longest
+        tokens one by one, or walk whole where the names give the future too many states.
+        ``max_pairs`` bounds the check (None past it): a string value's body needs a few pairs, a
+        free key one per name prefix (a bounded string one per position, only to differ at its
+        bound; measured over the MaskBench sample, checking first still costs least)."""
+        cut = self._cut
+        if cut is None:  # pragma: no cover - checked by the caller
+            return None
+        cache = self._cache
+        if state not in cache.plain_states:
+            if state in cache.not_plain:
+                return None
+            transitions, p0 = _plain_string_body()
+            met = plain_closure(self.dfa.transitions, state, transitions, p0, cut[0], max_pairs)
+            if met.shape[0] == 0:
+                cache.not_plain.add(state)
+                return None
+            if met[0] < 0:  # past the bound: undecided
+                return None
+            cache.plain_states.update(met.tolist())
+        base, count = _plain_no_cut(self.trie, cut[0])
+        words = base.copy()
+        cache.plain_walks += 1
+        return words, count + self.trie.walk_cut(self.dfa.transitions, state, words, cut[1])
 
     def _split_walk(self, state: int) -> tuple[np.ndarray, int] | None:
         """The mask of ``state`` from three parts: the tokens of at most ``_split_depth`` bytes without

@@ -424,3 +424,67 @@ def table_agreement(a: np.ndarray, b: np.ndarray, limit: int, max_pairs: int) ->
         frontier, nxt = nxt, frontier
         size = new
     return limit
+
+
+@numba.njit(cache=True, nogil=True)
+def plain_closure(
+    transitions: np.ndarray, state: int, plain: np.ndarray, p0: int, cut: np.ndarray, max_pairs: int
+) -> np.ndarray:  # pragma: no cover - numba
+    """Whether ``state`` keeps alive exactly the strings without a ``cut`` byte that state ``p0`` of
+    ``plain`` does, at every length (a string body that is unconstrained up to its closing quote).
+
+    Breadth-first over pairs (DFA state, plain state) joined by the bytes not in ``cut``: equal
+    languages iff every pair met has the same live bytes. Unlike :func:`split_future` there is no
+    depth bound, and the pairs stay few where the DFA repeats the plain body's loop (a string value:
+    its body and UTF-8 states) or spells property names inside it (an object's free key: one pair
+    per name prefix).
+
+    Returns the DFA states met paired with ``p0`` (``state`` first) when the languages are equal, an
+    empty array when they differ, ``[-1]`` past ``max_pairs`` pairs.
+    """
+    none = np.empty(0, dtype=np.int64)
+    over = np.full(1, -1, dtype=np.int64)
+    np_ = np.int64(plain.shape[0])
+    cap = 1
+    while cap < 4 * max_pairs:
+        cap *= 2
+    seen = np.full(cap, -1, dtype=np.int64)
+    queue = np.empty((max_pairs, 2), dtype=np.int64)
+    queue[0, 0] = state
+    queue[0, 1] = p0
+    key0 = np.int64(state) * np_ + np.int64(p0)
+    seen[(key0 * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)] = key0
+    size = 1
+    head = 0
+    while head < size:
+        ra = transitions[queue[head, 0]]
+        rb = plain[queue[head, 1]]
+        head += 1
+        for c in range(256):
+            if cut[c]:
+                continue
+            x = ra[c]
+            y = rb[c]
+            if (x < 0) != (y < 0):
+                return none
+            if x < 0:
+                continue
+            key = np.int64(x) * np_ + np.int64(y)
+            slot = (key * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)
+            while seen[slot] >= 0 and seen[slot] != key:
+                slot = (slot + 1) & (cap - 1)
+            if seen[slot] == key:
+                continue
+            if size >= max_pairs:
+                return over
+            seen[slot] = key
+            queue[size, 0] = x
+            queue[size, 1] = y
+            size += 1
+    out = np.empty(size, dtype=np.int64)
+    k = 0
+    for i in range(size):
+        if queue[i, 1] == p0:
+            out[k] = queue[i, 0]
+            k += 1
+    return out[:k].copy()

@@ -249,6 +249,12 @@ class ConstrainEngine(_GrammarMatcherEngine):
             self.note = "constrain.compiler.clear_caches missing: compile cache may be warm"
         self.info = constrain.TokenizerInfo.from_file(vocab.path, eos_ids=vocab.eos_ids)
         self.matcher: Any = None
+        try:  # process start-up, as the peers load their native code at import
+            from constrain.warmup import preload_kernels
+        except ImportError:  # an older constrain
+            pass
+        else:
+            preload_kernels()
 
     def new_bitmask(self) -> Any:
         return self.lib.allocate_token_bitmask(1, self.info.vocab_size)

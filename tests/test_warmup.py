@@ -1,0 +1,39 @@
+"""Loading numba's cached kernels ahead of use (``constrain.warmup.preload_kernels``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+_SCRIPT = r"""
+import json
+from constrain.warmup import numba_kernels, preload_kernels
+first = preload_kernels()
+second = preload_kernels()
+cached, loaded = [], []
+for name, disp in numba_kernels().items():
+    try:
+        index = disp._cache._cache_file._load_index()
+    except Exception:
+        continue
+    if index:
+        cached.append(name)
+        if disp.signatures:
+            loaded.append(name)
+print(json.dumps({"first": first, "second": second, "cached": cached, "loaded": loaded}))
+"""
+
+
+def test_preload_loads_every_cached_kernel_once() -> None:
+    """In a new process, every kernel with an entry in numba's cache is loaded before its first call,
+    and a second call does nothing. (After ``constrain warmup``, as setup runs it, that is every kernel
+    the data path uses; in a checkout without a warm cache there may be none, and nothing to check.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["second"] == 0
+    assert got["first"] >= len(got["cached"])
+    assert sorted(got["loaded"]) == sorted(got["cached"])
