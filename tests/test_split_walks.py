@@ -387,12 +387,26 @@ def test_plain_closure_verdicts() -> None:
         dfa = Grammar.from_json_schema(schema).to_automaton()
         assert isinstance(dfa, DFA)
         body = int(dfa.transitions[dfa.start, ord('"')])
-        met = plain_closure(dfa.transitions, body, plain, p0, CUT, 4096)
-        got = "plain" if met.shape[0] and met[0] >= 0 else "differ" if met.shape[0] == 0 else "over"
-        assert got == verdict, schema
-        if got == "plain":
-            assert met[0] == body
+        code, met = plain_closure(dfa.transitions, body, plain, p0, CUT, 4096)
+        assert {1: "plain", 0: "differ", -1: "over"}[code] == verdict, schema
+        assert met[0] == body
     bounded = Grammar.from_json_schema({"type": "string", "maxLength": 100}).to_automaton()
     assert isinstance(bounded, DFA)
     body = int(bounded.transitions[bounded.start, ord('"')])
-    assert plain_closure(bounded.transitions, body, plain, p0, CUT, 4).tolist() == [-1]  # undecided
+    assert plain_closure(bounded.transitions, body, plain, p0, CUT, 4)[0] == -1  # undecided
+
+
+def test_a_long_bounded_string_checks_plainness_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A string bounded past the pair bound is undecided at its first position; the positions the
+    check met skip it (each would cost a full check), and their masks stay exact."""
+    info = tokenizer_info("llama3-128k")
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 3000}}}
+    compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+    m = GrammarMatcher(compiled)
+    assert m.accept_bytes(b'{"s":"')
+    cache = compiled.automaton._cache
+    for ch in "ab c":
+        assert mask_ids(compiled, m.state) == direct_allowed(compiled, m.state)
+        assert m.accept_bytes(ch.encode())
+        assert m.state in cache.not_plain
+    assert cache.plain_walks == 0 and cache.split_walks == 4

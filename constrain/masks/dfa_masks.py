@@ -624,11 +624,13 @@ class DFATokenMasks(MaskStore):
             if state in cache.not_plain:
                 return None
             transitions, p0 = _plain_string_body()
-            met = plain_closure(self.dfa.transitions, state, transitions, p0, cut[0], max_pairs)
-            if met.shape[0] == 0:
-                cache.not_plain.add(state)
-                return None
-            if met[0] < 0:  # past the bound: undecided
+            verdict, met = plain_closure(self.dfa.transitions, state, transitions, p0, cut[0], max_pairs)
+            if verdict < 0 and max_pairs < PLAIN_MAX_PAIRS:
+                return None  # undecided: the caller checks again with the large bound
+            if verdict <= 0:
+                # Not plain, or undecided at the large bound; the states met are most likely the same
+                # (the next positions of a long bounded string): they skip the check, only a shortcut lost.
+                cache.not_plain.update(met.tolist())
                 return None
             cache.plain_states.update(met.tolist())
         base, count = _plain_no_cut(self.trie, cut[0])

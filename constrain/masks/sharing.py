@@ -429,7 +429,7 @@ def table_agreement(a: np.ndarray, b: np.ndarray, limit: int, max_pairs: int) ->
 @numba.njit(cache=True, nogil=True)
 def plain_closure(
     transitions: np.ndarray, state: int, plain: np.ndarray, p0: int, cut: np.ndarray, max_pairs: int
-) -> np.ndarray:  # pragma: no cover - numba
+) -> tuple[int, np.ndarray]:  # pragma: no cover - numba
     """Whether ``state`` keeps alive exactly the strings without a ``cut`` byte that state ``p0`` of
     ``plain`` does, at every length (a string body that is unconstrained up to its closing quote).
 
@@ -439,11 +439,9 @@ def plain_closure(
     its body and UTF-8 states) or spells property names inside it (an object's free key: one pair
     per name prefix).
 
-    Returns the DFA states met paired with ``p0`` (``state`` first) when the languages are equal, an
-    empty array when they differ, ``[-1]`` past ``max_pairs`` pairs.
+    Returns ``(verdict, met)``: verdict 1 when the languages are equal, 0 when they differ, -1 past
+    ``max_pairs`` pairs (undecided); ``met``: the DFA states met paired with ``p0``, ``state`` first.
     """
-    none = np.empty(0, dtype=np.int64)
-    over = np.full(1, -1, dtype=np.int64)
     np_ = np.int64(plain.shape[0])
     cap = 1
     while cap < 4 * max_pairs:
@@ -456,7 +454,8 @@ def plain_closure(
     seen[(key0 * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)] = key0
     size = 1
     head = 0
-    while head < size:
+    verdict = 1
+    while head < size and verdict == 1:
         ra = transitions[queue[head, 0]]
         rb = plain[queue[head, 1]]
         head += 1
@@ -466,7 +465,8 @@ def plain_closure(
             x = ra[c]
             y = rb[c]
             if (x < 0) != (y < 0):
-                return none
+                verdict = 0
+                break
             if x < 0:
                 continue
             key = np.int64(x) * np_ + np.int64(y)
@@ -476,7 +476,8 @@ def plain_closure(
             if seen[slot] == key:
                 continue
             if size >= max_pairs:
-                return over
+                verdict = -1
+                break
             seen[slot] = key
             queue[size, 0] = x
             queue[size, 1] = y
@@ -487,4 +488,4 @@ def plain_closure(
         if queue[i, 1] == p0:
             out[k] = queue[i, 0]
             k += 1
-    return out[:k].copy()
+    return verdict, out[:k].copy()
