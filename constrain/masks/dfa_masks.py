@@ -27,6 +27,7 @@ from .sharing import (
     bounded_liveness_classes,
     byte_class_transitions,
     canonical_future,
+    live_byte_count,
     plain_closure,
     split_future,
     table_agreement,
@@ -58,6 +59,8 @@ SPLIT_WALKS = True
 :data:`SPLIT_BYTES`); off only to compare with whole walks (tests, benchmarks)."""
 PARTIAL_WALK_MIN_DEPTH = 2
 """A walk reuses a reference mask when the two states agree on all strings of at least this many bytes."""
+PARTIAL_WALK_MIN_LIVE = 16
+"""... and only a state with at least this many live bytes tries one."""
 PARTIAL_WALK_MIN_TOKENS = 2048
 """Only a reference mask with at least this many tokens is worth a partial walk (sparse walks are fast)."""
 PARTIAL_WALK_MAX_PAIRS = 4096
@@ -551,15 +554,14 @@ class DFATokenMasks(MaskStore):
         cache = self._cache
         words = None
         count = 0
-        if (
-            self._cut is not None
-            and np.count_nonzero(self.dfa.transitions[state] >= 0) >= SPLIT_MIN_LIVE_BYTES
-        ):
+        live = live_byte_count(self.dfa.transitions, state)
+        if self._cut is not None and live >= SPLIT_MIN_LIVE_BYTES:
             got = self._dense_walk(state)
             if got is not None:
                 words, count = got
         if words is None:
-            words, count = self._whole_or_partial_walk(state, ref)
+            # a sparse state walks whole in µs: no agreement check against a reference
+            words, count = self._whole_or_partial_walk(state, ref if live >= PARTIAL_WALK_MIN_LIVE else -1)
         if self.dfa.accepting[state]:
             for w, bit in self._eos_words:
                 words[w] |= np.uint32(bit)
@@ -652,12 +654,23 @@ class DFATokenMasks(MaskStore):
         table = split_future(self.dfa.transitions, state, cut[0], depth, SPLIT_MAX_STATES)
         if table.shape[0] == 0:
             return None
-        table = canonical_future(table, depth)
-        key = (id(trie), depth, table.tobytes())
         cache = self._cache
-        hit = FUTURE_MASKS.get(key)
+        plain = _plain_future(trie, cut[0], depth)
+        hit = None
+        if (
+            plain[1] is not None
+            and table.shape[0] > depth + 1
+            and table_agreement(table, plain[3], depth, PLAIN_CHECK_MAX_PAIRS) == depth
+        ):
+            # The plain body up to the split depth (a string bounded further on): its mask, without a
+            # canonical table (tens of µs for the hundreds of states of a long bound) or a lookup.
+            hit = (weakref.ref(trie), plain[1], plain[2], 0)
+            table = plain[3]
+        else:
+            table = canonical_future(table, depth)
+            key = (id(trie), depth, table.tobytes())
+            hit = FUTURE_MASKS.get(key)
         if hit is None or hit[0]() is not trie:
-            plain = _plain_future(trie, cut[0], depth)
             if _is_plain_future(table, key[2], plain, depth):  # an unconstrained string body
                 if plain[1] is None:
                     plain[1], plain[2] = self._future_mask(table, depth)

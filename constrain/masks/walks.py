@@ -448,12 +448,14 @@ def walk_trie_long_plain(
 ) -> int:  # pragma: no cover - numba
     """:func:`walk_trie_long` without :func:`state_chains` of the DFA: each token longer than
     ``min_len`` bytes steps the DFA from ``state``, except that a token whose bytes all loop on
-    ``state`` (a string body) is set at once; returns how many it set. For the few longest tokens
+    ``state`` (a string body) is set at once, and so is one whose ASCII bytes all follow the chain of
+    positions of a bounded body (see the loop); returns how many it set. For the few longest tokens
     (llama3: 474 over 21 bytes), tens of µs."""
     tabs = tables_of(tables)
     order, sorted_ids, long_counts = tabs[LONG_ORDER], tabs[SORTED_IDS], tabs[LONG_COUNTS]
     tok_len, tok_off, tok_bytes, tok_ascii = tabs[TOK_LEN], tabs[TOK_OFF], tabs[TOK_BYTES], tabs[TOK_ASCII]
     count = long_counts[min(max(min_len, 0), long_counts.shape[0] - 1)]
+    length_cap = tok_len[order[0]] if count > 0 else 0  # the longest token's length
     # A self-loop at ``state`` (a string body): tokens whose bytes all loop are set without stepping.
     l0 = np.uint64(0)
     l1 = np.uint64(0)
@@ -471,6 +473,17 @@ def walk_trie_long_plain(
     if high:
         l1 |= np.uint64(1) << np.uint64(63)
     set_count = 0
+    # Along a bounded string body each position is a new state: ``c0/c1[k]`` are the ASCII bytes that
+    # lead, at every one of the first ``k`` steps, to the one next state of the chain from ``state``
+    # (``chain[k]``), so a token of ``k`` bytes all in them is alive without stepping the DFA (dependent
+    # loads in a large DFA). Built as far as the tokens need (``built``).
+    chain = np.empty(length_cap + 1, dtype=np.int64)
+    c0 = np.empty(length_cap + 1, dtype=np.uint64)
+    c1 = np.empty(length_cap + 1, dtype=np.uint64)
+    chain[0] = state
+    c0[0] = ~np.uint64(0)
+    c1[0] = ~np.uint64(0) >> np.uint64(1)  # bit 127 (any byte >= 0x7F) never: those tokens step
+    built = 0
     for j in range(count):
         i = order[j]
         if ((tok_ascii[i, 0] & ~l0) | (tok_ascii[i, 1] & ~l1)) == 0:
@@ -478,8 +491,35 @@ def walk_trie_long_plain(
             out_mask[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
             set_count += 1
             continue
+        start = tok_off[i]
+        length = tok_len[i]
+        while built < length and (c0[built] | c1[built]) != 0:
+            q = chain[built]
+            nxt = transitions[q, 97]  # the chain follows 'a', else '0', else ' '
+            if nxt < 0:
+                nxt = transitions[q, 48]
+            if nxt < 0:
+                nxt = transitions[q, 32]
+            u0 = np.uint64(0)
+            u1 = np.uint64(0)
+            if nxt >= 0:
+                for b in range(127):
+                    if transitions[q, b] == nxt:
+                        if b < 64:
+                            u0 |= np.uint64(1) << np.uint64(b)
+                        else:
+                            u1 |= np.uint64(1) << np.uint64(b - 64)
+            chain[built + 1] = nxt
+            c0[built + 1] = c0[built] & u0
+            c1[built + 1] = c1[built] & u1
+            built += 1
+        if length <= built and ((tok_ascii[i, 0] & ~c0[length]) | (tok_ascii[i, 1] & ~c1[length])) == 0:
+            t = sorted_ids[i]
+            out_mask[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
+            set_count += 1
+            continue
         q = state
-        for p in range(tok_off[i], tok_off[i] + tok_len[i]):
+        for p in range(start, start + length):
             q = transitions[q, tok_bytes[p]]
             if q < 0:
                 break
