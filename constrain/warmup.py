@@ -15,9 +15,10 @@ filling masks and asking for forced tokens, and applies a mask with the CPU kern
 compiled for the argument types real use passes. Numba compiles per argument types, not per tokenizer,
 so one tokenizer warms the kernels for all of them.
 
-Known gap (2026-12-05, ``bench/bench_cold_start.py``): the next process after a warm-up still compiles 9
-mask-walk kernels of ``masks/sharing.py`` and ``masks/walks.py`` once (after its first mask, about 8 s of
-CPU on a 2-core machine); from then on nothing compiles. Not the inputs, not running the warm-up twice.
+Numba compiles one signature per kind of argument (a read-only array is another kind), so the warm-up also
+calls the kernels that Python reaches only on rare paths with every kind real fills pass
+(:func:`_walk_signatures`). Check: ``NUMBA_DEBUG_CACHE=1`` on a bench run prints "data saved" for any
+kernel compiled after the warm-up (none on the 300-schema MaskBench step bench, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .budget import UNLIMITED, budget_scope
 from .compiler import compile as compile_grammar
@@ -157,6 +160,35 @@ def _walk(compiled: Any, bitmask: Any) -> None:
     m.fork().next_token_mask()
 
 
+def _walk_signatures(compiled: Any) -> None:
+    """Call the kernels that Python calls with argument kinds the walks above may not reach: the trie
+    walks of a regular grammar on a DFA's read-only transitions and on a writable split-future table,
+    and a context-free grammar's single byte step. Short warm-up paths do not reach all of
+    them (a partial walk deep in a long string is rare), and numba compiles one signature per kind;
+    without this a fill in the middle of decoding paid the JIT (a 273 ms step in the MaskBench bench)."""
+    from .cfg import fast_step
+    from .masks.dfa_masks import DFATokenMasks
+    from .masks.walks import state_chains
+
+    auto = compiled.automaton
+    earley = getattr(auto, "earley", None)
+    if earley is not None:
+        # a context-free byte step from Python (an accepted token whose transition no mask computed);
+        # recomputing a known transition writes the same value
+        with earley.lock:
+            fast_step.step(earley.handle, int(earley.start), ord(" "))
+    if not isinstance(auto, DFATokenMasks):
+        return
+    trie = auto.trie
+    for trans in (auto.dfa.transitions, np.array(auto.dfa.transitions)):
+        chains = state_chains(trans, trie.max_depth)
+        words = np.zeros(auto.num_words, dtype=np.uint32)
+        trie.walk_fast(trans, auto.start, words, chains)
+        trie.walk_fast(trans, auto.start, words, chains, 2)
+        trie.walk_long(trans, auto.start, words, chains, 2)
+        trie.walk_long_plain(trans, auto.start, words, 2)
+
+
 def numba_kernels() -> dict[str, Any]:
     """Every numba dispatcher defined in a loaded constrain module: ``module.function`` -> dispatcher."""
     from numba.core.dispatcher import Dispatcher
@@ -240,6 +272,7 @@ def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport
             with budget_scope(UNLIMITED):
                 compiled = compile_grammar(make(), info, budget=UNLIMITED)
             _walk(compiled, None)
+            _walk_signatures(compiled)
             report.seconds[label] = time.perf_counter() - t
         try:
             import torch  # the CPU kernel and torch bitmasks are part of the data path

@@ -37,3 +37,21 @@ def test_preload_loads_every_cached_kernel_once() -> None:
     assert got["second"] == 0
     assert got["first"] >= len(got["cached"])
     assert sorted(got["loaded"]) == sorted(got["cached"])
+
+
+def test_walk_signatures_cover_read_only_and_writable_tables() -> None:
+    """The warm-up calls the trie walks on a DFA's read-only transitions and on a writable split table,
+    and a context-free byte step from Python: numba compiles one signature per kind, and a fill that
+    met a missing one paid the JIT mid-decoding (273 ms in the MaskBench step bench)."""
+    import constrain
+    from constrain.cfg import fast_step
+    from constrain.masks import walks
+    from constrain.warmup import _walk_signatures
+
+    info = constrain.TokenizerInfo.from_vocab([bytes([b]) for b in range(256)] + [b"ab", b""], eos_ids=257)
+    _walk_signatures(constrain.compile(constrain.Grammar.from_regex("[a-c]{1,4}x"), info))
+    _walk_signatures(constrain.compile(constrain.Grammar.from_lark('start: "a" start | "b"'), info))
+    for kernel in (walks.walk_trie_long, walks.walk_trie_fast, walks.walk_trie_long_plain):
+        kinds = {sig[0].mutable for sig in kernel.signatures}
+        assert kinds == {True, False}, kernel
+    assert any("TablesType" in type(sig[0]).__name__ for sig in fast_step.step.signatures)

@@ -222,6 +222,28 @@ def byte_class_transitions(dfa: DFA) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
+def _pair_set(max_pairs: int) -> np.ndarray:  # pragma: no cover - numba
+    """An empty open-addressing set of non-negative int64 keys, room for ``max_pairs`` at load 1/4."""
+    cap = 1
+    while cap < 4 * max_pairs:
+        cap *= 2
+    return np.full(cap, -1, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _insert_pair(seen: np.ndarray, key: np.int64) -> bool:  # pragma: no cover - numba
+    """Add ``key`` to the set ``seen`` (:func:`_pair_set`); False when it was there already."""
+    mask = seen.shape[0] - 1
+    slot = (key * np.int64(0x9E3779B97F4A7C15)) & mask
+    while seen[slot] >= 0 and seen[slot] != key:
+        slot = (slot + 1) & mask
+    if seen[slot] == key:
+        return False
+    seen[slot] = key
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def agreement_depth(
     trans_c: np.ndarray, s: int, t: int, limit: int, max_pairs: int
 ) -> int:  # pragma: no cover - numba
@@ -236,10 +258,7 @@ def agreement_depth(
     if s == t:
         return limit
     k = trans_c.shape[1]
-    cap = 1
-    while cap < 4 * max_pairs:
-        cap *= 2
-    seen = np.full(cap, -1, dtype=np.int64)
+    seen = _pair_set(max_pairs)
     frontier = np.empty((max_pairs, 2), dtype=np.int64)
     nxt = np.empty((max_pairs, 2), dtype=np.int64)
     frontier[0, 0] = s
@@ -259,15 +278,10 @@ def agreement_depth(
                     return level
                 if x < 0 or x == y:
                     continue
-                key = np.int64(x) * n + np.int64(y)
-                slot = (key * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)
-                while seen[slot] >= 0 and seen[slot] != key:
-                    slot = (slot + 1) & (cap - 1)
-                if seen[slot] == key:
+                if not _insert_pair(seen, np.int64(x) * n + np.int64(y)):
                     continue
                 if total >= max_pairs:
                     return -1
-                seen[slot] = key
                 total += 1
                 nxt[new, 0] = x
                 nxt[new, 1] = y
@@ -383,10 +397,7 @@ def table_agreement(a: np.ndarray, b: np.ndarray, limit: int, max_pairs: int) ->
     """:func:`agreement_depth` of state 0 of table ``a`` and state 0 of table ``b`` (two
     :func:`canonical_future` tables, 256 columns each): the largest ``k <= limit`` such that they keep
     the same strings of at most ``k`` bytes alive, or -1 past ``max_pairs`` pairs."""
-    cap = 1
-    while cap < 4 * max_pairs:
-        cap *= 2
-    seen = np.full(cap, -1, dtype=np.int64)
+    seen = _pair_set(max_pairs)
     frontier = np.empty((max_pairs, 2), dtype=np.int64)
     nxt = np.empty((max_pairs, 2), dtype=np.int64)
     frontier[0, 0] = 0
@@ -406,15 +417,10 @@ def table_agreement(a: np.ndarray, b: np.ndarray, limit: int, max_pairs: int) ->
                     return level
                 if x < 0:
                     continue
-                key = np.int64(x) * nb + np.int64(y)
-                slot = (key * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)
-                while seen[slot] >= 0 and seen[slot] != key:
-                    slot = (slot + 1) & (cap - 1)
-                if seen[slot] == key:
+                if not _insert_pair(seen, np.int64(x) * nb + np.int64(y)):
                     continue
                 if total >= max_pairs:
                     return -1
-                seen[slot] = key
                 total += 1
                 nxt[new, 0] = x
                 nxt[new, 1] = y
@@ -443,15 +449,11 @@ def plain_closure(
     ``max_pairs`` pairs (undecided); ``met``: the DFA states met paired with ``p0``, ``state`` first.
     """
     np_ = np.int64(plain.shape[0])
-    cap = 1
-    while cap < 4 * max_pairs:
-        cap *= 2
-    seen = np.full(cap, -1, dtype=np.int64)
+    seen = _pair_set(max_pairs)
     queue = np.empty((max_pairs, 2), dtype=np.int64)
     queue[0, 0] = state
     queue[0, 1] = p0
-    key0 = np.int64(state) * np_ + np.int64(p0)
-    seen[(key0 * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)] = key0
+    _insert_pair(seen, np.int64(state) * np_ + np.int64(p0))
     size = 1
     head = 0
     verdict = 1
@@ -469,16 +471,11 @@ def plain_closure(
                 break
             if x < 0:
                 continue
-            key = np.int64(x) * np_ + np.int64(y)
-            slot = (key * np.int64(0x9E3779B97F4A7C15)) & (cap - 1)
-            while seen[slot] >= 0 and seen[slot] != key:
-                slot = (slot + 1) & (cap - 1)
-            if seen[slot] == key:
+            if not _insert_pair(seen, np.int64(x) * np_ + np.int64(y)):
                 continue
             if size >= max_pairs:
                 verdict = -1
                 break
-            seen[slot] = key
             queue[size, 0] = x
             queue[size, 1] = y
             size += 1

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 # Positions in a trie's walk tables (see :func:`walk_tables`).
 (
     NODES, DUP_START, DUP_END, SORTED_IDS, BYTE, DEPTH, SKIP, TOK, ASCII_BYTES, MAXLEN, TOK_LO,
-    TOK_LEN, TOK_OFF, TOK_BYTES, TOK_ASCII, HI_PREFIX, SHORT_MASKS, LONG_ORDER, LONG_COUNTS,
-) = range(19)  # fmt: skip
+    TOK_LEN, TOK_OFF, TOK_BYTES, TOK_ASCII, HI_PREFIX, SHORT_MASKS, LONG_ORDER, LONG_COUNTS, ROOT_NODE,
+) = range(20)  # fmt: skip
 
 Chains = tuple[np.ndarray, np.ndarray, np.ndarray]
 """``(chain_bytes, chain_len, chain_wide)`` of a DFA: :func:`state_chains`'s result."""
@@ -43,16 +43,26 @@ def walk_tables(trie: TokenTrie) -> Tables:
     of the position constants above. ``NODES`` .. ``SORTED_IDS``: the
     :class:`~constrain.masks.trie.TokenTrie` fields; ``BYTE`` .. ``HI_PREFIX``: the
     :class:`~constrain.masks.trie.TrieSummary` columns; ``SHORT_MASKS`` (first axis
-    ``max_depth + 1``) and ``LONG_ORDER``, ``LONG_COUNTS``: the trie's cached properties. Use
+    ``max_depth + 1``) and ``LONG_ORDER``, ``LONG_COUNTS``: the trie's cached properties;
+    ``ROOT_NODE``: :func:`_root_nodes`. Use
     ``trie.tables``, built once."""
     s = trie.summary
     order, counts = trie.long_order
     tabs = (
         trie.nodes, trie.dup_start, trie.dup_end, trie.sorted_ids, s.byte, s.depth, s.skip, s.tok,
         s.ascii_bytes, s.maxlen, s.tok_lo, s.tok_len, s.tok_off, s.tok_bytes, s.tok_ascii, s.hi_prefix,
-        trie.short_masks, order, counts,
+        trie.short_masks, order, counts, _root_nodes(s.byte, s.depth),
     )  # fmt: skip
     return new_tables(tabs)
+
+
+def _root_nodes(node_byte: np.ndarray, node_depth: np.ndarray) -> np.ndarray:
+    """``root[b]``: the preorder index of the trie node for the first byte ``b`` (-1: no token starts
+    with ``b``)."""
+    root = np.full(256, -1, dtype=np.int32)
+    first = np.flatnonzero(node_depth == 0)
+    root[node_byte[first]] = first
+    return root
 
 
 @numba.njit(cache=True, nogil=True)
@@ -203,7 +213,8 @@ def walk_trie_fast(
     return _walk_fast(
         transitions, state, t[BYTE], t[DEPTH], t[SKIP], t[TOK], t[DUP_START], t[DUP_END], t[SORTED_IDS],
         t[SHORT_MASKS].shape[0] - 1, t[ASCII_BYTES], t[MAXLEN], t[TOK_LO], t[TOK_LEN], t[TOK_OFF],
-        t[TOK_BYTES], t[TOK_ASCII], t[HI_PREFIX], chains[0], chains[1], chains[2], min_len, out_mask,
+        t[TOK_BYTES], t[TOK_ASCII], t[HI_PREFIX], chains[0], chains[1], chains[2], t[ROOT_NODE], min_len,
+        out_mask,
     )  # fmt: skip
 
 
@@ -230,6 +241,7 @@ def _walk_fast(
     chain_bytes: np.ndarray,
     chain_len: np.ndarray,
     chain_wide: np.ndarray,
+    root_node: np.ndarray,
     min_len: int,
     out_mask: np.ndarray,
 ) -> int:  # pragma: no cover - numba
@@ -241,10 +253,21 @@ def _walk_fast(
     stack[0] = state
     path0 = np.zeros(max_depth + 1, dtype=np.uint64)  # bytes on the path to depth d (ascii form)
     path1 = np.zeros(max_depth + 1, dtype=np.uint64)
-    n = 0
-    total = node_byte.shape[0]
     count = 0
-    while n < total:
+    # The root's subtrees are entered only for the bytes alive at ``state`` (``root_node``: a sparse
+    # state's walk then skips the 256 root children one by one, about half of a small walk).
+    r = 0
+    n = 0
+    end = 0
+    while True:
+        if n >= end:
+            while r < 256 and (root_node[r] < 0 or transitions[state, r] < 0):
+                r += 1
+            if r >= 256:
+                break
+            n = root_node[r]
+            end = node_skip[n]
+            r += 1
         if min_len > 0 and maxlen[n] <= min_len:
             n = node_skip[n]
             continue
@@ -443,6 +466,20 @@ def walk_trie_cut(
 
 
 @numba.njit(cache=True, nogil=True)
+def _ascii_bytes_to(row: np.ndarray, target: int) -> tuple[np.uint64, np.uint64]:  # pragma: no cover
+    """The bytes below 0x7F that ``row`` (a DFA row) sends to ``target``, as two 64-bit sets."""
+    lo = np.uint64(0)
+    hi = np.uint64(0)
+    for b in range(127):
+        if row[b] == target:
+            if b < 64:
+                lo |= np.uint64(1) << np.uint64(b)
+            else:
+                hi |= np.uint64(1) << np.uint64(b - 64)
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
 def walk_trie_long_plain(
     transitions: np.ndarray, state: int, tables: Any, min_len: int, out_mask: np.ndarray
 ) -> int:  # pragma: no cover - numba
@@ -457,14 +494,7 @@ def walk_trie_long_plain(
     count = long_counts[min(max(min_len, 0), long_counts.shape[0] - 1)]
     length_cap = tok_len[order[0]] if count > 0 else 0  # the longest token's length
     # A self-loop at ``state`` (a string body): tokens whose bytes all loop are set without stepping.
-    l0 = np.uint64(0)
-    l1 = np.uint64(0)
-    for b in range(127):
-        if transitions[state, b] == state:
-            if b < 64:
-                l0 |= np.uint64(1) << np.uint64(b)
-            else:
-                l1 |= np.uint64(1) << np.uint64(b - 64)
+    l0, l1 = _ascii_bytes_to(transitions[state], state)
     high = True
     for b in range(127, 256):
         if transitions[state, b] != state:
@@ -500,15 +530,7 @@ def walk_trie_long_plain(
                 nxt = transitions[q, 48]
             if nxt < 0:
                 nxt = transitions[q, 32]
-            u0 = np.uint64(0)
-            u1 = np.uint64(0)
-            if nxt >= 0:
-                for b in range(127):
-                    if transitions[q, b] == nxt:
-                        if b < 64:
-                            u0 |= np.uint64(1) << np.uint64(b)
-                        else:
-                            u1 |= np.uint64(1) << np.uint64(b - 64)
+            u0, u1 = _ascii_bytes_to(transitions[q], nxt) if nxt >= 0 else (np.uint64(0), np.uint64(0))
             chain[built + 1] = nxt
             c0[built + 1] = c0[built] & u0
             c1[built + 1] = c1[built] & u1
