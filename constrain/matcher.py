@@ -19,7 +19,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -68,6 +68,20 @@ def _torch() -> Any:
     return torch
 
 
+def _row_filler(auto: Any) -> Callable[[int, np.ndarray], None]:
+    """``fill_row(state, out)`` of the automaton (write a state's mask into a bitmask row), or the same
+    from its ``mask`` for an automaton without one."""
+    fill = getattr(auto, "fill_row", None)
+    if fill is not None:
+        return cast("Callable[[int, np.ndarray], None]", fill)
+    mask = auto.mask
+
+    def fill_from_mask(state: int, out: np.ndarray) -> None:
+        out[...] = mask(state)
+
+    return fill_from_mask
+
+
 class GrammarMatcher:
     """Tracks one sequence through a compiled grammar.
 
@@ -83,6 +97,7 @@ class GrammarMatcher:
         "_compiled",
         "_eos",
         "_fast_target",
+        "_fill_row",
         "_history",
         "_is_final",
         "_json",
@@ -109,6 +124,7 @@ class GrammarMatcher:
         self._step = auto.step
         self._is_final = auto.is_final
         self._mask = auto.mask
+        self._fill_row = _row_filler(auto)
         self._token_bytes = info.token_bytes
         self._special = info.special_ids
         self._eos = frozenset(info.eos_ids)
@@ -241,6 +257,7 @@ class GrammarMatcher:
         twin._step = self._step
         twin._is_final = self._is_final
         twin._mask = self._mask
+        twin._fill_row = self._fill_row
         twin._token_bytes = self._token_bytes
         twin._special = self._special
         twin._eos = self._eos
@@ -287,8 +304,8 @@ class GrammarMatcher:
             and bitmask.data_ptr() == fast[1]
         ):
             # Hot path: the row validated last time; one numpy copy of a cached mask (about 1 µs,
-            # half a ctypes.memmove call's overhead).
-            fast[2][...] = self._mask(h[-1])
+            # half a ctypes.memmove call's overhead), or a sparse state's ids written into it.
+            self._fill_row(h[-1], fast[2])
             js = self._json
             if js is not None and js[-1][4]:
                 assert self._keys is not None

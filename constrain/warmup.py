@@ -168,7 +168,7 @@ def _walk_signatures(compiled: Any) -> None:
     without this a fill in the middle of decoding paid the JIT (a 273 ms step in the MaskBench bench)."""
     from .cfg import fast_step
     from .masks.dfa_masks import DFATokenMasks
-    from .masks.walks import state_chains
+    from .masks.walks import sparse_fill, state_chains, write_ids
 
     auto = compiled.automaton
     earley = getattr(auto, "earley", None)
@@ -180,6 +180,12 @@ def _walk_signatures(compiled: Any) -> None:
     if not isinstance(auto, DFATokenMasks):
         return
     trie = auto.trie
+    # a sparse state's first visit written into a bitmask row, and its ids written back
+    row = np.zeros(auto.num_words, dtype=np.int32)
+    chains = state_chains(auto.dfa.transitions, trie.max_depth)
+    eos = auto._eos_ids
+    _, ids = sparse_fill(auto.dfa.transitions, auto.start, trie.tables, chains, 256, 8, eos, False, row)
+    write_ids(ids, row)
     for trans in (auto.dfa.transitions, np.array(auto.dfa.transitions)):
         chains = state_chains(trans, trie.max_depth)
         words = np.zeros(auto.num_words, dtype=np.uint32)

@@ -27,14 +27,13 @@ from .sharing import (
     bounded_liveness_classes,
     byte_class_transitions,
     canonical_future,
-    live_byte_count,
     plain_closure,
     split_future,
     table_agreement,
 )
 from .store import MaskStore
 from .trie import TokenTrie
-from .walks import state_chains
+from .walks import sparse_fill, state_chains, walk_trie_sparse, write_ids
 from .worker import MASK_WORKER
 
 # ---- token masks: shared per class of states, filled on demand and in the background -----------------
@@ -92,6 +91,8 @@ walk whole in microseconds anyway."""
 SPLIT_MAX_TOKENS = 8192
 """Cut bytes are taken while the tokens holding one stay within this many, so that the cut walk stays
 short."""
+SPARSE_MAX_IDS = 256
+"""A sparse state's mask filled by ``fill_row`` is kept as its token ids when it has at most this many."""
 SPLIT_MIN_LIVE_BYTES = 64
 """Only states with at least this many live bytes get split walks: sparse ones walk whole in µs."""
 SPLIT_LONG_TOKENS = 512
@@ -327,6 +328,13 @@ class DFATokenMasks(MaskStore):
         # A flat int32 memoryview reads transitions at ~30 ns each, with no copy.
         self._trans = dfa.transitions.data.cast("B").cast("i")
         self._accepting = dfa.accepting
+        # for the first visit of a sparse state (a few µs in all): Python-level lookups
+        self._final = dfa.accepting.tobytes()
+        self._transitions = dfa.transitions
+        self._tables = trie.tables
+        self._num_words = trie.num_words
+        # sparse states' masks as token ids (fill_row); materialised into ``_masks`` when asked for a row
+        self._sparse: dict[int, np.ndarray] = {}
         self._cut = _cut_of(trie) if SPLIT_WALKS else None
 
     # ---- the TokenAutomaton protocol -------------------------------------------------------------
@@ -351,8 +359,59 @@ class DFATokenMasks(MaskStore):
         """The read-only int32 bitmask row of ``state`` (EOS bits set where the state accepts)."""
         mask = self._masks.get(state)
         if mask is None:
-            mask = self._compute_mask(state)
+            ids = self._sparse.get(state)
+            if ids is None:
+                return self._compute_mask(state)
+            row = np.empty(self._num_words, dtype=np.int32)
+            write_ids(ids, row)
+            row.setflags(write=False)
+            mask = self._masks.setdefault(state, row)
+            self._sparse.pop(state, None)
         return mask
+
+    def fill_row(self, state: int, out: np.ndarray) -> None:
+        """Write the mask of ``state`` into ``out`` (a writable, contiguous int32 row).
+
+        What :meth:`mask` gives, without keeping a full row for a sparse state: its first visit walks
+        straight into ``out`` and keeps only its token ids (at most :data:`SPARSE_MAX_IDS`), later
+        visits write them back. A full row kept per state costs a fresh 16 KB per first visit (llama3),
+        and on a VM the page faults of fresh memory cost as much as the walk (about 2.5 µs of 10)."""
+        mask = self._masks.get(state)
+        if mask is not None:
+            out[...] = mask
+            return
+        ids = self._sparse.get(state)
+        if ids is not None:
+            write_ids(ids, out)
+            return
+        cache = self._cache
+        if cache.class_of is not None or not self._masks:
+            # masks shared by class, or the first one (which starts partitioning or the background fill)
+            out[...] = self._compute_mask(state)
+            return
+        chains = cache.chains
+        if chains is None:
+            chains = cache.chains = state_chains(self.dfa.transitions, self.trie.max_depth)
+        count, ids = sparse_fill(
+            self._transitions, state, self._tables, chains, PARTIAL_WALK_MIN_LIVE, SPARSE_MAX_IDS,
+            self._eos_ids, self._final[state] != 0, out,
+        )  # fmt: skip
+        if count < 0:  # a dense state
+            out[...] = self._compute_mask(state)
+            return
+        cache.walks += 1
+        cache.counts[state] = count
+        if count > SPARSE_MAX_IDS:
+            row = out.copy()
+            row.setflags(write=False)
+            self._masks.setdefault(state, row)
+        else:
+            self._sparse.setdefault(state, ids)
+
+    @property
+    def num_cached_states(self) -> int:
+        """How many states have their token mask at hand so far (as a row or as token ids)."""
+        return len(self._masks) + len(self._sparse)
 
     @property
     def num_mask_classes(self) -> int | None:
@@ -385,8 +444,14 @@ class DFATokenMasks(MaskStore):
     # ---- internals -----------------------------------------------------------------------------
     def _compute_mask(self, state: int) -> np.ndarray:
         cache = self._cache
-        first = not self._masks
-        if not first and cache.class_of is None and self.dfa.num_states > 1 and self._partition_here():
+        first = not self._masks and not self._sparse
+        if (
+            not first
+            and cache.class_of is None
+            and not cache.no_sync_partition
+            and self.dfa.num_states > 1
+            and self._partition_here()
+        ):
             self._ensure_classes()  # the second distinct state: share masks from now on
         class_of = cache.class_of
         if class_of is not None:
@@ -538,6 +603,7 @@ class DFATokenMasks(MaskStore):
         if n <= SYNC_PARTITION_MAX_STATES:
             return True
         if self._background_on() or cache.no_sync_partition:
+            cache.no_sync_partition = True  # the worker partitions (a fill does not ask again)
             return False
         if cache.trans_c is None:
             cache.trans_c = byte_class_transitions(self.dfa)
@@ -552,17 +618,18 @@ class DFATokenMasks(MaskStore):
         dense), a partial walk when the two keep the same strings of ``k >= 2`` bytes alive: tokens of
         at most ``k`` bytes are copied from the reference mask, only longer ones are walked."""
         cache = self._cache
-        words = None
-        count = 0
-        live = live_byte_count(self.dfa.transitions, state)
-        if self._cut is not None and live >= SPLIT_MIN_LIVE_BYTES:
-            got = self._dense_walk(state)
-            if got is not None:
-                words, count = got
-        if words is None:
-            # a sparse state walks whole in µs: no agreement check against a reference
-            words, count = self._whole_or_partial_walk(state, ref if live >= PARTIAL_WALK_MIN_LIVE else -1)
-        if self.dfa.accepting[state]:
+        chains = cache.chains
+        if chains is None:
+            chains = cache.chains = state_chains(self.dfa.transitions, self.trie.max_depth)
+        words = np.zeros(self._num_words, dtype=np.uint32)
+        # a sparse state walks whole in µs, in one kernel call: no agreement check against a reference
+        count = walk_trie_sparse(self._transitions, state, self._tables, chains, PARTIAL_WALK_MIN_LIVE, words)
+        if count < 0:
+            got = None
+            if self._cut is not None and -1 - count >= SPLIT_MIN_LIVE_BYTES:
+                got = self._dense_walk(state)
+            words, count = got if got is not None else self._whole_or_partial_walk(state, ref, words)
+        if self._final[state]:
             for w, bit in self._eos_words:
                 words[w] |= np.uint32(bit)
         mask = words.view(np.int32)
@@ -571,15 +638,14 @@ class DFATokenMasks(MaskStore):
         cache.counts[state] = count
         return mask
 
-    def _whole_or_partial_walk(self, state: int, ref: int) -> tuple[np.ndarray, int]:
-        """The mask of ``state`` (writable uint32 words, no EOS bits) by a walk of the whole trie, or a
-        partial one from ``ref``'s mask (see :meth:`_walk`), and how many tokens (about)."""
+    def _whole_or_partial_walk(self, state: int, ref: int, words: np.ndarray) -> tuple[np.ndarray, int]:
+        """The mask of ``state`` (writable uint32 words, no EOS bits) by a walk of the whole trie into
+        ``words`` (zeros), or a partial one from ``ref``'s mask (see :meth:`_walk`), and how many tokens
+        (about)."""
         cache = self._cache
         trie = self.trie
         chains = cache.chains
-        if chains is None:
-            chains = state_chains(self.dfa.transitions, trie.max_depth)
-            cache.chains = chains
+        assert chains is not None  # set by _walk
         if ref >= 0 and cache.trans_c is not None and cache.class_of is not None:
             ref_mask = cache.by_class.get(int(cache.class_of[ref]))
             # Sparse masks walk in microseconds: only a dense reference is worth the check.
@@ -594,7 +660,6 @@ class DFATokenMasks(MaskStore):
                         count = trie.walk_fast(self.dfa.transitions, state, words, chains, k)
                     cache.partial_walks += 1
                     return words, count + cache.counts[ref]  # an upper bound is enough here
-        words = np.zeros(self.num_words, dtype=np.uint32)
         return words, trie.walk_fast(self.dfa.transitions, state, words, chains)
 
     def _dense_walk(self, state: int) -> tuple[np.ndarray, int] | None:

@@ -486,14 +486,3 @@ def plain_closure(
             out[k] = queue[i, 0]
             k += 1
     return verdict, out[:k].copy()
-
-
-@numba.njit(cache=True, nogil=True)
-def live_byte_count(transitions: np.ndarray, state: int) -> int:  # pragma: no cover - numba
-    """How many bytes keep ``state`` alive (a third of ``np.count_nonzero(row >= 0)``'s cost from
-    Python, on every first visit of a state)."""
-    row = transitions[state]
-    n = 0
-    for b in range(row.shape[0]):
-        n += row[b] >= 0
-    return n

@@ -24,6 +24,8 @@ class MaskStore:
         self._masks: dict[int, np.ndarray] = {}
         eos = np.zeros(trie.num_words, dtype=np.uint32)
         words: list[tuple[int, int]] = []
+        eos_ids = sorted(set(eos_ids))
+        self._eos_ids = np.array(eos_ids, dtype=np.int64)
         for tid in eos_ids:
             eos[tid >> 5] |= np.uint32(1 << (tid & 31))
             words.append((tid >> 5, 1 << (tid & 31)))
@@ -40,6 +42,14 @@ class MaskStore:
     def num_cached_states(self) -> int:
         """How many states have their token mask at hand so far."""
         return len(self._masks)
+
+    def fill_row(self, state: int, out: np.ndarray) -> None:
+        """Write the mask of ``state`` into ``out`` (a writable, contiguous int32 row)."""
+        out[...] = self.mask(state)
+
+    def mask(self, state: int) -> np.ndarray:  # pragma: no cover - each engine defines it
+        """The read-only int32 bitmask row of ``state``."""
+        raise NotImplementedError
 
     def eos_only_mask(self) -> np.ndarray:
         """The mask that allows only the EOS tokens (used once a matcher has terminated)."""

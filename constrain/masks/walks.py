@@ -219,6 +219,77 @@ def walk_trie_fast(
 
 
 @numba.njit(cache=True, nogil=True)
+def walk_trie_sparse(
+    transitions: np.ndarray, state: int, tables: Any, chains: Chains, max_live: int, out_mask: np.ndarray
+) -> int:  # pragma: no cover - numba
+    """:func:`walk_trie_fast` of every token for a state with fewer than ``max_live`` live bytes
+    (returns how many it set); for any other state nothing is walked and it returns ``-1 - live``.
+    One call for the most common first visit (a sparse state), where two calls from Python cost as much
+    as the walk."""
+    live = 0
+    for b in range(256):
+        live += transitions[state, b] >= 0
+    if live >= max_live:
+        return -1 - live
+    return walk_trie_fast(transitions, state, tables, chains, 0, out_mask)
+
+
+@numba.njit(cache=True, nogil=True)
+def sparse_fill(
+    transitions: np.ndarray,
+    state: int,
+    tables: Any,
+    chains: Chains,
+    max_live: int,
+    max_ids: int,
+    eos_ids: np.ndarray,
+    final: bool,
+    out: np.ndarray,
+) -> tuple[int, np.ndarray]:  # pragma: no cover - numba
+    """The first mask of a sparse state, written straight into ``out`` (an int32 bitmask row): zeroed,
+    walked (:func:`walk_trie_sparse`), EOS bits where ``final``. Returns ``(count, ids)``: with at
+    most ``max_ids`` bits set, their number and the ids ascending (read back from ``out``); with
+    more, about how many tokens (above ``max_ids``) and an empty array; ``(-1 - live, empty)`` for a
+    state with ``max_live`` live bytes or more, whose ``out`` is left as it was."""
+    live = 0
+    for b in range(256):
+        live += transitions[state, b] >= 0
+    if live >= max_live:
+        return -1 - live, np.empty(0, dtype=np.int32)
+    words = out.view(np.uint32)
+    words[:] = 0
+    count = walk_trie_fast(transitions, state, tables, chains, 0, words)
+    if final:
+        for e in eos_ids:
+            words[e >> 5] |= np.uint32(1) << np.uint32(e & 31)
+        count += eos_ids.shape[0]
+    ids = np.empty(max_ids, dtype=np.int32)
+    k = 0
+    for w in range(words.shape[0]):
+        x = words[w]
+        while x != 0:
+            if k == max_ids:
+                return max(count, max_ids + 1), np.empty(0, dtype=np.int32)
+            low = x & (~x + np.uint32(1))  # the lowest set bit
+            bit = 0
+            while (low >> np.uint32(bit)) != np.uint32(1):
+                bit += 1
+            ids[k] = (w << 5) | bit
+            k += 1
+            x ^= low
+    return k, ids[:k].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def write_ids(ids: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
+    """Write the bitmask row of the token ``ids`` into ``out`` (int32 words; every other bit cleared)."""
+    words = out.view(np.uint32)
+    words[:] = 0
+    for t in ids:
+        words[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
+
+
+@numba.njit(cache=True, nogil=True)
 def _walk_fast(
     transitions: np.ndarray,
     state: int,
