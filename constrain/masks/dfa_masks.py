@@ -302,6 +302,12 @@ class DFATokenMasks(MaskStore):
       1-2 ms walk of the vocabulary); near a ``maxLength`` bound, a new future copies the short
       tokens of the previous one (:meth:`_future_mask`). Exact: the two parts are the tokens with
       and without a cut byte, each computed exactly.
+    * **Sparse first visits** (:meth:`fill_row`, the matcher's hot path, in a DFA not partitioned
+      into classes). A state with few live bytes is walked in one kernel call straight into the
+      caller's bitmask row, and kept as its token ids (at most :data:`SPARSE_MAX_IDS`), not as a
+      16 KB row (llama3): a fresh row per state costs page faults about as long as the walk, and
+      the big DFAs of real schemas have thousands of such states. :meth:`mask` builds the row from
+      the ids when one is asked for.
     * **Background fill** (``background=True``, default :data:`BACKGROUND_PRECOMPUTE`). After the
       first mask, a worker thread computes one state per class in breadth-first order from the start,
       in batches of GIL-free walks, so that the masks a sequence will need are usually ready before
