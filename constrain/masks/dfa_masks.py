@@ -395,11 +395,8 @@ class DFATokenMasks(MaskStore):
             # masks shared by class, or the first one (which starts partitioning or the background fill)
             out[...] = self._compute_mask(state)
             return
-        chains = cache.chains
-        if chains is None:
-            chains = cache.chains = state_chains(self.dfa.transitions, self.trie.max_depth)
         count, ids = sparse_fill(
-            self._transitions, state, self._tables, chains, PARTIAL_WALK_MIN_LIVE, SPARSE_MAX_IDS,
+            self._transitions, state, self._tables, self._chains(), PARTIAL_WALK_MIN_LIVE, SPARSE_MAX_IDS,
             self._eos_ids, self._final[state] != 0, out,
         )  # fmt: skip
         if count < 0:  # a dense state
@@ -498,8 +495,7 @@ class DFATokenMasks(MaskStore):
         everything = cache.num_classes <= EAGER_MAX_CLASSES
         deadline = time.perf_counter() + EAGER_BUDGET_S
         with cache.lock:
-            if cache.chains is None:
-                cache.chains = state_chains(dfa.transitions, self.trie.max_depth)
+            chains = self._chains()
             order = bfs_state_order(dfa)
             _, first = np.unique(class_of[order], return_index=True)
             reps = order[np.sort(first)].astype(np.int64)
@@ -511,7 +507,7 @@ class DFATokenMasks(MaskStore):
             size = reps.shape[0] if everything else 2
             while walked < reps.shape[0] and (everything or time.perf_counter() < deadline):
                 batch = reps[walked : walked + size]
-                out, counts = self._walk_batch(batch, trans_c, cache.chains, prev, prev_row)
+                out, counts = self._walk_batch(batch, trans_c, chains, prev, prev_row)
                 # A writable copy: a read-only row would be a second numba signature (compiled again).
                 prev, prev_row = int(batch[-1]), out[-1].copy()
                 masks = out.view(np.int32)
@@ -624,9 +620,7 @@ class DFATokenMasks(MaskStore):
         dense), a partial walk when the two keep the same strings of ``k >= 2`` bytes alive: tokens of
         at most ``k`` bytes are copied from the reference mask, only longer ones are walked."""
         cache = self._cache
-        chains = cache.chains
-        if chains is None:
-            chains = cache.chains = state_chains(self.dfa.transitions, self.trie.max_depth)
+        chains = self._chains()
         words = np.zeros(self._num_words, dtype=np.uint32)
         # a sparse state walks whole in µs, in one kernel call: no agreement check against a reference
         count = walk_trie_sparse(self._transitions, state, self._tables, chains, PARTIAL_WALK_MIN_LIVE, words)
@@ -644,14 +638,20 @@ class DFATokenMasks(MaskStore):
         cache.counts[state] = count
         return mask
 
+    def _chains(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`state_chains` of the DFA, computed on the first walk."""
+        chains = self._cache.chains
+        if chains is None:
+            chains = self._cache.chains = state_chains(self.dfa.transitions, self.trie.max_depth)
+        return chains
+
     def _whole_or_partial_walk(self, state: int, ref: int, words: np.ndarray) -> tuple[np.ndarray, int]:
         """The mask of ``state`` (writable uint32 words, no EOS bits) by a walk of the whole trie into
         ``words`` (zeros), or a partial one from ``ref``'s mask (see :meth:`_walk`), and how many tokens
         (about)."""
         cache = self._cache
         trie = self.trie
-        chains = cache.chains
-        assert chains is not None  # set by _walk
+        chains = self._chains()
         if ref >= 0 and cache.trans_c is not None and cache.class_of is not None:
             ref_mask = cache.by_class.get(int(cache.class_of[ref]))
             # Sparse masks walk in microseconds: only a dense reference is worth the check.
@@ -830,8 +830,7 @@ def _background_fill(ref: weakref.ref[DFATokenMasks], stop: threading.Event) -> 
     class_of, trans_c = cache.class_of, cache.trans_c
     if class_of is None or trans_c is None:  # pragma: no cover - set by _ensure_classes
         return
-    if cache.chains is None:
-        cache.chains = state_chains(g.dfa.transitions, g.trie.max_depth)
+    chains = g._chains()
     order = bfs_state_order(g.dfa)
     _, first = np.unique(class_of[order], return_index=True)
     reps = order[np.sort(first)]  # one state per class, nearest first
@@ -852,7 +851,7 @@ def _background_fill(ref: weakref.ref[DFATokenMasks], stop: threading.Event) -> 
             continue
         states = np.array(batch[:budget], dtype=np.int64)
         t = time.monotonic()
-        out, counts = g._walk_batch(states, trans_c, cache.chains, prev, prev_row)
+        out, counts = g._walk_batch(states, trans_c, chains, prev, prev_row)
         prev, prev_row = int(states[-1]), out[-1].copy()  # writable: one numba signature
         masks = out.view(np.int32)
         for i, s in enumerate(batch[: states.shape[0]]):
