@@ -148,7 +148,7 @@ class CompiledGrammar:
         auto = self.automaton
         if isinstance(auto, DFATokenMasks):
             return _restore_compiled, (self.grammar, self.tokenizer_info, auto.dfa)
-        earley = getattr(auto, "earley", None)
+        earley = getattr(auto, "earley", None) or getattr(auto, "pushdown", None)
         if earley is None:
             raise TypeError(f"cannot pickle a CompiledGrammar over a {type(auto).__name__}")
         return _restore_compiled, (self.grammar, self.tokenizer_info, earley)
@@ -173,6 +173,10 @@ def _restore_compiled(grammar: Grammar, info: TokenizerInfo, automaton: object) 
         mine = CompiledGrammar(grammar, info, masks)
         kept = _DEFAULT.adopt(mine)
         return kept if kept is mine or _same_dfa(getattr(kept.automaton, "dfa", None), automaton) else mine
+    from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
+
+    if isinstance(automaton, PushdownAutomaton):
+        return CompiledGrammar(grammar, info, PushdownTokenMasks(automaton, trie, info.eos_ids))
     from .cfg.token_masks import compile_earley_masks
 
     # Not eager: no step before the matchers pickled with it are restored and hold their configurations.
@@ -331,6 +335,12 @@ def _token_automaton(grammar: Grammar, info: TokenizerInfo) -> TokenAutomaton:
         masks = DFATokenMasks(automaton, trie, info.eos_ids)
         masks.precompute_ahead()
         return masks
+    from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
+
+    if isinstance(automaton, PushdownAutomaton):
+        pushdown = PushdownTokenMasks(automaton, trie, info.eos_ids)
+        pushdown.precompute_ahead()
+        return pushdown
     from .cfg.token_masks import compile_earley_masks
 
     return compile_earley_masks(automaton, trie, info.eos_ids)

@@ -31,6 +31,7 @@ from .validation import check_choice, check_type, checked_arguments
 
 if TYPE_CHECKING:
     from .cfg.earley import EarleyAutomaton
+    from .masks.pushdown import PushdownAutomaton
 
 _ALLOWED_FLAGS = re.IGNORECASE | re.DOTALL | re.ASCII | re.UNICODE | re.VERBOSE | re.MULTILINE
 
@@ -285,9 +286,11 @@ class Grammar:
             raise InvalidInputError(f"this {self.kind} grammar is context-free: it has no single DFA")
         return got
 
-    def to_automaton(self) -> DFA | EarleyAutomaton:
-        """The grammar's automaton (cached): a byte DFA for regular languages, else the Earley
-        configuration automaton of :mod:`constrain.cfg` (Lark grammars, recursive JSON Schemas)."""
+    def to_automaton(self) -> DFA | EarleyAutomaton | PushdownAutomaton:
+        """The grammar's automaton (cached): a byte DFA for regular languages, a DFA network run with a
+        stack for a JSON Schema with holes whose every push and pop the next byte decides
+        (:mod:`constrain.masks.pushdown`), else the Earley configuration automaton of :mod:`constrain.cfg`
+        (Lark grammars, other recursive JSON Schemas)."""
         if self.kind == "regex":
             return regex_to_dfa(self.source, self.flags)
         if self.kind == "json_schema":
@@ -378,7 +381,7 @@ def _escape(token: str) -> str:
 
 
 @bounded_cache(maxsize=128, name="json_schema_automaton")
-def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton:
+def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton | PushdownAutomaton:
     from .json_schema import SchemaOptions, schema_to_language
     from .json_schema.recursion import build_automaton
 

@@ -94,10 +94,21 @@ _SMALL = {
     "additionalProperties": False,
 }
 
+_SMALL_ANY = {"type": "object", "properties": {"a": {}, "n": {"type": "integer"}}}
+
 _RECURSIVE = {
     "type": "object",
     "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#"}}},
     "required": ["v"],
+}
+
+# Enters a recursive object or starts a plain one on the same "{": the next byte does not decide, so
+# this one runs on the Earley engine (``_RECURSIVE`` runs on the pushdown network).
+_RECURSIVE_EARLEY = {
+    "$defs": {
+        "t": {"type": "object", "properties": {"k": {"type": "array", "items": {"$ref": "#/$defs/t"}}}}
+    },
+    "anyOf": [{"$ref": "#/$defs/t"}, {"type": "object", "properties": {"leaf": {"type": "integer"}}}],
 }
 
 _REGEX = r"[a-z]{1,8}@[a-z]+\.(com|org)|\+?[0-9]{2,4}-[0-9]{3,8}"
@@ -168,6 +179,7 @@ def _walk_signatures(compiled: Any) -> None:
     without this a fill in the middle of decoding paid the JIT (a 273 ms step in the MaskBench bench)."""
     from .cfg import fast_step
     from .masks.dfa_masks import DFATokenMasks
+    from .masks.pushdown import PushdownTokenMasks, pushdown_walk
     from .masks.walks import sparse_fill, state_chains, write_ids
 
     auto = compiled.automaton
@@ -177,6 +189,22 @@ def _walk_signatures(compiled: Any) -> None:
         # recomputing a known transition writes the same value
         with earley.lock:
             fast_step.step(earley.handle, int(earley.start), ord(" "))
+    if isinstance(auto, PushdownTokenMasks):
+        # the crossing walk on read-only tables and on unpickled (writable) ones; then the byte table's
+        # own masks as any DFA's
+        tabs = auto.pushdown.tables
+        for copy in (False, True):
+            t = [np.array(a) if copy else a for a in (tabs.transitions, tabs.pop_ok, tabs.hole_lo)]
+            words = np.zeros(auto.num_words, dtype=np.uint32)
+            pushdown_walk(
+                t[0], tabs.start, auto.trie.tables, auto.inner._chains(), tabs.cross_dist, tabs.necessary,
+                t[1], t[2], np.array(tabs.hole_hi) if copy else tabs.hole_hi,
+                np.array(tabs.edge_first) if copy else tabs.edge_first,
+                np.array(tabs.edge_start) if copy else tabs.edge_start,
+                np.array(tabs.edge_ret) if copy else tabs.edge_ret,
+                np.zeros(1, dtype=np.int32), False, words,
+            )  # fmt: skip
+        auto = auto.inner
     if not isinstance(auto, DFATokenMasks):
         return
     trie = auto.trie
@@ -268,6 +296,8 @@ def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport
         ("json schema", lambda: Grammar.from_json_schema(_SCHEMA)),
         ("small json schema", lambda: Grammar.from_json_schema(_SMALL)),
         ("recursive schema", lambda: Grammar.from_json_schema(_RECURSIVE)),
+        ("recursive schema, Earley", lambda: Grammar.from_json_schema(_RECURSIVE_EARLEY)),
+        ("exact any value", lambda: Grammar.from_json_schema(_SMALL_ANY, max_any_depth=None)),
         ("lark grammar", lambda: Grammar.from_lark(name="json")),
     ]
     with warnings.catch_warnings(record=True) as caught:

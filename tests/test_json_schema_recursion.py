@@ -1,4 +1,8 @@
-"""Recursive JSON Schemas (``$ref`` cycles) through the context-free engine, checked against ``jsonschema``.
+"""Recursive JSON Schemas (``$ref`` cycles) through both engines for them, checked against ``jsonschema``.
+
+The engines: the DFA network run with a stack (:mod:`constrain.masks.pushdown`, the default where the
+next byte decides every push and pop) and the Earley engine (``CONSTRAIN_PUSHDOWN=0``, and every
+network that is not deterministic); the ``engine`` fixture runs a test on each.
 
 Oracles: ``jsonschema`` for validity of instances and of random walks; the canonical text of an
 instance (:func:`serialize_instance`) must be accepted exactly when ``jsonschema`` accepts the
@@ -15,10 +19,12 @@ import jsonschema
 import pytest
 
 import constrain
+from constrain.caches import clear_all
 from constrain.cfg import EarleyAutomaton, EarleyTokenMasks
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
 from constrain.json_schema import holes, recursion
 from constrain.json_schema.compiler import schema_to_dfa, serialize_instance
+from constrain.masks.pushdown import PushdownAutomaton, PushdownTokenMasks
 from constrain_tools.recursive_schemas import ANY_JSON, COMMENTS, LINKED_LIST, TREE
 
 from .test_json_schema_walks import llama3, random_walk
@@ -47,6 +53,25 @@ WIDE = {  # the shapes that kept large recursive schemas from compiling (MaskBen
     },
     "allOf": [{"$ref": "#/$defs/node"}, {"type": "object"}],  # a bare type under allOf too
 }
+
+
+ENGINES = {"pushdown": (PushdownAutomaton, PushdownTokenMasks), "earley": (EarleyAutomaton, EarleyTokenMasks)}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The engine's (automaton type, masks type), with it switched on (compiled grammars are cached:
+    cleared). WIDE's root may start a leaf object or enter the recursive branch object on the same
+    ``{``: not deterministic, so it stays on the Earley engine either way."""
+    monkeypatch.setenv("CONSTRAIN_PUSHDOWN", "1" if request.param == "pushdown" else "0")
+    clear_all(keep_constants=True)
+    yield ENGINES[request.param]
+    clear_all(keep_constants=True)
+
+
+def _engine_for(schema: Any, engine: Any) -> Any:
+    """The (automaton type, masks type) ``schema`` gets under ``engine`` (see :func:`engine`)."""
+    return ENGINES["earley"] if schema is WIDE else engine
 
 
 def _random_value(rng: random.Random, depth: int) -> Any:
@@ -91,7 +116,7 @@ SEEDS = {
 @pytest.mark.parametrize("out_of_line", [256, 4], ids=["default", "every-dfa-out-of-line"])
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_canonical_text_accepted_exactly_when_jsonschema_validates(
-    name: str, out_of_line: int, monkeypatch: pytest.MonkeyPatch
+    name: str, out_of_line: int, monkeypatch: pytest.MonkeyPatch, engine: Any
 ) -> None:
     # With a tiny threshold nearly every subschema's language becomes a hole of its own, and every
     # DFA's segments stop at its junctions too (after "," and before "}").
@@ -100,7 +125,7 @@ def test_canonical_text_accepted_exactly_when_jsonschema_validates(
         monkeypatch.setattr(recursion, "_JUNCTION_MIN_CUTS", 0)
     schema, seeds = SEEDS[name]
     automaton = constrain.Grammar.from_json_schema(schema).to_automaton()
-    assert isinstance(automaton, EarleyAutomaton)
+    assert isinstance(automaton, _engine_for(schema, engine)[0])
     validator = jsonschema.Draft202012Validator(schema)
     rng = random.Random(name)
     instances = list(seeds)
@@ -118,9 +143,9 @@ def test_canonical_text_accepted_exactly_when_jsonschema_validates(
     assert invalid_seen >= 50 or name == "any_json"  # every JSON value is valid there
 
 
-def test_no_depth_cap() -> None:
+def test_no_depth_cap(engine: Any) -> None:
     automaton = constrain.Grammar.from_json_schema(ANY_JSON, max_any_depth=2).to_automaton()
-    assert isinstance(automaton, EarleyAutomaton)
+    assert isinstance(automaton, engine[0])
     deep: Any = 1
     for i in range(40):
         deep = [deep] if i % 2 else {"k": deep}
@@ -130,15 +155,15 @@ def test_no_depth_cap() -> None:
     for v in range(60):
         node = {"value": v, "next": node}
     ll = constrain.Grammar.from_json_schema(LINKED_LIST).to_automaton()
-    assert isinstance(ll, EarleyAutomaton)
+    assert isinstance(ll, engine[0])
     assert ll.accepts(serialize_instance(node, LINKED_LIST).encode())
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
-def test_random_token_walks_validate(name: str) -> None:
+def test_random_token_walks_validate(name: str, engine: Any) -> None:
     schema, _ = SEEDS[name]
     compiled = constrain.compile(constrain.Grammar.from_json_schema(schema), llama3())
-    assert isinstance(compiled.automaton, EarleyTokenMasks)
+    assert isinstance(compiled.automaton, _engine_for(schema, engine)[1])
     validator = jsonschema.Draft202012Validator(schema)
     rng = random.Random(1)
     finished = 0
@@ -180,10 +205,10 @@ def test_recursion_inside_intersections_is_refused_with_its_pointer() -> None:
     assert "allOf" in str(e.value)
 
 
-def test_nullable_ref_through_oneof_is_exact() -> None:
+def test_nullable_ref_through_oneof_is_exact(engine: Any) -> None:
     # oneOf [null, object]: the branches start with different bytes, so "exactly one" is exact.
     automaton = constrain.Grammar.from_json_schema(LINKED_LIST).to_automaton()
-    assert isinstance(automaton, EarleyAutomaton)
+    assert isinstance(automaton, engine[0])
     assert automaton.accepts(b'{"value":1,"next":null}')
     assert not automaton.accepts(b'{"value":1,"next":1}')
 
@@ -195,10 +220,10 @@ def test_dfa_only_entry_points_say_the_schema_is_recursive() -> None:
         constrain.Grammar.from_json_schema(TREE).to_dfa()
 
 
-def test_unconstrained_values_in_recursive_schemas_have_no_depth_cap() -> None:
+def test_unconstrained_values_in_recursive_schemas_have_no_depth_cap(engine: Any) -> None:
     # "meta": {} is the any-value hole there, not the DFA capped at max_any_depth.
     automaton = constrain.Grammar.from_json_schema(WIDE, max_any_depth=2).to_automaton()
-    assert isinstance(automaton, EarleyAutomaton)
+    assert isinstance(automaton, _engine_for(WIDE, engine)[0])
     deep: Any = "x"
     for i in range(30):
         deep = [deep] if i % 2 else {"m": deep}
@@ -208,7 +233,7 @@ def test_unconstrained_values_in_recursive_schemas_have_no_depth_cap() -> None:
     assert not automaton.accepts(serialize_instance(inst, WIDE).encode().replace(b'"x"', b"x"))
 
 
-def test_any_value_meeting_a_constraint_is_filled_in_depth_capped() -> None:
+def test_any_value_meeting_a_constraint_is_filled_in_depth_capped(engine: Any) -> None:
     # "not" over an unconstrained value needs bytes, not a hole: there the capped DFA stands in.
     schema = {
         "$defs": {
@@ -223,7 +248,7 @@ def test_any_value_meeting_a_constraint_is_filled_in_depth_capped() -> None:
         "$ref": "#/$defs/t",
     }
     automaton = constrain.Grammar.from_json_schema(schema).to_automaton()
-    assert isinstance(automaton, EarleyAutomaton)
+    assert isinstance(automaton, engine[0])
     validator = jsonschema.Draft202012Validator(schema)
     for inst in [
         {"meta": [1, {"a": None}]},

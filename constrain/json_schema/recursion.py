@@ -25,6 +25,7 @@ grammar's language is exactly the network's.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ from ..limits import DEFAULT_LIMITS, current_limits
 
 if TYPE_CHECKING:
     from ..cfg.earley import EarleyAutomaton
+    from ..masks.pushdown import PushdownAutomaton
 
 HOLE = 0xFF  # never occurs in UTF-8: a hole is this byte, then the hole's index
 MAX_HOLES = DEFAULT_LIMITS.max_holes
@@ -183,7 +185,20 @@ def _reached(table: np.ndarray, start: int) -> np.ndarray:  # pragma: no cover -
     return seen
 
 
-def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton:
+def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutomaton:
+    """The automaton of a schema's language with holes: the network run with a stack where the next
+    byte decides every push and pop (:mod:`constrain.masks.pushdown`; set ``CONSTRAIN_PUSHDOWN=0`` to
+    turn it off), else the Earley configuration automaton (see the module docstring)."""
+    from ..masks.pushdown import PushdownAutomaton, pushdown_tables
+
+    if os.environ.get("CONSTRAIN_PUSHDOWN", "1") != "0":
+        tables = pushdown_tables(lang.root, lang.holes)
+        if not isinstance(tables, str):
+            return PushdownAutomaton(tables)
+    return build_earley(lang)
+
+
+def build_earley(lang: RecursiveLanguage) -> EarleyAutomaton:
     """The Earley configuration automaton of a recursive schema's language (see the module docstring)."""
     from ..cfg.earley import EarleyAutomaton
     from ..cfg.lark_frontend import CFG, Terminal

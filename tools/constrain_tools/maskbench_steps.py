@@ -213,7 +213,12 @@ def schema_adapters() -> dict[str, Callable[[Any], Any]]:
         draft = "2020-12"
 
         def grammar_of(self, text: str) -> Any:
-            return self.lib.Grammar.from_json_schema(json.loads(text), draft=self.draft, formats="assert")
+            # CONSTRAIN_BENCH_MAX_ANY_DEPTH=none: unconstrained values exact at any depth (A/B runs)
+            depth = os.environ.get("CONSTRAIN_BENCH_MAX_ANY_DEPTH", "")
+            extra = {"max_any_depth": None if depth == "none" else int(depth)} if depth else {}
+            return self.lib.Grammar.from_json_schema(
+                json.loads(text), draft=self.draft, formats="assert", **extra
+            )
 
         def state_info(self) -> tuple[str, int, int]:
             """(automaton type, matcher state, masks cached so far): untimed, for ``--worst``."""

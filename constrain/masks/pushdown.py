@@ -1,0 +1,793 @@
+"""Pushdown token masks: DFAs with holes (a recursive transition network) walked with a stack.
+
+A JSON Schema with recursion, or with values no schema constrains compiled exactly
+(``max_any_depth=None``), compiles to a root DFA and one DFA per *hole*
+(:mod:`constrain.json_schema.recursion`): a hole edge ``q --0xFF h--> r`` reads one value of hole
+``h``'s language and goes on at ``r``. When the network is *deterministic* (checked here, once),
+it is run directly, with no parser:
+
+* one global byte table ``T`` holds every DFA's byte edges (hole bytes removed);
+* at a byte ``b`` that ``T`` rejects, a hole edge whose value may start with ``b`` (``FIRST(h)``)
+  pushes the return state ``r`` and enters ``h``'s start; else, where ``h``'s value may end, the
+  return state is popped and ``b`` is read from there.
+
+Deterministic means each of these choices is forced by the byte: at every state, the byte edges and
+the ``FIRST`` sets of its hole edges are pairwise disjoint, and where a hole's value may end, neither
+meets ``FOLLOW(h)`` (the bytes that may come after a value of ``h``). JSON values satisfy this: a value
+starts with one of ``{["-0123456789tfn`` and is followed by ``,`` ``}`` ``]``, whitespace or the end,
+and no value goes on with those. A network that is not deterministic (or has a hole with no value,
+or a left-recursive one) is left to the Earley engine: :func:`pushdown_tables` says why.
+
+A configuration is a stack of return states and a state, interned as one int
+(:class:`PushdownAutomaton`), so :class:`~constrain.GrammarMatcher` walks it like any automaton. Its
+token mask is the union of two exact parts:
+
+* the tokens that stay on ``T`` from the state: a :class:`~constrain.masks.dfa_masks.DFATokenMasks`
+  over ``T``, with everything that makes DFA masks fast (shared classes, split walks, sparse first
+  visits), shared by every configuration with that state whatever its stack;
+* the tokens that push or pop on the way (:func:`pushdown_walk`), only from states where a push or
+  a pop is at most a token's length away (``cross_dist``); they depend on the top of the stack, and are
+  cached by the state and the top :data:`STACK_KEY_DEPTH` return states.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+
+from ..automata import DFA
+from .handle import tables_of
+from .store import MaskStore
+from .walks import (
+    ASCII_BYTES,
+    BYTE,
+    DEPTH,
+    DUP_END,
+    DUP_START,
+    MAXLEN,
+    ROOT_NODE,
+    SKIP,
+    SORTED_IDS,
+    TOK,
+    TOK_LO,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from .trie import TokenTrie
+
+HOLE = 0xFF  # a hole edge is this byte, then the hole's index (never in UTF-8 text)
+STACK_KEY_DEPTH = 24
+"""Masks that push or pop are cached by the state and this many return states from the top of the
+stack (the whole stack when it is shallower). A walk that would pop below them is redone with the whole
+stack and keyed by it."""
+_FAR = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class PushdownTables:
+    """A deterministic network of DFAs with holes, as flat tables over global state ids.
+
+    ``transitions[g, b]``: the byte edges of every DFA (hole bytes removed), ``-1`` where none.
+    ``hole_lo[g]:hole_hi[g]``: the hole edges out of ``g``; hole edge ``e`` enters
+    ``edge_start[e]`` on the bytes of ``edge_first[e]`` and returns to ``edge_ret[e]``.
+    ``pop_ok[g]``: a hole's value may end at ``g``; ``root_final[g]``: the whole input may end there.
+    ``cross_dist[g]``: the fewest bytes read from ``g`` on ``T`` before a byte that may push or pop;
+    ``necessary[g]``: bytes every such path reads (:func:`_necessary_bytes`).
+    ``component[g]``: the DFA ``g`` belongs to (0: the root, ``1 + i``: ``holes[i]``).
+    """
+
+    transitions: np.ndarray
+    start: int
+    root_final: np.ndarray
+    pop_ok: np.ndarray
+    hole_lo: np.ndarray
+    hole_hi: np.ndarray
+    edge_first: np.ndarray
+    edge_start: np.ndarray
+    edge_ret: np.ndarray
+    cross_dist: np.ndarray
+    necessary: np.ndarray
+    component: np.ndarray
+
+    @property
+    def num_states(self) -> int:
+        """Global states over all the DFAs."""
+        return int(self.transitions.shape[0])
+
+
+def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | str:
+    """The tables of the network ``root`` + ``holes`` (hole index -> DFA), or why it cannot run without a
+    parser: a hole with no DFA, a hole whose value may be empty, left recursion, a hole with no value
+    at all, a state that cannot reach acceptance, or a choice the next byte does not decide."""
+    keys = sorted(holes)
+    dfas = [root] + [holes[k] for k in keys]
+    comp_of_hole = {k: i + 1 for i, k in enumerate(keys)}
+    sizes = [d.num_states for d in dfas]
+    offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    total = int(offset[-1])
+    trans = np.empty((total, 256), dtype=np.int32)
+    accepting = np.zeros(total, dtype=np.bool_)
+    component = np.empty(total, dtype=np.int32)
+    edges: list[list[tuple[int, int]]] = [[] for _ in range(total)]  # g -> [(hole component, return g)]
+    for c, dfa in enumerate(dfas):
+        lo = int(offset[c])
+        t = dfa.transitions
+        trans[lo : lo + dfa.num_states] = np.where(t >= 0, t + lo, -1)
+        accepting[lo : lo + dfa.num_states] = dfa.accepting
+        component[lo : lo + dfa.num_states] = c
+        for q in np.flatnonzero(t[:, HOLE] >= 0).tolist():
+            mid = int(t[q, HOLE])
+            for idx in np.flatnonzero(t[mid] >= 0).tolist():
+                h = comp_of_hole.get(idx)
+                if h is None:
+                    return f"hole {idx} has no language"
+                edges[lo + q].append((h, lo + int(t[mid, idx])))
+    trans[:, HOLE] = -1
+    starts = [int(offset[c]) + d.start for c, d in enumerate(dfas)]
+    live = trans >= 0
+
+    # FIRST(h): the bytes a value of hole h may start with (through holes at its start, in order).
+    first: dict[int, np.ndarray] = {}
+    visiting: set[int] = set()
+
+    def first_of(h: int) -> np.ndarray | None:
+        got = first.get(h)
+        if got is not None:
+            return got
+        if h in visiting:
+            return None  # left recursion
+        visiting.add(h)
+        g = starts[h]
+        acc = live[g].copy()
+        for h2, _ in edges[g]:
+            sub = first_of(h2)
+            if sub is None:
+                return None
+            acc |= sub
+        visiting.discard(h)
+        first[h] = acc
+        return acc
+
+    for h in range(1, len(dfas)):
+        if accepting[starts[h]]:
+            return f"the value of hole {keys[h - 1]} may be empty"
+        if first_of(h) is None:
+            return f"hole {keys[h - 1]} is left-recursive"
+
+    # Every hole has a value, and every state reached can end (through the holes).
+    productive = np.zeros(len(dfas), dtype=np.bool_)
+    coreach = accepting.copy()
+    changed = True
+    while changed:
+        changed = False
+        for g in range(total):
+            if coreach[g]:
+                continue
+            nxt = trans[g][live[g]]
+            ok = bool(coreach[nxt].any()) if nxt.size else False
+            if not ok:
+                ok = any(productive[h] and coreach[r] for h, r in edges[g])
+            if ok:
+                coreach[g] = True
+                changed = True
+        for h in range(1, len(dfas)):
+            if not productive[h] and coreach[starts[h]]:
+                productive[h] = True
+                changed = True
+    if not coreach[starts[0]]:
+        return "the root has no value"
+    reached = _reached(trans, edges, starts, starts[0])
+    if not (coreach | ~reached).all():
+        return "a state cannot reach acceptance"
+    if not all(productive[component[r]] or component[r] == 0 for r in np.flatnonzero(reached).tolist()):
+        return "a hole has no value"
+
+    # FOLLOW(h): the bytes that may come after a value of hole h.
+    def begins(g: int, follow: list[np.ndarray]) -> np.ndarray:
+        acc = live[g].copy()
+        for h, _ in edges[g]:
+            acc |= first[h]
+        if accepting[g] and component[g] != 0:
+            acc |= follow[component[g]]
+        return acc
+
+    follow = [np.zeros(256, dtype=np.bool_) for _ in dfas]
+    changed = True
+    while changed:
+        changed = False
+        for g in range(total):
+            for h, r in edges[g]:
+                add = begins(r, follow) & ~follow[h]
+                if add.any():
+                    follow[h] |= add
+                    changed = True
+
+    # The next byte decides: edges and hole entries disjoint, and neither meets the follow of a pop.
+    for g in np.flatnonzero(reached).tolist():
+        seen = live[g].copy()
+        for h, _ in edges[g]:
+            if (seen & first[h]).any():
+                return f"state {g}: a byte may both enter hole {keys[h - 1]} and go on"
+            seen |= first[h]
+        c = int(component[g])
+        if accepting[g] and c != 0 and (seen & follow[c]).any():
+            return f"state {g}: a byte may both end a value of hole {keys[c - 1]} and go on"
+
+    num_edges = sum(len(e) for e in edges)
+    hole_lo = np.zeros(total, dtype=np.int32)
+    hole_hi = np.zeros(total, dtype=np.int32)
+    edge_first = np.zeros((num_edges, 256), dtype=np.bool_)
+    edge_start = np.zeros(num_edges, dtype=np.int32)
+    edge_ret = np.zeros(num_edges, dtype=np.int32)
+    e = 0
+    for g in range(total):
+        hole_lo[g] = e
+        for h, r in edges[g]:
+            edge_first[e] = first[h]
+            edge_start[e] = starts[h]
+            edge_ret[e] = r
+            e += 1
+        hole_hi[g] = e
+    pop_ok = accepting & (component != 0)
+    crossing = pop_ok | (hole_hi > hole_lo)
+    root_final = accepting & (component == 0)
+    for a in (trans, pop_ok, root_final, hole_lo, hole_hi, edge_first, edge_start, edge_ret, component):
+        a.setflags(write=False)  # read-only, as a DFA's tables: the kernels see one kind of array
+    return PushdownTables(
+        transitions=trans,
+        start=starts[0],
+        root_final=root_final,
+        pop_ok=pop_ok,
+        hole_lo=hole_lo,
+        hole_hi=hole_hi,
+        edge_first=edge_first,
+        edge_start=edge_start,
+        edge_ret=edge_ret,
+        cross_dist=_cross_dist(trans, crossing),
+        necessary=_necessary_bytes(trans, crossing, np.frombuffer(NECESSARY_CANDIDATES, dtype=np.uint8)),
+        component=component,
+    )
+
+
+def _reached(
+    trans: np.ndarray, edges: list[list[tuple[int, int]]], starts: list[int], start: int
+) -> np.ndarray:
+    """The states reachable from ``start`` by byte edges, hole entries (a hole's start) and returns."""
+    seen = np.zeros(trans.shape[0], dtype=np.bool_)
+    seen[start] = True
+    todo = [start]
+    while todo:
+        g = todo.pop()
+        nxt = trans[g][trans[g] >= 0].tolist()
+        for h, r in edges[g]:
+            nxt.append(starts[h])
+            nxt.append(r)
+        for t in nxt:
+            if not seen[t]:
+                seen[t] = True
+                todo.append(t)
+    return seen
+
+
+@numba.njit(cache=True, nogil=True)
+def _reverse_edges(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """The edges of ``trans`` by target, CSR: state ``t``'s are ``src[off[t]:off[t + 1]]`` (their
+    sources) with bytes ``lab[...]``; returns ``(off, src, lab)``."""
+    n = trans.shape[0]
+    off = np.zeros(n + 1, dtype=np.int64)
+    for g in range(n):
+        for b in range(256):
+            t = trans[g, b]
+            if t >= 0:
+                off[t + 1] += 1
+    for i in range(n):
+        off[i + 1] += off[i]
+    src = np.empty(off[n], dtype=np.int32)
+    lab = np.empty(off[n], dtype=np.uint8)
+    fill = off[:n].copy()
+    for g in range(n):
+        for b in range(256):
+            t = trans[g, b]
+            if t >= 0:
+                src[fill[t]] = g
+                lab[fill[t]] = b
+                fill[t] += 1
+    return off, src, lab
+
+
+@numba.njit(cache=True, nogil=True)
+def _cross_dist(trans: np.ndarray, crossing: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Per state: the fewest bytes read on ``trans`` before reaching a ``crossing`` state (0 there)."""
+    n = trans.shape[0]
+    indeg, src, _ = _reverse_edges(trans)
+    dist = np.full(n, _FAR, dtype=np.int32)
+    queue = np.empty(n, dtype=np.int32)
+    head = 0
+    tail = 0
+    for g in range(n):
+        if crossing[g]:
+            dist[g] = 0
+            queue[tail] = g
+            tail += 1
+    while head < tail:
+        t = queue[head]
+        head += 1
+        for i in range(indeg[t], indeg[t + 1]):
+            g = src[i]
+            if dist[g] == _FAR:
+                dist[g] = dist[t] + 1
+                queue[tail] = g
+                tail += 1
+    return dist
+
+
+NECESSARY_CANDIDATES = b'"{}[],:'
+"""Bytes tested as *necessary* before a push or pop (:func:`_necessary_bytes`): JSON's structure."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _necessary_bytes(
+    trans: np.ndarray, crossing: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """Per state ``q``: the candidate bytes that every path on ``trans`` from ``q`` to a ``crossing``
+    state reads (128-bit ASCII form, as ``TrieSummary.ascii_bytes``). Inside a string, the quote: a
+    subtree of the trie without one cannot push or pop. Per candidate ``c``, a backward search from the
+    crossing states over the edges not labelled ``c``: the states it misses need ``c``."""
+    n = trans.shape[0]
+    indeg, src, lab = _reverse_edges(trans)
+    out = np.zeros((n, 2), dtype=np.uint64)
+    seen = np.zeros(n, dtype=np.bool_)
+    queue = np.empty(n, dtype=np.int32)
+    for c in candidates:
+        seen[:] = False
+        head = 0
+        tail = 0
+        for g in range(n):
+            if crossing[g]:
+                seen[g] = True
+                queue[tail] = g
+                tail += 1
+        while head < tail:
+            t = queue[head]
+            head += 1
+            for i in range(indeg[t], indeg[t + 1]):
+                g = src[i]
+                if not seen[g] and lab[i] != c:
+                    seen[g] = True
+                    queue[tail] = g
+                    tail += 1
+        for g in range(n):
+            if not seen[g]:
+                out[g, c >> 6] |= np.uint64(1) << np.uint64(c & 63)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(
+    g: int,
+    b: int,
+    top: int,
+    size: int,
+    vals: np.ndarray,
+    parent: np.ndarray,
+    trans: np.ndarray,
+    pop_ok: np.ndarray,
+    hole_lo: np.ndarray,
+    hole_hi: np.ndarray,
+    edge_first: np.ndarray,
+    edge_start: np.ndarray,
+    edge_ret: np.ndarray,
+    truncated: bool,
+) -> tuple[int, int, int]:  # pragma: no cover - numba
+    """One byte with pushes and pops: ``(state, top, size)``; state ``-1`` dead, ``-2`` the stack
+    below the snapshot was needed. Pushes go to ``vals``/``parent`` from ``size`` on (an arena: a
+    sibling in the trie starts again from the size its parent had)."""
+    for _ in range(64):
+        t = trans[g, b]
+        if t >= 0:
+            return t, top, size
+        entered = False
+        for e in range(hole_lo[g], hole_hi[g]):
+            if edge_first[e, b]:
+                if size >= vals.shape[0]:
+                    return -2, top, size
+                vals[size] = edge_ret[e]
+                parent[size] = top
+                top = size
+                size += 1
+                g = edge_start[e]
+                entered = True
+                break
+        if entered:
+            continue
+        if not pop_ok[g]:
+            return -1, top, size
+        if top < 0:
+            return (-2 if truncated else -1), top, size
+        g = vals[top]
+        top = parent[top]
+    return -1, top, size
+
+
+@numba.njit(cache=True, nogil=True)
+def pushdown_walk(
+    trans: np.ndarray,
+    state: int,
+    tables: Any,
+    chains: Any,
+    cross_dist: np.ndarray,
+    necessary: np.ndarray,
+    pop_ok: np.ndarray,
+    hole_lo: np.ndarray,
+    hole_hi: np.ndarray,
+    edge_first: np.ndarray,
+    edge_start: np.ndarray,
+    edge_ret: np.ndarray,
+    stack: np.ndarray,
+    truncated: bool,
+    out_mask: np.ndarray,
+) -> int:  # pragma: no cover - numba
+    """Set in ``out_mask`` every token that pushes or pops on its way from ``state`` and stays alive;
+    returns how many bits it set, or ``-1`` when a token pops below ``stack`` (return states, bottom
+    first) and ``truncated`` says the real stack goes on below it.
+
+    A preorder walk of the trie as in :func:`constrain.masks.walks.walk_trie`, each depth keeping its
+    state, stack top and arena size. Before its path has pushed or popped, a subtree is skipped where no
+    byte of it can push or pop: its tokens are too short to reach a crossing (``cross_dist``), or all
+    its bytes stay on a chain of ``T`` (:func:`~constrain.masks.walks.state_chains`). After, a subtree
+    on a chain has all its tokens set at once.
+    """
+    t = tables_of(tables)
+    node_byte, node_depth, node_skip, node_tok = t[BYTE], t[DEPTH], t[SKIP], t[TOK]
+    dup_start, dup_end, sorted_ids = t[DUP_START], t[DUP_END], t[SORTED_IDS]
+    ascii_bytes, maxlen, tok_lo, root_node = t[ASCII_BYTES], t[MAXLEN], t[TOK_LO], t[ROOT_NODE]
+    chain_bytes, chain_len = chains[0], chains[1]
+    max_depth = 0
+    for n in range(256):
+        r = root_node[n]
+        if r >= 0 and maxlen[r] > max_depth:
+            max_depth = maxlen[r]
+    k = stack.shape[0]
+    cap = k + 4 * (max_depth + 1) + 16
+    vals = np.empty(cap, dtype=np.int32)
+    parent = np.empty(cap, dtype=np.int32)
+    for i in range(k):
+        vals[i] = stack[i]
+        parent[i] = i - 1
+    fg = np.empty(max_depth + 2, dtype=np.int32)
+    ftop = np.empty(max_depth + 2, dtype=np.int32)
+    fsize = np.empty(max_depth + 2, dtype=np.int32)
+    fcross = np.zeros(max_depth + 2, dtype=np.bool_)
+    fg[0] = state
+    ftop[0] = k - 1
+    fsize[0] = k
+    count = 0
+    r = 0
+    n = 0
+    end = 0
+    while True:
+        if n >= end:
+            while r < 256 and (root_node[r] < 0 or (trans[state, r] < 0 and cross_dist[state] > 0)):
+                r += 1
+            if r >= 256:
+                break
+            n = root_node[r]
+            end = node_skip[n]
+            r += 1
+        d = node_depth[n]
+        q = fg[d]
+        crossed = fcross[d]
+        if not crossed:
+            need0 = necessary[q, 0]
+            need1 = necessary[q, 1]
+            if cross_dist[q] >= maxlen[n] - d or (
+                (need0 | need1) != 0 and ((ascii_bytes[n, 0] & need0) | (ascii_bytes[n, 1] & need1)) == 0
+            ):
+                n = node_skip[n]
+                continue
+        l0 = chain_bytes[q, 0]
+        l1 = chain_bytes[q, 1]
+        if (
+            (l0 | l1) != 0
+            and ((ascii_bytes[n, 0] & ~l0) | (ascii_bytes[n, 1] & ~l1)) == 0
+            and maxlen[n] - d <= chain_len[q]
+        ):
+            skip = node_skip[n]
+            if crossed:
+                for i in range(tok_lo[n], tok_lo[skip]):
+                    tid = sorted_ids[i]
+                    out_mask[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+                    count += 1
+            n = skip
+            continue
+        b = node_byte[n]
+        nxt, top, size = _step(
+            q, b, ftop[d], fsize[d], vals, parent, trans, pop_ok, hole_lo, hole_hi, edge_first, edge_start,
+            edge_ret, truncated,
+        )  # fmt: skip
+        if nxt == -2:
+            return -1
+        if nxt < 0:
+            n = node_skip[n]
+            continue
+        now = crossed or trans[q, b] < 0
+        fg[d + 1] = nxt
+        ftop[d + 1] = top
+        fsize[d + 1] = size
+        fcross[d + 1] = now
+        if now:
+            tid = node_tok[n]
+            if tid >= 0:
+                out_mask[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+                count += 1
+            elif tid <= -2:
+                for i in range(dup_start[-2 - tid], dup_end[-2 - tid]):
+                    u = sorted_ids[i]
+                    out_mask[u >> 5] |= np.uint32(1) << np.uint32(u & 31)
+                    count += 1
+        n += 1
+    return count
+
+
+class PushdownAutomaton:
+    """Configurations of a :class:`PushdownTables` network, interned as ints (what matchers hold).
+
+    A stack is a node of a persistent list (``_parent``, ``_value``; node 0 is the empty stack), so a
+    push or a pop is O(1) and equal stacks are one node; a configuration is ``(stack node, state)``.
+    Interning is thread-safe; nothing is freed (a configuration is a few dozen bytes).
+    """
+
+    def __init__(self, tables: PushdownTables) -> None:
+        self.tables = tables
+        self._parent: list[int] = [0]
+        self._value: list[int] = [-1]
+        self._depth: list[int] = [0]
+        self._nodes: dict[tuple[int, int], int] = {}
+        self._cfg_node: list[int] = []
+        self._cfg_state: list[int] = []
+        self._configs: dict[tuple[int, int], int] = {}
+        self._derived()
+        self.start = self.config(0, tables.start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled: the tables and every interned stack and configuration (the ids matchers hold)."""
+        keep = (
+            "tables",
+            "_parent",
+            "_value",
+            "_depth",
+            "_nodes",
+            "_cfg_node",
+            "_cfg_state",
+            "_configs",
+            "start",
+        )
+        return {k: getattr(self, k) for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._derived()
+
+    def _derived(self) -> None:
+        """The lock and the Python-level lookups of :meth:`step` (rebuilt after unpickling)."""
+        tables = self.tables
+        self._lock = threading.Lock()
+        self._trans = tables.transitions.data.cast("B").cast("i")
+        self._pop_ok = tables.pop_ok.tobytes()
+        self._final = tables.root_final.tobytes()
+        self._enter: dict[int, list[tuple[bytes, int, int]]] = {}
+        for g in np.flatnonzero(tables.hole_hi > tables.hole_lo).tolist():
+            self._enter[g] = [
+                (tables.edge_first[e].tobytes(), int(tables.edge_start[e]), int(tables.edge_ret[e]))
+                for e in range(int(tables.hole_lo[g]), int(tables.hole_hi[g]))
+            ]
+
+    @property
+    def num_configs(self) -> int:
+        """Configurations interned so far."""
+        return len(self._cfg_state)
+
+    def config(self, node: int, state: int) -> int:
+        """The id of configuration ``(stack node, state)``."""
+        key = (node, state)
+        got = self._configs.get(key)
+        return got if got is not None else self._intern(self._configs, key, self._new_config)
+
+    def parts(self, config: int) -> tuple[int, int]:
+        """``(stack node, state)`` of a configuration."""
+        return self._cfg_node[config], self._cfg_state[config]
+
+    def push(self, node: int, value: int) -> int:
+        """The stack node ``node`` with ``value`` on top."""
+        key = (node, value)
+        got = self._nodes.get(key)
+        return got if got is not None else self._intern(self._nodes, key, self._new_node)
+
+    def _intern(
+        self, table: dict[tuple[int, int], int], key: tuple[int, int], new: Callable[[int, int], int]
+    ) -> int:
+        """``table[key]``, made by ``new(*key)`` under the lock when missing (racing threads agree)."""
+        with self._lock:
+            got = table.get(key)
+            if got is None:
+                got = table[key] = new(*key)
+        return got
+
+    def _new_config(self, node: int, state: int) -> int:
+        self._cfg_node.append(node)
+        self._cfg_state.append(state)
+        return len(self._cfg_state) - 1
+
+    def _new_node(self, parent: int, value: int) -> int:
+        self._parent.append(parent)
+        self._value.append(value)
+        self._depth.append(self._depth[parent] + 1)
+        return len(self._value) - 1
+
+    def stack(self, node: int, most: int | None = None) -> tuple[list[int], bool]:
+        """The return states of stack ``node``, bottom first: the top ``most`` of them (all by default),
+        and whether there are more below."""
+        out: list[int] = []
+        parent, value = self._parent, self._value
+        while node and (most is None or len(out) < most):
+            out.append(value[node])
+            node = parent[node]
+        out.reverse()
+        return out, node != 0
+
+    def step(self, config: int, data: bytes) -> int:
+        """The configuration after ``data``, or -1 where a byte is rejected."""
+        node = self._cfg_node[config]
+        g = self._cfg_state[config]
+        trans, pop_ok, enter = self._trans, self._pop_ok, self._enter
+        for b in data:
+            while True:
+                t = trans[(g << 8) | b]
+                if t >= 0:
+                    g = t
+                    break
+                for first, start, ret in enter.get(g, ()):
+                    if first[b]:
+                        node = self.push(node, ret)
+                        g = start
+                        break
+                else:
+                    if not pop_ok[g] or not node:
+                        return -1
+                    g = self._value[node]
+                    node = self._parent[node]
+        return self.config(node, g)
+
+    def accepts(self, data: bytes) -> bool:
+        """Whether ``data`` is a whole member of the language."""
+        config = self.step(self.start, data)
+        return config >= 0 and self.is_final(config)
+
+    def is_final(self, config: int) -> bool:
+        """Whether the input may end here: the values in progress may all end (popping the stack
+        empty) and the root DFA accepts where that leaves it."""
+        node = self._cfg_node[config]
+        g = self._cfg_state[config]
+        while node:
+            if not self._pop_ok[g]:
+                return False
+            g = self._value[node]
+            node = self._parent[node]
+        return bool(self._final[g])
+
+    def live_bytes(self, config: int) -> np.ndarray:
+        """The bytes that may follow, ascending."""
+        return np.array([b for b in range(256) if self.step(config, bytes((b,))) >= 0], dtype=np.int64)
+
+
+class PushdownTokenMasks(MaskStore):
+    """Token masks of a :class:`PushdownAutomaton` (see the module docstring); a ``TokenAutomaton``.
+
+    ``inner`` is the :class:`~constrain.masks.dfa_masks.DFATokenMasks` of the global byte table (EOS
+    where the root accepts, which is only ever at an empty stack). A configuration whose state has no
+    push or pop within a token's length takes its mask from ``inner`` as it is; the others add the
+    tokens of :func:`pushdown_walk`, cached by state and stack top.
+    """
+
+    def __init__(self, automaton: PushdownAutomaton, trie: TokenTrie, eos_ids: Iterable[int]) -> None:
+        from .dfa_masks import DFATokenMasks
+
+        super().__init__(trie, eos_ids)
+        self.pushdown = automaton
+        tabs = automaton.tables
+        dfa = DFA(tabs.transitions, tabs.root_final, tabs.start, "<pushdown byte table>")
+        self.inner = DFATokenMasks(dfa, trie, eos_ids)
+        self.start = automaton.start
+        self.step = automaton.step
+        self.is_final = automaton.is_final
+        self.live_bytes = automaton.live_bytes
+        self._by_config: dict[int, np.ndarray] = {}
+        self._by_key: dict[tuple[int, tuple[int, ...], bool, bool], np.ndarray] = {}
+        self._reach = trie.max_depth
+        self._cross = tabs.cross_dist
+        # per state: 0 not known yet, 1 no token pushes or pops from it, 2 some token may
+        self._crossing = bytearray(tabs.num_states)
+
+    @property
+    def num_cached_states(self) -> int:
+        """Configurations with their mask at hand, and the byte table's states with theirs."""
+        return len(self._by_config) + self.inner.num_cached_states
+
+    def precompute_ahead(self) -> int:
+        """The byte table's masks near the start, computed now (:meth:`DFATokenMasks.precompute_ahead`)."""
+        return self.inner.precompute_ahead()
+
+    def mask(self, config: int) -> np.ndarray:
+        """The read-only int32 bitmask row of ``config``."""
+        row = self._by_config.get(config)
+        if row is None:
+            node, g = self.pushdown.parts(config)
+            row = self._crossing_mask(node, g) if self._may_cross(g) else self.inner.mask(g)
+            row = self._by_config.setdefault(config, row)
+        return row
+
+    def fill_row(self, config: int, out: np.ndarray) -> None:
+        """Write the mask of ``config`` into ``out`` (a writable, contiguous int32 row)."""
+        row = self._by_config.get(config)
+        if row is not None:
+            out[...] = row
+            return
+        g = self.pushdown.parts(config)[1]
+        if not self._may_cross(g):
+            self.inner.fill_row(g, out)  # shared by every stack (sparse states kept as token ids)
+            return
+        out[...] = self.mask(config)
+
+    def _may_cross(self, g: int) -> bool:
+        """Whether some token pushes or pops from state ``g``, whatever the stack: the crossing walk from
+        ``g`` over an empty stack that stands for an unknown one sets no token and never pops below it."""
+        known = self._crossing[g]
+        if not known:
+            if self._cross[g] >= self._reach:
+                known = 1
+            else:
+                words = np.zeros(self.num_words, dtype=np.uint32)
+                known = 1 if self._crossing_walk(g, [], True, words) == 0 else 2
+            self._crossing[g] = known
+        return known == 2
+
+    def _crossing_mask(self, node: int, g: int) -> np.ndarray:
+        # EOS where every value in progress may end: that depends on the whole stack, so it is in the key
+        final = self.is_final(self.pushdown.config(node, g))
+        stack, more = self.pushdown.stack(node, STACK_KEY_DEPTH)
+        key = (g, tuple(stack), more, final)
+        row = self._by_key.get(key)
+        if row is not None:
+            return row
+        words = self._walk(g, stack, more)
+        if words is None:  # a token pops below the top STACK_KEY_DEPTH: key by the whole stack
+            stack, more = self.pushdown.stack(node)
+            key = (g, tuple(stack), more, final)
+            row = self._by_key.get(key)
+            if row is not None:
+                return row
+            words = self._walk(g, stack, more)
+            assert words is not None
+        if final:
+            words[self._eos_ids >> 5] |= np.uint32(1) << (self._eos_ids & 31).astype(np.uint32)
+        row = words.view(np.int32)
+        row.setflags(write=False)
+        return self._by_key.setdefault(key, row)
+
+    def _walk(self, g: int, stack: list[int], more: bool) -> np.ndarray | None:
+        words = self.inner.mask(g).view(np.uint32).copy()
+        return None if self._crossing_walk(g, stack, more, words) < 0 else words
+
+    def _crossing_walk(self, g: int, stack: list[int], more: bool, words: np.ndarray) -> int:
+        tabs = self.pushdown.tables
+        return int(pushdown_walk(
+            tabs.transitions, g, self.trie.tables, self.inner._chains(), self._cross, tabs.necessary,
+            tabs.pop_ok, tabs.hole_lo, tabs.hole_hi, tabs.edge_first, tabs.edge_start, tabs.edge_ret,
+            np.array(stack, dtype=np.int32), more, words,
+        ))  # fmt: skip
