@@ -1,13 +1,16 @@
 """``compile``: a Grammar plus a tokenizer becomes an immutable, thread-shareable ``CompiledGrammar``.
 
 Every grammar kind compiles to the same :class:`CompiledGrammar`: the grammar, the tokenizer and a
-:class:`TokenAutomaton`, the one interface :class:`~constrain.GrammarMatcher` walks. Two engines
+:class:`TokenAutomaton`, the one interface :class:`~constrain.GrammarMatcher` walks. Three engines
 implement it:
 
 * a regular language (a regex, a non-recursive JSON Schema) is a byte DFA whose token masks are
   cached per state (:class:`constrain.masks.dfa_masks.DFATokenMasks`);
-* a context-free one (a Lark grammar, a recursive JSON Schema) is the Earley configuration automaton
-  with its token masks (:class:`constrain.cfg.token_masks.EarleyTokenMasks`).
+* a JSON Schema with holes (recursion, or exact unconstrained values) whose every push and pop the
+  next byte decides is its network of DFAs run with a stack
+  (:class:`constrain.masks.pushdown.PushdownTokenMasks`);
+* another context-free one (a Lark grammar, any other recursive JSON Schema) is the Earley
+  configuration automaton with its token masks (:class:`constrain.cfg.token_masks.EarleyTokenMasks`).
 
 :class:`Compiler` owns the cache of compiled grammars (bounded, least recently used first out) and
 clears every cache derived from grammars (:func:`constrain.caches.clear_all`); :func:`compile`,

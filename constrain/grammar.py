@@ -115,10 +115,10 @@ class Grammar:
                 instead of raising :class:`~constrain.exceptions.UnsupportedSchemaFeature`.
             max_any_depth: how deep values that no schema constrains may nest (in a recursive
                 schema they are exact at any depth where no intersection meets them). ``None``: no
-                cap, any depth, exactly: such values go through the context-free engine (as a
-                recursive schema does), which costs mask time on the whole schema (bench/README.md,
-                "Exact any value"); where ``allOf``/``not``/``if`` meets such a value it is still
-                capped, at depth 4.
+                cap, any depth, exactly: such values become holes (as a recursive schema's are),
+                run with a stack or by the Earley engine, which still costs mask time on the whole
+                schema (bench/README.md, "Exact any value"); where ``allOf``/``not``/``if`` meets
+                such a value it is still capped, at depth 4.
             property_order: "schema" (named keys in the schema's order, then the others) or "any"
                 (any order, for objects that name at most 4 keys; larger ones keep the schema order).
             limits: the size limits of this compile (:class:`constrain.limits.Limits`: automaton

@@ -179,7 +179,7 @@ def _walk_signatures(compiled: Any) -> None:
     without this a fill in the middle of decoding paid the JIT (a 273 ms step in the MaskBench bench)."""
     from .cfg import fast_step
     from .masks.dfa_masks import DFATokenMasks
-    from .masks.pushdown import PushdownTokenMasks, pushdown_walk
+    from .masks.pushdown import PushdownTokenMasks, or_ids, pushdown_walk
     from .masks.walks import sparse_fill, state_chains, write_ids
 
     auto = compiled.automaton
@@ -190,20 +190,12 @@ def _walk_signatures(compiled: Any) -> None:
         with earley.lock:
             fast_step.step(earley.handle, int(earley.start), ord(" "))
     if isinstance(auto, PushdownTokenMasks):
-        # the crossing walk on read-only tables and on unpickled (writable) ones; then the byte table's
-        # own masks as any DFA's
-        tabs = auto.pushdown.tables
-        for copy in (False, True):
-            t = [np.array(a) if copy else a for a in (tabs.transitions, tabs.pop_ok, tabs.hole_lo)]
-            words = np.zeros(auto.num_words, dtype=np.uint32)
-            pushdown_walk(
-                t[0], tabs.start, auto.trie.tables, auto.inner._chains(), tabs.cross_dist, tabs.necessary,
-                t[1], t[2], np.array(tabs.hole_hi) if copy else tabs.hole_hi,
-                np.array(tabs.edge_first) if copy else tabs.edge_first,
-                np.array(tabs.edge_start) if copy else tabs.edge_start,
-                np.array(tabs.edge_ret) if copy else tabs.edge_ret,
-                np.zeros(1, dtype=np.int32), False, words,
-            )  # fmt: skip
+        # the crossing walk, and the byte table's own masks as any DFA's
+        pushdown_walk(
+            auto.start, auto.trie.tables, auto._net(), np.zeros(1, dtype=np.int32), False,
+            np.empty(auto.num_words * 32, dtype=np.int32),
+        )  # fmt: skip
+        or_ids(np.zeros(0, dtype=np.int32), np.zeros(auto.num_words, dtype=np.int32))
         auto = auto.inner
     if not isinstance(auto, DFATokenMasks):
         return

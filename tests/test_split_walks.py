@@ -15,7 +15,8 @@ from constrain import Grammar, GrammarMatcher, TokenizerInfo
 from constrain.automata import DFA, regex_to_dfa
 from constrain.cfg.token_masks import lexeme_token_sets
 from constrain.compiler import CompiledGrammar
-from constrain.json_schema import serialize_instance
+from constrain.json_schema import SchemaOptions, schema_to_language, serialize_instance
+from constrain.json_schema.recursion import build_earley
 from constrain.masks import token_trie
 from constrain.masks.dfa_masks import FUTURE_MASKS, DFATokenMasks
 from constrain.masks.sharing import canonical_future, split_future, table_agreement
@@ -293,8 +294,9 @@ def test_lexeme_walk_matches_the_plain_lexeme_walk() -> None:
             "kids": {"type": "array", "items": {"$ref": "#"}},
         },
     }
-    auto = Grammar.from_json_schema(schema).to_automaton()
-    dfas = auto.dfas  # type: ignore[union-attr]
+    # the Earley engine's automaton (the schema itself runs on the pushdown network by default)
+    auto = build_earley(schema_to_language(schema, SchemaOptions(), ()))
+    dfas = auto.dfas
     checked = 0
     for dfa in dfas:
         for q in range(dfa.num_states):

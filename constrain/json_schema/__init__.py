@@ -19,8 +19,9 @@ Stages, one module each, in the order a schema meets them:
   set operations.
 * ``unique_items.py`` and ``unevaluated.py``: ``uniqueItems``, ``unevaluatedProperties`` and
   ``unevaluatedItems``, beyond what a keyword alone decides.
-* ``holes.py``: recursion as holes in DFAs; ``recursion.py``: DFAs with holes to a context-free grammar
-  for the Earley engine in ``constrain.cfg``.
+* ``holes.py``: recursion as holes in DFAs; ``recursion.py``: DFAs with holes run with a stack
+  (``constrain.masks.pushdown``) where the next byte decides, else a context-free grammar for the
+  Earley engine in ``constrain.cfg``.
 """
 
 from .compiler import has_ref_cycle, schema_to_dfa, schema_to_language, serialize_instance

@@ -23,7 +23,7 @@ class SchemaOptions:
             between tokens).
         max_whitespace: see ``whitespace``.
         max_any_depth: how deep values that no schema constrains may nest; ``None``: any depth,
-            exactly (through the context-free engine).
+            exactly (holes, as in a recursive schema: see :mod:`.recursion`).
         property_order: "schema" (named keys in the schema's order, then the others) or "any".
         limits: the size limits of the compile (:class:`constrain.limits.Limits`; in force while it runs).
 

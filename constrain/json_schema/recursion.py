@@ -1,4 +1,9 @@
-"""Recursive schemas: DFAs with *holes* -> a context-free grammar for the Earley engine.
+"""Recursive schemas: DFAs with *holes* -> a network run with a stack, or a context-free grammar for
+the Earley engine.
+
+:func:`build_automaton` first tries the network as it is (:mod:`constrain.masks.pushdown`: a stack of
+return states, no parser), which works where the next byte decides every push and pop (a JSON value's
+first byte, the byte after it); the rest of this module is the Earley translation, for the others.
 
 The schema compiler (:mod:`constrain.json_schema.compiler`) builds one DFA per place in the
 instance. Where a ``$ref`` cycle returns to a place still being compiled, it emits a *hole*: the

@@ -33,6 +33,7 @@ token mask is the union of two exact parts:
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ import numba
 import numpy as np
 
 from ..automata import DFA
-from .handle import tables_of
+from .handle import Tables, new_tables, tables_of
 from .store import MaskStore
 from .walks import (
     ASCII_BYTES,
@@ -94,6 +95,16 @@ class PushdownTables:
     cross_dist: np.ndarray
     necessary: np.ndarray
     component: np.ndarray
+
+    @property
+    def need_index(self) -> np.ndarray:
+        """Per state: the set of :data:`NECESSARY_CANDIDATES` that every way to a crossing reads, as a
+        bit set (bit ``i``: candidate ``i``), the index into :func:`suffix_candidate_sets`' rows."""
+        out = np.zeros(self.num_states, dtype=np.int32)
+        for i, c in enumerate(NECESSARY_CANDIDATES):
+            has = (self.necessary[:, c >> 6] >> np.uint64(c & 63)) & np.uint64(1)
+            out |= has.astype(np.int32) << i
+        return out
 
     @property
     def num_states(self) -> int:
@@ -368,6 +379,64 @@ def _necessary_bytes(
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _suffix_sets(nodes: np.ndarray, candidates: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Per trie node ``n``: bit ``s`` (of 128, as two uint64) is set when some token in ``n``'s subtree
+    has every candidate of the set ``s`` among its bytes from ``n`` on. Reverse preorder: a node's
+    children come just before it, gathered per depth."""
+    total = nodes.shape[0]
+    index = np.full(256, -1, dtype=np.int64)
+    for i in range(candidates.shape[0]):
+        index[candidates[i]] = i
+    max_depth = 0
+    for n in range(total):
+        max_depth = max(max_depth, nodes[n, 1])
+    acc = np.zeros((max_depth + 2, 2), dtype=np.uint64)
+    out = np.zeros((total, 2), dtype=np.uint64)
+    one = np.uint64(1)
+    for n in range(total - 1, -1, -1):
+        d = nodes[n, 1]
+        x0 = acc[d + 1, 0]
+        x1 = acc[d + 1, 1]
+        acc[d + 1, 0] = 0
+        acc[d + 1, 1] = 0
+        if nodes[n, 3] != -1:  # a token ends here: the empty set
+            x0 |= one
+        k = index[nodes[n, 0]]
+        if k >= 0:
+            for sub in range(128):
+                if (sub >> k) & 1 == 0:
+                    has = (x0 >> np.uint64(sub)) & one if sub < 64 else (x1 >> np.uint64(sub - 64)) & one
+                    if has:
+                        up = sub | (1 << k)
+                        if up < 64:
+                            x0 |= one << np.uint64(up)
+                        else:
+                            x1 |= one << np.uint64(up - 64)
+        out[n, 0] = x0
+        out[n, 1] = x1
+        acc[d, 0] |= x0
+        acc[d, 1] |= x1
+    return out
+
+
+_SUFFIX_SETS: weakref.WeakKeyDictionary[TokenTrie, np.ndarray] = weakref.WeakKeyDictionary()
+_SUFFIX_LOCK = threading.Lock()
+
+
+def suffix_candidate_sets(trie: TokenTrie) -> np.ndarray:
+    """:func:`_suffix_sets` of ``trie`` for :data:`NECESSARY_CANDIDATES`, computed once per trie."""
+    got = _SUFFIX_SETS.get(trie)
+    if got is None:
+        with _SUFFIX_LOCK:
+            got = _SUFFIX_SETS.get(trie)
+            if got is None:
+                got = _suffix_sets(trie.nodes, np.frombuffer(NECESSARY_CANDIDATES, dtype=np.uint8))
+                got.setflags(write=False)
+                _SUFFIX_SETS[trie] = got
+    return got
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _step(
     g: int,
@@ -415,39 +484,38 @@ def _step(
     return -1, top, size
 
 
+# Positions in a network's walk handle (:meth:`PushdownTokenMasks._net`).
+(
+    N_TRANS, N_CROSS_DIST, N_NECESSARY, N_POP_OK, N_HOLE_LO, N_HOLE_HI, N_EDGE_FIRST, N_EDGE_START,
+    N_EDGE_RET, N_CHAIN_BYTES, N_CHAIN_LEN, N_NEED_INDEX, N_SUFFIX_SETS,
+) = range(13)  # fmt: skip
+
+
 @numba.njit(cache=True, nogil=True)
 def pushdown_walk(
-    trans: np.ndarray,
-    state: int,
-    tables: Any,
-    chains: Any,
-    cross_dist: np.ndarray,
-    necessary: np.ndarray,
-    pop_ok: np.ndarray,
-    hole_lo: np.ndarray,
-    hole_hi: np.ndarray,
-    edge_first: np.ndarray,
-    edge_start: np.ndarray,
-    edge_ret: np.ndarray,
-    stack: np.ndarray,
-    truncated: bool,
-    out_mask: np.ndarray,
+    state: int, tables: Any, net: Any, stack: np.ndarray, truncated: bool, ids_out: np.ndarray
 ) -> int:  # pragma: no cover - numba
-    """Set in ``out_mask`` every token that pushes or pops on its way from ``state`` and stays alive;
-    returns how many bits it set, or ``-1`` when a token pops below ``stack`` (return states, bottom
-    first) and ``truncated`` says the real stack goes on below it.
+    """Write to ``ids_out`` (room for every token) the ids of the tokens that push or pop on their way
+    from ``state`` and stay alive; returns how many, or ``-1`` when a token pops below ``stack``
+    (return states, bottom first) and ``truncated`` says the real stack goes on below it. ``tables``:
+    the trie's walk handle; ``net``: the network's (one unboxing each from Python).
 
     A preorder walk of the trie as in :func:`constrain.masks.walks.walk_trie`, each depth keeping its
     state, stack top and arena size. Before its path has pushed or popped, a subtree is skipped where no
-    byte of it can push or pop: its tokens are too short to reach a crossing (``cross_dist``), or all
-    its bytes stay on a chain of ``T`` (:func:`~constrain.masks.walks.state_chains`). After, a subtree
-    on a chain has all its tokens set at once.
+    byte of it can push or pop: its tokens are too short to reach a crossing (``cross_dist``), it lacks
+    a byte every way to a crossing reads (``necessary``), or all its bytes stay on a chain of ``T``
+    (:func:`~constrain.masks.walks.state_chains`). After, a subtree on a chain has all its tokens set
+    at once.
     """
+    w = tables_of(net)
+    trans, cross_dist, necessary, pop_ok = w[N_TRANS], w[N_CROSS_DIST], w[N_NECESSARY], w[N_POP_OK]
+    hole_lo, hole_hi, edge_first, edge_start = w[N_HOLE_LO], w[N_HOLE_HI], w[N_EDGE_FIRST], w[N_EDGE_START]
+    edge_ret, chain_bytes, chain_len = w[N_EDGE_RET], w[N_CHAIN_BYTES], w[N_CHAIN_LEN]
+    need_index, suffix_sets = w[N_NEED_INDEX], w[N_SUFFIX_SETS]
     t = tables_of(tables)
     node_byte, node_depth, node_skip, node_tok = t[BYTE], t[DEPTH], t[SKIP], t[TOK]
     dup_start, dup_end, sorted_ids = t[DUP_START], t[DUP_END], t[SORTED_IDS]
     ascii_bytes, maxlen, tok_lo, root_node = t[ASCII_BYTES], t[MAXLEN], t[TOK_LO], t[ROOT_NODE]
-    chain_bytes, chain_len = chains[0], chains[1]
     max_depth = 0
     for n in range(256):
         r = root_node[n]
@@ -486,11 +554,20 @@ def pushdown_walk(
         if not crossed:
             need0 = necessary[q, 0]
             need1 = necessary[q, 1]
-            if cross_dist[q] >= maxlen[n] - d or (
-                (need0 | need1) != 0 and ((ascii_bytes[n, 0] & need0) | (ascii_bytes[n, 1] & need1)) == 0
+            # every path to a push or pop reads each necessary byte: a subtree without one of them has none
+            if (
+                cross_dist[q] >= maxlen[n] - d
+                or ((need0 & ~ascii_bytes[n, 0]) | (need1 & ~ascii_bytes[n, 1])) != 0
             ):
                 n = node_skip[n]
                 continue
+            # ... and one of its tokens must have them all (from here on), not only the subtree's union
+            need = need_index[q]
+            if need != 0:
+                word = suffix_sets[n, 0] if need < 64 else suffix_sets[n, 1]
+                if (word >> np.uint64(need & 63)) & np.uint64(1) == 0:
+                    n = node_skip[n]
+                    continue
         l0 = chain_bytes[q, 0]
         l1 = chain_bytes[q, 1]
         if (
@@ -501,8 +578,7 @@ def pushdown_walk(
             skip = node_skip[n]
             if crossed:
                 for i in range(tok_lo[n], tok_lo[skip]):
-                    tid = sorted_ids[i]
-                    out_mask[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+                    ids_out[count] = sorted_ids[i]
                     count += 1
             n = skip
             continue
@@ -524,15 +600,22 @@ def pushdown_walk(
         if now:
             tid = node_tok[n]
             if tid >= 0:
-                out_mask[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+                ids_out[count] = tid
                 count += 1
             elif tid <= -2:
                 for i in range(dup_start[-2 - tid], dup_end[-2 - tid]):
-                    u = sorted_ids[i]
-                    out_mask[u >> 5] |= np.uint32(1) << np.uint32(u & 31)
+                    ids_out[count] = sorted_ids[i]
                     count += 1
         n += 1
     return count
+
+
+@numba.njit(cache=True, nogil=True)
+def or_ids(ids: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
+    """Set the bits of the token ``ids`` in the bitmask row ``out`` (int32 words), keeping the others."""
+    words = out.view(np.uint32)
+    for t in ids:
+        words[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
 
 
 class PushdownAutomaton:
@@ -577,6 +660,9 @@ class PushdownAutomaton:
     def _derived(self) -> None:
         """The lock and the Python-level lookups of :meth:`step` (rebuilt after unpickling)."""
         tables = self.tables
+        for a in vars(tables).values():
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)  # unpickled arrays are writable: the kernels' one kind is not
         self._lock = threading.Lock()
         self._trans = tables.transitions.data.cast("B").cast("i")
         self._pop_ok = tables.pop_ok.tobytes()
@@ -690,9 +776,10 @@ class PushdownTokenMasks(MaskStore):
     """Token masks of a :class:`PushdownAutomaton` (see the module docstring); a ``TokenAutomaton``.
 
     ``inner`` is the :class:`~constrain.masks.dfa_masks.DFATokenMasks` of the global byte table (EOS
-    where the root accepts, which is only ever at an empty stack). A configuration whose state has no
-    push or pop within a token's length takes its mask from ``inner`` as it is; the others add the
-    tokens of :func:`pushdown_walk`, cached by state and stack top.
+    where the root accepts, which is only ever at an empty stack). A configuration's mask is ``inner``'s
+    row of its state plus the ids of the tokens that push or pop from it (:func:`pushdown_walk`, and
+    EOS where the values in progress may all end), kept per configuration and cached by state and
+    stack top; most have none, and a fill is then ``inner``'s (sparse states stay token ids there).
     """
 
     def __init__(self, automaton: PushdownAutomaton, trie: TokenTrie, eos_ids: Iterable[int]) -> None:
@@ -707,17 +794,19 @@ class PushdownTokenMasks(MaskStore):
         self.step = automaton.step
         self.is_final = automaton.is_final
         self.live_bytes = automaton.live_bytes
-        self._by_config: dict[int, np.ndarray] = {}
+        self._extra: dict[int, np.ndarray] = {}  # configuration -> ids of its crossing tokens
         self._by_key: dict[tuple[int, tuple[int, ...], bool, bool], np.ndarray] = {}
+        self._rows: dict[int, np.ndarray] = {}  # configuration -> its whole row, when one was asked for
         self._reach = trie.max_depth
         self._cross = tabs.cross_dist
-        # per state: 0 not known yet, 1 no token pushes or pops from it, 2 some token may
-        self._crossing = bytearray(tabs.num_states)
+        self._none = np.zeros(0, dtype=np.int32)
+        self._scratch = threading.local()
+        self._handle: Tables | None = None
 
     @property
     def num_cached_states(self) -> int:
-        """Configurations with their mask at hand, and the byte table's states with theirs."""
-        return len(self._by_config) + self.inner.num_cached_states
+        """Configurations whose crossing tokens are known, and the byte table's states with masks."""
+        return len(self._extra) + self.inner.num_cached_states
 
     def precompute_ahead(self) -> int:
         """The byte table's masks near the start, computed now (:meth:`DFATokenMasks.precompute_ahead`)."""
@@ -725,69 +814,78 @@ class PushdownTokenMasks(MaskStore):
 
     def mask(self, config: int) -> np.ndarray:
         """The read-only int32 bitmask row of ``config``."""
-        row = self._by_config.get(config)
+        row = self._rows.get(config)
         if row is None:
-            node, g = self.pushdown.parts(config)
-            row = self._crossing_mask(node, g) if self._may_cross(g) else self.inner.mask(g)
-            row = self._by_config.setdefault(config, row)
+            ids = self._crossing_ids(config)
+            g = self.pushdown.parts(config)[1]
+            if not ids.size:
+                return self.inner.mask(g)
+            row = self.inner.mask(g).copy()
+            or_ids(ids, row)
+            row.setflags(write=False)
+            row = self._rows.setdefault(config, row)
         return row
 
     def fill_row(self, config: int, out: np.ndarray) -> None:
         """Write the mask of ``config`` into ``out`` (a writable, contiguous int32 row)."""
-        row = self._by_config.get(config)
-        if row is not None:
-            out[...] = row
-            return
-        g = self.pushdown.parts(config)[1]
-        if not self._may_cross(g):
-            self.inner.fill_row(g, out)  # shared by every stack (sparse states kept as token ids)
-            return
-        out[...] = self.mask(config)
+        ids = self._extra.get(config)
+        if ids is None:
+            ids = self._crossing_ids(config)
+        self.inner.fill_row(self.pushdown.parts(config)[1], out)
+        if ids.size:
+            or_ids(ids, out)
 
-    def _may_cross(self, g: int) -> bool:
-        """Whether some token pushes or pops from state ``g``, whatever the stack: the crossing walk from
-        ``g`` over an empty stack that stands for an unknown one sets no token and never pops below it."""
-        known = self._crossing[g]
-        if not known:
-            if self._cross[g] >= self._reach:
-                known = 1
-            else:
-                words = np.zeros(self.num_words, dtype=np.uint32)
-                known = 1 if self._crossing_walk(g, [], True, words) == 0 else 2
-            self._crossing[g] = known
-        return known == 2
-
-    def _crossing_mask(self, node: int, g: int) -> np.ndarray:
+    def _crossing_ids(self, config: int) -> np.ndarray:
+        """The ids of the tokens that push or pop from ``config`` (EOS too where it may end only by
+        popping), cached by configuration and by state and stack top."""
+        got = self._extra.get(config)
+        if got is not None:
+            return got
+        node, g = self.pushdown.parts(config)
         # EOS where every value in progress may end: that depends on the whole stack, so it is in the key
-        final = self.is_final(self.pushdown.config(node, g))
+        final = node != 0 and self.is_final(config)
+        if self._cross[g] >= self._reach and not final:
+            return self._extra.setdefault(config, self._none)
         stack, more = self.pushdown.stack(node, STACK_KEY_DEPTH)
         key = (g, tuple(stack), more, final)
-        row = self._by_key.get(key)
-        if row is not None:
-            return row
-        words = self._walk(g, stack, more)
-        if words is None:  # a token pops below the top STACK_KEY_DEPTH: key by the whole stack
-            stack, more = self.pushdown.stack(node)
-            key = (g, tuple(stack), more, final)
-            row = self._by_key.get(key)
-            if row is not None:
-                return row
-            words = self._walk(g, stack, more)
-            assert words is not None
-        if final:
-            words[self._eos_ids >> 5] |= np.uint32(1) << (self._eos_ids & 31).astype(np.uint32)
-        row = words.view(np.int32)
-        row.setflags(write=False)
-        return self._by_key.setdefault(key, row)
+        ids = self._by_key.get(key)
+        if ids is None:
+            ids = self._walk(g, stack, more)
+            if ids is None:  # a token pops below the top STACK_KEY_DEPTH: key by the whole stack
+                stack, more = self.pushdown.stack(node)
+                key = (g, tuple(stack), more, final)
+                ids = self._by_key.get(key)
+                if ids is None:
+                    ids = self._walk(g, stack, more)
+                    assert ids is not None
+            if final:
+                ids = np.concatenate([ids, self._eos_ids.astype(np.int32)])
+            ids = self._by_key.setdefault(key, ids if ids.size else self._none)
+        return self._extra.setdefault(config, ids)
 
     def _walk(self, g: int, stack: list[int], more: bool) -> np.ndarray | None:
-        words = self.inner.mask(g).view(np.uint32).copy()
-        return None if self._crossing_walk(g, stack, more, words) < 0 else words
+        """The crossing tokens' ids from state ``g`` over ``stack`` (None: one pops below it)."""
+        scratch = getattr(self._scratch, "ids", None)
+        if scratch is None:
+            scratch = self._scratch.ids = np.empty(self.num_words * 32, dtype=np.int32)
+        count = pushdown_walk(
+            g, self.trie.tables, self._net(), np.array(stack, dtype=np.int32), more, scratch
+        )
+        return None if count < 0 else scratch[:count].copy()
 
-    def _crossing_walk(self, g: int, stack: list[int], more: bool, words: np.ndarray) -> int:
-        tabs = self.pushdown.tables
-        return int(pushdown_walk(
-            tabs.transitions, g, self.trie.tables, self.inner._chains(), self._cross, tabs.necessary,
-            tabs.pop_ok, tabs.hole_lo, tabs.hole_hi, tabs.edge_first, tabs.edge_start, tabs.edge_ret,
-            np.array(stack, dtype=np.int32), more, words,
-        ))  # fmt: skip
+    def _net(self) -> Tables:
+        """The network's walk handle (positions ``N_*``), built on the first walk (it holds the chains)."""
+        net = self._handle
+        if net is None:
+            tabs = self.pushdown.tables
+            chain_bytes, chain_len, _ = self.inner._chains()
+            need_index = tabs.need_index
+            need_index.setflags(write=False)
+            net = self._handle = new_tables(
+                (
+                    tabs.transitions, tabs.cross_dist, tabs.necessary, tabs.pop_ok, tabs.hole_lo,
+                    tabs.hole_hi, tabs.edge_first, tabs.edge_start, tabs.edge_ret, chain_bytes, chain_len,
+                    need_index, suffix_candidate_sets(self.trie),
+                )
+            )  # fmt: skip
+        return net
