@@ -49,6 +49,8 @@ HOLE = 0xFF  # never occurs in UTF-8: a hole is this byte, then the hole's index
 MAX_HOLES = DEFAULT_LIMITS.max_holes
 #: total DFA states of all segment terminals; past this the grammar is refused (compile time, memory)
 MAX_SEGMENT_STATES = DEFAULT_LIMITS.max_segment_states
+#: how many times a hole is inlined one level where the next byte does not decide (see build_automaton)
+UNFOLD_ROUNDS = 3
 #: a DFA with this many cut states also stops its segments at junctions (see _boundaries)
 _JUNCTION_MIN_CUTS = 4
 
@@ -194,12 +196,24 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutoma
     """The automaton of a schema's language with holes: the network run with a stack where the next
     byte decides every push and pop (:mod:`constrain.masks.pushdown`; set ``CONSTRAIN_PUSHDOWN=0`` to
     turn it off), else the Earley configuration automaton (see the module docstring)."""
-    from ..masks.pushdown import PushdownAutomaton, pushdown_tables
+    from ..masks.pushdown import PushdownAutomaton, PushdownTables, pushdown_tables
 
     if os.environ.get("CONSTRAIN_PUSHDOWN", "1") != "0":
-        tables = pushdown_tables(lang.root, lang.holes)
-        if not isinstance(tables, str):
-            return PushdownAutomaton(tables)
+        root, holes = lang.root, dict(lang.holes)
+        for _ in range(UNFOLD_ROUNDS + 1):
+            tables = pushdown_tables(root, holes)
+            if isinstance(tables, PushdownTables):
+                return PushdownAutomaton(tables)
+            where, hole = tables.component, tables.hole
+            if hole is None:
+                break
+            # A value that may start where the DFA's own bytes go on (an unconstrained value beside a
+            # string branch): inline the hole's first level there, its nested values still holes, so
+            # the determinised DFA merges the two ways; a level deeper they may meet again.
+            if where is None:
+                root = fill_hole(root, hole, holes[hole])
+            else:
+                holes[where] = fill_hole(holes[where], hole, holes[hole])
     return build_earley(lang)
 
 

@@ -58,7 +58,7 @@ from .walks import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from .trie import TokenTrie
 
@@ -112,7 +112,21 @@ class PushdownTables:
         return int(self.transitions.shape[0])
 
 
-def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | str:
+@dataclass(frozen=True)
+class NotDeterministic:
+    """Why a network cannot run with a stack alone (:func:`pushdown_tables`). Where a byte may both
+    enter ``hole`` and go on in the DFA of ``component`` (a hole key; ``None``: the root), unfolding that
+    hole there one level (its first level inlined, its nested values still holes) may decide it."""
+
+    reason: str
+    component: int | None = None
+    hole: int | None = None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | NotDeterministic:
     """The tables of the network ``root`` + ``holes`` (hole index -> DFA), or why it cannot run without a
     parser: a hole with no DFA, a hole whose value may be empty, left recursion, a hole with no value
     at all, a state that cannot reach acceptance, or a choice the next byte does not decide."""
@@ -137,7 +151,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | str
             for idx in np.flatnonzero(t[mid] >= 0).tolist():
                 h = comp_of_hole.get(idx)
                 if h is None:
-                    return f"hole {idx} has no language"
+                    return NotDeterministic(f"hole {idx} has no language")
                 edges[lo + q].append((h, lo + int(t[mid, idx])))
     trans[:, HOLE] = -1
     starts = [int(offset[c]) + d.start for c, d in enumerate(dfas)]
@@ -167,9 +181,9 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | str
 
     for h in range(1, len(dfas)):
         if accepting[starts[h]]:
-            return f"the value of hole {keys[h - 1]} may be empty"
+            return NotDeterministic(f"the value of hole {keys[h - 1]} may be empty")
         if first_of(h) is None:
-            return f"hole {keys[h - 1]} is left-recursive"
+            return NotDeterministic(f"hole {keys[h - 1]} is left-recursive")
 
     # Every hole has a value, and every state reached can end (through the holes).
     productive = np.zeros(len(dfas), dtype=np.bool_)
@@ -192,12 +206,12 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | str
                 productive[h] = True
                 changed = True
     if not coreach[starts[0]]:
-        return "the root has no value"
+        return NotDeterministic("the root has no value")
     reached = _reached(trans, edges, starts, starts[0])
     if not (coreach | ~reached).all():
-        return "a state cannot reach acceptance"
+        return NotDeterministic("a state cannot reach acceptance")
     if not all(productive[component[r]] or component[r] == 0 for r in np.flatnonzero(reached).tolist()):
-        return "a hole has no value"
+        return NotDeterministic("a hole has no value")
 
     # FOLLOW(h): the bytes that may come after a value of hole h.
     def begins(g: int, follow: list[np.ndarray]) -> np.ndarray:
@@ -224,11 +238,13 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | str
         seen = live[g].copy()
         for h, _ in edges[g]:
             if (seen & first[h]).any():
-                return f"state {g}: a byte may both enter hole {keys[h - 1]} and go on"
+                where = None if component[g] == 0 else keys[int(component[g]) - 1]
+                why = f"state {g}: a byte may both enter hole {keys[h - 1]} and go on"
+                return NotDeterministic(why, where, keys[h - 1])
             seen |= first[h]
         c = int(component[g])
         if accepting[g] and c != 0 and (seen & follow[c]).any():
-            return f"state {g}: a byte may both end a value of hole {keys[c - 1]} and go on"
+            return NotDeterministic(f"state {g}: a byte may both end a value of hole {keys[c - 1]} and go on")
 
     num_edges = sum(len(e) for e in edges)
     hole_lo = np.zeros(total, dtype=np.int32)
@@ -798,7 +814,7 @@ class PushdownTokenMasks(MaskStore):
         self._by_key: dict[tuple[int, tuple[int, ...], bool, bool], np.ndarray] = {}
         self._rows: dict[int, np.ndarray] = {}  # configuration -> its whole row, when one was asked for
         self._reach = trie.max_depth
-        self._cross = tabs.cross_dist
+        self._cross_list: list[int] = tabs.cross_dist.tolist()
         self._none = np.zeros(0, dtype=np.int32)
         self._scratch = threading.local()
         self._handle: Tables | None = None
@@ -842,9 +858,13 @@ class PushdownTokenMasks(MaskStore):
         if got is not None:
             return got
         node, g = self.pushdown.parts(config)
+        if not node:  # in the root's DFA the stack is empty: one configuration per state, no key needed
+            ids = self._none if self._cross_list[g] >= self._reach else self._walk(g, (), False)
+            assert ids is not None  # nothing below an empty stack that is not truncated
+            return self._extra.setdefault(config, ids if ids.size else self._none)
         # EOS where every value in progress may end: that depends on the whole stack, so it is in the key
-        final = node != 0 and self.is_final(config)
-        if self._cross[g] >= self._reach and not final:
+        final = self.is_final(config)
+        if self._cross_list[g] >= self._reach and not final:
             return self._extra.setdefault(config, self._none)
         stack, more = self.pushdown.stack(node, STACK_KEY_DEPTH)
         key = (g, tuple(stack), more, final)
@@ -863,14 +883,13 @@ class PushdownTokenMasks(MaskStore):
             ids = self._by_key.setdefault(key, ids if ids.size else self._none)
         return self._extra.setdefault(config, ids)
 
-    def _walk(self, g: int, stack: list[int], more: bool) -> np.ndarray | None:
+    def _walk(self, g: int, stack: Sequence[int], more: bool) -> np.ndarray | None:
         """The crossing tokens' ids from state ``g`` over ``stack`` (None: one pops below it)."""
         scratch = getattr(self._scratch, "ids", None)
         if scratch is None:
             scratch = self._scratch.ids = np.empty(self.num_words * 32, dtype=np.int32)
-        count = pushdown_walk(
-            g, self.trie.tables, self._net(), np.array(stack, dtype=np.int32), more, scratch
-        )
+        below = np.array(stack, dtype=np.int32) if stack else self._none
+        count = pushdown_walk(g, self.trie.tables, self._net(), below, more, scratch)
         return None if count < 0 else scratch[:count].copy()
 
     def _net(self) -> Tables:
