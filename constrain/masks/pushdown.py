@@ -186,25 +186,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
             return NotDeterministic(f"hole {keys[h - 1]} is left-recursive")
 
     # Every hole has a value, and every state reached can end (through the holes).
-    productive = np.zeros(len(dfas), dtype=np.bool_)
-    coreach = accepting.copy()
-    changed = True
-    while changed:
-        changed = False
-        for g in range(total):
-            if coreach[g]:
-                continue
-            nxt = trans[g][live[g]]
-            ok = bool(coreach[nxt].any()) if nxt.size else False
-            if not ok:
-                ok = any(productive[h] and coreach[r] for h, r in edges[g])
-            if ok:
-                coreach[g] = True
-                changed = True
-        for h in range(1, len(dfas)):
-            if not productive[h] and coreach[starts[h]]:
-                productive[h] = True
-                changed = True
+    coreach, productive = _coreachable(trans, accepting, edges, starts)
     if not coreach[starts[0]]:
         return NotDeterministic("the root has no value")
     reached = _reached(trans, edges, starts, starts[0])
@@ -223,18 +205,20 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
         return acc
 
     follow = [np.zeros(256, dtype=np.bool_) for _ in dfas]
+    all_edges = [(h, r) for g in range(total) for h, r in edges[g]]
     changed = True
     while changed:
         changed = False
-        for g in range(total):
-            for h, r in edges[g]:
-                add = begins(r, follow) & ~follow[h]
-                if add.any():
-                    follow[h] |= add
-                    changed = True
+        for h, r in all_edges:
+            add = begins(r, follow) & ~follow[h]
+            if add.any():
+                follow[h] |= add
+                changed = True
 
-    # The next byte decides: edges and hole entries disjoint, and neither meets the follow of a pop.
-    for g in np.flatnonzero(reached).tolist():
+    # The next byte decides: edges and hole entries disjoint, and neither meets the follow of a pop
+    # (only states with a hole edge, or where a hole's value may end, have a choice to make).
+    choosing = reached & (np.array([bool(e) for e in edges]) | (accepting & (component != 0)))
+    for g in np.flatnonzero(choosing).tolist():
         seen = live[g].copy()
         for h, _ in edges[g]:
             if (seen & first[h]).any():
@@ -282,23 +266,133 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
     )
 
 
+def _edge_arrays(edges: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hole edges as ``(source, hole component, return state)`` arrays, by source."""
+    flat = [(g, h, r) for g, out in enumerate(edges) for h, r in out]
+    arr = np.array(flat, dtype=np.int64).reshape(-1, 3)
+    return arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy()
+
+
+def _csr(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, off)``: the positions of ``keys`` sorted, and where each key's run starts (``n + 1``)."""
+    order = np.argsort(keys, kind="stable")
+    off = np.searchsorted(keys[order], np.arange(n + 1)).astype(np.int64)
+    return order.astype(np.int64), off
+
+
+def _coreachable(
+    trans: np.ndarray, accepting: np.ndarray, edges: list[list[tuple[int, int]]], starts: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The states that can reach acceptance in their DFA (through byte edges, and hole edges whose hole
+    has a value), and per component whether it has a value: one backward search, a hole edge joining
+    it once its hole's start is reached."""
+    off, src, _ = _reverse_edges(trans)
+    e_g, e_h, e_r = _edge_arrays(edges)
+    by_ret, ret_off = _csr(e_r, trans.shape[0])
+    by_hole, hole_off = _csr(e_h, len(starts))
+    return _coreach_search(
+        off, src, accepting, e_g, e_h, e_r, by_ret, ret_off, by_hole, hole_off, np.array(starts)
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _coreach_search(
+    off: np.ndarray,
+    src: np.ndarray,
+    accepting: np.ndarray,
+    e_g: np.ndarray,
+    e_h: np.ndarray,
+    e_r: np.ndarray,
+    by_ret: np.ndarray,
+    ret_off: np.ndarray,
+    by_hole: np.ndarray,
+    hole_off: np.ndarray,
+    starts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+    """:func:`_coreachable`'s search (edges indexed by return state and by hole, as :func:`_csr`)."""
+    n = accepting.shape[0]
+    comp_of_start = np.full(n, -1, dtype=np.int64)
+    for c in range(starts.shape[0]):
+        comp_of_start[starts[c]] = c
+    productive = np.zeros(starts.shape[0], dtype=np.bool_)
+    seen = accepting.copy()
+    todo = np.empty(n, dtype=np.int64)
+    top = 0
+    for g in range(n):
+        if seen[g]:
+            todo[top] = g
+            top += 1
+    while top > 0:
+        top -= 1
+        x = todo[top]
+        for i in range(off[x], off[x + 1]):
+            g = src[i]
+            if not seen[g]:
+                seen[g] = True
+                todo[top] = g
+                top += 1
+        for k in range(ret_off[x], ret_off[x + 1]):
+            e = by_ret[k]
+            g = e_g[e]
+            if productive[e_h[e]] and not seen[g]:
+                seen[g] = True
+                todo[top] = g
+                top += 1
+        c = comp_of_start[x]
+        if c >= 0 and not productive[c]:
+            productive[c] = True
+            for k in range(hole_off[c], hole_off[c + 1]):
+                e = by_hole[k]
+                g = e_g[e]
+                if seen[e_r[e]] and not seen[g]:
+                    seen[g] = True
+                    todo[top] = g
+                    top += 1
+    return seen, productive
+
+
 def _reached(
     trans: np.ndarray, edges: list[list[tuple[int, int]]], starts: list[int], start: int
 ) -> np.ndarray:
     """The states reachable from ``start`` by byte edges, hole entries (a hole's start) and returns."""
-    seen = np.zeros(trans.shape[0], dtype=np.bool_)
+    e_g, e_h, e_r = _edge_arrays(edges)
+    by_src, src_off = _csr(e_g, trans.shape[0])
+    return _reach_search(trans, e_h, e_r, by_src, src_off, np.array(starts), start)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reach_search(
+    trans: np.ndarray,
+    e_h: np.ndarray,
+    e_r: np.ndarray,
+    by_src: np.ndarray,
+    src_off: np.ndarray,
+    starts: np.ndarray,
+    start: int,
+) -> np.ndarray:  # pragma: no cover - numba
+    """:func:`_reached`'s search (hole edges indexed by source, as :func:`_csr`)."""
+    n = trans.shape[0]
+    seen = np.zeros(n, dtype=np.bool_)
+    todo = np.empty(n, dtype=np.int64)
     seen[start] = True
-    todo = [start]
-    while todo:
-        g = todo.pop()
-        nxt = trans[g][trans[g] >= 0].tolist()
-        for h, r in edges[g]:
-            nxt.append(starts[h])
-            nxt.append(r)
-        for t in nxt:
-            if not seen[t]:
+    todo[0] = start
+    top = 1
+    while top > 0:
+        top -= 1
+        g = todo[top]
+        for b in range(256):
+            t = trans[g, b]
+            if t >= 0 and not seen[t]:
                 seen[t] = True
-                todo.append(t)
+                todo[top] = t
+                top += 1
+        for k in range(src_off[g], src_off[g + 1]):
+            e = by_src[k]
+            for t in (starts[e_h[e]], e_r[e]):
+                if not seen[t]:
+                    seen[t] = True
+                    todo[top] = t
+                    top += 1
     return seen
 
 
