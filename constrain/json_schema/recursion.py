@@ -51,6 +51,8 @@ MAX_HOLES = DEFAULT_LIMITS.max_holes
 MAX_SEGMENT_STATES = DEFAULT_LIMITS.max_segment_states
 #: how many times a hole is inlined one level where the next byte does not decide (see build_automaton)
 UNFOLD_ROUNDS = 3
+#: ... and only in a DFA of at most this many states (MCPspec ServerResult: 14,834 states, about 1 s)
+UNFOLD_MAX_STATES = 16_000
 #: a DFA with this many cut states also stops its segments at junctions (see _boundaries)
 _JUNCTION_MIN_CUTS = 4
 
@@ -205,15 +207,16 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutoma
             if isinstance(tables, PushdownTables):
                 return PushdownAutomaton(tables)
             where, hole = tables.component, tables.hole
-            if hole is None:
+            target = root if where is None else holes.get(where)
+            if hole is None or target is None or target.num_states > UNFOLD_MAX_STATES:
                 break
             # A value that may start where the DFA's own bytes go on (an unconstrained value beside a
             # string branch): inline the hole's first level there, its nested values still holes, so
             # the determinised DFA merges the two ways; a level deeper they may meet again.
             if where is None:
-                root = fill_hole(root, hole, holes[hole])
+                root = fill_hole(target, hole, holes[hole])
             else:
-                holes[where] = fill_hole(holes[where], hole, holes[hole])
+                holes[where] = fill_hole(target, hole, holes[hole])
     return build_earley(lang)
 
 
