@@ -795,6 +795,11 @@ class PushdownAutomaton:
         got = self._configs.get(key)
         return got if got is not None else self._intern(self._configs, key, self._new_config)
 
+    @property
+    def state_list(self) -> list[int]:
+        """The state of every configuration, by id (the list itself, which grows; do not modify)."""
+        return self._cfg_state
+
     def parts(self, config: int) -> tuple[int, int]:
         """``(stack node, state)`` of a configuration."""
         return self._cfg_node[config], self._cfg_state[config]
@@ -905,6 +910,9 @@ class PushdownTokenMasks(MaskStore):
         self.is_final = automaton.is_final
         self.live_bytes = automaton.live_bytes
         self._extra: dict[int, np.ndarray] = {}  # configuration -> ids of its crossing tokens
+        # the hot path's lookups, bound once: configuration -> state (the automaton's growing list)
+        self._state_of = automaton.state_list
+        self._inner_fill = self.inner.fill_row
         self._by_key: dict[tuple[int, tuple[int, ...], bool, bool], np.ndarray] = {}
         self._rows: dict[int, np.ndarray] = {}  # configuration -> its whole row, when one was asked for
         self._reach = trie.max_depth
@@ -941,7 +949,7 @@ class PushdownTokenMasks(MaskStore):
         ids = self._extra.get(config)
         if ids is None:
             ids = self._crossing_ids(config)
-        self.inner.fill_row(self.pushdown.parts(config)[1], out)
+        self._inner_fill(self._state_of[config], out)
         if ids.size:
             or_ids(ids, out)
 
