@@ -33,6 +33,7 @@ token mask is the union of two exact parts:
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,8 @@ STACK_KEY_DEPTH = 24
 stack (the whole stack when it is shallower). A walk that would pop below them is redone with the whole
 stack and keyed by it."""
 _FAR = 1 << 20
+CROSSING_AHEAD_SECONDS = 0.02
+"""Time :meth:`PushdownTokenMasks.precompute_ahead` may spend on the root's crossing tokens at compile."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -721,6 +724,29 @@ def pushdown_walk(
 
 
 @numba.njit(cache=True, nogil=True)
+def pushdown_walk_batch(
+    states: np.ndarray, tables: Any, net: Any, scratch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+    """:func:`pushdown_walk` from each of ``states`` over an empty stack (the root's DFA), in one call:
+    ``(offsets, ids)``, the ids of ``states[i]`` being ``ids[offsets[i]:offsets[i + 1]]``."""
+    empty = np.zeros(0, dtype=np.int32)
+    offsets = np.zeros(states.shape[0] + 1, dtype=np.int64)
+    ids = np.empty(1024, dtype=np.int32)
+    used = 0
+    for i in range(states.shape[0]):
+        count = pushdown_walk(states[i], tables, net, empty, False, scratch)
+        if count > 0:
+            while used + count > ids.shape[0]:
+                grown = np.empty(2 * ids.shape[0], dtype=np.int32)
+                grown[:used] = ids[:used]
+                ids = grown
+            ids[used : used + count] = scratch[:count]
+            used += count
+        offsets[i + 1] = used
+    return offsets, ids[:used].copy()
+
+
+@numba.njit(cache=True, nogil=True)
 def or_ids(ids: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
     """Set the bits of the token ``ids`` in the bitmask row ``out`` (int32 words), keeping the others."""
     words = out.view(np.uint32)
@@ -910,6 +936,7 @@ class PushdownTokenMasks(MaskStore):
         self.is_final = automaton.is_final
         self.live_bytes = automaton.live_bytes
         self._extra: dict[int, np.ndarray] = {}  # configuration -> ids of its crossing tokens
+        self._root_ids: dict[int, np.ndarray] = {}  # root state -> the same, computed ahead
         # the hot path's lookups, bound once: configuration -> state (the automaton's growing list)
         self._state_of = automaton.state_list
         self._inner_fill = self.inner.fill_row
@@ -927,8 +954,27 @@ class PushdownTokenMasks(MaskStore):
         return len(self._extra) + self.inner.num_cached_states
 
     def precompute_ahead(self) -> int:
-        """The byte table's masks near the start, computed now (:meth:`DFATokenMasks.precompute_ahead`)."""
-        return self.inner.precompute_ahead()
+        """The byte table's masks near the start (:meth:`DFATokenMasks.precompute_ahead`), and the
+        crossing tokens of the root's states within a token's reach of a hole, nearest first, in
+        batches for at most :data:`CROSSING_AHEAD_SECONDS` (a state's own walk costs a call from
+        Python each, about as much again as the walk); returns the byte table's count."""
+        done = self.inner.precompute_ahead()
+        tabs = self.pushdown.tables
+        near = np.flatnonzero((tabs.component == 0) & (tabs.cross_dist < self._reach))
+        near = near[np.argsort(tabs.cross_dist[near], kind="stable")]
+        if not near.size:
+            return done
+        scratch = np.empty(self.num_words * 32, dtype=np.int32)
+        deadline = time.perf_counter() + CROSSING_AHEAD_SECONDS
+        for lo in range(0, near.size, 256):
+            batch = near[lo : lo + 256]
+            offsets, ids = pushdown_walk_batch(batch, self.trie.tables, self._net(), scratch)
+            for k, g in enumerate(batch.tolist()):
+                got = ids[offsets[k] : offsets[k + 1]]
+                self._root_ids[g] = got.copy() if got.size else self._none
+            if time.perf_counter() > deadline:
+                break
+        return done
 
     def mask(self, config: int) -> np.ndarray:
         """The read-only int32 bitmask row of ``config``."""
@@ -961,8 +1007,10 @@ class PushdownTokenMasks(MaskStore):
             return got
         node, g = self.pushdown.parts(config)
         if not node:  # in the root's DFA the stack is empty: one configuration per state, no key needed
-            ids = self._none if self._cross_list[g] >= self._reach else self._walk(g, (), False)
-            assert ids is not None  # nothing below an empty stack that is not truncated
+            ids = self._root_ids.get(g)
+            if ids is None:
+                ids = self._none if self._cross_list[g] >= self._reach else self._walk(g, (), False)
+                assert ids is not None  # nothing below an empty stack that is not truncated
             return self._extra.setdefault(config, ids if ids.size else self._none)
         # EOS where every value in progress may end: that depends on the whole stack, so it is in the key
         final = self.is_final(config)
