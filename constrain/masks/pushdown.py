@@ -56,6 +56,7 @@ from .walks import (
     SORTED_IDS,
     TOK,
     TOK_LO,
+    on_chain,
 )
 
 if TYPE_CHECKING:
@@ -298,6 +299,16 @@ def _coreachable(
     )
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _visit(g: int, seen: np.ndarray, todo: np.ndarray, top: int) -> int:  # pragma: no cover - numba
+    """Mark ``g`` and push it on the ``todo`` stack if it is new; returns the new stack size."""
+    if not seen[g]:
+        seen[g] = True
+        todo[top] = g
+        top += 1
+    return top
+
+
 @numba.njit(cache=True, nogil=True)
 def _coreach_search(
     off: np.ndarray,
@@ -329,28 +340,18 @@ def _coreach_search(
         top -= 1
         x = todo[top]
         for i in range(off[x], off[x + 1]):
-            g = src[i]
-            if not seen[g]:
-                seen[g] = True
-                todo[top] = g
-                top += 1
+            top = _visit(src[i], seen, todo, top)
         for k in range(ret_off[x], ret_off[x + 1]):
             e = by_ret[k]
-            g = e_g[e]
-            if productive[e_h[e]] and not seen[g]:
-                seen[g] = True
-                todo[top] = g
-                top += 1
+            if productive[e_h[e]]:
+                top = _visit(e_g[e], seen, todo, top)
         c = comp_of_start[x]
         if c >= 0 and not productive[c]:
             productive[c] = True
             for k in range(hole_off[c], hole_off[c + 1]):
                 e = by_hole[k]
-                g = e_g[e]
-                if seen[e_r[e]] and not seen[g]:
-                    seen[g] = True
-                    todo[top] = g
-                    top += 1
+                if seen[e_r[e]]:
+                    top = _visit(e_g[e], seen, todo, top)
     return seen, productive
 
 
@@ -681,13 +682,7 @@ def pushdown_walk(
                 if (word >> np.uint64(need & 63)) & np.uint64(1) == 0:
                     n = node_skip[n]
                     continue
-        l0 = chain_bytes[q, 0]
-        l1 = chain_bytes[q, 1]
-        if (
-            (l0 | l1) != 0
-            and ((ascii_bytes[n, 0] & ~l0) | (ascii_bytes[n, 1] & ~l1)) == 0
-            and maxlen[n] - d <= chain_len[q]
-        ):
+        if on_chain(n, d, q, ascii_bytes, maxlen, chain_bytes, chain_len):
             skip = node_skip[n]
             if crossed:
                 for i in range(tok_lo[n], tok_lo[skip]):

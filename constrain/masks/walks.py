@@ -140,6 +140,27 @@ def state_chains(
     return u, g.astype(np.int32), wide
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def on_chain(
+    n: int,
+    d: int,
+    q: int,
+    ascii_bytes: np.ndarray,
+    maxlen: np.ndarray,
+    chain_bytes: np.ndarray,
+    chain_len: np.ndarray,
+) -> bool:  # pragma: no cover - numba
+    """Whether every token under trie node ``n`` (depth ``d``) stays alive from state ``q`` on its chain
+    (:func:`state_chains`): all the subtree's bytes are chain bytes and no token outruns the chain."""
+    l0 = chain_bytes[q, 0]
+    l1 = chain_bytes[q, 1]
+    return (
+        (l0 | l1) != 0
+        and ((ascii_bytes[n, 0] & ~l0) | (ascii_bytes[n, 1] & ~l1)) == 0
+        and maxlen[n] - d <= chain_len[q]
+    )
+
+
 @numba.njit(cache=True, nogil=True)
 def _set_tokens(out_mask: np.ndarray, sorted_ids: np.ndarray, lo: int, hi: int) -> int:  # pragma: no cover
     """Set the bits of the tokens ``sorted_ids[lo:hi]`` in ``out_mask``; returns how many."""
@@ -659,13 +680,7 @@ def lexeme_walk(
     while n < total:
         d = node_depth[n]
         q = stack[d]
-        l0 = chain_bytes[q, 0]
-        l1 = chain_bytes[q, 1]
-        if (
-            (l0 | l1) != 0
-            and ((ascii_bytes[n, 0] & ~l0) | (ascii_bytes[n, 1] & ~l1)) == 0
-            and maxlen[n] - d <= chain_len[q]
-        ):
+        if on_chain(n, d, q, ascii_bytes, maxlen, chain_bytes, chain_len):
             skip = node_skip[n]
             for i in range(tok_lo[n], tok_lo[skip]):
                 tid = sorted_ids[i]
