@@ -94,7 +94,7 @@ class Grammar:
         lenient: bool = False,
         whitespace: str = "compact",
         max_whitespace: int = 2,
-        max_any_depth: int | None = 3,
+        max_any_depth: int | None = None,
         property_order: str = "schema",
         limits: Limits | None = None,
         budget: CompileBudget | float | None = None,
@@ -113,12 +113,12 @@ class Grammar:
             formats: "assert" enforces ``format``; "annotate" ignores it (the spec's default).
             lenient: drop keywords that cannot be enforced exactly, with a warning listing them,
                 instead of raising :class:`~constrain.exceptions.UnsupportedSchemaFeature`.
-            max_any_depth: how deep values that no schema constrains may nest (in a recursive
-                schema they are exact at any depth where no intersection meets them). ``None``: no
-                cap, any depth, exactly: such values become holes (as a recursive schema's are),
-                run with a stack or by the Earley engine, which still costs mask time on the whole
-                schema (bench/README.md, "Exact any value"); where ``allOf``/``not``/``if`` meets
-                such a value it is still capped, at depth 4.
+            max_any_depth: how deep values that no schema constrains (``{}``, ``"type": "object"``
+                alone) may nest. ``None`` (the default): any depth, exactly; such values are holes
+                (as a recursive schema's ``$ref``s are), run with a stack or by the Earley engine
+                (bench/README.md, "Exact any value"); where ``allOf``/``not``/``if`` meets such a
+                value it is still capped, at depth 3. An int caps them everywhere, so that a schema
+                without ``$ref`` cycles has one DFA (:meth:`to_dfa`).
             property_order: "schema" (named keys in the schema's order, then the others) or "any"
                 (any order, for objects that name at most 4 keys; larger ones keep the schema order).
             limits: the size limits of this compile (:class:`constrain.limits.Limits`: automaton
@@ -278,12 +278,16 @@ class Grammar:
         """The byte-level DFA of this grammar (cached).
 
         Raises:
-            InvalidInputError: the language is context-free (a Lark grammar, or a JSON Schema whose
-                ``$ref``s recurse); use :meth:`to_automaton`.
+            InvalidInputError: the language is context-free (a Lark grammar, a JSON Schema whose
+                ``$ref``s recurse, or one with unconstrained values under ``max_any_depth=None``, the
+                default); use :meth:`to_automaton`, or cap such values with an int ``max_any_depth``.
         """
         got = self.to_automaton()
         if not isinstance(got, DFA):
-            raise InvalidInputError(f"this {self.kind} grammar is context-free: it has no single DFA")
+            hint = ""
+            if self.kind == "json_schema" and self.schema_options().get("max_any_depth") is None:
+                hint = " (if its only holes are unconstrained values, max_any_depth=3 gives a DFA)"
+            raise InvalidInputError(f"this {self.kind} grammar is context-free: it has no single DFA{hint}")
         return got
 
     def to_automaton(self) -> DFA | EarleyAutomaton | PushdownAutomaton:

@@ -34,7 +34,7 @@ TREE = {
 GRAMMARS = {
     "regex": lambda: Grammar.from_regex(r"(ab|c)[0-9]{2}"),
     "json_schema": lambda: Grammar.from_json_schema(
-        {"type": "object", "properties": {"a": {"type": "boolean"}}}
+        {"type": "object", "properties": {"a": {"type": "boolean"}}, "additionalProperties": False}
     ),
     "recursive_schema": lambda: Grammar.from_json_schema(TREE),
     "lark": lambda: Grammar.from_lark(name="arithmetic"),

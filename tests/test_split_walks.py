@@ -29,6 +29,12 @@ CUT = np.zeros(256, dtype=np.bool_)
 CUT[[0x22, 0x5C]] = True
 
 
+def _dfa_schema(schema: object) -> Grammar:
+    """A schema's grammar with unconstrained values capped, so that it is one DFA (these tests are
+    about DFA masks; the default, exact values at any depth, runs such schemas with a stack)."""
+    return Grammar.from_json_schema(schema, max_any_depth=3)
+
+
 def _lazy(
     grammar: Grammar, info: TokenizerInfo, split: bool, monkeypatch: pytest.MonkeyPatch
 ) -> CompiledGrammar:
@@ -70,7 +76,7 @@ def test_split_masks_match_oracle_along_a_path(tok: str, case: int, monkeypatch:
     mistral's longest token (25 bytes) is longer than its split depth (12), so the long-token walk runs."""
     info = tokenizer_info(tok)
     schema, instance = SCHEMAS[case]
-    grammar = Grammar.from_json_schema(schema)
+    grammar = _dfa_schema(schema)
     compiled = _lazy(grammar, info, True, monkeypatch)
     text = serialize_instance(instance, schema)
     ids = info.encode_fragment(text)
@@ -125,7 +131,7 @@ def test_string_bodies_share_one_future_across_grammars(monkeypatch: pytest.Monk
     monkeypatch.setattr(dfa_masks_mod, "PLAIN_FIRST_PAIRS", 1)  # every plain check gives up
     monkeypatch.setattr(dfa_masks_mod, "PLAIN_MAX_PAIRS", 1)
     first = _lazy(
-        Grammar.from_json_schema({"type": "object", "properties": {"a": {"type": "string"}}}),
+        _dfa_schema({"type": "object", "properties": {"a": {"type": "string"}}}),
         info,
         True,
         monkeypatch,
@@ -135,9 +141,7 @@ def test_string_bodies_share_one_future_across_grammars(monkeypatch: pytest.Monk
     m.next_token_mask()
     assert first.automaton._cache.split_misses == 1
     other = _lazy(
-        Grammar.from_json_schema(
-            {"type": "array", "items": {"type": "object", "properties": {"zz": {"type": "string"}}}}
-        ),
+        _dfa_schema({"type": "array", "items": {"type": "object", "properties": {"zz": {"type": "string"}}}}),
         info,
         True,
         monkeypatch,
@@ -163,7 +167,7 @@ def test_plain_string_body_is_a_tokenizer_constant(monkeypatch: pytest.MonkeyPat
     schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "string"}}}
 
     def body_mask(prefix: bytes) -> tuple[int, np.ndarray]:
-        compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+        compiled = _lazy(_dfa_schema(schema), info, True, monkeypatch)
         m = GrammarMatcher(compiled)
         assert m.accept_bytes(prefix)
         mask = m.next_token_mask().copy()
@@ -194,7 +198,7 @@ def test_plain_string_body_is_a_tokenizer_constant(monkeypatch: pytest.MonkeyPat
     # merge guarantees (a missed merge), and the level-by-level check still finds the plain body.
     long_names = ("a_very_long_property_name_indeed", "another_quite_long_property_name", "x")
     keyed_schema = {"type": "object", "properties": {n: {"type": "integer"} for n in long_names}}
-    keyed = _lazy(Grammar.from_json_schema(keyed_schema), info, True, monkeypatch)
+    keyed = _lazy(_dfa_schema(keyed_schema), info, True, monkeypatch)
     dfa = keyed.automaton.dfa
     state = int(dfa.transitions[int(dfa.transitions[dfa.start, ord("{")]), ord('"')])
     trie = token_trie(info)
@@ -211,7 +215,7 @@ def test_plain_string_body_is_a_tokenizer_constant(monkeypatch: pytest.MonkeyPat
     assert set(np.flatnonzero(bits).tolist()) == direct_allowed(keyed, state)
 
     # ... and a body bounded closer than the split depth is not the plain one
-    short = Grammar.from_json_schema({"type": "string", "maxLength": 5}).to_automaton()
+    short = _dfa_schema({"type": "string", "maxLength": 5}).to_automaton()
     body = int(short.transitions[short.start, ord('"')])
     table = canonical_future(split_future(short.transitions, body, cut[0], depth, 512), depth)
     plain = dfa_masks_mod._PLAIN_FUTURES[trie]
@@ -223,7 +227,7 @@ def test_bounded_body_reuses_the_previous_future(monkeypatch: pytest.MonkeyPatch
     previous one (a partial walk) and stays exact."""
     info = tokenizer_info("llama3-128k")
     schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 30}}}
-    compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+    compiled = _lazy(_dfa_schema(schema), info, True, monkeypatch)
     m = GrammarMatcher(compiled)
     assert m.accept_bytes(b'{"s":"')
     for ch in "abcdefghijklmnopqrstuvwxyz0123":
@@ -274,7 +278,7 @@ def test_precompute_ahead_takes_dense_states_from_plain_walks(monkeypatch: pytes
     monkeypatch.setattr(dfa_masks_mod, "EAGER_BUDGET_S", 60.0)  # a slow machine must not stop it early
     info = tokenizer_info("llama3-128k")
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}
-    compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+    compiled = _lazy(_dfa_schema(schema), info, True, monkeypatch)
     auto = compiled.automaton
     assert isinstance(auto, DFATokenMasks)
     assert auto.precompute_ahead() > 0
@@ -365,7 +369,7 @@ def test_plain_walks_only_for_plain_bodies_and_exact(case: int, monkeypatch: pyt
     info = tokenizer_info("llama3-128k")
     schema, prefixes, plain = PLAIN_CASES[case]
     for prefix, expect in zip(prefixes, plain, strict=True):
-        compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+        compiled = _lazy(_dfa_schema(schema), info, True, monkeypatch)
         m = GrammarMatcher(compiled)
         assert m.accept_bytes(prefix), prefix
         assert mask_ids(compiled, m.state) == direct_allowed(compiled, m.state), prefix
@@ -386,13 +390,13 @@ def test_plain_closure_verdicts() -> None:
         ({"type": "string", "pattern": "^[a-z]*$"}, "differ"),
         ({"type": "string", "format": "email"}, "differ"),
     ]:
-        dfa = Grammar.from_json_schema(schema).to_automaton()
+        dfa = _dfa_schema(schema).to_automaton()
         assert isinstance(dfa, DFA)
         body = int(dfa.transitions[dfa.start, ord('"')])
         code, met = plain_closure(dfa.transitions, body, plain, p0, CUT, 4096)
         assert {1: "plain", 0: "differ", -1: "over"}[code] == verdict, schema
         assert met[0] == body
-    bounded = Grammar.from_json_schema({"type": "string", "maxLength": 100}).to_automaton()
+    bounded = _dfa_schema({"type": "string", "maxLength": 100}).to_automaton()
     assert isinstance(bounded, DFA)
     body = int(bounded.transitions[bounded.start, ord('"')])
     assert plain_closure(bounded.transitions, body, plain, p0, CUT, 4)[0] == -1  # undecided
@@ -403,7 +407,7 @@ def test_a_long_bounded_string_checks_plainness_once(monkeypatch: pytest.MonkeyP
     check met skip it (each would cost a full check), and their masks stay exact."""
     info = tokenizer_info("llama3-128k")
     schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 3000}}}
-    compiled = _lazy(Grammar.from_json_schema(schema), info, True, monkeypatch)
+    compiled = _lazy(_dfa_schema(schema), info, True, monkeypatch)
     m = GrammarMatcher(compiled)
     assert m.accept_bytes(b'{"s":"')
     cache = compiled.automaton._cache

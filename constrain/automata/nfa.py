@@ -63,12 +63,13 @@ class NFA:
         # Bulk edges from embedded automata, as arrays: (src, byte_lo, byte_hi, dst) and eps (src, dst).
         self.edge_blocks: list[np.ndarray] = []
         self.eps_blocks: list[np.ndarray] = []
+        self.max_states = current_limits().max_nfa_states  # read once: state() runs per NFA state
 
     def embed_dfa(self, transitions: np.ndarray, accepting: np.ndarray, start: int) -> tuple[int, int]:
         """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk."""
         num = transitions.shape[0]
-        if len(self.edges) + num + 1 > current_limits().max_nfa_states:
-            self.state()  # raises the size error
+        if len(self.edges) + num + 1 > self.max_states:
+            self._too_many()
         base = len(self.edges)
         # Inner states get no list edges (their edges live in the block): share one empty tuple.
         self.edges.extend(itertools.repeat((), num))  # type: ignore[arg-type]
@@ -106,15 +107,19 @@ class NFA:
 
     def state(self) -> int:
         """A new state (raises :class:`UnsupportedRegexFeature` past :data:`MAX_NFA_STATES`)."""
-        if len(self.edges) >= current_limits().max_nfa_states:
-            raise UnsupportedRegexFeature(
-                f"a repetition that expands past {current_limits().max_nfa_states} automaton states",
-                self.pattern,
-                "reduce the bounded repetition counts",
-            )
-        self.edges.append([])
+        edges = self.edges
+        if len(edges) >= self.max_states:
+            self._too_many()
+        edges.append([])
         self.eps.append([])
-        return len(self.edges) - 1
+        return len(edges) - 1
+
+    def _too_many(self) -> None:
+        raise UnsupportedRegexFeature(
+            f"a repetition that expands past {self.max_states} automaton states",
+            self.pattern,
+            "reduce the bounded repetition counts",
+        )
 
     def charset(self, ranges: Ranges) -> tuple[int, int]:
         """A fragment reading the UTF-8 encoding of one code point from ``ranges``."""

@@ -10,12 +10,13 @@ subschemas that apply there. A subschema's language at a location is the interse
 keywords' languages (``type`` with :mod:`.numbers`, :mod:`.strings`, :mod:`.arrays`, :mod:`.objects`,
 ``enum``/``const`` in :mod:`.values`) and its applicators' (:mod:`.applicators`), then the dependencies,
 ``uniqueItems`` (:mod:`.unique_items`) and ``unevaluated*`` (:mod:`.unevaluated`). Values that no schema
-constrains are any JSON value nested at most ``max_any_depth`` deep (a finite automaton cannot count
-brackets); in a recursive schema, or with ``max_any_depth=None``, they are a hole for the exact language
-instead (the context-free engine then runs the whole schema).
+constrain are, by default (``max_any_depth=None``), a hole for the exact language of any JSON value; with
+an int ``max_any_depth`` they are any value nested at most that deep, inlined (a finite automaton cannot
+count brackets).
 
-**Recursion.** A ``$ref`` cycle leaves *holes* (:mod:`.holes`); the DFAs with holes become a
-context-free grammar for the Earley engine (:mod:`.recursion`): no depth cap.
+**Recursion.** A ``$ref`` cycle leaves *holes* (:mod:`.holes`), as unconstrained values do; the DFAs
+with holes run with a stack (:mod:`constrain.masks.pushdown`) where the next byte decides every push and
+pop, else as a context-free grammar for the Earley engine (:mod:`.recursion`): no depth cap.
 
 What cannot be enforced exactly (``uniqueItems`` over an infinite item set, recursion inside
 intersections, lookaround in ``pattern``) raises :class:`UnsupportedSchemaFeature` naming the keyword
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from .. import automata as A
@@ -64,6 +66,9 @@ from .values import capped_any_value, enum_language, enum_values, json_types, ty
 #: With ``max_any_depth=None``, the depth of an unconstrained value where an intersection (``allOf``,
 #: ``not``, ``if``) has to inline it into a DFA.
 CAPPED_DEPTH_WHEN_EXACT = 3
+
+#: The depth :func:`schema_to_dfa` caps unconstrained values at when it is given no options.
+DFA_ANY_DEPTH = 3
 
 
 class CompileContext:
@@ -308,17 +313,32 @@ def schema_to_dfa(
 ) -> DFA:
     """Compile a JSON Schema to the DFA of its canonical serialisations.
 
+    A finite automaton cannot count brackets, so unconstrained values (``{}``) are capped: with no
+    ``options``, at depth :data:`DFA_ANY_DEPTH`; with ``options``, at their ``max_any_depth``, which
+    must then be an int for a schema that has such values.
+
     Raises:
-        UnsupportedSchemaFeature: the schema recurses (``$ref`` cycles), so no finite automaton
-            exists; :func:`constrain.compile` takes such schemas through the context-free engine.
+        UnsupportedSchemaFeature: no finite automaton exists: the schema recurses (``$ref`` cycles;
+            :func:`constrain.compile` takes it through a stack or the context-free engine), or it has
+            unconstrained values and ``options.max_any_depth`` is ``None``.
     """
+    options = options or SchemaOptions(max_any_depth=DFA_ANY_DEPTH)
     got = schema_to_language(schema, options, registry)
-    if isinstance(got, RecursiveLanguage):
-        first = min(got.pointers)
-        raise UnsupportedSchemaFeature(
-            "$ref", got.pointers[first], "recursive schema: no finite automaton; use constrain.compile"
-        )
-    return got
+    if not isinstance(got, RecursiveLanguage):
+        return got
+    if options.max_any_depth is None:
+        capped = replace(options, max_any_depth=DFA_ANY_DEPTH)
+        if not isinstance(schema_to_language(schema, capped, registry), RecursiveLanguage):
+            raise UnsupportedSchemaFeature(
+                "max_any_depth",
+                "",
+                "unconstrained values at any depth have no finite automaton; "
+                "set max_any_depth to an int to cap them",
+            )
+    first = min(got.pointers)
+    raise UnsupportedSchemaFeature(
+        "$ref", got.pointers[first], "recursive schema: no finite automaton; use constrain.compile"
+    )
 
 
 def serialize_instance(

@@ -29,7 +29,14 @@ from ..limits import current_limits
 from .keywords import ANNOTATIONS, NOT_BESIDE_BARE_TYPE
 from .recursion import HOLE, RecursiveLanguage, fill_hole, has_holes, hole_edges, hole_indices
 from .references import SchemaNode, base_uri
-from .values import TYPE_FIRST, VALUE_FIRST, any_value_parts, capped_any_value, json_bytes, types_of
+from .values import (
+    TYPE_FIRST,
+    VALUE_FIRST,
+    any_value_around_hole,
+    capped_any_value,
+    json_bytes,
+    types_of,
+)
 
 if TYPE_CHECKING:
     from .compiler import CompileContext
@@ -104,7 +111,7 @@ def any_value_hole(ctx: CompileContext) -> DFA:
     table = ctx.holes
     if table.any_hole is None:
         hole = table.any_hole = new_hole(ctx, ANY_KEY, "#", VALUE_FIRST, recursive=False)
-        ctx.lang_memo[ANY_KEY] = A.build(any_value_parts(ctx, A.Embed(hole)), "<any JSON value>")
+        ctx.lang_memo[ANY_KEY] = any_value_around_hole(ctx, hole, len(table.info) - 1)
     return table.any_hole
 
 

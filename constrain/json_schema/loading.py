@@ -12,8 +12,9 @@
   device, pipe or folder) of at most :data:`~constrain.validation.MAX_SCHEMA_FILE_BYTES`.
 
 :func:`detect_draft` reads the draft off ``$schema``. :func:`check_schema` checks a loaded schema
-against its draft's metaschema (with ``jsonschema``), so that a malformed schema is refused with the
-keyword and JSON pointer to fix before anything is compiled.
+against its draft's metaschema, so that a malformed schema is refused with the keyword and JSON pointer
+to fix before anything is compiled: ``jsonschema-rs`` decides (about 100x faster, and it spares a process
+``jsonschema``'s import), and ``jsonschema`` writes the error of a schema it refuses.
 """
 
 from __future__ import annotations
@@ -161,6 +162,32 @@ _VALIDATOR_NAMES = {
     "4": "Draft4Validator",
 }
 _META_VALIDATORS: dict[str, Any] = {}
+_FAST_META_VALIDATORS: dict[str, Any] = {}
+
+
+def _fast_meta_validator(draft: str) -> Any:
+    """The ``jsonschema_rs`` validator of ``draft``'s metaschema, or None where it is not installed."""
+    got = _FAST_META_VALIDATORS.get(draft)
+    if got is None:
+        try:
+            import jsonschema_rs
+        except ImportError:  # no wheel for this platform: jsonschema alone decides
+            return None
+        from jsonschema_specifications import REGISTRY
+
+        # No format validation, as in _meta_validator.
+        got = jsonschema_rs.validator_for(REGISTRY.contents(_META_URIS[draft]), validate_formats=False)
+        _FAST_META_VALIDATORS[draft] = got
+    return got
+
+
+_META_URIS = {
+    "2020-12": "https://json-schema.org/draft/2020-12/schema",
+    "2019-09": "https://json-schema.org/draft/2019-09/schema",
+    "7": "http://json-schema.org/draft-07/schema#",
+    "6": "http://json-schema.org/draft-06/schema#",
+    "4": "http://json-schema.org/draft-04/schema#",
+}
 
 
 def _meta_validator(draft: str) -> Any:
@@ -228,6 +255,13 @@ def check_schema(doc: Any, draft: str) -> None:
     chosen = detect_draft(doc, draft)
     if chosen not in _VALIDATOR_NAMES:
         raise SchemaError(f"draft must be one of {', '.join(DRAFTS)}, got {chosen!r}")
+    fast = _fast_meta_validator(chosen)
+    if fast is not None:
+        try:
+            if fast.is_valid(doc):
+                return
+        except Exception:  # noqa: BLE001 - a value it cannot convert: jsonschema decides below
+            pass
     import jsonschema
 
     try:

@@ -22,8 +22,9 @@ class SchemaOptions:
         whitespace: "compact" (none) or "flexible" (up to ``max_whitespace`` spaces or newlines
             between tokens).
         max_whitespace: see ``whitespace``.
-        max_any_depth: how deep values that no schema constrains may nest; ``None``: any depth,
-            exactly (holes, as in a recursive schema: see :mod:`.recursion`).
+        max_any_depth: how deep values that no schema constrains may nest; ``None`` (the default): any
+            depth, exactly (holes, as in a recursive schema: see :mod:`.recursion`). An int caps them,
+            so that a schema without ``$ref`` cycles compiles to one DFA (:func:`.schema_to_dfa`).
         property_order: "schema" (named keys in the schema's order, then the others) or "any".
         limits: the size limits of the compile (:class:`constrain.limits.Limits`; in force while it runs).
 
@@ -36,7 +37,7 @@ class SchemaOptions:
     lenient: bool = False
     whitespace: str = "compact"
     max_whitespace: int = 2
-    max_any_depth: int | None = 3
+    max_any_depth: int | None = None
     property_order: str = "schema"
     limits: Limits = DEFAULT_LIMITS
 

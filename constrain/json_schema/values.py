@@ -34,7 +34,9 @@ TYPE_FIRST = {
 }  # fmt: skip
 VALUE_FIRST = frozenset(b"".join(TYPE_FIRST.values()))
 
-_ANY_CACHE: dict[tuple[Any, ...], DFA] = {}  # (depth, whitespace, max_whitespace) -> DFA; a few entries
+#: (depth, whitespace, max_whitespace) -> the capped DFA, and ("hole", index, whitespace, max_whitespace) ->
+#: the any-value hole's DFA (holes.any_value_hole); a few entries
+_ANY_CACHE: dict[tuple[Any, ...], DFA] = {}
 register(_ANY_CACHE.clear, constant=True)  # depends on the options only
 
 
@@ -155,6 +157,17 @@ def any_value_parts(ctx: CompileContext, inner: A.Expr | None) -> A.Expr:
     ws = ctx.ws
     member = A.seq(string_expr(ANY_CHARS), ws, A.Literal(b":"), ws, inner)
     return A.alt(scalar, ctx.bracketed(b"[", inner, b"]"), ctx.bracketed(b"{", member, b"}"))
+
+
+def any_value_around_hole(ctx: CompileContext, hole: DFA, index: int) -> DFA:
+    """Any canonical JSON value whose nested values are ``hole`` (hole number ``index``): the any-value
+    hole's own language. It depends on the index and the whitespace only, so it is built once per
+    process (3 ms a schema before)."""
+    key = ("hole", index, ctx.options.whitespace, ctx.options.max_whitespace)
+    got = _ANY_CACHE.get(key)
+    if got is None:
+        got = _ANY_CACHE[key] = A.build(any_value_parts(ctx, A.Embed(hole)), "<any JSON value>")
+    return got
 
 
 def capped_any_value(ctx: CompileContext, depth: int) -> DFA:

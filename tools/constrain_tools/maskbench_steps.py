@@ -213,7 +213,8 @@ def schema_adapters() -> dict[str, Callable[[Any], Any]]:
         draft = "2020-12"
 
         def grammar_of(self, text: str) -> Any:
-            # CONSTRAIN_BENCH_MAX_ANY_DEPTH=none: unconstrained values exact at any depth (A/B runs)
+            # CONSTRAIN_BENCH_MAX_ANY_DEPTH=3: unconstrained values capped at depth 3 (A/B runs; none, the
+            # default: exact at any depth)
             depth = os.environ.get("CONSTRAIN_BENCH_MAX_ANY_DEPTH", "")
             extra = {"max_any_depth": None if depth == "none" else int(depth)} if depth else {}
             return self.lib.Grammar.from_json_schema(

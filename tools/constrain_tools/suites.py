@@ -431,10 +431,12 @@ class Engine:
     compile_budget: CompileBudget | None = None
 
     @classmethod
-    def default(cls, compile_budget: CompileBudget | None = None, *, max_any_depth: int | None = 3) -> Engine:
+    def default(
+        cls, compile_budget: CompileBudget | None = None, *, max_any_depth: int | None = None
+    ) -> Engine:
         """``Grammar.from_json_schema`` and ``serialize_instance``, with the same draft and formats;
         ``compile_budget`` bounds each schema's compile (default: none); ``max_any_depth`` as in
-        ``from_json_schema`` (``None``: unconstrained values exact at any depth)."""
+        ``from_json_schema`` (``None``, the default: unconstrained values exact at any depth)."""
         from constrain.json_schema import SchemaOptions, serialize_instance
 
         def grammar_from_schema(
@@ -1052,10 +1054,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "as timeout); 0 for none (default: none, so that verdicts do not depend on the machine)",
     )
     p.add_argument(
-        "--exact-any",
-        action="store_true",
-        help="compile with max_any_depth=None: values no schema constrains are exact at any depth "
-        "(the context-free engine), not capped at depth 3",
+        "--max-any-depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cap values no schema constrains at depth N (max_any_depth=N); default: exact at any depth",
     )
     p.add_argument("--show", type=int, default=20, metavar="N", help="list the first N failures of each kind")
     p.add_argument(
@@ -1171,9 +1174,9 @@ def run_from_args(args: argparse.Namespace, *, engine: Engine | None = None) -> 
         if budget < 0:
             return _err(f"--compile-budget must be >= 0 seconds, got {budget:g}")
         if engine is None:
-            exact_any = getattr(args, "exact_any", False)
             engine = Engine.default(
-                CompileBudget(budget) if budget else None, max_any_depth=None if exact_any else 3
+                CompileBudget(budget) if budget else None,
+                max_any_depth=getattr(args, "max_any_depth", None),
             )
     except ConstrainError as exc:
         return _err(str(exc))
