@@ -12,6 +12,7 @@ string (see :func:`constrain.automata.regex.regex_dfa`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -210,7 +211,7 @@ def _product(ta, tb, acc_a, acc_b, sa, sb, op, limit):  # pragma: no cover
     i = 0
     while i < len(qa):
         if i >= limit:
-            return rows[:0], acc[:0], False
+            return rows[:0], acc[:0], np.empty(0, np.int64), np.empty(0, np.int64), False
         a = qa[i]
         b = qb[i]
         if i >= rows.shape[0]:
@@ -252,10 +253,16 @@ def _product(ta, tb, acc_a, acc_b, sa, sb, op, limit):  # pragma: no cover
                 qb.append(tb_next)
             rows[i, c] = j
         i += 1
-    return rows[: len(qa)], acc[: len(qa)], True
+    return rows[: len(qa)], acc[: len(qa)], np.array(qa), np.array(qb), True
 
 
-def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
+def _combine(
+    a: DFA,
+    b: DFA,
+    op: int,
+    label: str,
+    pairs_ok: Callable[[np.ndarray, np.ndarray], bool] | None = None,
+) -> DFA | None:
     # Joint byte classes: pairs of the two automata's own classes.
     pair = dfa_byte_classes(a).astype(np.int64) * 65536 + dfa_byte_classes(b)
     _u, reps, classes = np.unique(pair, return_index=True, return_inverse=True)
@@ -263,12 +270,14 @@ def _combine(a: DFA, b: DFA, op: int, label: str) -> DFA:
     ta = np.ascontiguousarray(a.transitions[:, reps], dtype=np.int64)
     tb = np.ascontiguousarray(b.transitions[:, reps], dtype=np.int64)
     most = current_limits().max_dfa_states
-    rows, acc, ok = _product(
+    rows, acc, pair_a, pair_b, ok = _product(
         ta, tb, a.accepting, b.accepting, np.int64(a.start), np.int64(b.start), op, state_limit(most)
     )
     if not ok:
         check_states(most, "a product")  # the compile budget's limit?
         raise UnsupportedRegexFeature(f"a product automaton past {most} states", label)
+    if pairs_ok is not None and not pairs_ok(pair_a, pair_b):
+        return None
     return dfa_from_class_arrays(rows, acc, 0, joint, label)
 
 
@@ -280,7 +289,7 @@ def intersect(*dfas: DFA, label: str = "<and>") -> DFA:
     for d in dfas[1:]:
         if is_empty(out):
             return out
-        out = _combine(out, d, _OP_AND, label)
+        out = _done(_combine(out, d, _OP_AND, label))
     return out
 
 
@@ -291,7 +300,7 @@ def union(*dfas: DFA, label: str = "<or>") -> DFA:
         return empty_dfa(label)
     out = live[0]
     for d in live[1:]:
-        out = _combine(out, d, _OP_OR, label)
+        out = _done(_combine(out, d, _OP_OR, label))
     return out
 
 
@@ -299,7 +308,24 @@ def difference(a: DFA, b: DFA, label: str = "<minus>") -> DFA:
     """The DFA of the strings ``a`` accepts and ``b`` does not."""
     if is_empty(a) or is_empty(b):
         return a
-    return _combine(a, b, _OP_DIFF, label)
+    return _done(_combine(a, b, _OP_DIFF, label))
+
+
+def checked_product(
+    a: DFA, b: DFA, op: str, pairs_ok: Callable[[np.ndarray, np.ndarray], bool], label: str = "<product>"
+) -> DFA | None:
+    """``intersect(a, b)`` (``op="and"``) or ``difference(a, b)`` (``op="minus"``), or None when
+    ``pairs_ok(pair_a, pair_b)`` rejects the product's reachable state pairs (before minimisation:
+    ``pair_a[i]``, ``pair_b[i]`` are the states of ``a`` and ``b`` in product state ``i``, their
+    ``num_states`` for dead)."""
+    if is_empty(a) or is_empty(b):
+        return a if op == "minus" or is_empty(a) else b
+    return _combine(a, b, _OP_AND if op == "and" else _OP_DIFF, label, pairs_ok)
+
+
+def _done(dfa: DFA | None) -> DFA:
+    assert dfa is not None  # no pairs_ok: _combine returns a DFA
+    return dfa
 
 
 def splice(dfa: DFA, edges: list[tuple[int, int]], sub: DFA, label: str = "<splice>") -> DFA:

@@ -127,14 +127,13 @@ def minimal_dfa(
     from ..budget import check
 
     check("minimization")  # the loops that blow up call this once per automaton (see constrain.budget)
-    result = prune_and_minimize(compact, accepting, start)
+    result = prune_and_minimize(compact, accepting, start, classes)
     if result is None:
         return empty_dfa(label)
-    t, acc, st = result
-    full = np.ascontiguousarray(t[:, classes], dtype=np.int32)
+    full, acc = result
     full.setflags(write=False)
     acc.setflags(write=False)
-    return DFA(full, acc, st, label)
+    return DFA(full, acc, 0, label)
 
 
 def dfa_from_class_arrays(

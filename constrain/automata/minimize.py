@@ -1,10 +1,10 @@
 """Pruning and minimisation of DFAs given as transition tables over byte classes.
 
 :func:`prune_and_minimize` keeps the states that are reachable and can reach acceptance, merges
-equivalent states with Hopcroft's partition refinement (:func:`hopcroft`, in numba) and numbers the
+equivalent states with Hopcroft's partition refinement (:func:`hopcroft`, in numba), numbers the
 quotient breadth-first from the start in class order, so that equal languages over the same classes
-get equal tables. The tables here are ``int[states, classes]`` with ``-1`` for dead; expanding the
-classes back to 256 bytes is :mod:`.dfa`'s business.
+get equal tables, and expands the classes back to 256 bytes. Its input tables are
+``int[states, classes]`` with ``-1`` for dead.
 """
 
 from __future__ import annotations
@@ -77,38 +77,74 @@ def _live_states(trans: np.ndarray, accepting: np.ndarray, start: int) -> np.nda
 
 
 def prune_and_minimize(
-    trans: np.ndarray, accepting: np.ndarray, start: int
-) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Drop states that are unreachable or cannot reach acceptance, then merge equivalent states.
-
-    Returns None when the language is empty.
-    """
-    n = trans.shape[0]
+    trans: np.ndarray, accepting: np.ndarray, start: int, classes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Drop states that are unreachable or cannot reach acceptance, merge equivalent states, and expand
+    the byte classes: ``(int32[states, 256], accepting)`` with the start state 0, or None when the
+    language is empty. One kernel call: the steps in between were Python and numpy glue that took
+    longer than the kernels on the small tables most compiles build."""
     trans64 = np.ascontiguousarray(trans, dtype=np.int64)
-    live = _live_states(trans64, accepting.astype(np.bool_), int(start))
+    acc = np.ascontiguousarray(accepting, dtype=np.bool_)
+    cls = np.ascontiguousarray(classes, dtype=np.int64)
+    while True:
+        full, acc_out, status = _prune_minimize(trans64, acc, int(start), cls)
+        if status == _EMPTY:
+            return None
+        if status == _DONE:
+            return full, acc_out
+        check("minimization")  # the kernel stopped for the budget: this raises unless time was left
+
+
+_DONE, _EMPTY, _STOPPED = 0, 1, 2
+
+
+@numba.njit(cache=True)
+def _prune_minimize(trans, accepting, start, classes):  # pragma: no cover - numba
+    """:func:`prune_and_minimize`'s kernel; the status is ``_DONE``, ``_EMPTY`` or ``_STOPPED``
+    (:func:`hopcroft` ran out of budget)."""
+    n = trans.shape[0]
+    nothing = np.empty((0, 256), dtype=np.int32)
+    live = _live_states(trans, accepting, start)
     if not live[start]:
-        return None
+        return nothing, np.empty(0, dtype=np.bool_), _EMPTY
     # Renumber live states; a sink (index m) stands for dead during minimisation.
     ids = np.full(n, -1, dtype=np.int64)
-    m = int(live.sum())
-    ids[live] = np.arange(m)
-    t2 = _renumber_live(trans64, live, ids, m)  # one pass (numpy took ~5 temporaries of the table)
-    del trans64
-    check("minimization")
-    acc2 = np.append(accepting[live], False)
-    block = refine(t2, acc2)
-    # The quotient automaton: blocks renumbered in BFS order from the start, sink removed.
-    num_blocks = int(block.max()) + 1
+    m = 0
+    for s in range(n):
+        if live[s]:
+            ids[s] = m
+            m += 1
+    t2 = _renumber_live(trans, live, ids, m)
+    acc2 = np.zeros(m + 1, dtype=np.bool_)
+    for s in range(n):
+        if live[s]:
+            acc2[ids[s]] = accepting[s]
+    block = hopcroft(t2, acc2)
+    if block.shape[0] == 0:
+        return nothing, np.empty(0, dtype=np.bool_), _STOPPED
+    # The quotient automaton: blocks renumbered in BFS order from the start, sink removed; the first
+    # state of each block represents it.
+    num_blocks = block.max() + 1
     rep = np.zeros(num_blocks, dtype=np.int64)
-    rep[block[::-1]] = np.arange(m, -1, -1)  # the first state of each block represents it
-    quotient = block[t2[rep]]  # [num_blocks, k] block -> block
-    sink_block = int(block[m])
-    order = bfs_order(quotient, int(block[ids[start]]), sink_block)
+    for s in range(m, -1, -1):
+        rep[block[s]] = s
+    k = t2.shape[1]
+    quotient = np.empty((num_blocks, k), dtype=np.int64)
+    for b in range(num_blocks):
+        for c in range(k):
+            quotient[b, c] = block[t2[rep[b], c]]
+    order = bfs_order(quotient, block[ids[start]], block[m])
     new_id = np.full(num_blocks, -1, dtype=np.int64)
-    new_id[order] = np.arange(order.shape[0])
-    out = new_id[quotient[order]].astype(np.int32)
-    acc_out = acc2[rep[order]].copy()
-    return np.ascontiguousarray(out), acc_out, 0
+    for i in range(order.shape[0]):
+        new_id[order[i]] = i
+    full = np.empty((order.shape[0], classes.shape[0]), dtype=np.int32)
+    acc_out = np.empty(order.shape[0], dtype=np.bool_)
+    for i in range(order.shape[0]):
+        row = quotient[order[i]]
+        for byte in range(classes.shape[0]):
+            full[i, byte] = new_id[row[classes[byte]]]
+        acc_out[i] = acc2[rep[order[i]]]
+    return full, acc_out, _DONE
 
 
 @numba.njit(cache=True, nogil=True)

@@ -212,6 +212,11 @@ def intersect(ctx: CompileContext, *dfas: DFA) -> DFA:
     firsts = [first_bytes(ctx, d) for d in dfas]
     if any(not (a & b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]):
         return empty_dfa("disjoint recursive values")
+    out: DFA | None = dfas[0]
+    for d in dfas[1:]:
+        out = symbolic_product(ctx, out, d, "and") if out is not None else None
+    if out is not None:
+        return out
     dfas = tuple(fill_in(ctx, d) for d in dfas)
     if not any(has_holes(d) for d in dfas):
         return A.intersect(*dfas)
@@ -226,10 +231,77 @@ def difference(ctx: CompileContext, a: DFA, b: DFA) -> DFA:
         return empty_dfa("not any value")
     if not (first_bytes(ctx, a) & first_bytes(ctx, b)):
         return a
+    exact = symbolic_product(ctx, a, b, "minus")
+    if exact is not None:
+        return exact
     a, b = fill_in(ctx, a), fill_in(ctx, b)
     if not has_holes(a) and not has_holes(b):
         return A.difference(a, b)
     raise _refuse_recursive(ctx, "not/oneOf/if", (a, b))
+
+
+#: Bytes that can extend a complete JSON value into a longer one (only numbers grow: ``1`` -> ``12``).
+_VALUE_EXTENSION = np.frombuffer(b"0123456789.eE", dtype=np.uint8)
+
+
+def symbolic_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None:
+    """``a`` and ``b`` (``op="and"``) or ``a`` less ``b`` (``op="minus"``) with the holes kept as
+    symbols, exact at any depth, or None where that would not be exact (the caller then fills them in).
+
+    Exact when the two automata, read in step, always enter a hole together: in every reachable pair
+    of states, the first bytes of a hole on either side are read by neither side's concrete edges nor
+    by a different hole on the other side, and no state after a hole reads a byte that could extend a
+    value (numbers are the only values that are prefixes of others). Then a text has the same holes at
+    the same places in both automata, and the product of the symbol strings is the product of the texts.
+    """
+    sa, sb = _hole_summary(ctx, a), _hole_summary(ctx, b)
+    if sa is None or sb is None:
+        return None
+    conc_a, first_a, holes_a = sa
+    conc_b, first_b, holes_b = sb
+    info = ctx.holes.info
+
+    def pairs_ok(pair_a: np.ndarray, pair_b: np.ndarray) -> bool:
+        ca, fa, cb, fb = conc_a[pair_a], first_a[pair_a], conc_b[pair_b], first_b[pair_b]
+        if (fa & cb).any() or (fb & ca).any():
+            return False
+        both = np.flatnonzero(fa.any(axis=1) & fb.any(axis=1))
+        for i in both.tolist():  # holes on both sides: different holes must not share a first byte
+            ha, hb = holes_a[int(pair_a[i])], holes_b[int(pair_b[i])]
+            for x in ha:
+                for y in hb:
+                    if x != y and info[x][2] & info[y][2]:
+                        return False
+        return True
+
+    return A.checked_product(a, b, op, pairs_ok, "<and>" if op == "and" else "<minus>")
+
+
+def _hole_summary(
+    ctx: CompileContext, dfa: DFA
+) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]] | None:
+    """Per state of ``dfa`` (plus a dead row): the bytes its concrete edges read and the first bytes of
+    its holes, as packed bits, and its hole indices; None when a state after a hole reads a byte that
+    could extend a value."""
+    trans = dfa.transitions
+    n = trans.shape[0]
+    concrete = np.zeros((n + 1, 256), dtype=bool)
+    concrete[:n] = trans >= 0
+    firsts = np.zeros((n + 1, 256), dtype=bool)
+    mids = trans[:, HOLE]
+    holes: dict[int, list[int]] = {}
+    for s in np.flatnonzero(mids >= 0).tolist():
+        mid = int(mids[s])
+        concrete[s, HOLE] = False
+        concrete[mid] = False  # the hole's index byte is part of the hole, not text
+        idxs = np.flatnonzero(trans[mid] >= 0)
+        after = trans[mid, idxs]
+        if (trans[after][:, _VALUE_EXTENSION] >= 0).any():
+            return None
+        holes[s] = idxs.tolist()
+        for i in holes[s]:
+            firsts[s, list(ctx.holes.info[i][2])] = True
+    return np.packbits(concrete, axis=1), np.packbits(firsts, axis=1), holes
 
 
 def note_bare_type(ctx: CompileContext, node: SchemaNode, dfa: DFA) -> None:

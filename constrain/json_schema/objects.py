@@ -22,7 +22,7 @@ from .holes import distinct
 from .key_order import location_keys
 from .locations import Location
 from .references import SchemaNode
-from .strings import ANY_CHARS, key_dfa, string_expr
+from .strings import any_string_dfa, key_dfa
 from .values import json_bytes
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _key_classes(
 ) -> Iterator[tuple[frozenset[str], DFA]]:
     """Each non-empty class of unnamed keys: (the patterns they match, their quoted texts' language)."""
     not_names = A.build(A.alt(*[A.Literal(json_bytes(n)) for n in names])) if names else None
-    any_key = A.build(string_expr(ANY_CHARS))
+    any_key = any_string_dfa()
     for mask in range(1 << len(pats)):
         klass = frozenset(p for i, p in enumerate(pats) if mask >> i & 1)
         keys = any_key

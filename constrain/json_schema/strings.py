@@ -7,6 +7,7 @@ content is the JSON-escaped text (one code point may be an escape such as ``\\n`
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,13 @@ ONE_CHAR = A.Regex(r"(?s).", 0, True)
 MAX_COUNTED_LENGTH = DEFAULT_LIMITS.max_counted_length
 #: Formats no finite automaton can check.
 UNENFORCEABLE_FORMATS = {"regex"}
+
+
+@functools.lru_cache(maxsize=1)
+def any_string_dfa() -> DFA:
+    """Any JSON string, quotes included (built once per process: 0.2 ms, and most schemas ask for it
+    several times, as a plain ``"type": "string"`` or as the keys of ``additionalProperties``)."""
+    return A.build(string_expr(ANY_CHARS))
 
 
 def string_expr(content: A.Expr) -> A.Expr:
@@ -73,9 +81,11 @@ def string_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) ->
                 content.append(("format", length_dfa(0, longest)))
         elif k["format"] in UNENFORCEABLE_FORMATS:
             ctx.unsupported("format", f"{node.ptr}/format", f"format {k['format']!r} is not regular")
+    if not content:
+        return any_string_dfa()
     while True:
         try:
-            body = ctx.intersect(*(d for _, d in content)) if content else A.build(ANY_CHARS)
+            body = ctx.intersect(*(d for _, d in content))
             break
         except UnsupportedRegexFeature as e:
             # The intersection went past an automaton size limit: blame (under lenient, drop) the
