@@ -23,7 +23,7 @@ from ..exceptions import UnsupportedRegexFeature
 from ..limits import current_limits
 from .determinize import nfa_to_dfa
 from .dfa import DFA, dfa_byte_classes, dfa_from_class_arrays, empty_dfa
-from .nfa import NFA
+from .nfa import NFA, edge_runs
 from .regex import regex_dfa
 
 
@@ -110,8 +110,14 @@ def alt(*parts: Expr) -> Expr:
 
 
 def _embed(nfa: NFA, dfa: DFA) -> tuple[int, int]:
-    """Copy ``dfa`` into ``nfa`` as a fragment."""
-    return nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
+    """Copy ``dfa`` into ``nfa`` as a fragment (its edge runs cached on it: schemas embed the same
+    value automata many times)."""
+    runs = dfa.__dict__.get("_edge_runs")
+    if runs is None:
+        runs = edge_runs(dfa.transitions)
+        runs.setflags(write=False)
+        object.__setattr__(dfa, "_edge_runs", runs)
+    return nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start, runs)
 
 
 def _emit(nfa: NFA, expr: Expr) -> tuple[int, int]:

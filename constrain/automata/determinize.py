@@ -273,11 +273,25 @@ def _subset_construction(
                 for c in range(edge_clo[e], edge_chi[e] + 1):
                     targets[fill[c]] = edge_dst[e]
                     fill[c] += 1
+        prev_lo = 0
+        prev_hi = 0
+        prev_found = -1
         for c in range(k):
             lo = counts[c]
             hi = counts[c + 1]
             if lo == hi:
                 continue
+            # A class read by the same edges as the previous one goes to the same subset (wide ranges
+            # such as string bodies span most classes): no closure, no hash.
+            if prev_found >= 0 and hi - lo == prev_hi - prev_lo:
+                same_targets = True
+                for q in range(hi - lo):
+                    if targets[lo + q] != targets[prev_lo + q]:
+                        same_targets = False
+                        break
+                if same_targets:
+                    rows[i, c] = prev_found
+                    continue
             tick += 1
             cnt = _close(targets[lo:hi], hi - lo, eps_ptr, eps_dst, important, stamp, tick, stack, buf)
             h = h0
@@ -325,6 +339,7 @@ def _subset_construction(
                 used += cnt
                 num += 1
             rows[i, c] = found
+            prev_lo, prev_hi, prev_found = lo, hi, found
         i += 1
     return rows[:num].copy(), accepting[:num].copy(), True
 

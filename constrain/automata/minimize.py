@@ -119,7 +119,7 @@ def _prune_minimize(trans, accepting, start, classes):  # pragma: no cover - num
     for s in range(n):
         if live[s]:
             acc2[ids[s]] = accepting[s]
-    block = hopcroft(t2, acc2)
+    block = hopcroft(t2, acc2, m)  # trimmed: the sink m differs from every live state
     if block.shape[0] == 0:
         return nothing, np.empty(0, dtype=np.bool_), _STOPPED
     # The quotient automaton: blocks renumbered in BFS order from the start, sink removed; the first
@@ -202,28 +202,40 @@ def bfs_order(trans: np.ndarray, start: int, sink: int) -> np.ndarray:  # pragma
 
 
 @numba.njit(cache=True)
-def hopcroft(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+def hopcroft(trans: np.ndarray, accepting: np.ndarray, sink: int = -1) -> np.ndarray:  # pragma: no cover
     """Hopcroft's partition refinement on a complete DFA; returns the block (class) of each state.
 
     Blocks are contiguous slices of ``elems``; splitting moves the predecessors of the splitter to the
     front of their block (Valmari's layout), so a round costs time proportional to the edges read.
-    Returns an empty array when the compile budget ran out (:func:`refine` then raises).
+    ``sink`` (a state every other state can tell itself apart from: the DFA is trimmed) makes it the
+    partial-DFA refinement of Valmari and Lehtinen: edges into the sink are not read, the sink keeps a
+    block of its own, and every initial block is a splitter, so the time is proportional to the live
+    edges, not states x classes. Returns an empty array when the compile budget ran out
+    (:func:`refine` then raises).
     """
     n, k = trans.shape
-    # Predecessors per (class, target), as CSR.
+    # Predecessors per (class, target), as CSR (none through the sink).
     ptr = np.zeros(k * n + 1, dtype=np.int64)
     for s in range(n):
+        if s == sink:
+            continue
         for c in range(k):
-            ptr[c * n + trans[s, c] + 1] += 1
+            t = trans[s, c]
+            if t != sink:
+                ptr[c * n + t + 1] += 1
     for i in range(k * n):
         ptr[i + 1] += ptr[i]
     fill = ptr[:-1].copy()
-    src = np.empty(n * k, dtype=np.int64)
+    src = np.empty(ptr[k * n], dtype=np.int64)
     for s in range(n):
+        if s == sink:
+            continue
         for c in range(k):
-            idx = c * n + trans[s, c]
-            src[fill[idx]] = s
-            fill[idx] += 1
+            t = trans[s, c]
+            if t != sink:
+                idx = c * n + t
+                src[fill[idx]] = s
+                fill[idx] += 1
     elems = np.empty(n, dtype=np.int64)
     pos = np.empty(n, dtype=np.int64)
     block_of = np.zeros(n, dtype=np.int64)
@@ -236,7 +248,7 @@ def hopcroft(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # pragma:
     for want in (True, False):
         first = j
         for s in range(n):
-            if accepting[s] == want:
+            if accepting[s] == want and s != sink:
                 elems[j] = s
                 pos[s] = j
                 block_of[s] = nblocks
@@ -245,9 +257,26 @@ def hopcroft(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:  # pragma:
             bstart[nblocks] = first
             bend[nblocks] = j
             nblocks += 1
-    work = [np.int64(b) for b in range(nblocks)]  # numba: a typed list of int64
-    for b0 in range(nblocks):
-        in_work[b0] = True
+    if sink >= 0:
+        # every initial block splits (a partial DFA: no block is the complement of the others); the
+        # sink's own block comes last and is never split or read
+        work = [np.int64(b) for b in range(nblocks)]  # numba: a typed list of int64
+        for b0 in range(nblocks):
+            in_work[b0] = True
+        elems[j] = sink
+        pos[sink] = j
+        block_of[sink] = nblocks
+        bstart[nblocks] = j
+        bend[nblocks] = j + 1
+        nblocks += 1
+    else:
+        # a complete DFA: either initial block splits like the pair (the other is its complement), so
+        # only the smaller one is queued
+        smallest = 0
+        if nblocks == 2 and bend[1] - bstart[1] < bend[0] - bstart[0]:
+            smallest = 1
+        work = [np.int64(smallest)]
+        in_work[smallest] = True
     touched = np.empty(n + 1, dtype=np.int64)
     rounds = 0
     while len(work) > 0:

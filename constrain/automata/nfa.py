@@ -65,8 +65,13 @@ class NFA:
         self.eps_blocks: list[np.ndarray] = []
         self.max_states = current_limits().max_nfa_states  # read once: state() runs per NFA state
 
-    def embed_dfa(self, transitions: np.ndarray, accepting: np.ndarray, start: int) -> tuple[int, int]:
-        """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk."""
+    def embed_dfa(
+        self, transitions: np.ndarray, accepting: np.ndarray, start: int, runs: np.ndarray | None = None
+    ) -> tuple[int, int]:
+        """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk.
+
+        ``runs``: :func:`edge_runs` of ``transitions``, if the caller keeps them (a DFA embedded often).
+        """
         num = transitions.shape[0]
         if len(self.edges) + num + 1 > self.max_states:
             self._too_many()
@@ -77,17 +82,10 @@ class NFA:
         self.edges.append([])
         self.eps.append([])
         end = base + num
-        # A run starts at byte 0 and wherever the target changes.
-        change = np.ones((num, 256), dtype=bool)
-        change[:, 1:] = transitions[:, 1:] != transitions[:, :-1]
-        src, lo = np.nonzero(change)
-        nxt_lo = np.append(lo[1:], 256)
-        nxt_lo[np.append(src[1:] != src[:-1], True)] = 256
-        hi = nxt_lo - 1
-        dst = transitions[src, lo]
-        keep = dst >= 0
-        block = np.stack([src[keep] + base, lo[keep], hi[keep], dst[keep].astype(np.int64) + base], axis=1)
-        self.edge_blocks.append(block.astype(np.int64))
+        block = (edge_runs(transitions) if runs is None else runs).copy()
+        block[:, 0] += base
+        block[:, 3] += base
+        self.edge_blocks.append(block)
         acc = np.flatnonzero(accepting)
         self.eps_blocks.append(np.stack([acc + base, np.full(acc.shape[0], end)], axis=1).astype(np.int64))
         return base + int(start), end
@@ -141,6 +139,21 @@ class NFA:
             nxt = end if i == len(data) - 1 else self.state()
             self.edges[cur].append((b, b, nxt))
             cur = nxt
+
+
+def edge_runs(transitions: np.ndarray) -> np.ndarray:
+    """The live edges of a DFA table as byte runs: ``int64[edges, 4]`` rows ``(src, lo, hi, dst)``."""
+    num = transitions.shape[0]
+    # A run starts at byte 0 and wherever the target changes.
+    change = np.ones((num, 256), dtype=bool)
+    change[:, 1:] = transitions[:, 1:] != transitions[:, :-1]
+    src, lo = np.nonzero(change)
+    nxt_lo = np.append(lo[1:], 256)
+    nxt_lo[np.append(src[1:] != src[:-1], True)] = 256
+    hi = nxt_lo - 1
+    dst = transitions[src, lo]
+    keep = dst >= 0
+    return np.stack([src[keep], lo[keep], hi[keep], dst[keep].astype(np.int64)], axis=1).astype(np.int64)
 
 
 class RegexBuilder:
