@@ -80,6 +80,9 @@ class CompileContext:
         places: locations over it (:mod:`.locations`).
         ws: the whitespace allowed between tokens.
         recursive: the schema has a ``$ref`` cycle (set by :func:`compile_root`).
+        outline: large languages go out of line although the schema does not recurse (the retry of
+            :func:`schema_to_language` for a schema too large for one DFA).
+        size_refusal: the refusal raised when a language grew past a size limit, if any.
         holes: the holes and what the recursion-aware set operations remember (:mod:`.holes`).
         lang_memo: (node key, location key) -> language, for every language compiled so far.
         dropped: (keyword, pointer) of the keywords ``lenient=True`` dropped.
@@ -97,6 +100,8 @@ class CompileContext:
             else A.Regex(f"[ \\n]{{0,{int(options.max_whitespace)}}}")
         )
         self.recursive = False
+        self.outline = False
+        self.size_refusal: UnsupportedSchemaFeature | None = None
         self.holes = HoleTable()
         self.lang_memo: dict[LangKey, DFA] = {}
         self.dropped: list[tuple[str, str]] = []
@@ -188,6 +193,7 @@ class CompileContext:
                 refusal = UnsupportedSchemaFeature(keyword, f"{node.ptr}/{keyword}", str(e))
                 looser = self._dropping(node, keyword) if self.options.lenient else None
                 if looser is None:
+                    self.size_refusal = refusal
                     raise refusal from None
             else:
                 raise
@@ -300,10 +306,25 @@ def schema_to_language(
     schema: Any, options: SchemaOptions | None = None, registry: Mapping[str, Any] | None = None
 ) -> DFA | RecursiveLanguage:
     """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``)."""
-    ctx = CompileContext(load_schema(schema), options or SchemaOptions(), registry)
+    loaded = load_schema(schema)
+    ctx = CompileContext(loaded, options or SchemaOptions(), registry)
     try:
         with budget_scope(), limits_scope(ctx.options.limits):  # caller's budget or the default one
-            return compile_root(ctx)
+            try:
+                return compile_root(ctx)
+            except UnsupportedSchemaFeature as refusal:
+                # Too large for one DFA: where values are exact at any depth anyway (a network is
+                # fine) and no product would fill holes back in, keep the large languages out of line.
+                if refusal is not ctx.size_refusal or not ctx.exact_any or ctx.recursive:
+                    raise
+                retry = CompileContext(loaded, ctx.options, registry)
+                if holes.products_meet_holes(retry):
+                    raise
+                retry.outline = True
+                try:
+                    return compile_root(retry)
+                except UnsupportedSchemaFeature:
+                    raise refusal from None
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None
 

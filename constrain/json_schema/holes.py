@@ -4,7 +4,9 @@ A ``$ref`` cycle that comes back to a (subschema, location) pair still being com
 there (the bytes ``0xFF idx``, which no UTF-8 text holds) that stands for that pair's language. Once a
 schema recurses, large finished languages (past :data:`OUT_OF_LINE_STATES`) and any JSON value are kept
 out of line as holes too, so no DFA inlines another's thousands of states; :mod:`.recursion` turns the
-DFAs with holes into a context-free grammar.
+DFAs with holes into a context-free grammar. A schema that does not recurse but is too large for one
+DFA is compiled again the same way (:attr:`CompileContext.outline`) where no product needs the holes
+filled back in.
 
 Concatenation and union are exact on holes. Intersection and difference (``allOf``, ``oneOf``, ``not``,
 ``if``) are exact where the operands' first bytes cannot overlap, where one operand is a bare ``type``
@@ -39,10 +41,19 @@ from .values import (
 )
 
 if TYPE_CHECKING:
+    from ..masks.pushdown import PushdownTables
     from .compiler import CompileContext
 
 #: In a recursive schema, a subschema's DFA past this many states is kept out of line (a hole).
 OUT_OF_LINE_STATES = 256
+#: Keywords that intersect or subtract languages. Where none of them may meet an object or an array,
+#: a schema too large for one DFA can put its large languages out of line (:func:`products_meet_holes`).
+PRODUCT_KEYWORDS = frozenset({
+    "allOf", "oneOf", "not", "if", "then", "else", "dependentSchemas", "dependencies", "contains",
+    "unevaluatedProperties", "unevaluatedItems", "uniqueItems",
+})  # fmt: skip
+_BRANCH_PRODUCTS = ("allOf", "oneOf", "not", "if", "then", "else")
+_SCALAR_TYPES = frozenset({"string", "number", "integer", "boolean", "null"})
 #: The any-value hole's key in a recursive schema.
 ANY_KEY: tuple[Any, Any] = (("<any JSON value>",), ())
 
@@ -91,13 +102,41 @@ def new_hole(ctx: CompileContext, key: LangKey, ptr: str, first: frozenset[int],
     return table.dfas[idx]
 
 
+def products_meet_holes(ctx: CompileContext) -> bool:
+    """Whether a product keyword of the schema may take an operand that holds an object or an array
+    (which could hold an out-of-line language): any of :data:`PRODUCT_KEYWORDS` but ``allOf``,
+    ``oneOf``, ``not`` and ``if`` whose every subschema has a ``type`` of scalars only (the common
+    ``oneOf: [{type: string}, {type: integer}]``). Such products would fill the holes back in."""
+    doc = ctx.doc
+    for node in doc.reachable():
+        k = doc.keywords(node)
+        for kw in PRODUCT_KEYWORDS & k.keys():
+            if kw not in _BRANCH_PRODUCTS:
+                return True
+            subs = k[kw] if isinstance(k[kw], list) else [k[kw]]
+            if not all(_scalar_typed(s) for s in subs):
+                return True
+    return False
+
+
+def _scalar_typed(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return schema is False
+    t = schema.get("type")
+    types = t if isinstance(t, list) else [t]
+    return bool(types) and all(isinstance(x, str) and x in _SCALAR_TYPES for x in types)
+
+
 def out_of_line(ctx: CompileContext, key: LangKey, node: SchemaNode, dfa: DFA) -> DFA:
-    """In a recursive schema, a hole for a large finished language (or one out of line already)."""
+    """A hole for a large finished language (or one out of line already), in a recursive schema or
+    where :attr:`CompileContext.outline` says so: an object then embeds its large values as holes
+    instead of copying their states, so its DFA stays small."""
     table = ctx.holes
     idx = table.index.get(key)
     if idx is not None and (idx not in table.recursive or dfa.num_states > OUT_OF_LINE_STATES):
         return table.dfas[idx]
-    if ctx.recursive and dfa.num_states > OUT_OF_LINE_STATES and len(table.info) < current_limits().max_holes:
+    outline = ctx.recursive or ctx.outline
+    if outline and dfa.num_states > OUT_OF_LINE_STATES and len(table.info) < current_limits().max_holes:
         return new_hole(ctx, key, node.ptr, first_bytes(ctx, dfa), recursive=False)
     return dfa
 
@@ -412,8 +451,23 @@ def finish(ctx: CompileContext, dfa: DFA) -> DFA | RecursiveLanguage:
                     holes[idx] = ctx.lang_memo[table.info[idx][0]]
                     todo.append(holes[idx])
     exact_any = ctx.exact_any and table.any_hole is not None and ctx.holes.index[ANY_KEY] in holes
+    pointers = {i: table.info[i][1] for i in holes}
     if not table.recursive & holes.keys() and not exact_any:
+        tables = _kept_out_of_line(ctx, dfa, holes)
+        if tables is not None:
+            return RecursiveLanguage(dfa, holes, pointers, tables)
         # The cycle is out of the root's reach: a DFA (the regular engine) where it fits.
         with contextlib.suppress(UnsupportedRegexFeature):
             return fill_in(ctx, dfa)
-    return RecursiveLanguage(dfa, holes, {i: table.info[i][1] for i in holes})
+    return RecursiveLanguage(dfa, holes, pointers)
+
+
+def _kept_out_of_line(ctx: CompileContext, root: DFA, holes: dict[int, DFA]) -> PushdownTables | None:
+    """The pushdown tables of a network of languages put out of line for their size (no recursion),
+    where the stack alone runs it (no parser); else None (filling the holes in is tried)."""
+    from ..masks.pushdown import PushdownTables, pushdown_tables
+
+    if not ctx.outline:
+        return None
+    tables = pushdown_tables(root, holes)
+    return tables if isinstance(tables, PushdownTables) else None

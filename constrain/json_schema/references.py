@@ -157,30 +157,44 @@ class SchemaDocument:
             raise SchemaError(f"{keyword} must be a non-empty array", node.ptr + "/" + keyword)
         return value
 
+    def subschemas(self, n: SchemaNode) -> Iterator[SchemaNode]:
+        """The subschemas ``n`` applies directly: its ``$ref``/``$dynamicRef`` targets and the schemas in
+        its applicator keywords."""
+        k = self.keywords(n)
+        for ref_kw in ("$ref", "$dynamicRef"):
+            if isinstance(k.get(ref_kw), str):
+                yield self.resolve(n, ref_kw)
+        for kw in SINGLE_SUBSCHEMA:
+            if isinstance(k.get(kw), (dict, bool)):
+                yield self.child(n, k[kw], kw)
+        for kw in LIST_SUBSCHEMAS:
+            if isinstance(k.get(kw), list):
+                for i, sub in enumerate(k[kw]):
+                    if isinstance(sub, (dict, bool)):
+                        yield self.child(n, sub, kw, i)
+        for kw in MAP_SUBSCHEMAS:
+            if isinstance(k.get(kw), dict):
+                for name, sub in k[kw].items():
+                    if isinstance(sub, (dict, bool)):
+                        yield self.child(n, sub, kw, name)
+
+    def reachable(self) -> Iterator[SchemaNode]:
+        """Every subschema reachable from the root (through applicators and refs), each once."""
+        seen: set[Any] = set()
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if node.key in seen or not isinstance(node.schema, dict):
+                continue
+            seen.add(node.key)
+            yield node
+            stack.extend(self.subschemas(node))
+
     def has_ref_cycle(self) -> bool:
         """True when following subschemas and ``$ref``/``$dynamicRef`` from the root can come back to
         a subschema on the way (a recursive schema). Static: nothing is compiled."""
         done: set[Any] = set()
         on_path: set[Any] = set()
-
-        def children(n: SchemaNode) -> Iterator[SchemaNode]:
-            k = self.keywords(n)
-            for ref_kw in ("$ref", "$dynamicRef"):
-                if isinstance(k.get(ref_kw), str):
-                    yield self.resolve(n, ref_kw)
-            for kw in SINGLE_SUBSCHEMA:
-                if isinstance(k.get(kw), (dict, bool)):
-                    yield self.child(n, k[kw], kw)
-            for kw in LIST_SUBSCHEMAS:
-                if isinstance(k.get(kw), list):
-                    for i, sub in enumerate(k[kw]):
-                        if isinstance(sub, (dict, bool)):
-                            yield self.child(n, sub, kw, i)
-            for kw in MAP_SUBSCHEMAS:
-                if isinstance(k.get(kw), dict):
-                    for name, sub in k[kw].items():
-                        if isinstance(sub, (dict, bool)):
-                            yield self.child(n, sub, kw, name)
 
         # Iterative depth-first search (schemas can be deep): meeting a node on the path closes a cycle.
         stack: list[tuple[SchemaNode, Iterator[SchemaNode] | None]] = [(self.root, None)]
@@ -193,7 +207,7 @@ class SchemaDocument:
                     stack.pop()
                     continue
                 on_path.add(node.key)
-                it = children(node)
+                it = self.subschemas(node)
                 stack[-1] = (node, it)
             nxt = next(it, None)
             if nxt is None:

@@ -143,7 +143,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
     trans = np.empty((total, 256), dtype=np.int32)
     accepting = np.zeros(total, dtype=np.bool_)
     component = np.empty(total, dtype=np.int32)
-    edges: list[list[tuple[int, int]]] = [[] for _ in range(total)]  # g -> [(hole component, return g)]
+    edges: dict[int, list[tuple[int, int]]] = {}  # g -> [(hole component, return g)], sources only
     for c, dfa in enumerate(dfas):
         lo = int(offset[c])
         t = dfa.transitions
@@ -156,7 +156,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
                 h = comp_of_hole.get(idx)
                 if h is None:
                     return NotDeterministic(f"hole {idx} has no language")
-                edges[lo + q].append((h, lo + int(t[mid, idx])))
+                edges.setdefault(lo + q, []).append((h, lo + int(t[mid, idx])))
     trans[:, HOLE] = -1
     starts = [int(offset[c]) + d.start for c, d in enumerate(dfas)]
     live = trans >= 0
@@ -174,7 +174,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
         visiting.add(h)
         g = starts[h]
         acc = live[g].copy()
-        for h2, _ in edges[g]:
+        for h2, _ in edges.get(g, ()):
             sub = first_of(h2)
             if sub is None:
                 return None
@@ -196,20 +196,20 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
     reached = _reached(trans, edges, starts, starts[0])
     if not (coreach | ~reached).all():
         return NotDeterministic("a state cannot reach acceptance")
-    if not all(productive[component[r]] or component[r] == 0 for r in np.flatnonzero(reached).tolist()):
+    if (reached & (component != 0) & ~np.asarray(productive, dtype=np.bool_)[component]).any():
         return NotDeterministic("a hole has no value")
 
     # FOLLOW(h): the bytes that may come after a value of hole h.
     def begins(g: int, follow: list[np.ndarray]) -> np.ndarray:
         acc = live[g].copy()
-        for h, _ in edges[g]:
+        for h, _ in edges.get(g, ()):
             acc |= first[h]
         if accepting[g] and component[g] != 0:
             acc |= follow[component[g]]
         return acc
 
     follow = [np.zeros(256, dtype=np.bool_) for _ in dfas]
-    all_edges = [(h, r) for g in range(total) for h, r in edges[g]]
+    all_edges = [(h, r) for out in edges.values() for h, r in out]
     changed = True
     while changed:
         changed = False
@@ -221,10 +221,12 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
 
     # The next byte decides: edges and hole entries disjoint, and neither meets the follow of a pop
     # (only states with a hole edge, or where a hole's value may end, have a choice to make).
-    choosing = reached & (np.array([bool(e) for e in edges]) | (accepting & (component != 0)))
+    has_edges = np.zeros(total, dtype=np.bool_)
+    has_edges[list(edges)] = True
+    choosing = reached & (has_edges | (accepting & (component != 0)))
     for g in np.flatnonzero(choosing).tolist():
         seen = live[g].copy()
-        for h, _ in edges[g]:
+        for h, _ in edges.get(g, ()):
             if (seen & first[h]).any():
                 where = None if component[g] == 0 else keys[int(component[g]) - 1]
                 why = f"state {g}: a byte may both enter hole {keys[h - 1]} and go on"
@@ -234,21 +236,22 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
         if accepting[g] and c != 0 and (seen & follow[c]).any():
             return NotDeterministic(f"state {g}: a byte may both end a value of hole {keys[c - 1]} and go on")
 
-    num_edges = sum(len(e) for e in edges)
-    hole_lo = np.zeros(total, dtype=np.int32)
-    hole_hi = np.zeros(total, dtype=np.int32)
+    num_edges = sum(len(e) for e in edges.values())
+    counts = np.zeros(total, dtype=np.int32)
+    for g, out in edges.items():
+        counts[g] = len(out)
+    hole_hi = np.cumsum(counts, dtype=np.int32)
+    hole_lo = hole_hi - counts
     edge_first = np.zeros((num_edges, 256), dtype=np.bool_)
     edge_start = np.zeros(num_edges, dtype=np.int32)
     edge_ret = np.zeros(num_edges, dtype=np.int32)
-    e = 0
-    for g in range(total):
-        hole_lo[g] = e
+    for g in sorted(edges):
+        e = int(hole_lo[g])
         for h, r in edges[g]:
             edge_first[e] = first[h]
             edge_start[e] = starts[h]
             edge_ret[e] = r
             e += 1
-        hole_hi[g] = e
     pop_ok = accepting & (component != 0)
     crossing = pop_ok | (hole_hi > hole_lo)
     root_final = accepting & (component == 0)
@@ -270,9 +273,9 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
     )
 
 
-def _edge_arrays(edges: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _edge_arrays(edges: dict[int, list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The hole edges as ``(source, hole component, return state)`` arrays, by source."""
-    flat = [(g, h, r) for g, out in enumerate(edges) for h, r in out]
+    flat = [(g, h, r) for g in sorted(edges) for h, r in edges[g]]
     arr = np.array(flat, dtype=np.int64).reshape(-1, 3)
     return arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy()
 
@@ -285,7 +288,7 @@ def _csr(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _coreachable(
-    trans: np.ndarray, accepting: np.ndarray, edges: list[list[tuple[int, int]]], starts: list[int]
+    trans: np.ndarray, accepting: np.ndarray, edges: dict[int, list[tuple[int, int]]], starts: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The states that can reach acceptance in their DFA (through byte edges, and hole edges whose hole
     has a value), and per component whether it has a value: one backward search, a hole edge joining
@@ -356,7 +359,7 @@ def _coreach_search(
 
 
 def _reached(
-    trans: np.ndarray, edges: list[list[tuple[int, int]]], starts: list[int], start: int
+    trans: np.ndarray, edges: dict[int, list[tuple[int, int]]], starts: list[int], start: int
 ) -> np.ndarray:
     """The states reachable from ``start`` by byte edges, hole entries (a hole's start) and returns."""
     e_g, e_h, e_r = _edge_arrays(edges)

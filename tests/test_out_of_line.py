@@ -1,0 +1,174 @@
+"""Schemas too large for one DFA: their large languages go out of line (issue 19, compile failures).
+
+A schema that does not recurse compiles to one DFA; where that DFA grows past ``max_dfa_states`` and
+values are exact at any depth (``max_any_depth=None``, the default), the compile is retried with
+every large subschema kept as a hole, so an object embeds it instead of copying its states, and the
+network runs on the pushdown engine. Here ``max_dfa_states`` is lowered so that a small schema takes
+that path; the same schema as one DFA (default limits) is the long-tested reference: the two must
+accept the same texts and give the same masks, and agree with ``jsonschema`` (the oracle).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+
+import constrain
+from constrain import Grammar
+from constrain.automata import DFA
+from constrain.exceptions import UnsupportedSchemaFeature
+from constrain.json_schema import serialize_instance
+from constrain.limits import Limits
+from constrain.masks.pushdown import PushdownAutomaton
+
+from .shared_data import hf_tokenizer, tokenizer_info
+
+LARGE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 300},
+        "tags": {
+            "type": "array",
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "k": {"type": "string", "maxLength": 300},
+                    "v": {"type": "integer", "minimum": 0, "maximum": 99999},
+                },
+                "required": ["k"],
+                "additionalProperties": False,
+            },
+        },
+        "meta": {
+            "type": "object",
+            "properties": {
+                "note": {"type": "string", "minLength": 2, "maxLength": 400},
+                "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"},
+                "kind": {"oneOf": [{"type": "string", "maxLength": 280}, {"type": "integer"}]},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+#: One DFA of LARGE has 26,456 states, its largest out-of-line language about 4,200.
+LIMITS = Limits(max_dfa_states=6000)
+
+
+def _string(rng: random.Random, longest: int) -> str:
+    n = rng.choice([0, 1, 2, rng.randrange(0, longest + 30), longest, longest + 1])
+    return "".join(rng.choice('ab é"\\\n/\u20ac') for _ in range(n))
+
+
+def _instance(rng: random.Random) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": _string(rng, 300)}
+    if rng.random() < 0.7:
+        tags = []
+        for _ in range(rng.randrange(0, 5)):
+            tag: dict[str, Any] = {"k": _string(rng, 300)}
+            if rng.random() < 0.5:
+                tag["v"] = rng.choice([0, 7, 99999, 100000, -1])
+            tags.append(tag)
+        out["tags"] = tags
+    if rng.random() < 0.7:
+        meta: dict[str, Any] = {}
+        if rng.random() < 0.6:
+            meta["note"] = _string(rng, 400)
+        if rng.random() < 0.5:
+            meta["code"] = rng.choice(["ABC-1234", "AB-1234", "ABC-12345"])
+        if rng.random() < 0.5:
+            meta["kind"] = rng.choice([_string(rng, 280), 3, 2.5])
+        out["meta"] = meta
+    return out
+
+
+def _compiled(
+    schema: Any, max_any_depth: int | None, limits: Limits | None = None
+) -> constrain.CompiledGrammar:
+    grammar = Grammar.from_json_schema(schema, max_any_depth=max_any_depth, limits=limits)
+    return constrain.compile(grammar, tokenizer_info("smollm2-49k"))
+
+
+def _accepts(compiled: constrain.CompiledGrammar, text: str) -> bool:
+    matcher = constrain.GrammarMatcher(compiled)
+    return matcher.accept_bytes(text.encode()) and matcher.can_end()
+
+
+def test_too_large_for_one_dfa_goes_out_of_line_only_in_exact_mode() -> None:
+    assert isinstance(Grammar.from_json_schema(LARGE).to_automaton(), DFA)  # fits: one DFA
+    network = Grammar.from_json_schema(LARGE, limits=LIMITS).to_automaton()
+    assert isinstance(network, PushdownAutomaton)
+    assert network.tables.num_states < 26_456
+    with pytest.raises(UnsupportedSchemaFeature, match="exceeds 6000"):  # a capped DFA is asked for
+        Grammar.from_json_schema(LARGE, max_any_depth=3, limits=LIMITS).to_automaton()
+    # A product over objects would fill the holes back in: refused as before, naming the keyword.
+    combined = {"allOf": [LARGE, {"type": "object", "required": ["tags"]}]}
+    with pytest.raises(UnsupportedSchemaFeature, match="exceeds 6000") as got:
+        Grammar.from_json_schema(combined, limits=LIMITS).to_automaton()
+    assert got.value.pointer.startswith("#/allOf/0/")
+
+
+def test_network_and_dfa_agree_with_jsonschema() -> None:
+    network, single = _compiled(LARGE, None, LIMITS), _compiled(LARGE, 3)
+    validator = jsonschema.Draft202012Validator(LARGE)
+    rng = random.Random(11)
+    seen = {True: 0, False: 0}
+    for i in range(240):
+        instance = _instance(rng)
+        text = serialize_instance(instance, LARGE)
+        if i % 4 == 3:  # break the text: drop one byte
+            cut = rng.randrange(1, len(text) - 1)
+            text = text[:cut] + text[cut + 1 :]
+        try:
+            expected = validator.is_valid(json.loads(text))
+        except ValueError:
+            expected = False
+        got = _accepts(network, text)
+        assert got == expected, text[:200]
+        assert _accepts(single, text) == got, text[:200]
+        seen[expected] += 1
+    assert seen[True] >= 40 and seen[False] >= 40
+
+
+def test_masks_equal_the_single_dfa_teacher_forced() -> None:
+    """Every step of a tokenised instance: the network's mask is the one DFA's, bit for bit."""
+    instance = {
+        "name": "n" * 250 + "é",
+        "tags": [{"k": "k" * 120, "v": 5}, {"k": ""}],
+        "meta": {"note": "x" * 399, "code": "ABC-1234", "kind": "s" * 100},
+    }
+    jsonschema.validate(instance, LARGE)
+    text = serialize_instance(instance, LARGE)
+    ids = hf_tokenizer("smollm2-49k").encode(text, add_special_tokens=False).ids
+    network = constrain.GrammarMatcher(_compiled(LARGE, None, LIMITS))
+    single = constrain.GrammarMatcher(_compiled(LARGE, 3))
+    for tid in ids:
+        a, b = network.next_token_mask(), single.next_token_mask()
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert (int(a[tid >> 5]) >> (tid & 31)) & 1, tid
+        assert network.accept_token(tid) and single.accept_token(tid)
+    assert network.can_end() and single.can_end()
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        {"oneOf": [{"type": "string"}, {"type": "integer"}]},  # scalars only: outline stays on
+        {"not": {"type": "null"}},
+    ],
+)
+def test_scalar_products_keep_outlining(product: dict[str, Any]) -> None:
+    schema = json.loads(json.dumps(LARGE))
+    schema["properties"]["extra"] = product
+    assert isinstance(Grammar.from_json_schema(schema, limits=LIMITS).to_automaton(), PushdownAutomaton)
+    compiled = _compiled(schema, None, LIMITS)
+    text = serialize_instance({"name": "a" * 280, "extra": 5}, schema)
+    assert _accepts(compiled, text)
+    assert not _accepts(compiled, text.replace("5}", "null}"))
