@@ -489,7 +489,9 @@ class LRUCache(Generic[V]):
                     self._nbytes += size - entry.size
                 entry.size = size
                 entry.measured = time.monotonic()
-            self._evict(keep=None)
+            # The most recent entry stays, as when it was stored: evicting it alone over the bound frees
+            # nothing its caller is not holding, and the next ask would build it again.
+            self._evict(keep=next(reversed(self._data), None))
 
 
 # ---- the registry -----------------------------------------------------------------------------------

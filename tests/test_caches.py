@@ -112,6 +112,26 @@ def test_lru_bounded_by_bytes_and_entries() -> None:
         cache.set_limits(max_bytes=-1)
 
 
+def test_a_sweep_keeps_the_newest_entry_alone_over_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured again (a sweep), the newest entry stays even alone over the bound: evicting it freed
+    nothing and the next ask built it again (a 188 MiB schema automaton was built twice per compile)."""
+    monkeypatch.setattr(caches, "REMEASURE_S", 0.0)
+    cache: LRUCache[np.ndarray] = LRUCache("test", max_entries=10, max_bytes=10_000)
+    builds = []
+
+    def build() -> np.ndarray:
+        builds.append(1)
+        return np.zeros(50_000, dtype=np.uint8)
+
+    big = cache.get_or_build("big", build)
+    cache.get_or_build("other", lambda: np.zeros(10, dtype=np.uint8))  # stored, swept: "big" is older
+    assert "big" not in cache
+    again = cache.get_or_build("big", build)
+    assert again is not big and len(builds) == 2
+    assert cache.get_or_build("big", build) is again and len(builds) == 2  # kept through the sweeps
+    assert cache.nbytes > cache.max_bytes and len(cache) >= 1
+
+
 def test_compiler_byte_bound_holds_with_real_masks() -> None:
     info = tokenizer_info("gpt2-50k")
     bound = 400_000  # a few dozen mask rows of 6.3 KB

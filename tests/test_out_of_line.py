@@ -172,3 +172,25 @@ def test_scalar_products_keep_outlining(product: dict[str, Any]) -> None:
     text = serialize_instance({"name": "a" * 280, "extra": 5}, schema)
     assert _accepts(compiled, text)
     assert not _accepts(compiled, text.replace("5}", "null}"))
+
+
+def test_an_estimate_refusal_falls_back_to_building_the_one_dfa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The early refusal (an object's values alone past the limit) is an estimate: where the retry out
+    of line fails too, the one DFA is built after all, and its own refusal (or result) is what comes."""
+    from constrain.compiler import clear_caches
+    from constrain.json_schema import holes
+
+    clear_caches(keep_constants=True)  # the other tests' automata for LARGE are cached
+
+    def refuse(ctx: Any, key: Any, node: Any, dfa: Any) -> Any:
+        if ctx.outline:
+            raise UnsupportedSchemaFeature("type", node.ptr, "the retry failed")
+        return dfa
+
+    monkeypatch.setattr(holes, "out_of_line", refuse)
+    with pytest.raises(UnsupportedSchemaFeature, match="exceeds 6000") as got:
+        Grammar.from_json_schema(LARGE, limits=LIMITS).to_automaton()
+    assert "parts hold" not in str(got.value) and "retry failed" not in str(got.value)
+    # Without the monkeypatch, the estimate refuses before the DFA is built, and the retry succeeds.
+    monkeypatch.undo()
+    assert isinstance(Grammar.from_json_schema(LARGE, limits=LIMITS).to_automaton(), PushdownAutomaton)

@@ -380,9 +380,10 @@ def test_plain_walks_only_for_plain_bodies_and_exact(case: int, monkeypatch: pyt
 def test_plain_closure_verdicts() -> None:
     """plain_closure: equal for a string of any text, differ for bounded ones and patterns, undecided
     past its bound."""
-    from constrain.masks.sharing import plain_closure
+    from constrain.masks.sharing import closure_columns, plain_closure
 
     plain, p0 = dfa_masks_mod._plain_string_body()
+    every = np.flatnonzero(~CUT).astype(np.int64)  # every byte not cut: the reference reading
     for schema, verdict in [
         ({"type": "string"}, "plain"),
         ({"type": "string", "minLength": 2}, "plain"),  # differs only at the quote: the cut walk's part
@@ -393,13 +394,17 @@ def test_plain_closure_verdicts() -> None:
         dfa = _dfa_schema(schema).to_automaton()
         assert isinstance(dfa, DFA)
         body = int(dfa.transitions[dfa.start, ord('"')])
-        code, met = plain_closure(dfa.transitions, body, plain, p0, CUT, 4096)
+        columns = closure_columns(dfa, plain, CUT)
+        assert len(columns) < len(every) // 2  # one byte per class the two tables treat alike
+        code, met = plain_closure(dfa.transitions, body, plain, p0, columns, 4096)
         assert {1: "plain", 0: "differ", -1: "over"}[code] == verdict, schema
         assert met[0] == body
+        ref_code, ref_met = plain_closure(dfa.transitions, body, plain, p0, every, 4096)
+        assert ref_code == code and sorted(ref_met.tolist()) == sorted(met.tolist()), schema
     bounded = _dfa_schema({"type": "string", "maxLength": 100}).to_automaton()
     assert isinstance(bounded, DFA)
     body = int(bounded.transitions[bounded.start, ord('"')])
-    assert plain_closure(bounded.transitions, body, plain, p0, CUT, 4)[0] == -1  # undecided
+    assert plain_closure(bounded.transitions, body, plain, p0, every, 4)[0] == -1  # undecided
 
 
 def test_a_long_bounded_string_checks_plainness_once(monkeypatch: pytest.MonkeyPatch) -> None:

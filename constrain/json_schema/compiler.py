@@ -44,7 +44,7 @@ from ..exceptions import (
     UnsupportedRegexFeature,
     UnsupportedSchemaFeature,
 )
-from ..limits import limits_scope
+from ..limits import current_limits, limits_scope
 from . import holes
 from .applicators import apply_applicators
 from .arrays import array_language
@@ -83,6 +83,8 @@ class CompileContext:
         outline: large languages go out of line although the schema does not recurse (the retry of
             :func:`schema_to_language` for a schema too large for one DFA).
         size_refusal: the refusal raised when a language grew past a size limit, if any.
+        estimate_refusals: refuse an object early, before building it, when its values alone hold
+            more states than one DFA may (the retry then keeps them out of line at once).
         holes: the holes and what the recursion-aware set operations remember (:mod:`.holes`).
         lang_memo: (node key, location key) -> language, for every language compiled so far.
         dropped: (keyword, pointer) of the keywords ``lenient=True`` dropped.
@@ -102,6 +104,9 @@ class CompileContext:
         self.recursive = False
         self.outline = False
         self.size_refusal: UnsupportedSchemaFeature | None = None
+        self.estimate_refusals = True
+        self.refused_on_estimate = False
+        self._outline_possible: bool | None = None
         self.holes = HoleTable()
         self.lang_memo: dict[LangKey, DFA] = {}
         self.dropped: list[tuple[str, str]] = []
@@ -125,6 +130,30 @@ class CompileContext:
         looser = {k: v for k, v in schema.items() if k != keyword}
         self.synthetic.append(looser)  # kept alive: node keys use id()
         return node.beside(looser)
+
+    def reset_attempt(self) -> None:
+        """Forget the refused attempt's state (what was being compiled, the refusal); keep the
+        languages it finished."""
+        self._active.clear()
+        self.size_refusal = None
+        self.dropped.clear()
+
+    def too_large_to_inline(self, node: SchemaNode, keyword: str, states: int) -> None:
+        """Refuse ``node`` early when its parts hold more than ``max_dfa_states`` states and the schema
+        can keep them out of line instead (:func:`schema_to_language` retries): building the DFA only
+        to hit the limit would cost seconds."""
+        most = current_limits().max_dfa_states
+        if states <= most or self.outline or self.recursive or not self.exact_any:
+            return
+        if not self.estimate_refusals:
+            return
+        if self._outline_possible is None:
+            self._outline_possible = not holes.products_meet_holes(self)
+        if self._outline_possible:
+            detail = f"its parts hold {states} automaton states, more than {most} for one DFA"
+            self.size_refusal = UnsupportedSchemaFeature(keyword, f"{node.ptr}/{keyword}", detail)
+            self.refused_on_estimate = True
+            raise self.size_refusal
 
     def sep(self, count: int) -> A.Expr:
         """What comes before an item or member after ``count`` others: nothing, or a comma."""
@@ -317,14 +346,20 @@ def schema_to_language(
                 # fine) and no product would fill holes back in, keep the large languages out of line.
                 if refusal is not ctx.size_refusal or not ctx.exact_any or ctx.recursive:
                     raise
-                retry = CompileContext(loaded, ctx.options, registry)
-                if holes.products_meet_holes(retry):
+                if holes.products_meet_holes(ctx):
                     raise
-                retry.outline = True
+                # The same context: the languages built so far are reused, put out of line as met.
+                ctx.outline = True
+                ctx.reset_attempt()
                 try:
-                    return compile_root(retry)
+                    return compile_root(ctx)
                 except UnsupportedSchemaFeature:
-                    raise refusal from None
+                    if not ctx.refused_on_estimate:
+                        raise refusal from None
+                # The early refusal was an estimate: build the one DFA after all.
+                inline = CompileContext(loaded, ctx.options, registry)
+                inline.estimate_refusals = False
+                return compile_root(inline)
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None
 

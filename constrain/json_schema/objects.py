@@ -75,6 +75,8 @@ def object_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], lo
         value = ctx.intersect(*[ctx.lang(s, cloc) for s in subs]) if subs else ctx.skeleton(cloc)
         if not A.is_empty(value):
             tail.append((keys, value))
+    parts = sum(v.num_states for _, v, _ in slots if v is not None) + sum(v.num_states for _, v in tail)
+    ctx.too_large_to_inline(node, "properties", parts)
     return object_graph(ctx, node, slots, tail, lo, hi)
 
 

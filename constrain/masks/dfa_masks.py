@@ -27,6 +27,7 @@ from .sharing import (
     bounded_liveness_classes,
     byte_class_transitions,
     canonical_future,
+    closure_columns,
     plain_closure,
     split_future,
     table_agreement,
@@ -342,6 +343,7 @@ class DFATokenMasks(MaskStore):
         # sparse states' masks as token ids (fill_row); materialised into ``_masks`` when asked for a row
         self._sparse: dict[int, np.ndarray] = {}
         self._cut = _cut_of(trie) if SPLIT_WALKS else None
+        self._closure_columns: np.ndarray | None = None  # the bytes plain_closure reads (set on first use)
 
     # ---- the TokenAutomaton protocol -------------------------------------------------------------
     def step(self, state: int, data: bytes) -> int:
@@ -697,7 +699,10 @@ class DFATokenMasks(MaskStore):
             if state in cache.not_plain:
                 return None
             transitions, p0 = _plain_string_body()
-            verdict, met = plain_closure(self.dfa.transitions, state, transitions, p0, cut[0], max_pairs)
+            columns = self._closure_columns
+            if columns is None:
+                columns = self._closure_columns = closure_columns(self.dfa, transitions, cut[0])
+            verdict, met = plain_closure(self.dfa.transitions, state, transitions, p0, columns, max_pairs)
             if verdict < 0 and max_pairs < PLAIN_MAX_PAIRS:
                 return None  # undecided: the caller checks again with the large bound
             if verdict <= 0:

@@ -99,6 +99,8 @@ class PushdownTables:
     cross_dist: np.ndarray
     necessary: np.ndarray
     component: np.ndarray
+    #: class id per byte: bytes in one class lead every state alike (the DFAs' classes joined)
+    byte_classes: np.ndarray | None = None
 
     @property
     def need_index(self) -> np.ndarray:
@@ -270,7 +272,22 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
         cross_dist=_cross_dist(trans, crossing),
         necessary=_necessary_bytes(trans, crossing, np.frombuffer(NECESSARY_CANDIDATES, dtype=np.uint8)),
         component=component,
+        byte_classes=_joint_byte_classes(dfas),
     )
+
+
+def _joint_byte_classes(dfas: Sequence[DFA]) -> np.ndarray:
+    """Class id per byte that every DFA of ``dfas`` treats alike (each DFA's classes refined by the
+    others'), the hole byte in a class of its own (its edges are gone from the byte table)."""
+    from ..automata import dfa_byte_classes
+
+    joint = np.zeros(256, dtype=np.int64)
+    for d in dfas:
+        pair = joint * 65536 + dfa_byte_classes(d).astype(np.int64)
+        _, joint = np.unique(pair, return_inverse=True)
+        joint = np.asarray(joint, dtype=np.int64).reshape(-1)
+    joint[HOLE] = joint.max() + 1
+    return joint
 
 
 def _edge_arrays(edges: dict[int, list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -928,6 +945,8 @@ class PushdownTokenMasks(MaskStore):
         self.pushdown = automaton
         tabs = automaton.tables
         dfa = DFA(tabs.transitions, tabs.root_final, tabs.start, "<pushdown byte table>")
+        if tabs.byte_classes is not None:  # saves dfa_byte_classes a pass over the whole table
+            object.__setattr__(dfa, "_byte_classes", tabs.byte_classes)
         self.inner = DFATokenMasks(dfa, trie, eos_ids)
         self.start = automaton.start
         self.step = automaton.step
