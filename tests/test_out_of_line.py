@@ -194,3 +194,16 @@ def test_an_estimate_refusal_falls_back_to_building_the_one_dfa(monkeypatch: pyt
     # Without the monkeypatch, the estimate refuses before the DFA is built, and the retry succeeds.
     monkeypatch.undo()
     assert isinstance(Grammar.from_json_schema(LARGE, limits=LIMITS).to_automaton(), PushdownAutomaton)
+
+
+def test_lenient_drops_made_before_the_retry_are_still_named() -> None:
+    """Languages the refused attempt finished are reused; a keyword ``lenient`` dropped in one of them
+    must still be in the warning (the network is looser there, and says so)."""
+    from constrain.compiler import clear_caches
+
+    clear_caches(keep_constants=True)
+    schema = json.loads(json.dumps(LARGE))
+    schema["properties"]["meta"]["properties"]["code"]["pattern"] = "^(?=A)[A-Z]{3}-[0-9]{4}$"  # lookahead
+    with pytest.warns(UserWarning, match=r"pattern at #/properties/meta/properties/code/pattern"):
+        got = Grammar.from_json_schema(schema, limits=LIMITS, lenient=True).to_automaton()
+    assert isinstance(got, PushdownAutomaton)

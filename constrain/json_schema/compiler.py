@@ -133,10 +133,9 @@ class CompileContext:
 
     def reset_attempt(self) -> None:
         """Forget the refused attempt's state (what was being compiled, the refusal); keep the
-        languages it finished."""
+        languages it finished, and the keywords ``lenient`` dropped in them (the warning names them)."""
         self._active.clear()
         self.size_refusal = None
-        self.dropped.clear()
 
     def too_large_to_inline(self, node: SchemaNode, keyword: str, states: int) -> None:
         """Refuse ``node`` early when its parts hold more than ``max_dfa_states`` states and the schema
@@ -320,7 +319,7 @@ def compile_root(ctx: CompileContext) -> DFA | RecursiveLanguage:
         ctx.recursive = ctx.doc.has_ref_cycle()
     dfa = ctx.lang(root, loc)
     if ctx.dropped:
-        listed = ", ".join(f"{kw} at {ptr}" for kw, ptr in ctx.dropped)
+        listed = ", ".join(f"{kw} at {ptr}" for kw, ptr in dict.fromkeys(ctx.dropped))  # once each
         warnings.warn(f"lenient=True dropped keywords it cannot enforce: {listed}", UserWarning, stacklevel=3)
     return holes.finish(ctx, dfa)
 
