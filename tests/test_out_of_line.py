@@ -183,17 +183,34 @@ def test_an_estimate_refusal_falls_back_to_building_the_one_dfa(monkeypatch: pyt
     clear_caches(keep_constants=True)  # the other tests' automata for LARGE are cached
 
     def refuse(ctx: Any, key: Any, node: Any, dfa: Any) -> Any:
-        if ctx.outline:
-            raise UnsupportedSchemaFeature("type", node.ptr, "the retry failed")
+        if ctx.outline:  # the network outgrows the limit too
+            ctx.size_refusal = UnsupportedSchemaFeature("type", node.ptr, "the retry failed")
+            raise ctx.size_refusal
         return dfa
 
+    # Two strings of about 4,200 states each: neither past the limit, together past it (the estimate).
+    flat = {
+        "type": "object",
+        "properties": {"a": LARGE["properties"]["name"], "b": {"type": "string", "maxLength": 290}},
+    }
     monkeypatch.setattr(holes, "out_of_line", refuse)
     with pytest.raises(UnsupportedSchemaFeature, match="exceeds 6000") as got:
-        Grammar.from_json_schema(LARGE, limits=LIMITS).to_automaton()
+        Grammar.from_json_schema(flat, limits=LIMITS).to_automaton()
     assert "parts hold" not in str(got.value) and "retry failed" not in str(got.value)
     # Without the monkeypatch, the estimate refuses before the DFA is built, and the retry succeeds.
     monkeypatch.undo()
-    assert isinstance(Grammar.from_json_schema(LARGE, limits=LIMITS).to_automaton(), PushdownAutomaton)
+    assert isinstance(Grammar.from_json_schema(flat, limits=LIMITS).to_automaton(), PushdownAutomaton)
+
+    # A refusal in the retry that is not about size (another keyword, the budget) is what comes.
+    def other(ctx: Any, key: Any, node: Any, dfa: Any) -> Any:
+        if ctx.outline:
+            raise UnsupportedSchemaFeature("format", node.ptr, "stand-in for another keyword")
+        return dfa
+
+    clear_caches(keep_constants=True)
+    monkeypatch.setattr(holes, "out_of_line", other)
+    with pytest.raises(UnsupportedSchemaFeature, match="stand-in for another keyword"):
+        Grammar.from_json_schema(flat, limits=LIMITS).to_automaton()
 
 
 def test_lenient_drops_made_before_the_retry_are_still_named() -> None:

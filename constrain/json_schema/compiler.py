@@ -137,18 +137,24 @@ class CompileContext:
         self._active.clear()
         self.size_refusal = None
 
+    def outline_possible(self) -> bool:
+        """Whether a schema too large for one DFA can keep its large languages out of line instead:
+        values exact at any depth (a network is run anyway), no recursion (it has its own holes), and
+        no product that would fill the holes back in (:func:`.holes.products_meet_holes`)."""
+        if self.recursive or not self.exact_any:
+            return False
+        if self._outline_possible is None:
+            self._outline_possible = not holes.products_meet_holes(self)
+        return self._outline_possible
+
     def too_large_to_inline(self, node: SchemaNode, keyword: str, states: int) -> None:
         """Refuse ``node`` early when its parts hold more than ``max_dfa_states`` states and the schema
         can keep them out of line instead (:func:`schema_to_language` retries): building the DFA only
         to hit the limit would cost seconds."""
         most = current_limits().max_dfa_states
-        if states <= most or self.outline or self.recursive or not self.exact_any:
+        if states <= most or self.outline or not self.estimate_refusals:
             return
-        if not self.estimate_refusals:
-            return
-        if self._outline_possible is None:
-            self._outline_possible = not holes.products_meet_holes(self)
-        if self._outline_possible:
+        if self.outline_possible():
             detail = f"its parts hold {states} automaton states, more than {most} for one DFA"
             self.size_refusal = UnsupportedSchemaFeature(keyword, f"{node.ptr}/{keyword}", detail)
             self.refused_on_estimate = True
@@ -343,19 +349,19 @@ def schema_to_language(
             except UnsupportedSchemaFeature as refusal:
                 # Too large for one DFA: where values are exact at any depth anyway (a network is
                 # fine) and no product would fill holes back in, keep the large languages out of line.
-                if refusal is not ctx.size_refusal or not ctx.exact_any or ctx.recursive:
+                if refusal is not ctx.size_refusal or not ctx.outline_possible():
                     raise
-                if holes.products_meet_holes(ctx):
-                    raise
+                estimated = ctx.refused_on_estimate
                 # The same context: the languages built so far are reused, put out of line as met.
                 ctx.outline = True
                 ctx.reset_attempt()
                 try:
                     return compile_root(ctx)
-                except UnsupportedSchemaFeature:
-                    if not ctx.refused_on_estimate:
-                        raise refusal from None
-                # The early refusal was an estimate: build the one DFA after all.
+                except UnsupportedSchemaFeature as again:
+                    if not estimated or again is not ctx.size_refusal:
+                        raise  # what stops the network: another keyword, the budget, its own size
+                # The early refusal was an estimate, and out of line is too large as well: build the
+                # one DFA after all (its own refusal, if any, names where it outgrew the limit).
                 inline = CompileContext(loaded, ctx.options, registry)
                 inline.estimate_refusals = False
                 return compile_root(inline)
