@@ -41,7 +41,6 @@ from .values import (
 )
 
 if TYPE_CHECKING:
-    from ..masks.pushdown import PushdownTables
     from .compiler import CompileContext
 
 #: In a recursive schema, a subschema's DFA past this many states is kept out of line (a hole).
@@ -451,23 +450,9 @@ def finish(ctx: CompileContext, dfa: DFA) -> DFA | RecursiveLanguage:
                     holes[idx] = ctx.lang_memo[table.info[idx][0]]
                     todo.append(holes[idx])
     exact_any = ctx.exact_any and table.any_hole is not None and ctx.holes.index[ANY_KEY] in holes
-    pointers = {i: table.info[i][1] for i in holes}
-    if not table.recursive & holes.keys() and not exact_any:
-        tables = _kept_out_of_line(ctx, dfa, holes)
-        if tables is not None:
-            return RecursiveLanguage(dfa, holes, pointers, tables)
-        # The cycle is out of the root's reach: a DFA (the regular engine) where it fits.
+    if not table.recursive & holes.keys() and not exact_any and not ctx.outline:
+        # The cycle is out of the root's reach: a DFA (the regular engine) where it fits. (Languages
+        # put out of line for their size stay so: filled back in, they would outgrow the limit again.)
         with contextlib.suppress(UnsupportedRegexFeature):
             return fill_in(ctx, dfa)
-    return RecursiveLanguage(dfa, holes, pointers)
-
-
-def _kept_out_of_line(ctx: CompileContext, root: DFA, holes: dict[int, DFA]) -> PushdownTables | None:
-    """The pushdown tables of a network of languages put out of line for their size (no recursion),
-    where the stack alone runs it (no parser); else None (filling the holes in is tried)."""
-    from ..masks.pushdown import PushdownTables, pushdown_tables
-
-    if not ctx.outline:
-        return None
-    tables = pushdown_tables(root, holes)
-    return tables if isinstance(tables, PushdownTables) else None
+    return RecursiveLanguage(dfa, holes, {i: table.info[i][1] for i in holes})

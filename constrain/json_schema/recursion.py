@@ -31,7 +31,7 @@ grammar's language is exactly the network's.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numba
@@ -43,7 +43,7 @@ from ..limits import DEFAULT_LIMITS, current_limits
 
 if TYPE_CHECKING:
     from ..cfg.earley import EarleyAutomaton
-    from ..masks.pushdown import PushdownAutomaton, PushdownTables
+    from ..masks.pushdown import PushdownAutomaton
 
 HOLE = 0xFF  # never occurs in UTF-8: a hole is this byte, then the hole's index
 MAX_HOLES = DEFAULT_LIMITS.max_holes
@@ -64,8 +64,6 @@ class RecursiveLanguage:
     root: DFA
     holes: dict[int, DFA]
     pointers: dict[int, str]  # hole index -> the JSON pointer of the subschema it stands for
-    #: the network's pushdown tables where the compiler built them already (a deterministic network)
-    tables: PushdownTables | None = field(default=None, compare=False, repr=False)
 
 
 def has_holes(dfa: DFA) -> bool:
@@ -205,8 +203,7 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutoma
     if os.environ.get("CONSTRAIN_PUSHDOWN", "1") != "0":
         root, holes = lang.root, dict(lang.holes)
         for _ in range(UNFOLD_ROUNDS + 1):
-            known = lang.tables if root is lang.root else None  # the compiler's, for the network as is
-            tables = known if known is not None else pushdown_tables(root, holes)
+            tables = pushdown_tables(root, holes)
             if isinstance(tables, PushdownTables):
                 return PushdownAutomaton(tables)
             where, hole = tables.component, tables.hole
