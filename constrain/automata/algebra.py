@@ -22,7 +22,7 @@ from ..budget import check_states, state_limit
 from ..exceptions import UnsupportedRegexFeature
 from ..limits import current_limits
 from .determinize import nfa_to_dfa
-from .dfa import DFA, dfa_byte_classes, dfa_from_class_arrays, empty_dfa
+from .dfa import DFA, dfa_byte_classes, dfa_from_class_arrays, empty_dfa, joint_byte_classes
 from .nfa import NFA, edge_runs
 from .regex import regex_dfa
 
@@ -270,9 +270,8 @@ def _combine(
     pairs_ok: Callable[[np.ndarray, np.ndarray], bool] | None = None,
 ) -> DFA | None:
     # Joint byte classes: pairs of the two automata's own classes.
-    pair = dfa_byte_classes(a).astype(np.int64) * 65536 + dfa_byte_classes(b)
-    _u, reps, classes = np.unique(pair, return_index=True, return_inverse=True)
-    joint = np.asarray(classes, dtype=np.int32).reshape(-1)
+    joint = joint_byte_classes(dfa_byte_classes(a), dfa_byte_classes(b)).astype(np.int32)
+    _u, reps = np.unique(joint, return_index=True)
     ta = np.ascontiguousarray(a.transitions[:, reps], dtype=np.int64)
     tb = np.ascontiguousarray(b.transitions[:, reps], dtype=np.int64)
     most = current_limits().max_dfa_states

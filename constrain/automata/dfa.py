@@ -110,6 +110,16 @@ def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(first)[order], rank[classes]
 
 
+def joint_byte_classes(*classes: np.ndarray) -> np.ndarray:
+    """Class id per byte that every map of ``classes`` (a class id per byte each) treats alike: the
+    tuples of their ids, numbered in sorted order."""
+    joint = np.zeros(256, dtype=np.int64)
+    for c in classes:
+        _, inverse = np.unique(joint * 65536 + np.asarray(c, dtype=np.int64), return_inverse=True)
+        joint = np.asarray(inverse, dtype=np.int64).reshape(-1)
+    return joint
+
+
 def dfa_byte_classes(dfa: DFA) -> np.ndarray:
     """Class id per byte: bytes in one class lead every state to the same place (cached on the DFA)."""
     got = dfa.__dict__.get("_byte_classes")

@@ -279,13 +279,9 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
 def _joint_byte_classes(dfas: Sequence[DFA]) -> np.ndarray:
     """Class id per byte that every DFA of ``dfas`` treats alike (each DFA's classes refined by the
     others'), the hole byte in a class of its own (its edges are gone from the byte table)."""
-    from ..automata import dfa_byte_classes
+    from ..automata.dfa import dfa_byte_classes, joint_byte_classes
 
-    joint = np.zeros(256, dtype=np.int64)
-    for d in dfas:
-        pair = joint * 65536 + dfa_byte_classes(d).astype(np.int64)
-        _, joint = np.unique(pair, return_inverse=True)
-        joint = np.asarray(joint, dtype=np.int64).reshape(-1)
+    joint = joint_byte_classes(*[dfa_byte_classes(d) for d in dfas])
     joint[HOLE] = joint.max() + 1
     return joint
 

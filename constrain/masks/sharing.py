@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..automata.dfa import DFA, column_classes, dfa_byte_classes
+from ..automata.dfa import DFA, column_classes, dfa_byte_classes, joint_byte_classes
 from ..automata.minimize import bfs_order, predecessors
 
 
@@ -436,9 +436,7 @@ def closure_columns(dfa: DFA, plain: np.ndarray, cut: np.ndarray) -> np.ndarray:
     """The bytes :func:`plain_closure` reads: one per class of the bytes not in ``cut`` that ``dfa`` and
     the table ``plain`` both treat alike, so a byte left out leads both sides where its class's does.
     ``dfa``'s classes are those it remembers (:func:`~constrain.automata.dfa_byte_classes`)."""
-    of_a = dfa_byte_classes(dfa)
-    _, of_b = column_classes(plain)
-    keys = of_a.astype(np.int64) * 256 + of_b.astype(np.int64)
+    keys = joint_byte_classes(dfa_byte_classes(dfa), column_classes(plain)[1])
     keep = np.flatnonzero(~np.asarray(cut, dtype=np.bool_))
     _, first = np.unique(keys[keep], return_index=True)
     return keep[np.sort(first)].astype(np.int64)
