@@ -407,6 +407,51 @@ def test_plain_closure_verdicts() -> None:
     assert plain_closure(bounded.transitions, body, plain, p0, every, 4)[0] == -1  # undecided
 
 
+def test_plain_closure_to_a_depth_sees_a_bound_only_within_it() -> None:
+    """With a depth, plain_closure compares strings of at most that many bytes: at a position ``r``
+    characters before ``maxLength`` every string of ``d`` bytes fits iff ``r >= d`` (``d`` ASCII
+    characters are the longest in characters), whatever bytes the classes read."""
+    from constrain.masks.sharing import closure_columns, plain_closure
+
+    plain, p0 = dfa_masks_mod._plain_string_body()
+    bounded = _dfa_schema({"type": "string", "maxLength": 30}).to_automaton()
+    assert isinstance(bounded, DFA)
+    columns = closure_columns(bounded, plain, CUT)
+    state = int(bounded.transitions[bounded.start, ord('"')])
+    for position in range(31):
+        left = 30 - position
+        for depth in (0, 1, 5, 21, 29, 30, 31):
+            code, met = plain_closure(bounded.transitions, state, plain, p0, columns, 4096, depth)
+            assert code == (1 if left >= depth else 0), (position, depth)
+            assert met.tolist() == [state]
+        if left:
+            for b in "é".encode():  # a two-byte character
+                state = int(bounded.transitions[state, b])
+
+
+def test_cut_token_trie_walks_exactly_the_tokens_with_a_cut_byte() -> None:
+    """The trie of the tokens holding a quote or backslash walks, from any state, the tokens with one
+    that the oracle (every token stepped through the DFA) allows."""
+    info = tokenizer_info("llama3-128k")
+    trie = token_trie(info)
+    cut = dfa_masks_mod._cut_of(trie)
+    assert cut is not None
+    sub = cut[2]
+    holders = {t for t, b in enumerate(info.token_bytes) if b and (b'"' in b or b"\\" in b)}
+    assert set(sub.sorted_ids.tolist()) == holders - set(info.special_ids) - set(info.eos_ids)
+    grammar = _dfa_schema(SCHEMAS[0][0])
+    compiled = CompiledGrammar(
+        grammar, info, DFATokenMasks(grammar.to_automaton(), trie, info.eos_ids, background=False)
+    )
+    dfa = compiled.automaton.dfa
+    for state in range(0, dfa.num_states, max(1, dfa.num_states // 40)):
+        words = np.zeros(trie.num_words, dtype=np.uint32)
+        count = sub.walk(dfa.transitions, state, words)
+        bits = np.unpackbits(words.view(np.uint8), bitorder="little")[: info.vocab_size]
+        got = set(np.flatnonzero(bits).tolist())
+        assert got == direct_allowed(compiled, state) & holders and count == len(got), state
+
+
 def test_a_long_bounded_string_checks_plainness_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A string bounded past the pair bound is undecided at its first position; the positions the
     check met skip it (each would cost a full check), and their masks stay exact."""

@@ -86,9 +86,10 @@ SPLIT_BYTES = b'"\\'
 the tokens without a cut byte, which depend only on the state's future up to the next cut byte (the
 same for a string body whatever property it is in), looked up by that future
 (:func:`constrain.masks.sharing.split_future`) in :data:`FUTURE_MASKS`, plus the few tokens with a cut
-byte, walked from the state (:func:`constrain.masks.walks.walk_trie_cut`; llama3: 1,740 tokens, about
-30 µs). More cut bytes (``,:[]{}``) share more sparse states but triple the cut walk, and sparse states
-walk whole in microseconds anyway."""
+byte, walked from the state through a trie of only those tokens (llama3: 1,667 tokens, 3,000 nodes,
+about 6 µs; a walk of the whole trie that skips the subtrees without one took 17 µs). More cut bytes
+(``,:[]{}``) share more sparse states but triple the cut walk, and sparse states walk whole in
+microseconds anyway."""
 SPLIT_MAX_TOKENS = 8192
 """Cut bytes are taken while the tokens holding one stay within this many, so that the cut walk stays
 short."""
@@ -113,7 +114,7 @@ FUTURE_MASKS: LRUCache[tuple[weakref.ref[TokenTrie], np.ndarray, int, int]] = LR
 )
 """Masks of the tokens without a cut byte, by trie and canonical future (shared by every grammar of a
 tokenizer: the string body of one schema is the string body of the next)."""
-_CUTS: weakref.WeakKeyDictionary[TokenTrie, tuple[np.ndarray, np.ndarray] | None] = (
+_CUTS: weakref.WeakKeyDictionary[TokenTrie, tuple[np.ndarray, np.ndarray, TokenTrie] | None] = (
     weakref.WeakKeyDictionary()
 )
 _PLAIN_FUTURES: weakref.WeakKeyDictionary[TokenTrie, list[object]] = weakref.WeakKeyDictionary()
@@ -147,7 +148,7 @@ def _plain_string_body() -> tuple[np.ndarray, int]:
 
 def _plain_future(trie: TokenTrie, cut_cols: np.ndarray, depth: int) -> list[Any]:
     """``trie``'s :data:`_PLAIN_FUTURES` entry ``[key, mask, count, table]`` (key and table computed on
-    first use; the mask by the caller)."""
+    first use; the mask by the caller, from :func:`_plain_no_cut`)."""
     got = _PLAIN_FUTURES.get(trie)
     if got is None:
         transitions, state = _plain_string_body()
@@ -184,8 +185,9 @@ def _plain_no_cut(trie: TokenTrie, cut_cols: np.ndarray) -> tuple[np.ndarray, in
     return got
 
 
-def _cut_of(trie: TokenTrie) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cut bytes of ``trie`` (``bool[256]`` columns, ``uint64[2]`` bits), or None (no split walks)."""
+def _cut_of(trie: TokenTrie) -> tuple[np.ndarray, np.ndarray, TokenTrie] | None:
+    """The cut bytes of ``trie`` (``bool[256]`` columns, ``uint64[2]`` bits) and the trie of its tokens
+    that hold one (:meth:`TokenTrie.subset`), or None (no split walks)."""
     try:
         return _CUTS[trie]
     except KeyError:
@@ -200,7 +202,13 @@ def _cut_of(trie: TokenTrie) -> tuple[np.ndarray, np.ndarray] | None:
         total += int(counts[b])
         cols[b] = True
         bits[b >> 6] |= np.uint64(1) << np.uint64(b & 63)
-    got = (cols, bits) if cols.any() and trie.num_nodes else None
+    got = None
+    if cols.any() and trie.num_nodes:
+        tok_ascii = trie.summary.tok_ascii
+        holds = ((tok_ascii[:, 0] & bits[0]) | (tok_ascii[:, 1] & bits[1])) != 0
+        sub = trie.subset(holds)
+        sub.tables  # noqa: B018 - built here, once per tokenizer, not in a first walk
+        got = (cols, bits, sub)
     _CUTS[trie] = got
     return got
 
@@ -401,8 +409,8 @@ class DFATokenMasks(MaskStore):
             self._transitions, state, self._tables, self._chains(), PARTIAL_WALK_MIN_LIVE, SPARSE_MAX_IDS,
             self._eos_ids, self._final[state] != 0, out,
         )  # fmt: skip
-        if count < 0:  # a dense state
-            out[...] = self._compute_mask(state)
+        if count < 0:  # a dense state, with ``-1 - count`` live bytes
+            out[...] = self._compute_mask(state, -1 - count)
             return
         cache.walks += 1
         cache.counts[state] = count
@@ -447,7 +455,9 @@ class DFATokenMasks(MaskStore):
         self._cache.cancelled = True
 
     # ---- internals -----------------------------------------------------------------------------
-    def _compute_mask(self, state: int) -> np.ndarray:
+    def _compute_mask(self, state: int, live: int = -1) -> np.ndarray:
+        """The mask of ``state``, by class where classes are known (see the class docstring); ``live``:
+        its number of live bytes where the caller counted them (-1: not known)."""
         cache = self._cache
         first = not self._masks and not self._sparse
         if (
@@ -463,10 +473,10 @@ class DFATokenMasks(MaskStore):
             c = int(class_of[state])
             mask = cache.by_class.get(c)
             if mask is None:
-                mask = cache.by_class.setdefault(c, self._walk(state, cache.last))
+                mask = cache.by_class.setdefault(c, self._walk(state, cache.last, live))
                 cache.note_reference(state)
         else:
-            mask = self._walk(state)
+            mask = self._walk(state, live=live)
             cache.note_reference(state)
         # Racing threads compute the same array; whichever lands first is kept.
         kept = self._masks.setdefault(state, mask)
@@ -616,21 +626,33 @@ class DFATokenMasks(MaskStore):
         cache.no_sync_partition = True
         return False
 
-    def _walk(self, state: int, ref: int = -1) -> np.ndarray:
+    def _walk(self, state: int, ref: int = -1, live: int = -1) -> np.ndarray:
         """The mask of ``state`` by a trie walk: a plain or split walk for a dense state
         (:meth:`_dense_walk`), else a whole one. With ``ref`` (a state whose class mask is known and
         dense), a partial walk when the two keep the same strings of ``k >= 2`` bytes alive: tokens of
-        at most ``k`` bytes are copied from the reference mask, only longer ones are walked."""
+        at most ``k`` bytes are copied from the reference mask, only longer ones are walked. ``live``:
+        the state's number of live bytes where the caller knows it is dense (a kernel call saved)."""
         cache = self._cache
         chains = self._chains()
-        words = np.zeros(self._num_words, dtype=np.uint32)
-        # a sparse state walks whole in µs, in one kernel call: no agreement check against a reference
-        count = walk_trie_sparse(self._transitions, state, self._tables, chains, PARTIAL_WALK_MIN_LIVE, words)
+        words = None  # a dense walk brings its own
+        if live >= PARTIAL_WALK_MIN_LIVE:
+            count = -1 - live
+        else:
+            # a sparse state walks whole in µs, in one kernel call: no agreement check against a reference
+            words = np.zeros(self._num_words, dtype=np.uint32)
+            count = walk_trie_sparse(
+                self._transitions, state, self._tables, chains, PARTIAL_WALK_MIN_LIVE, words
+            )
         if count < 0:
             got = None
             if self._cut is not None and -1 - count >= SPLIT_MIN_LIVE_BYTES:
                 got = self._dense_walk(state)
-            words, count = got if got is not None else self._whole_or_partial_walk(state, ref, words)
+            if got is None:
+                got = self._whole_or_partial_walk(
+                    state, ref, words if words is not None else np.zeros(self._num_words, dtype=np.uint32)
+                )
+            words, count = got
+        assert words is not None
         if self._final[state]:
             for w, bit in self._eos_words:
                 words[w] |= np.uint32(bit)
@@ -681,9 +703,9 @@ class DFATokenMasks(MaskStore):
     def _plain_walk(self, state: int, max_pairs: int) -> tuple[np.ndarray, int] | None:
         """The mask of a state whose future up to the next cut byte is an unconstrained string body at
         every length (:func:`constrain.masks.sharing.plain_closure`): the vocabulary's constant mask of
-        such a body (:data:`_PLAIN_NO_CUT`) plus the tokens with a cut byte, walked from the state
-        (:meth:`TokenTrie.walk_cut`). None for any other state. Writable uint32 words, no EOS bits,
-        and how many tokens (about).
+        such a body (:data:`_PLAIN_NO_CUT`) plus the tokens with a cut byte, walked from the state in
+        the trie of those tokens (:func:`_cut_of`). None for any other state. Writable uint32 words, no
+        EOS bits, and how many tokens (about).
 
         A string value's body and an object's free key (whose DFA also spells the property names) are
         such states; their split walks otherwise compare futures up to a depth, and walk the longest
@@ -699,10 +721,9 @@ class DFATokenMasks(MaskStore):
             if state in cache.not_plain:
                 return None
             transitions, p0 = _plain_string_body()
-            columns = self._closure_columns
-            if columns is None:
-                columns = self._closure_columns = closure_columns(self.dfa, transitions, cut[0])
-            verdict, met = plain_closure(self.dfa.transitions, state, transitions, p0, columns, max_pairs)
+            verdict, met = plain_closure(
+                self.dfa.transitions, state, transitions, p0, self._plain_columns(), max_pairs
+            )
             if verdict < 0 and max_pairs < PLAIN_MAX_PAIRS:
                 return None  # undecided: the caller checks again with the large bound
             if verdict <= 0:
@@ -714,12 +735,23 @@ class DFATokenMasks(MaskStore):
         base, count = _plain_no_cut(self.trie, cut[0])
         words = base.copy()
         cache.plain_walks += 1
-        return words, count + self.trie.walk_cut(self.dfa.transitions, state, words, cut[1])
+        return words, count + cut[2].walk(self.dfa.transitions, state, words)
+
+    def _plain_columns(self) -> np.ndarray:
+        """:func:`constrain.masks.sharing.closure_columns` against the plain body (set on first use)."""
+        columns = self._closure_columns
+        if columns is None:
+            assert self._cut is not None
+            columns = closure_columns(self.dfa, _plain_string_body()[0], self._cut[0])
+            self._closure_columns = columns
+        return columns
 
     def _split_walk(self, state: int) -> tuple[np.ndarray, int] | None:
         """The mask of ``state`` from three parts: the tokens of at most ``_split_depth`` bytes without
-        a cut byte (by the state's future up to the next cut byte, from :data:`FUTURE_MASKS` or
-        :meth:`_future_mask`), the tokens with a cut byte (:meth:`TokenTrie.walk_cut`) and the longer
+        a cut byte (the plain body's where the state agrees with it to that depth, checked by
+        :func:`~constrain.masks.sharing.plain_closure` with a depth bound, a string bounded further
+        on; else by the state's future up to the next cut byte, from :data:`FUTURE_MASKS` or
+        :meth:`_future_mask`), the tokens with a cut byte (walked in their own trie) and the longer
         tokens (:meth:`TokenTrie.walk_long_plain`); None when the future is too large
         (:data:`SPLIT_MAX_STATES`). Writable uint32 words, no EOS bits, and how many tokens (about)."""
         cut = self._cut
@@ -727,30 +759,31 @@ class DFATokenMasks(MaskStore):
             return None
         trie = self.trie
         depth = _split_depth(trie)
-        table = split_future(self.dfa.transitions, state, cut[0], depth, SPLIT_MAX_STATES)
-        if table.shape[0] == 0:
-            return None
         cache = self._cache
         plain = _plain_future(trie, cut[0], depth)
-        hit = None
-        if (
-            plain[1] is not None
-            and table.shape[0] > depth + 1
-            and table_agreement(table, plain[3], depth, PLAIN_CHECK_MAX_PAIRS) == depth
-        ):
+        transitions, p0 = _plain_string_body()
+        if plain[1] is None:  # tokens of at most ``depth`` bytes that the plain body allows
+            short = _plain_no_cut(trie, cut[0])[0] & trie.short_mask(depth)
+            short.setflags(write=False)
+            plain[1], plain[2] = short, int(np.unpackbits(short.view(np.uint8)).sum())
+            cache.split_misses += 1
+        columns = self._plain_columns()
+        hit: tuple[weakref.ref[TokenTrie], np.ndarray, int, int] | None
+        bound = PLAIN_CHECK_MAX_PAIRS
+        if plain_closure(self.dfa.transitions, state, transitions, p0, columns, bound, depth)[0] == 1:
             # The plain body up to the split depth (a string bounded further on): its mask, without a
-            # canonical table (tens of µs for the hundreds of states of a long bound) or a lookup.
+            # future table (tens of µs each for the hundreds of states of a long bound) or a lookup.
             hit = (weakref.ref(trie), plain[1], plain[2], 0)
             table = plain[3]
         else:
+            table = split_future(self.dfa.transitions, state, cut[0], depth, SPLIT_MAX_STATES)
+            if table.shape[0] == 0:
+                return None
             table = canonical_future(table, depth)
             key = (id(trie), depth, table.tobytes())
             hit = FUTURE_MASKS.get(key)
         if hit is None or hit[0]() is not trie:
             if _is_plain_future(table, key[2], plain, depth):  # an unconstrained string body
-                if plain[1] is None:
-                    plain[1], plain[2] = self._future_mask(table, depth)
-                    cache.split_misses += 1
                 hit = (weakref.ref(trie), plain[1], plain[2], 0)
             else:
                 base, n = self._future_mask(table, depth)
@@ -759,7 +792,7 @@ class DFATokenMasks(MaskStore):
         cache.split_walks += 1
         cache.split_ref = (hit[2], table, hit[1])
         words = hit[1].copy()
-        count = hit[2] + trie.walk_cut(self.dfa.transitions, state, words, cut[1])
+        count = hit[2] + cut[2].walk(self.dfa.transitions, state, words)
         if trie.max_depth > depth:
             count += trie.walk_long_plain(self.dfa.transitions, state, words, depth)
         return words, count

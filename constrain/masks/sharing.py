@@ -444,26 +444,35 @@ def closure_columns(dfa: DFA, plain: np.ndarray, cut: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def plain_closure(
-    transitions: np.ndarray, state: int, plain: np.ndarray, p0: int, columns: np.ndarray, max_pairs: int
+    transitions: np.ndarray,
+    state: int,
+    plain: np.ndarray,
+    p0: int,
+    columns: np.ndarray,
+    max_pairs: int,
+    max_depth: int = -1,
 ) -> tuple[int, np.ndarray]:  # pragma: no cover - numba
     """Whether ``state`` keeps alive exactly the strings without a cut byte that state ``p0`` of
-    ``plain`` does, at every length (a string body that is unconstrained up to its closing quote).
+    ``plain`` does, at every length (a string body that is unconstrained up to its closing quote), or
+    with ``max_depth >= 0`` only the strings of at most that many bytes (a body bounded further on).
 
     Breadth-first over pairs (DFA state, plain state) joined by the bytes not cut, read through
     ``columns`` (:func:`closure_columns`: one byte per class the two tables treat alike, a quarter of
     the bytes or fewer): equal languages iff every pair met has the same live bytes. Unlike
-    :func:`split_future` there is no depth bound, and the pairs stay few where the DFA repeats the
+    :func:`split_future` it builds no table, and the pairs stay few where the DFA repeats the
     plain body's loop (a string value: its body and UTF-8 states) or spells property names inside it
     (an object's free key: one pair per name prefix).
 
     Returns ``(verdict, met)``: verdict 1 when the languages are equal, 0 when they differ, -1 past
-    ``max_pairs`` pairs (undecided); ``met``: the DFA states met paired with ``p0``, ``state`` first.
+    ``max_pairs`` pairs (undecided); ``met``: the DFA states met paired with ``p0``, ``state`` first
+    (with a depth bound, only ``state`` itself is known to agree to that depth).
     """
     np_ = np.int64(plain.shape[0])
     seen = _pair_set(max_pairs)
-    queue = np.empty((max_pairs, 2), dtype=np.int64)
+    queue = np.empty((max_pairs, 3), dtype=np.int64)  # DFA state, plain state, depth
     queue[0, 0] = state
     queue[0, 1] = p0
+    queue[0, 2] = 0
     _insert_pair(seen, np.int64(state) * np_ + np.int64(p0))
     size = 1
     head = 0
@@ -471,7 +480,10 @@ def plain_closure(
     while head < size and verdict == 1:
         ra = transitions[queue[head, 0]]
         rb = plain[queue[head, 1]]
+        depth = queue[head, 2] + 1
         head += 1
+        if depth - 1 == max_depth:
+            continue  # strings past the bound are not compared
         for i in range(columns.shape[0]):
             c = columns[i]
             x = ra[c]
@@ -488,7 +500,10 @@ def plain_closure(
                 break
             queue[size, 0] = x
             queue[size, 1] = y
+            queue[size, 2] = depth
             size += 1
+    if max_depth >= 0:
+        return verdict, queue[:1, 0].copy()
     out = np.empty(size, dtype=np.int64)
     k = 0
     for i in range(size):

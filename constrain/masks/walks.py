@@ -508,56 +508,6 @@ def walk_trie_long(
 
 
 @numba.njit(cache=True, nogil=True)
-def walk_trie_cut(
-    transitions: np.ndarray, state: int, tables: Any, cut0: np.uint64, cut1: np.uint64, out_mask: np.ndarray
-) -> int:  # pragma: no cover - numba
-    """Set in ``out_mask`` the tokens that keep ``state`` alive and have a byte of the cut set; returns
-    how many.
-
-    The cut set is ASCII bytes below 0x7F, as bits of ``(cut0, cut1)`` in the form of
-    ``TrieSummary.ascii_bytes``. Plain loops over the trie in preorder: a subtree whose bytes avoid the
-    cut set (and whose path so far does too) is skipped at once, so the walk visits only the paths to
-    the few tokens that hold a cut byte (llama3: 1,345 tokens hold ``"``, 607 nodes lead to them). The
-    tokens without a cut byte come from :func:`constrain.masks.sharing.split_future` (see
-    ``DFATokenMasks``)."""
-    t = tables_of(tables)
-    node_byte, node_depth, node_skip, node_tok = t[BYTE], t[DEPTH], t[SKIP], t[TOK]
-    ascii_bytes, dup_start, dup_end, sorted_ids = t[ASCII_BYTES], t[DUP_START], t[DUP_END], t[SORTED_IDS]
-    max_depth = t[SHORT_MASKS].shape[0] - 1
-    stack = np.empty(max_depth + 1, dtype=np.int32)
-    has_cut = np.zeros(max_depth + 2, dtype=np.bool_)
-    stack[0] = state
-    total = node_byte.shape[0]
-    count = 0
-    n = 0
-    while n < total:
-        d = node_depth[n]
-        if not has_cut[d] and ((ascii_bytes[n, 0] & cut0) | (ascii_bytes[n, 1] & cut1)) == 0:
-            n = node_skip[n]
-            continue
-        b = node_byte[n]
-        nxt = transitions[stack[d], b]
-        if nxt < 0:
-            n = node_skip[n]
-            continue
-        stack[d + 1] = nxt
-        hit = has_cut[d]
-        if not hit and b < 127:
-            bit = (cut0 >> np.uint64(b)) if b < 64 else (cut1 >> np.uint64(b - 64))
-            hit = (bit & np.uint64(1)) != 0
-        has_cut[d + 1] = hit
-        if hit:
-            tid = node_tok[n]
-            if tid >= 0:
-                out_mask[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
-                count += 1
-            elif tid <= -2:
-                count += _set_tokens(out_mask, sorted_ids, dup_start[-2 - tid], dup_end[-2 - tid])
-        n += 1
-    return count
-
-
-@numba.njit(cache=True, nogil=True)
 def _ascii_bytes_to(row: np.ndarray, target: int) -> tuple[np.uint64, np.uint64]:  # pragma: no cover
     """The bytes below 0x7F that ``row`` (a DFA row) sends to ``target``, as two 64-bit sets."""
     lo = np.uint64(0)
