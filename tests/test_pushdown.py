@@ -105,6 +105,35 @@ def test_masks_equal_the_earley_engines(name: str, schema: Any, instance: Any) -
     assert earley.is_final(e_state) and m.can_end()
 
 
+def test_string_bodies_cross_through_the_quote_tokens_trie() -> None:
+    """A state whose every way to a push or pop reads a quote walks its crossing tokens in the trie of
+    the tokens with a cut byte: the same ids as the whole trie's walk, at every such state of the tree
+    network (over an empty stack and under one return state)."""
+    info = tokenizer_info("llama3-128k")
+    auto = _compiled(TREE, info).automaton
+    assert isinstance(auto, PushdownTokenMasks) and auto._quote_trie is not None
+    tabs = auto.pushdown.tables
+    quote = np.uint64(1) << np.uint64(ord('"'))
+    bodies = np.flatnonzero((tabs.necessary[:, 0] & quote) != 0)
+    assert bodies.size
+    returns = sorted(set(tabs.edge_ret.tolist()))
+    crossing = 0
+    for g in bodies.tolist():
+        for stack in ((), (returns[0],)):
+            got = auto._walk(g, stack, False)
+            whole = auto._quote_trie
+            auto._quote_trie = None
+            try:
+                expected = auto._walk(g, stack, False)
+            finally:
+                auto._quote_trie = whole
+            assert (got is None) == (expected is None), g
+            if got is not None and expected is not None:
+                assert sorted(got.tolist()) == sorted(expected.tolist()), g
+                crossing += got.size
+    assert crossing > 0
+
+
 def test_a_shallow_stack_key_pops_below_it_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     # With masks keyed by the top 2 return states, tokens such as "]]]" pop below the key: the walk is
     # redone with the whole stack, and every mask still equals the oracle.

@@ -960,6 +960,12 @@ class PushdownTokenMasks(MaskStore):
         self._none = np.zeros(0, dtype=np.int32)
         self._scratch = threading.local()
         self._handle: Tables | None = None
+        # Where every way to a push or pop reads a quote (a string body), the crossing tokens all hold
+        # one: they are walked in the trie of the tokens with a cut byte (DFATokenMasks' split walks).
+        cut = self.inner._cut
+        self._quote_trie = cut[2] if cut is not None and cut[0][ord('"')] else None
+        self._quote_handle: Tables | None = None
+        self._needs_quote: np.ndarray | None = None
 
     @property
     def num_cached_states(self) -> int:
@@ -1052,22 +1058,35 @@ class PushdownTokenMasks(MaskStore):
         if scratch is None:
             scratch = self._scratch.ids = np.empty(self.num_words * 32, dtype=np.int32)
         below = np.array(stack, dtype=np.int32) if stack else self._none
-        count = pushdown_walk(g, self.trie.tables, self._net(), below, more, scratch)
+        needs_quote = self._needs_quote
+        if needs_quote is None:
+            quote = np.uint64(1) << np.uint64(ord('"'))
+            needs_quote = self._needs_quote = (self.pushdown.tables.necessary[:, 0] & quote) != 0
+        if self._quote_trie is not None and needs_quote[g]:
+            count = pushdown_walk(g, self._quote_trie.tables, self._net(True), below, more, scratch)
+        else:
+            count = pushdown_walk(g, self.trie.tables, self._net(), below, more, scratch)
         return None if count < 0 else scratch[:count].copy()
 
-    def _net(self) -> Tables:
-        """The network's walk handle (positions ``N_*``), built on the first walk (it holds the chains)."""
-        net = self._handle
+    def _net(self, quote: bool = False) -> Tables:
+        """The network's walk handle (positions ``N_*``) for the whole trie, or with ``quote`` for the
+        trie of the tokens with a cut byte; built on the first walk (it holds the chains)."""
+        net = self._quote_handle if quote else self._handle
         if net is None:
             tabs = self.pushdown.tables
             chain_bytes, chain_len, _ = self.inner._chains()
             need_index = tabs.need_index
             need_index.setflags(write=False)
-            net = self._handle = new_tables(
+            trie = self._quote_trie if quote and self._quote_trie is not None else self.trie
+            net = new_tables(
                 (
                     tabs.transitions, tabs.cross_dist, tabs.necessary, tabs.pop_ok, tabs.hole_lo,
                     tabs.hole_hi, tabs.edge_first, tabs.edge_start, tabs.edge_ret, chain_bytes, chain_len,
-                    need_index, suffix_candidate_sets(self.trie),
+                    need_index, suffix_candidate_sets(trie),
                 )
             )  # fmt: skip
+            if quote:
+                self._quote_handle = net
+            else:
+                self._handle = net
         return net
