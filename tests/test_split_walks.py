@@ -407,6 +407,43 @@ def test_plain_closure_verdicts() -> None:
     assert plain_closure(bounded.transitions, body, plain, p0, every, 4)[0] == -1  # undecided
 
 
+def test_futures_read_by_class_equal_futures_read_by_byte() -> None:
+    """split_future_columns over the DFA's byte classes (cut bytes apart) and future_key's compact form
+    give the same canonical future as the 256-column reading, and the same key as the 256-column table
+    (whatever the grouping), at every dense state of several schemas and regexes."""
+    from constrain.masks.sharing import future_key, split_future_columns
+
+    info = tokenizer_info("smollm2-49k")
+    depth = 21
+    grammars = [_dfa_schema(schema) for schema, _ in SCHEMAS] + [
+        Grammar.from_regex(r'"[^"\\]{0,60}"(, "[a-z]{1,5}")?'),
+        _dfa_schema({"type": "object", "properties": {"u": {"type": "string", "format": "uri"}}}),
+    ]
+    checked = 0
+    for grammar in grammars:
+        dfa = grammar.to_automaton()
+        assert isinstance(dfa, DFA)
+        masks = DFATokenMasks(dfa, token_trie(info), info.eos_ids, background=False)
+        class_of, columns = masks._future_classes()
+        assert (class_of[CUT] == -1).all() and not CUT[columns].any()
+        every = np.arange(256, dtype=np.int64)
+        for state in range(dfa.num_states):
+            if int((dfa.transitions[state] >= 0).sum()) < 16:
+                continue
+            full = split_future(dfa.transitions, state, CUT, depth, 512)
+            by_class = split_future_columns(dfa.transitions, state, columns, depth, 512)
+            assert full.shape[0] == by_class.shape[0]
+            if not full.shape[0]:
+                continue
+            canon = canonical_future(full, depth)
+            byte_map, compact = future_key(canonical_future(by_class, depth), class_of)
+            np.testing.assert_array_equal(compact[:, byte_map], canon)
+            ref_map, ref_compact = future_key(canon, every)
+            assert byte_map.tobytes() + compact.tobytes() == ref_map.tobytes() + ref_compact.tobytes()
+            checked += 1
+    assert checked > 50
+
+
 def test_plain_closure_to_a_depth_sees_a_bound_only_within_it() -> None:
     """With a depth, plain_closure compares strings of at most that many bytes: at a position ``r``
     characters before ``maxLength`` every string of ``d`` bytes fits iff ``r >= d`` (``d`` ASCII

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..automata import DFA
+from ..automata.dfa import dfa_byte_classes, joint_byte_classes
 from ..caches import LRUCache, register
 from .sharing import (
     agreement_depth,
@@ -28,8 +29,10 @@ from .sharing import (
     byte_class_transitions,
     canonical_future,
     closure_columns,
+    future_key,
     plain_closure,
     split_future,
+    split_future_columns,
     table_agreement,
 )
 from .store import MaskStore
@@ -148,13 +151,18 @@ def _plain_string_body() -> tuple[np.ndarray, int]:
 
 def _plain_future(trie: TokenTrie, cut_cols: np.ndarray, depth: int) -> list[Any]:
     """``trie``'s :data:`_PLAIN_FUTURES` entry ``[key, mask, count, table]`` (key and table computed on
-    first use; the mask by the caller, from :func:`_plain_no_cut`)."""
+    first use, the key in :func:`~constrain.masks.sharing.future_key`'s form; the mask by the caller,
+    from :func:`_plain_no_cut`)."""
     got = _PLAIN_FUTURES.get(trie)
     if got is None:
         transitions, state = _plain_string_body()
         table = split_future(transitions, state, cut_cols, depth, SPLIT_MAX_STATES)
         table = canonical_future(table, depth) if table.shape[0] else table
-        got = _PLAIN_FUTURES[trie] = [table.tobytes(), None, 0, table]
+        key = b""
+        if table.shape[0]:
+            byte_map, compact = future_key(table, np.arange(256, dtype=np.int64))
+            key = byte_map.tobytes() + compact.tobytes()
+        got = _PLAIN_FUTURES[trie] = [key, None, 0, table]
     return got
 
 
@@ -228,6 +236,7 @@ class _MaskCache:
         "chains",
         "class_of",
         "counts",
+        "future_classes",
         "last",
         "lock",
         "no_sync_partition",
@@ -258,8 +267,10 @@ class _MaskCache:
         self.plain_walks = 0  # masks made from the plain string body's constant (statistics)
         self.plain_states: set[int] = set()  # states whose future up to a cut byte is a plain body
         self.not_plain: set[int] = set()  # ... and states checked not to be
-        # (tokens, canonical future, mask) of the last split walk: the reference of the next miss
-        self.split_ref: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.future_classes: tuple[np.ndarray, np.ndarray] | None = None  # DFATokenMasks._future_classes
+        # (tokens, canonical future as a table or in future_key's form, mask) of the last split walk:
+        # the reference of the next miss
+        self.split_ref: tuple[int, np.ndarray | tuple[np.ndarray, np.ndarray], np.ndarray] | None = None
         self.counts: dict[int, int] = {}  # walked state -> tokens set (about), to pick dense references
         self.num_classes = 0
         self.lock = threading.Lock()
@@ -746,6 +757,25 @@ class DFATokenMasks(MaskStore):
             self._closure_columns = columns
         return columns
 
+    def _future_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The byte classes split walks read (:func:`~constrain.masks.sharing.split_future_columns`):
+        the DFA's, with each cut byte apart; ``(class_of, columns)``, ``class_of[b]`` the column of byte
+        ``b`` (-1 for a cut byte) and ``columns`` each class's lowest byte, ascending (set on first use)."""
+        got = self._cache.future_classes
+        if got is None:
+            assert self._cut is not None
+            cut = self._cut[0]
+            classes = joint_byte_classes(dfa_byte_classes(self.dfa), cut.astype(np.int64))
+            live = np.flatnonzero(~cut)
+            _, first, inverse = np.unique(classes[live], return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.shape[0])
+            class_of = np.full(256, -1, dtype=np.int64)
+            class_of[live] = rank[np.asarray(inverse).reshape(-1)]
+            got = self._cache.future_classes = (class_of, live[first[order]].astype(np.int64))
+        return got
+
     def _split_walk(self, state: int) -> tuple[np.ndarray, int] | None:
         """The mask of ``state`` from three parts: the tokens of at most ``_split_depth`` bytes without
         a cut byte (the plain body's where the state agrees with it to that depth, checked by
@@ -769,6 +799,7 @@ class DFATokenMasks(MaskStore):
             cache.split_misses += 1
         columns = self._plain_columns()
         hit: tuple[weakref.ref[TokenTrie], np.ndarray, int, int] | None
+        table: np.ndarray | tuple[np.ndarray, np.ndarray]
         bound = PLAIN_CHECK_MAX_PAIRS
         if plain_closure(self.dfa.transitions, state, transitions, p0, columns, bound, depth)[0] == 1:
             # The plain body up to the split depth (a string bounded further on): its mask, without a
@@ -776,19 +807,31 @@ class DFATokenMasks(MaskStore):
             hit = (weakref.ref(trie), plain[1], plain[2], 0)
             table = plain[3]
         else:
-            table = split_future(self.dfa.transitions, state, cut[0], depth, SPLIT_MAX_STATES)
-            if table.shape[0] == 0:
+            class_of, columns = self._future_classes()
+            raw = split_future_columns(self.dfa.transitions, state, columns, depth, SPLIT_MAX_STATES)
+            if raw.shape[0] == 0:
                 return None
-            table = canonical_future(table, depth)
-            key = (id(trie), depth, table.tobytes())
-            hit = FUTURE_MASKS.get(key)
-        if hit is None or hit[0]() is not trie:
-            if _is_plain_future(table, key[2], plain, depth):  # an unconstrained string body
-                hit = (weakref.ref(trie), plain[1], plain[2], 0)
-            else:
-                base, n = self._future_mask(table, depth)
-                hit = FUTURE_MASKS.put(key, (weakref.ref(trie), base, n, table.nbytes))
-                cache.split_misses += 1
+            # First by the future as met (the same format or pattern in another property of this
+            # schema or another has the same states up to its closing quote), then in canonical form.
+            raw_map, raw_compact = future_key(raw, class_of)
+            raw_key = (id(trie), depth, b"as met" + raw_map.tobytes() + raw_compact.tobytes())
+            hit = FUTURE_MASKS.get(raw_key)
+            table = (raw_compact, raw_map)
+            if hit is None or hit[0]() is not trie:
+                byte_map, compact = future_key(canonical_future(raw, depth), class_of)
+                key = (id(trie), depth, byte_map.tobytes() + compact.tobytes())
+                hit = FUTURE_MASKS.get(key)
+                table = (compact, byte_map)  # the 256-column table, spelled out where needed
+                if hit is None or hit[0]() is not trie:
+                    table = np.ascontiguousarray(compact[:, byte_map])
+                    if _is_plain_future(table, key[2], plain, depth):  # an unconstrained string body
+                        hit = (weakref.ref(trie), plain[1], plain[2], 0)
+                    else:
+                        base, n = self._future_mask(table, depth)
+                        hit = FUTURE_MASKS.put(key, (weakref.ref(trie), base, n, compact.nbytes + 256))
+                        cache.split_misses += 1
+                if hit[1] is not plain[1]:
+                    FUTURE_MASKS.put(raw_key, (hit[0], hit[1], hit[2], raw_compact.nbytes + 256))
         cache.split_walks += 1
         cache.split_ref = (hit[2], table, hit[1])
         words = hit[1].copy()
@@ -811,7 +854,8 @@ class DFATokenMasks(MaskStore):
         ref = self._cache.split_ref
         words = None
         if ref is not None and ref[0] >= PARTIAL_WALK_MIN_TOKENS:
-            k = table_agreement(table, ref[1], depth, PARTIAL_WALK_MAX_PAIRS)
+            ref_table = ref[1] if isinstance(ref[1], np.ndarray) else ref[1][0][:, ref[1][1]]
+            k = table_agreement(table, ref_table, depth, PARTIAL_WALK_MAX_PAIRS)
             if k >= PARTIAL_WALK_MIN_DEPTH:
                 words = ref[2] & trie.short_mask(k)
                 if k >= depth:

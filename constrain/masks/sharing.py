@@ -19,21 +19,22 @@ from ..automata.minimize import bfs_order, predecessors
 
 @numba.njit(cache=True, nogil=True)
 def _byte_class_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """One representative byte per class of equal columns of ``trans`` (ascending).
+    """One representative column (byte) per class of equal columns of ``trans`` (ascending).
 
-    Columns are grouped by a 32-bit hash (vectorises across the 256 bytes of a row), then every entry
+    Columns are grouped by a 32-bit hash (vectorises across the columns of a row), then every entry
     is checked row by row against its representative's column; a hash collision (never seen) falls
     back to exact column comparisons, so the result is exact either way.
     """
     n = trans.shape[0]
-    h = np.zeros(256, dtype=np.uint32)
+    w = trans.shape[1]
+    h = np.zeros(w, dtype=np.uint32)
     for s in range(n):
-        for b in range(256):
+        for b in range(w):
             h[b] = h[b] * np.uint32(0x9E3779B1) + np.uint32(trans[s, b] + 2)
-    reps = np.empty(256, dtype=np.int64)
-    rep_of = np.empty(256, dtype=np.int64)
+    reps = np.empty(w, dtype=np.int64)
+    rep_of = np.empty(w, dtype=np.int64)
     nrep = 0
-    for b in range(256):
+    for b in range(w):
         found = -1
         for i in range(nrep):
             if h[reps[i]] == h[b]:
@@ -46,7 +47,7 @@ def _byte_class_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - num
         rep_of[b] = found
     exact = True
     for s in range(n):
-        for b in range(256):
+        for b in range(w):
             if trans[s, b] != trans[s, rep_of[b]]:
                 exact = False
         if not exact:
@@ -54,7 +55,7 @@ def _byte_class_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - num
     if exact:
         return reps[:nrep].copy()
     nrep = 0  # a collision: exact grouping, column by column
-    for b in range(256):
+    for b in range(w):
         found = False
         for i in range(nrep):
             same = True
@@ -354,7 +355,8 @@ def canonical_future(table: np.ndarray, depth: int) -> np.ndarray:  # pragma: no
     language written with other states (a string body that also tracks which property name it spells,
     as an object's key does) so gets the same table as a plain one. With at most ``depth + 1`` states
     the merge is the full Myhill-Nerode one, so equal languages give equal tables; larger tables may
-    miss a merge (never make a wrong one).
+    miss a merge (never make a wrong one). Any number of columns: :func:`split_future_columns`'s
+    tables have one per byte class, in the order of their lowest bytes (the numbering is the same).
     """
     m = table.shape[0]
     reps = _byte_class_reps(table)
@@ -369,14 +371,15 @@ def canonical_future(table: np.ndarray, depth: int) -> np.ndarray:  # pragma: no
             first[cls[i]] = i
     index = np.full(num, -1, dtype=np.int32)
     order = np.empty(num, dtype=np.int64)
-    out = np.full((num, 256), -1, dtype=np.int32)
+    width = table.shape[1]
+    out = np.full((num, width), -1, dtype=np.int32)
     index[cls[0]] = 0
     order[0] = cls[0]
     k = 1
     head = 0
     while head < k:
         row = first[order[head]]
-        for b in range(256):
+        for b in range(width):
             t = table[row, b]
             if t < 0:
                 continue
@@ -390,6 +393,114 @@ def canonical_future(table: np.ndarray, depth: int) -> np.ndarray:  # pragma: no
             out[head, b] = j
         head += 1
     return out[:k].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def split_future_columns(
+    transitions: np.ndarray, state: int, columns: np.ndarray, depth: int, cap: int
+) -> np.ndarray:  # pragma: no cover - numba
+    """:func:`split_future` reading one byte per class (``columns``: ascending, the cut bytes' classes
+    left out, so a class never holds a cut byte beside others): ``table[i, c]`` is the state after byte
+    ``columns[c]``. The same numbering as :func:`split_future` (a class's lowest byte comes first), in
+    a fraction of the reads and with no array the size of the DFA (the states met are numbered in a
+    small hash table), so a first visit in a DFA of 100,000 states costs what it does in one of 100.
+    Empty past ``cap`` states."""
+    width = columns.shape[0]
+    size = 1
+    while size < 2 * cap:
+        size *= 2
+    keys = np.full(size, -1, dtype=np.int64)  # open addressing: DFA state -> its number
+    vals = np.empty(size, dtype=np.int32)
+    order = np.empty(cap, dtype=np.int64)
+    dist = np.empty(cap, dtype=np.int32)
+    table = np.empty((cap, width), dtype=np.int32)
+    mask = size - 1
+    h = (state * 0x9E3779B1) & mask
+    keys[h] = state
+    vals[h] = 0
+    order[0] = state
+    dist[0] = 0
+    m = 1
+    head = 0
+    while head < m:
+        out = table[head]
+        out[:] = -1
+        if dist[head] < depth:
+            row = transitions[order[head]]
+            for c in range(width):
+                t = row[columns[c]]
+                if t < 0:
+                    continue
+                h = (t * 0x9E3779B1) & mask
+                while keys[h] >= 0 and keys[h] != t:
+                    h = (h + 1) & mask
+                if keys[h] < 0:
+                    if m >= cap:
+                        return table[:0].copy()
+                    keys[h] = t
+                    vals[h] = m
+                    order[m] = t
+                    dist[m] = dist[head] + 1
+                    m += 1
+                out[c] = vals[h]
+        head += 1
+    return table[:m].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def future_key(table: np.ndarray, class_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """A compact form of the 256-column table ``table[:, class_of[b]]`` (column ``-1``: dead) that
+    depends on that table alone, not on how its bytes were grouped: ``(byte_map, columns)``, where
+    ``byte_map[b]`` numbers the distinct columns by their lowest byte and ``columns`` holds them in
+    that order, so that the 256-column table is ``columns[:, byte_map]``. Two :func:`canonical_future`
+    tables are equal iff their forms are: a lookup key of a few KB instead of 256 columns."""
+    m = table.shape[0]
+    width = table.shape[1]
+    h = np.zeros(width, dtype=np.uint64)
+    for i in range(m):
+        for c in range(width):
+            h[c] = h[c] * np.uint64(0x9E3779B97F4A7C15) + np.uint64(table[i, c] + 2)
+    rep_of = np.empty(width, dtype=np.int64)  # each column's lowest equal column
+    dead_rep = width  # a column that is all dead (the cut bytes read as one), or ``width`` for none
+    for c in range(width):
+        rep_of[c] = c
+        for r in range(c):
+            if rep_of[r] == r and h[r] == h[c]:
+                same = True
+                for i in range(m):
+                    if table[i, r] != table[i, c]:
+                        same = False
+                        break
+                if same:
+                    rep_of[c] = r
+                    break
+        if rep_of[c] == c and dead_rep == width:
+            dead = True
+            for i in range(m):
+                if table[i, c] >= 0:
+                    dead = False
+                    break
+            if dead:
+                dead_rep = c
+    number = np.full(width + 1, -1, dtype=np.int64)  # representative -> its number
+    picked = np.empty(width + 1, dtype=np.int64)
+    byte_map = np.empty(256, dtype=np.uint8)
+    k = 0
+    for b in range(256):
+        c = class_of[b]
+        r = rep_of[c] if c >= 0 else dead_rep
+        if number[r] < 0:
+            number[r] = k
+            picked[k] = r
+            k += 1
+        byte_map[b] = number[r]
+    out = np.full((m, k), -1, dtype=np.int32)
+    for j in range(k):
+        r = picked[j]
+        if r < width:
+            for i in range(m):
+                out[i, j] = table[i, r]
+    return byte_map, out
 
 
 @numba.njit(cache=True, nogil=True)
