@@ -345,3 +345,65 @@ def test_serialized_instances_are_in_the_order_the_grammar_accepts(whitespace: s
 def _bytes_vocab() -> constrain.TokenizerInfo:
     """One token per byte (token 256 is EOS)."""
     return constrain.TokenizerInfo.from_vocab([bytes([b]) for b in range(256)] + [b"</s>"], eos_ids=[256])
+
+
+MERGED_ALL_OF = {
+    "type": "object",
+    "properties": {"x": {"type": "integer", "minimum": 0}},
+    "allOf": [
+        {"$ref": "#/$defs/a", "description": "a lone $ref is followed"},
+        {"$ref": "#/$defs/b"},
+        {
+            "properties": {"z": {"enum": [1, 2]}},
+            "additionalProperties": {"type": "boolean"},
+            "maxProperties": 3,
+        },
+        {"required": ["x"], "type": "object"},  # "type" keeps this one a product
+    ],
+    "$defs": {
+        "a": {"properties": {"x": {"maximum": 5}, "y": {"type": "string"}}},
+        "b": {"properties": {"y": {"maxLength": 2}}, "required": ["y"], "minProperties": 2},
+    },
+}
+
+
+def test_object_only_all_of_subschemas_are_merged_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """allOf subschemas with only object keywords are built into the parent's object, not intersected
+    afterwards: the same language as the product (both inclusions empty) and jsonschema's verdicts on
+    instances around every bound."""
+    from constrain.json_schema import compiler as compiler_mod
+    from constrain.json_schema import objects
+
+    seen: list[int] = []
+    real = objects.merged_conjuncts
+
+    def spy(ctx, node, k):  # type: ignore[no-untyped-def]
+        got = real(ctx, node, k)
+        seen.append(len(got))
+        return got
+
+    monkeypatch.setattr(compiler_mod, "merged_conjuncts", spy)
+    merged = schema_to_dfa(MERGED_ALL_OF)
+    assert max(seen) == 3  # a, b and the third; the one with "type" is not merged
+    monkeypatch.setattr(compiler_mod, "merged_conjuncts", lambda ctx, node, k: [])
+    product = schema_to_dfa(MERGED_ALL_OF)
+    assert A.is_empty(A.difference(merged, product)) and A.is_empty(A.difference(product, merged))
+    validator = jsonschema.Draft202012Validator(MERGED_ALL_OF)
+    instances = [
+        {"x": 0, "y": "ab"},
+        {"x": 5, "y": ""},
+        {"x": 6, "y": "ab"},
+        {"x": -1, "y": "a"},
+        {"x": 1, "y": "abc"},
+        {"x": 1},
+        {"y": "a", "z": 1},
+        {"x": 1, "y": "a", "z": 2},
+        {"x": 1, "y": "a", "z": 3},
+        {"x": 1, "y": "a", "w": True},
+        {"x": 1, "y": "a", "w": 1},
+        {"x": 1, "y": "a", "z": 1, "w": False},
+        {"x": 1, "y": 7},
+    ]
+    for instance in instances:
+        text = serialize_instance(instance, MERGED_ALL_OF)
+        assert merged.matches(text.encode()) == validator.is_valid(instance), text

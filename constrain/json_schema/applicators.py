@@ -6,6 +6,7 @@ there). Over recursive languages these go through :mod:`.holes`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from .. import automata as A
@@ -18,10 +19,16 @@ if TYPE_CHECKING:
 
 
 def apply_applicators(
-    ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc: Location, result: DFA | None
+    ctx: CompileContext,
+    node: SchemaNode,
+    k: dict[str, Any],
+    loc: Location,
+    result: DFA | None,
+    merged: Collection[int] = (),
 ) -> DFA | None:
     """``result`` (None: every value at ``loc``, until a complement needs it spelled out) under
-    ``node``'s in-place applicators."""
+    ``node``'s in-place applicators; the ``allOf`` subschemas at the indices ``merged`` are already in
+    ``result`` (:func:`~constrain.json_schema.objects.merged_conjuncts`)."""
     doc = ctx.doc
 
     def meet(current: DFA | None, other: DFA) -> DFA:
@@ -33,7 +40,8 @@ def apply_applicators(
     if "$recursiveRef" in k:
         ctx.unsupported("$recursiveRef", node.ptr + "/$recursiveRef", "dynamic scope is not implemented")
     for i, sub in enumerate(doc.subschema_list(node, "allOf")):
-        result = meet(result, ctx.lang(doc.child(node, sub, "allOf", i), loc))
+        if i not in merged:
+            result = meet(result, ctx.lang(doc.child(node, sub, "allOf", i), loc))
     if "anyOf" in k:
         subs = [
             ctx.lang(doc.child(node, s, "anyOf", i), loc)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -54,7 +54,7 @@ from .keywords import OWN_KEYWORDS, SIZE_KEYWORDS, STRUCTURAL
 from .loading import load_schema
 from .locations import Location, Locations
 from .numbers import number_language
-from .objects import dependencies_language, object_language
+from .objects import dependencies_language, merged_conjuncts, object_language
 from .options import SchemaOptions
 from .recursion import RecursiveLanguage
 from .references import EMPTY_SCHEMA, SchemaDocument, SchemaNode
@@ -263,13 +263,16 @@ def _node_language(ctx: CompileContext, node: SchemaNode, loc: Location) -> DFA:
     if node.schema is False:
         return empty_dfa("false")
     k = ctx.doc.keywords(node)
+    # allOf subschemas with only object keywords are built into this node's object (no product)
+    merged = merged_conjuncts(ctx, node, k)
     # A bare "type" beside applicators is kept as the first bytes it allows: the applicators' values
     # already lie in this location's skeleton, so cutting their first bytes is the intersection, and
     # it needs no product against holes.
-    type_first = holes.bare_type_first_bytes(ctx, node, k)
+    type_first = None if merged else holes.bare_type_first_bytes(ctx, node, k)
     # None stands for "every value at this location" until a complement needs it spelled out.
-    result = None if type_first is not None else own_language(ctx, node, k, loc)
-    result = apply_applicators(ctx, node, k, loc, result)
+    merged_nodes = [m for _, m in merged]
+    result = None if type_first is not None else own_language(ctx, node, k, loc, merged_nodes)
+    result = apply_applicators(ctx, node, k, loc, result, {i for i, _ in merged})
     result = dependencies_language(ctx, node, k, loc, result)
     if k.get("uniqueItems") is True:
         result = unique_items_language(ctx, node, k, result if result is not None else ctx.skeleton(loc))
@@ -286,10 +289,17 @@ def _node_language(ctx: CompileContext, node: SchemaNode, loc: Location) -> DFA:
     return result if result is not None else ctx.skeleton(loc)
 
 
-def own_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc: Location) -> DFA | None:
+def own_language(
+    ctx: CompileContext,
+    node: SchemaNode,
+    k: dict[str, Any],
+    loc: Location,
+    merged: Sequence[SchemaNode] = (),
+) -> DFA | None:
     """The language of ``node``'s own keywords (``type``, ``enum``, ``const`` and the per-type
-    keywords) at ``loc``; None when it has none."""
-    if node.schema is not EMPTY_SCHEMA and not (OWN_KEYWORDS & k.keys()):
+    keywords) at ``loc``, its objects with the ``merged`` subschemas' object keywords
+    (:func:`~constrain.json_schema.objects.merged_conjuncts`); None when it has none."""
+    if node.schema is not EMPTY_SCHEMA and not (OWN_KEYWORDS & k.keys()) and not merged:
         return None
     values = enum_values(ctx, node, k)
     types = types_of(node, k)
@@ -310,7 +320,7 @@ def own_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc: 
         elif t == "array":
             parts.append(array_language(ctx, node, k, loc))
         elif t == "object":
-            parts.append(object_language(ctx, node, k, loc))
+            parts.append(object_language(ctx, node, k, loc, merged))
     result = A.union(*parts) if parts else empty_dfa("no type")
     if values is not None:
         result = ctx.intersect(result, enum_language(ctx, values, loc))

@@ -10,7 +10,7 @@ members, one edge per class of unnamed keys (which ``patternProperties`` pattern
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import automata as A
@@ -20,6 +20,7 @@ from ..limits import DEFAULT_LIMITS, current_limits
 from .arrays import count_keyword
 from .holes import distinct
 from .key_order import location_keys
+from .keywords import ANNOTATIONS
 from .locations import Location
 from .references import SchemaNode
 from .strings import any_string_dfa, key_dfa
@@ -38,27 +39,78 @@ MAX_COUNTED_MEMBERS = DEFAULT_LIMITS.max_counted_members
 ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 
 
-def object_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], loc: Location) -> DFA:
-    """The objects ``node``'s object keywords allow at ``loc``."""
+#: The keywords of an ``allOf`` subschema that :func:`merged_conjuncts` folds into its parent's object.
+MERGEABLE = frozenset({
+    "properties", "patternProperties", "additionalProperties", "required", "minProperties",
+    "maxProperties", "propertyNames",
+})  # fmt: skip
+
+
+def merged_conjuncts(
+    ctx: CompileContext, node: SchemaNode, k: dict[str, Any]
+) -> list[tuple[int, SchemaNode]]:
+    """The ``allOf`` subschemas of ``node`` (each through a lone ``$ref``) that hold only object
+    keywords (:data:`MERGEABLE`) and annotations, with their indices: their object constraints are
+    built into ``node``'s own object, not intersected with it afterwards.
+
+    Exact: at one location every object language is a product over the location's keys (each key's
+    value, which keys are required, how many members, which names), so the intersection is one object
+    whose key values are intersected, ``required`` united and the counts narrowed; and these keywords
+    say nothing of non-objects. It replaces a product of object automata, which for seven conjuncts
+    naming a hundred properties each took 16 s, by one object (npm-package-json-lint's ``rules``)."""
+    doc = ctx.doc
+    out: list[tuple[int, SchemaNode]] = []
+    for i, sub in enumerate(doc.subschema_list(node, "allOf")):
+        child = doc.child(node, sub, "allOf", i)
+        for _ in range(16):  # a lone $ref (annotations beside it): its target
+            ck = doc.keywords(child)
+            if not isinstance(child.schema, dict) or ck.keys() - ANNOTATIONS != {"$ref"}:
+                break
+            child = doc.resolve(child, "$ref")
+        if not isinstance(child.schema, dict):
+            continue
+        rest = doc.keywords(child).keys() - ANNOTATIONS
+        if rest and rest <= MERGEABLE:
+            out.append((i, child))
+    return out
+
+
+def object_language(
+    ctx: CompileContext,
+    node: SchemaNode,
+    k: dict[str, Any],
+    loc: Location,
+    merged: Sequence[SchemaNode] = (),
+) -> DFA:
+    """The objects ``node``'s object keywords allow at ``loc``, with those of the ``merged`` subschemas
+    (:func:`merged_conjuncts`)."""
     names = location_keys(ctx.doc, loc)
     pats = ctx.places.patterns(loc)
     if len(pats) > current_limits().max_patterns:
         detail = f"more than {current_limits().max_patterns} patterns at one place"
         ctx.unsupported("patternProperties", f"{node.ptr}/patternProperties", detail)
         pats = pats[: current_limits().max_patterns]
-    required = k.get("required", []) if ctx.doc.version >= 4 else []
-    if not isinstance(required, list):
-        raise SchemaError("required must be an array", f"{node.ptr}/required")
-    lo = count_keyword(node, k, "minProperties") or 0
-    hi = count_keyword(node, k, "maxProperties")
+    owners = [(node, k), *((m, ctx.doc.keywords(m)) for m in merged)]
+    required: list[Any] = []
+    lo = 0
+    hi: int | None = None
     key_names: DFA | None = None
-    if "propertyNames" in k and ctx.doc.version >= 6:
-        pn = ctx.doc.child(node, k["propertyNames"], "propertyNames")
-        key_names = ctx.lang(pn, ctx.places.of([pn]))
+    for part, pk in owners:
+        req = pk.get("required", []) if ctx.doc.version >= 4 else []
+        if not isinstance(req, list):
+            raise SchemaError("required must be an array", f"{part.ptr}/required")
+        required.extend(req)
+        lo = max(lo, count_keyword(part, pk, "minProperties") or 0)
+        most = count_keyword(part, pk, "maxProperties")
+        hi = most if hi is None else hi if most is None else min(hi, most)
+        if "propertyNames" in pk and ctx.doc.version >= 6:
+            pn = ctx.doc.child(part, pk["propertyNames"], "propertyNames")
+            names_here = ctx.lang(pn, ctx.places.of([pn]))
+            key_names = names_here if key_names is None else ctx.intersect(key_names, names_here)
 
     slots: list[Slot] = []
     for name in names:
-        subs = distinct(ctx, ctx.places.schemas_for_key(node, name))
+        subs = distinct(ctx, [s for part, _ in owners for s in ctx.places.schemas_for_key(part, name)])
         kloc = ctx.places.key_loc(loc, name)
         value = ctx.intersect(*[ctx.lang(s, kloc) for s in subs]) if subs else ctx.skeleton(kloc)
         quoted = json_bytes(name)
@@ -70,7 +122,7 @@ def object_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], lo
 
     tail: Tail = []
     for klass, keys in _key_classes(ctx, f"{node.ptr}/patternProperties", pats, names, key_names):
-        subs = distinct(ctx, ctx.places.schemas_for_class(node, klass))
+        subs = distinct(ctx, [s for part, _ in owners for s in ctx.places.schemas_for_class(part, klass)])
         cloc = ctx.places.class_loc(loc, klass)
         value = ctx.intersect(*[ctx.lang(s, cloc) for s in subs]) if subs else ctx.skeleton(cloc)
         if not A.is_empty(value):
