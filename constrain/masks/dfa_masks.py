@@ -797,11 +797,11 @@ class DFATokenMasks(MaskStore):
             short.setflags(write=False)
             plain[1], plain[2] = short, int(np.unpackbits(short.view(np.uint8)).sum())
             cache.split_misses += 1
-        columns = self._plain_columns()
+        plain_columns = self._plain_columns()
         hit: tuple[weakref.ref[TokenTrie], np.ndarray, int, int] | None
         table: np.ndarray | tuple[np.ndarray, np.ndarray]
         bound = PLAIN_CHECK_MAX_PAIRS
-        if plain_closure(self.dfa.transitions, state, transitions, p0, columns, bound, depth)[0] == 1:
+        if plain_closure(self.dfa.transitions, state, transitions, p0, plain_columns, bound, depth)[0] == 1:
             # The plain body up to the split depth (a string bounded further on): its mask, without a
             # future table (tens of µs each for the hundreds of states of a long bound) or a lookup.
             hit = (weakref.ref(trie), plain[1], plain[2], 0)

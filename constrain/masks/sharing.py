@@ -309,39 +309,16 @@ def split_future(
     tables allow the same such strings: the same tokens without a cut byte, whatever the rest of
     their DFAs (a string body of any property, a number before any closing bracket).
 
-    Returns ``table`` (``int32[m, 256]``), empty when more than ``cap`` states would be needed.
+    Returns ``table`` (``int32[m, 256]``), empty when more than ``cap`` states would be needed: the
+    table of :func:`split_future_columns` over every byte not cut.
     """
-    n = transitions.shape[0]
-    index = np.full(n, -1, dtype=np.int32)
-    order = np.empty(cap, dtype=np.int64)
-    dist = np.empty(cap, dtype=np.int32)
-    table = np.empty((cap, 256), dtype=np.int32)  # rows set as they are reached
-    index[state] = 0
-    order[0] = state
-    dist[0] = 0
-    m = 1
-    head = 0
-    while head < m:
-        out = table[head]
-        out[:] = -1
-        if dist[head] < depth:
-            row = transitions[order[head]]
-            for b in range(256):
-                t = row[b]
-                if t < 0 or cut[b]:
-                    continue
-                j = index[t]
-                if j < 0:
-                    if m >= cap:
-                        return table[:0].copy()
-                    j = m
-                    index[t] = j
-                    order[m] = t
-                    dist[m] = dist[head] + 1
-                    m += 1
-                out[b] = j
-        head += 1
-    return table[:m].copy()
+    columns = np.flatnonzero(~cut)
+    by_column = split_future_columns(transitions, state, columns, depth, cap)
+    table = np.full((by_column.shape[0], 256), -1, dtype=np.int32)
+    for i in range(by_column.shape[0]):
+        for c in range(columns.shape[0]):
+            table[i, columns[c]] = by_column[i, c]
+    return table
 
 
 @numba.njit(cache=True, nogil=True)
