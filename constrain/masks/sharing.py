@@ -18,58 +18,40 @@ from ..automata.minimize import bfs_order, predecessors
 
 
 @numba.njit(cache=True, nogil=True)
-def _byte_class_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """One representative column (byte) per class of equal columns of ``trans`` (ascending).
+def _column_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Each column's lowest equal column of ``trans`` (``rep_of[c] == c`` for the first of a class).
 
-    Columns are grouped by a 32-bit hash (vectorises across the columns of a row), then every entry
-    is checked row by row against its representative's column; a hash collision (never seen) falls
-    back to exact column comparisons, so the result is exact either way.
+    Columns are grouped by a 64-bit hash of their entries, and each match is checked entry by entry, so
+    a hash collision only costs a comparison: the result is exact.
     """
-    n = trans.shape[0]
-    w = trans.shape[1]
-    h = np.zeros(w, dtype=np.uint32)
-    for s in range(n):
-        for b in range(w):
-            h[b] = h[b] * np.uint32(0x9E3779B1) + np.uint32(trans[s, b] + 2)
-    reps = np.empty(w, dtype=np.int64)
-    rep_of = np.empty(w, dtype=np.int64)
-    nrep = 0
-    for b in range(w):
-        found = -1
-        for i in range(nrep):
-            if h[reps[i]] == h[b]:
-                found = reps[i]
-                break
-        if found < 0:
-            reps[nrep] = b
-            nrep += 1
-            found = b
-        rep_of[b] = found
-    exact = True
-    for s in range(n):
-        for b in range(w):
-            if trans[s, b] != trans[s, rep_of[b]]:
-                exact = False
-        if not exact:
-            break
-    if exact:
-        return reps[:nrep].copy()
-    nrep = 0  # a collision: exact grouping, column by column
-    for b in range(w):
-        found = False
-        for i in range(nrep):
-            same = True
-            for s in range(n):
-                if trans[s, reps[i]] != trans[s, b]:
-                    same = False
+    m = trans.shape[0]
+    width = trans.shape[1]
+    h = np.zeros(width, dtype=np.uint64)
+    for i in range(m):
+        for c in range(width):
+            h[c] = h[c] * np.uint64(0x9E3779B97F4A7C15) + np.uint64(trans[i, c] + 2)
+    rep_of = np.empty(width, dtype=np.int64)
+    for c in range(width):
+        rep_of[c] = c
+        for r in range(c):
+            if rep_of[r] == r and h[r] == h[c]:
+                same = True
+                for i in range(m):
+                    if trans[i, r] != trans[i, c]:
+                        same = False
+                        break
+                if same:
+                    rep_of[c] = r
                     break
-            if same:
-                found = True
-                break
-        if not found:
-            reps[nrep] = b
-            nrep += 1
-    return reps[:nrep].copy()
+    return rep_of
+
+
+@numba.njit(cache=True, nogil=True)
+def _byte_class_reps(trans: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """One representative column (byte) per class of equal columns of ``trans`` (ascending): the
+    lowest of each (:func:`_column_reps`)."""
+    rep_of = _column_reps(trans)
+    return np.flatnonzero(rep_of == np.arange(rep_of.shape[0]))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -433,25 +415,10 @@ def future_key(table: np.ndarray, class_of: np.ndarray) -> tuple[np.ndarray, np.
     tables are equal iff their forms are: a lookup key of a few KB instead of 256 columns."""
     m = table.shape[0]
     width = table.shape[1]
-    h = np.zeros(width, dtype=np.uint64)
-    for i in range(m):
-        for c in range(width):
-            h[c] = h[c] * np.uint64(0x9E3779B97F4A7C15) + np.uint64(table[i, c] + 2)
-    rep_of = np.empty(width, dtype=np.int64)  # each column's lowest equal column
+    rep_of = _column_reps(table)  # each column's lowest equal column
     dead_rep = width  # a column that is all dead (the cut bytes read as one), or ``width`` for none
     for c in range(width):
-        rep_of[c] = c
-        for r in range(c):
-            if rep_of[r] == r and h[r] == h[c]:
-                same = True
-                for i in range(m):
-                    if table[i, r] != table[i, c]:
-                        same = False
-                        break
-                if same:
-                    rep_of[c] = r
-                    break
-        if rep_of[c] == c and dead_rep == width:
+        if rep_of[c] == c:
             dead = True
             for i in range(m):
                 if table[i, c] >= 0:
@@ -459,6 +426,7 @@ def future_key(table: np.ndarray, class_of: np.ndarray) -> tuple[np.ndarray, np.
                     break
             if dead:
                 dead_rep = c
+                break
     number = np.full(width + 1, -1, dtype=np.int64)  # representative -> its number
     picked = np.empty(width + 1, dtype=np.int64)
     byte_map = np.empty(256, dtype=np.uint8)
