@@ -52,6 +52,46 @@ def test_partial_refinement_matches_complete(seed: int) -> None:
     assert checked > 100 and merged > 20  # the cases exercised merging, not only distinct states
 
 
+def _moore_blocks(table: np.ndarray, acc: np.ndarray) -> tuple[int, ...]:
+    """The coarsest stable partition by Moore's rounds in plain Python (an oracle independent of the
+    kernel): states stay together while their acceptance and their successors' blocks agree."""
+    block = [int(a) for a in acc.tolist()]
+    while True:
+        sig = [(block[s], *(block[t] for t in table[s].tolist())) for s in range(table.shape[0])]
+        ids: dict[tuple[int, ...], int] = {}
+        new = [ids.setdefault(x, len(ids)) for x in sig]
+        if len(ids) == len(set(block)):
+            return _canonical(np.asarray(new))
+        block = new
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_refinement_is_the_coarsest_stable_partition(seed: int) -> None:
+    """Hopcroft's blocks are exactly Moore's (the Myhill-Nerode classes of the trimmed table), in both
+    modes, on tables with many classes and sparse edges (as the JSON Schema automata have)."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(150):
+        trans, acc = _copies_dfa(rng)
+        if rng.random() < 0.5:  # widen: more classes, most of them without an edge
+            extra = int(rng.integers(1, 40))
+            wide = np.full((trans.shape[0], trans.shape[1] + extra), -1, dtype=np.int64)
+            cols = rng.permutation(wide.shape[1])[: trans.shape[1]]
+            wide[:, cols] = trans
+            trans = wide
+        live = _live_states(trans, acc, 0)
+        if not live[0]:
+            continue
+        ids = np.full(trans.shape[0], -1, dtype=np.int64)
+        m = int(live.sum())
+        ids[live] = np.arange(m)
+        table = _renumber_live(trans, live, ids, m)
+        acc2 = np.zeros(m + 1, dtype=np.bool_)
+        acc2[ids[live]] = acc[live]
+        want = _moore_blocks(table, acc2)
+        assert _canonical(hopcroft(table, acc2)) == want
+        assert _canonical(hopcroft(table, acc2, m)) == want
+
+
 def _accepts(trans: np.ndarray, acc: np.ndarray, start: int, word: tuple[int, ...]) -> bool:
     s = start
     for c in word:

@@ -31,8 +31,9 @@ _NL = 0x0A
 def byte_classes(nfa: NFA) -> np.ndarray:
     """Partition 0..255 into classes that every NFA edge treats alike; returns class id per byte."""
     cuts = {0, 256}
-    for edges in nfa.edges:
-        for lo, hi, _ in edges:
+    all_edges = nfa.edges
+    for s in nfa.listed:
+        for lo, hi, _ in all_edges[s]:
             cuts.add(lo)
             cuts.add(hi + 1)
     for block in nfa.edge_blocks:
@@ -145,8 +146,9 @@ def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.
     num_classes = int(classes.max()) + 1
     n = len(nfa.edges)
     # Epsilon edges and byte edges from the per-state lists and the bulk blocks, sorted into CSR.
-    eps_src = [np.fromiter((s for s, e in enumerate(nfa.eps) for _ in e), dtype=np.int64)]
-    eps_dst_parts = [np.fromiter((t for e in nfa.eps for _k, t in e), dtype=np.int64)]
+    listed, eps_lists, edge_lists = nfa.listed, nfa.eps, nfa.edges
+    eps_src = [np.fromiter((s for s in listed for _ in eps_lists[s]), dtype=np.int64)]
+    eps_dst_parts = [np.fromiter((t for s in listed for _k, t in eps_lists[s]), dtype=np.int64)]
     for block in nfa.eps_blocks:
         eps_src.append(block[:, 0])
         eps_dst_parts.append(block[:, 1])
@@ -155,13 +157,13 @@ def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.
     eps_dst = np.ascontiguousarray(np.concatenate(eps_dst_parts)[order])
     eps_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(esrc, minlength=n), out=eps_ptr[1:])
-    num_list_edges = sum(len(e) for e in nfa.edges)
-    listed = np.fromiter(
-        (x for s, e in enumerate(nfa.edges) for edge in e for x in (s, *edge)),
+    num_list_edges = sum(len(edge_lists[s]) for s in listed)
+    list_edges = np.fromiter(
+        (x for s in listed for edge in edge_lists[s] for x in (s, *edge)),
         dtype=np.int64,
         count=4 * num_list_edges,
     ).reshape(-1, 4)
-    flat = np.concatenate([listed, *nfa.edge_blocks]) if nfa.edge_blocks else listed
+    flat = np.concatenate([list_edges, *nfa.edge_blocks]) if nfa.edge_blocks else list_edges
     flat = flat[np.argsort(flat[:, 0], kind="stable")]
     edge_len = np.bincount(flat[:, 0], minlength=n).astype(np.int64)
     edge_ptr = np.zeros(n + 1, dtype=np.int64)

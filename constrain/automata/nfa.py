@@ -63,6 +63,9 @@ class NFA:
         # Bulk edges from embedded automata, as arrays: (src, byte_lo, byte_hi, dst) and eps (src, dst).
         self.edge_blocks: list[np.ndarray] = []
         self.eps_blocks: list[np.ndarray] = []
+        # The states with list edges, in order (embedded states have none): the subset construction's
+        # glue reads these, not every state.
+        self.listed: list[int] = []
         self.max_states = current_limits().max_nfa_states  # read once: state() runs per NFA state
 
     def embed_dfa(
@@ -82,6 +85,7 @@ class NFA:
         self.edges.append([])
         self.eps.append([])
         end = base + num
+        self.listed.append(end)
         block = (edge_runs(transitions) if runs is None else runs).copy()
         block[:, 0] += base
         block[:, 3] += base
@@ -102,6 +106,7 @@ class NFA:
                 self.eps[s].append((EPS, t))
         self.edge_blocks.clear()
         self.eps_blocks.clear()
+        self.listed = list(range(len(self.edges)))
 
     def state(self) -> int:
         """A new state (raises :class:`UnsupportedRegexFeature` past :data:`MAX_NFA_STATES`)."""
@@ -110,6 +115,7 @@ class NFA:
             self._too_many()
         edges.append([])
         self.eps.append([])
+        self.listed.append(len(edges) - 1)
         return len(edges) - 1
 
     def _too_many(self) -> None:
