@@ -116,3 +116,33 @@ def test_minimised_table_accepts_the_same_words() -> None:
         assert full.shape[0] <= trans.shape[0]
         for w in words:
             assert _accepts(full, acc_out, 0, w) == _accepts(trans, acc, 0, w), w
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 0), (0, 1), (1, 1), (2, 5), (0, 40), (3, 7), (0, 255)])
+def test_known_minimal_tables_equal_the_refined_ones(lo: int, hi: int) -> None:
+    """The tables built without refinement (bounded length layers, quoted contents) are the tables the
+    full construction gives: trimmed, minimal, numbered alike."""
+    from constrain import automata as A
+    from constrain.automata.dfa import dfa_byte_classes, dfa_from_class_arrays
+    from constrain.json_schema.ecma_regex import search_regex
+    from constrain.json_schema.strings import length_dfa, quoted, string_expr
+
+    def same(a: A.DFA, b: A.DFA) -> bool:
+        return (
+            a.start == b.start
+            and np.array_equal(a.transitions, b.transitions)
+            and np.array_equal(a.accepting, b.accepting)
+        )
+
+    body = length_dfa(lo, hi)
+    classes = dfa_byte_classes(body)
+    _u, reps = np.unique(classes, return_index=True)
+    assert same(body, dfa_from_class_arrays(body.transitions[:, reps], body.accepting, body.start, classes))
+    assert same(quoted(body), A.build(string_expr(A.Embed(body))))
+    # contents read quotes (escaped), one reads only a quote back into its start (not minimal as built)
+    for pattern in ["^[a-z]+$", r"\d{3}-\d{4}", '"', "^(foo|bar)*$", "é+", "^.{2,5}$"]:
+        content = A.build(A.Regex(search_regex(pattern), 0, True))
+        assert same(quoted(content), A.build(string_expr(A.Embed(content))))
+    for raw in [r'(\\")*', r'(\\"|a)*b', 'a"?']:
+        content = A.build(A.Regex(raw))
+        assert same(quoted(content), A.build(string_expr(A.Embed(content)))), raw

@@ -130,14 +130,20 @@ def dfa_byte_classes(dfa: DFA) -> np.ndarray:
 
 
 def minimal_dfa(
-    compact: np.ndarray, accepting: np.ndarray, start: int, classes: np.ndarray, label: str
+    compact: np.ndarray,
+    accepting: np.ndarray,
+    start: int,
+    classes: np.ndarray,
+    label: str,
+    known_minimal: bool = False,
 ) -> DFA:
     """The trimmed, minimal :class:`DFA` of a table over byte classes (``compact[s, classes[byte]]`` is
-    the next state or -1), or :func:`empty_dfa` for the empty language."""
+    the next state or -1), or :func:`empty_dfa` for the empty language. ``known_minimal``: no two live
+    states of the table are equivalent (see :func:`~.minimize.prune_and_minimize`)."""
     from ..budget import check
 
     check("minimization")  # the loops that blow up call this once per automaton (see constrain.budget)
-    result = prune_and_minimize(compact, accepting, start, classes)
+    result = prune_and_minimize(compact, accepting, start, classes, known_minimal)
     if result is None:
         return empty_dfa(label)
     full, acc = result
@@ -147,13 +153,19 @@ def minimal_dfa(
 
 
 def dfa_from_class_arrays(
-    compact: np.ndarray, accepting: np.ndarray, start: int, classes: np.ndarray, label: str = "<dfa>"
+    compact: np.ndarray,
+    accepting: np.ndarray,
+    start: int,
+    classes: np.ndarray,
+    label: str = "<dfa>",
+    known_minimal: bool = False,
 ) -> DFA:
     """Like :func:`dfa_from_arrays` for transitions over byte classes (``classes[byte]`` = column).
 
     The result remembers ``classes`` as its byte classes (see :func:`dfa_byte_classes`).
+    ``known_minimal``: no two live states of the table are equivalent; refinement is skipped.
     """
-    dfa = minimal_dfa(compact, np.asarray(accepting, dtype=bool), int(start), classes, label)
+    dfa = minimal_dfa(compact, np.asarray(accepting, dtype=bool), int(start), classes, label, known_minimal)
     if dfa.accepting.any():
         object.__setattr__(dfa, "_byte_classes", classes)
     return dfa
