@@ -227,10 +227,12 @@ def _subset_construction(
     seeds[0] = start
     tick = 1
     cnt = _close(seeds, 1, eps_ptr, eps_dst, important, stamp, tick, stack, buf)
-    store = np.empty(max(1024, 4 * cnt), dtype=np.int64)
+    # Small first allocations, doubled as needed: most automata built here have a few dozen states,
+    # and a 1,024-row table cost more than the construction itself.
+    store = np.empty(max(256, 4 * cnt), dtype=np.int64)
     store[:cnt] = buf[:cnt]
-    sub_start = np.empty(1024, dtype=np.int64)
-    sub_len = np.empty(1024, dtype=np.int64)
+    sub_start = np.empty(64, dtype=np.int64)
+    sub_len = np.empty(64, dtype=np.int64)
     sub_start[0] = 0
     sub_len[0] = cnt
     used = cnt
@@ -241,9 +243,11 @@ def _subset_construction(
     for j in range(cnt):
         h = (h ^ buf[j]) * np.int64(1099511628211)
     index[h] = 0
-    rows = np.full((1024, k), -1, dtype=np.int32)
-    accepting = np.zeros(1024, dtype=np.bool_)
+    rows = np.full((64, k), -1, dtype=np.int32)
+    accepting = np.zeros(64, dtype=np.bool_)
     counts = np.zeros(k + 1, dtype=np.int64)
+    targets = np.empty(256, dtype=np.int64)
+    fill = np.empty(k, dtype=np.int64)
     i = 0
     while i < num:
         if num > limit:
@@ -267,8 +271,9 @@ def _subset_construction(
         for c in range(k):
             counts[c + 1] += counts[c]
         total = counts[k]
-        targets = np.empty(total, dtype=np.int64)
-        fill = counts[:k].copy()
+        if total > targets.shape[0]:
+            targets = np.empty(2 * total, dtype=np.int64)
+        fill[:] = counts[:k]
         for p in range(a, b):
             s = store[p]
             for e in range(edge_ptr[s], edge_ptr[s + 1]):
