@@ -149,7 +149,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
     for c, dfa in enumerate(dfas):
         lo = int(offset[c])
         t = dfa.transitions
-        trans[lo : lo + dfa.num_states] = np.where(t >= 0, t + lo, -1)
+        _place(trans[lo : lo + dfa.num_states], t, lo)
         accepting[lo : lo + dfa.num_states] = dfa.accepting
         component[lo : lo + dfa.num_states] = c
         for q in np.flatnonzero(t[:, HOLE] >= 0).tolist():
@@ -161,7 +161,10 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
                 edges.setdefault(lo + q, []).append((h, lo + int(t[mid, idx])))
     trans[:, HOLE] = -1
     starts = [int(offset[c]) + d.start for c, d in enumerate(dfas)]
-    live = trans >= 0
+
+    def live(g: int) -> np.ndarray:  # the bytes state g reads (rows on demand: the table may be 100s of MB)
+        row: np.ndarray = trans[g] >= 0
+        return row
 
     # FIRST(h): the bytes a value of hole h may start with (through holes at its start, in order).
     first: dict[int, np.ndarray] = {}
@@ -175,7 +178,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
             return None  # left recursion
         visiting.add(h)
         g = starts[h]
-        acc = live[g].copy()
+        acc = live(g)
         for h2, _ in edges.get(g, ()):
             sub = first_of(h2)
             if sub is None:
@@ -203,7 +206,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
 
     # FOLLOW(h): the bytes that may come after a value of hole h.
     def begins(g: int, follow: list[np.ndarray]) -> np.ndarray:
-        acc = live[g].copy()
+        acc = live(g)
         for h, _ in edges.get(g, ()):
             acc |= first[h]
         if accepting[g] and component[g] != 0:
@@ -227,7 +230,7 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
     has_edges[list(edges)] = True
     choosing = reached & (has_edges | (accepting & (component != 0)))
     for g in np.flatnonzero(choosing).tolist():
-        seen = live[g].copy()
+        seen = live(g)
         for h, _ in edges.get(g, ()):
             if (seen & first[h]).any():
                 where = None if component[g] == 0 else keys[int(component[g]) - 1]
@@ -274,6 +277,16 @@ def pushdown_tables(root: DFA, holes: Mapping[int, DFA]) -> PushdownTables | Not
         component=component,
         byte_classes=_joint_byte_classes(dfas),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _place(out: np.ndarray, t: np.ndarray, lo: int) -> None:  # pragma: no cover - numba
+    """``out[:] = t + lo`` where ``t >= 0``, else -1: one pass, no temporaries (a DFA of a
+    ``maxLength: 8192`` string is 115,000 x 256 entries)."""
+    for s in range(t.shape[0]):
+        for b in range(t.shape[1]):
+            x = t[s, b]
+            out[s, b] = x + lo if x >= 0 else -1
 
 
 def _joint_byte_classes(dfas: Sequence[DFA]) -> np.ndarray:
