@@ -449,3 +449,54 @@ def test_generation_dead_end_is_typed(lm: tuple[Any, Any], monkeypatch: pytest.M
         with pytest.raises(DeadEndError, match="first step") as err:
             run(model, info, tok("Hi")["input_ids"], GrammarMatcher(compiled), sampler=sampler, seed=0)
         assert err.value.token_ids == [] and isinstance(err.value, constrain.ConstrainError)
+
+
+@pytest.mark.parametrize(
+    ("schema", "valid", "invalid"),
+    [
+        # a draft-04 subresource holding a boolean schema (JsonSchemaStore's updatecli config): the
+        # referencing library's draft 4 fails crawling it
+        (
+            {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "object",
+                "properties": {
+                    "x": {
+                        "$schema": "http://json-schema.org/draft-04/schema",
+                        "type": "object",
+                        "properties": {"spec": True},
+                    }
+                },
+                "required": ["x"],
+            },
+            {"x": {"spec": [1]}},
+            {"x": 3},
+        ),
+        # "id" as a misplaced property in a draft-04 subresource: no identifier
+        (
+            {
+                "type": "object",
+                "properties": {
+                    "a": {"$schema": "http://json-schema.org/draft-04/schema", "id": {"type": "integer"}}
+                },
+            },
+            {"a": {"id": 1}},
+            [],
+        ),
+    ],
+)
+def test_documents_referencing_cannot_crawl_still_compile(
+    schema: dict[str, Any], valid: Any, invalid: Any
+) -> None:
+    """Where the referencing library raises on a document (not a schema error of ours), compiling goes
+    on without its crawl: no crash, and the verdicts are jsonschema's."""
+    import jsonschema
+
+    from constrain.json_schema import serialize_instance
+
+    dfa = Grammar.from_json_schema(schema).to_automaton()
+    for instance in (valid, invalid):
+        text = serialize_instance(instance, schema).encode()
+        expected = jsonschema.validators.validator_for(schema)(schema).is_valid(instance)
+        got = dfa.accepts(text) if hasattr(dfa, "accepts") else dfa.matches(text)
+        assert got == expected, (instance, expected)

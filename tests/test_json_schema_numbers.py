@@ -260,3 +260,29 @@ def test_against_jsonschema(schema: dict[str, object]) -> None:
         valid = jsonschema.Draft202012Validator(schema).is_valid(instance)
         ours = ranged.matches(text.encode()) and (mult is None or mult.matches(text.encode()))  # type: ignore[attr-defined]
         assert ours == valid, (schema, text)
+
+
+@pytest.mark.parametrize(
+    ("draft", "validator"), [("4", jsonschema.Draft4Validator), ("7", jsonschema.Draft7Validator)]
+)
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer"},
+        {"type": "integer", "minimum": 2, "maximum": 40},
+        {"type": "integer", "multipleOf": 3},
+    ],
+)
+def test_integer_with_zero_fraction_follows_the_draft(
+    draft: str, validator: type[jsonschema.Validator], schema: dict[str, object]
+) -> None:
+    """``12.0`` is an integer from draft 6 on, only a number in draft 4: jsonschema's verdict either way."""
+    from constrain.json_schema import SchemaOptions, schema_to_dfa
+
+    dfa = schema_to_dfa(schema, SchemaOptions(draft=draft))
+    for text in ["12", "12.0", "12.00", "3.0", "-6.0", "0.0", "12.5", "7"]:
+        assert dfa.matches(text.encode()) == validator(schema).is_valid(json.loads(text)), (
+            draft,
+            schema,
+            text,
+        )

@@ -105,13 +105,18 @@ def products_meet_holes(ctx: CompileContext) -> bool:
     """Whether a product keyword of the schema may take an operand that holds an object or an array
     (which could hold an out-of-line language): any of :data:`PRODUCT_KEYWORDS` but ``allOf``,
     ``oneOf``, ``not`` and ``if`` whose every subschema has a ``type`` of scalars only (the common
-    ``oneOf: [{type: string}, {type: integer}]``). Such products would fill the holes back in."""
+    ``oneOf: [{type: string}, {type: integer}]``), and but a ``oneOf`` whose branches a discriminator
+    keeps apart (a union). Such products would fill the holes back in."""
+    from .applicators import exclusive_branches
+
     doc = ctx.doc
     for node in doc.reachable():
         k = doc.keywords(node)
         for kw in PRODUCT_KEYWORDS & k.keys():
             if kw not in _BRANCH_PRODUCTS:
                 return True
+            if kw == "oneOf" and exclusive_branches(doc, node):
+                continue  # a union (see exclusive_branches)
             subs = k[kw] if isinstance(k[kw], list) else [k[kw]]
             if not all(_scalar_typed(s) for s in subs):
                 return True
@@ -343,19 +348,21 @@ def _hole_summary(
 
 
 def note_bare_type(ctx: CompileContext, node: SchemaNode, dfa: DFA) -> None:
-    """In a recursive schema, remember ``dfa`` (the language of ``node``) as a bare type when ``type``
-    is its only constraint: :func:`intersect` then cuts first bytes instead of building a product."""
+    """Where values may be holes (a recursive schema, or unconstrained values exact at any depth),
+    remember ``dfa`` (the language of ``node``) as a bare type when ``type`` is its only constraint:
+    :func:`intersect` then cuts first bytes instead of building a product."""
     k = ctx.doc.keywords(node)
-    if ctx.recursive and k.keys() - ANNOTATIONS == {"type"}:
+    if (ctx.recursive or ctx.exact_any) and k.keys() - ANNOTATIONS == {"type"}:
         first = type_first_bytes(node, k)
         if first is not None:
             ctx.holes.type_cuts[id(dfa)] = (dfa, first)
 
 
 def bare_type_first_bytes(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) -> frozenset[int] | None:
-    """In a recursive schema, the first bytes ``type`` allows when it is the node's only own keyword
-    and only ``$ref``/``allOf``/``anyOf``/``oneOf`` sit beside it; else None."""
-    if not ctx.recursive or "type" not in k or (k.keys() & NOT_BESIDE_BARE_TYPE):
+    """Where values may be holes (a recursive schema, or unconstrained values exact at any depth), the
+    first bytes ``type`` allows when it is the node's only own keyword and only
+    ``$ref``/``allOf``/``anyOf``/``oneOf`` sit beside it; else None."""
+    if not (ctx.recursive or ctx.exact_any) or "type" not in k or (k.keys() & NOT_BESIDE_BARE_TYPE):
         return None
     if not k.keys() & {"$ref", "$dynamicRef", "allOf", "anyOf", "oneOf"}:
         return None

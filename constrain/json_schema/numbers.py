@@ -437,4 +437,8 @@ def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], in
             ctx.unsupported("multipleOf", f"{node.ptr}/multipleOf", e.detail)
         else:
             base = ctx.intersect(base, mult)
+    if integer and ctx.doc.version <= 4:
+        # Draft 4's integers have no fraction part: 1.0 is a number there, not an integer (from
+        # draft 6 on it is both).
+        base = ctx.intersect(base, A.build(A.Regex(r"-?(0|[1-9][0-9]*)")))
     return base

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import attrs
 import referencing
 import referencing.exceptions
 
@@ -63,6 +64,26 @@ def escape_pointer(part: object) -> str:
     return str(part).replace("~", "~0").replace("/", "~1")
 
 
+def _tolerant(spec: referencing.Specification[Any], id_keyword: str) -> referencing.Specification[Any]:
+    """``spec`` with an ``id_of`` that names nothing for a boolean schema or a non-string id, as the
+    validators read them: referencing's drafts 4 to 7 raise on both (a ``true`` subschema while
+    crawling; ``"id": {...}``, a property misplaced beside ``type``), which would be a crash here."""
+    base = spec.id_of
+
+    def id_of(contents: Any) -> str | None:
+        if not isinstance(contents, dict):
+            return None
+        if not isinstance(contents.get(id_keyword, ""), str):
+            return None
+        return base(contents)
+
+    return attrs.evolve(spec, id_of=id_of)  # type: ignore[misc]  # an attrs class without stubs
+
+
+def _spec_for(draft: str) -> referencing.Specification[Any]:
+    return _tolerant(DRAFTS[draft], "id" if DRAFT_VERSION[draft] <= 4 else "$id")
+
+
 class SchemaDocument:
     """One schema document with its registry; navigation from node to node.
 
@@ -79,13 +100,13 @@ class SchemaDocument:
         self.draft = draft
         #: the draft's place in :data:`~constrain.json_schema.loading.DRAFT_VERSION` (2020-12 is 9)
         self.version = DRAFT_VERSION[draft]
-        self.spec = DRAFTS[draft]
+        self.spec = _spec_for(draft)
         resources = []
         for uri, doc in (registry or {}).items():
             named = detect_draft(doc)
-            spec = DRAFTS[named] if named else self.spec
-            resources.append((uri, referencing.Resource.from_contents(doc, default_specification=spec)))
-        root_resource = referencing.Resource.from_contents(schema, default_specification=self.spec)
+            spec = _spec_for(named) if named else self.spec
+            resources.append((uri, spec.create_resource(doc)))
+        root_resource = self.spec.create_resource(schema)
         root_uri = root_resource.id() or ""
         # The drafts' own metaschemas ship with jsonschema (offline), so "$ref" to them resolves.
         import jsonschema_specifications
@@ -94,7 +115,12 @@ class SchemaDocument:
         reg = reg.with_resource(root_uri, root_resource)
         if root_uri != "":
             reg = reg.with_resource("", root_resource)
-        self.registry = reg.crawl()
+        try:
+            self.registry = reg.crawl()
+        except (TypeError, AttributeError):
+            # referencing's drafts 4 to 7 fail crawling some documents (a boolean or an array where
+            # they expect a schema object); references still resolve, found as they are met.
+            self.registry = reg
         self.root = SchemaNode(schema, "#", self.registry.resolver(root_uri))
 
     def child(self, node: SchemaNode, sub: Any, *path: object) -> SchemaNode:
