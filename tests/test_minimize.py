@@ -29,21 +29,28 @@ def _copies_dfa(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return trans, np.tile(rng.random(n0) < 0.4, copies)
 
 
+def _trimmed(trans: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The live states' table with the sink ``m`` last, its acceptance, and ``m`` (None: no language)."""
+    live = _live_states(trans, acc, 0)
+    if not live[0]:
+        return None
+    ids = np.full(trans.shape[0], -1, dtype=np.int64)
+    m = int(live.sum())
+    ids[live] = np.arange(m)
+    acc2 = np.zeros(m + 1, dtype=np.bool_)
+    acc2[ids[live]] = acc[live]
+    return _renumber_live(trans, live, ids, m), acc2, m
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_partial_refinement_matches_complete(seed: int) -> None:
     rng = np.random.default_rng(seed)
     checked = merged = 0
     for _ in range(300):
-        trans, acc = _copies_dfa(rng)
-        live = _live_states(trans, acc, 0)
-        if not live[0]:
+        got = _trimmed(*_copies_dfa(rng))
+        if got is None:
             continue
-        ids = np.full(trans.shape[0], -1, dtype=np.int64)
-        m = int(live.sum())
-        ids[live] = np.arange(m)
-        table = _renumber_live(trans, live, ids, m)
-        acc2 = np.zeros(m + 1, dtype=np.bool_)
-        acc2[ids[live]] = acc[live]
+        table, acc2, m = got
         complete = hopcroft(table, acc2)
         partial = hopcroft(table, acc2, m)
         assert _canonical(complete) == _canonical(partial)
@@ -78,15 +85,10 @@ def test_refinement_is_the_coarsest_stable_partition(seed: int) -> None:
             cols = rng.permutation(wide.shape[1])[: trans.shape[1]]
             wide[:, cols] = trans
             trans = wide
-        live = _live_states(trans, acc, 0)
-        if not live[0]:
+        got = _trimmed(trans, acc)
+        if got is None:
             continue
-        ids = np.full(trans.shape[0], -1, dtype=np.int64)
-        m = int(live.sum())
-        ids[live] = np.arange(m)
-        table = _renumber_live(trans, live, ids, m)
-        acc2 = np.zeros(m + 1, dtype=np.bool_)
-        acc2[ids[live]] = acc[live]
+        table, acc2, m = got
         want = _moore_blocks(table, acc2)
         assert _canonical(hopcroft(table, acc2)) == want
         assert _canonical(hopcroft(table, acc2, m)) == want

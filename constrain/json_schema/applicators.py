@@ -6,7 +6,7 @@ there). Over recursive languages these go through :mod:`.holes`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import automata as A
@@ -116,24 +116,31 @@ def exclusive_branches(doc: SchemaDocument, node: SchemaNode) -> bool:
     return False
 
 
+def _ref_chain(doc: SchemaDocument, node: SchemaNode) -> Iterator[dict[str, Any]]:
+    """The keywords of ``node`` and of the ``$ref`` targets under it (a few hops): conjunctions, so
+    what each implies, the whole chain implies."""
+    for _ in range(8):
+        k = doc.keywords(node)
+        yield k
+        if not isinstance(k.get("$ref"), str):
+            return
+        try:
+            node = doc.resolve(node, "$ref")
+        except ConstrainError:
+            return
+
+
 def _types_implied(doc: SchemaDocument, node: SchemaNode) -> frozenset[str] | None:
     """The JSON types ``node``'s ``type`` (and the ``$ref`` chain under it) allows, ``integer`` read
     as ``number``; None where nothing restricts them."""
     out: frozenset[str] | None = None
-    for _ in range(8):
-        k = doc.keywords(node)
+    for k in _ref_chain(doc, node):
         t = k.get("type")
         if isinstance(t, str):
             t = [t]
         if isinstance(t, list) and all(isinstance(x, str) for x in t):
             mine = frozenset("number" if x == "integer" else x for x in t)
             out = mine if out is None else out & mine
-        if not isinstance(k.get("$ref"), str):
-            break
-        try:
-            node = doc.resolve(node, "$ref")
-        except ConstrainError:
-            break
     return out
 
 
@@ -149,8 +156,7 @@ def _discriminators(doc: SchemaDocument, node: SchemaNode) -> tuple[bool, dict[s
     objects = False
     required: set[str] = set()
     allowed: dict[str, set[tuple[str, Any]]] = {}
-    for _ in range(8):  # a few $ref hops
-        k = doc.keywords(node)
+    for k in _ref_chain(doc, node):
         objects = objects or _object_only(k)
         req = k.get("required")
         if isinstance(req, list):
@@ -161,12 +167,6 @@ def _discriminators(doc: SchemaDocument, node: SchemaNode) -> tuple[bool, dict[s
                 values = _const_values(sub)
                 if values is not None:
                     allowed[key] = allowed[key] & values if key in allowed else values
-        if not isinstance(k.get("$ref"), str):
-            break
-        try:
-            node = doc.resolve(node, "$ref")
-        except ConstrainError:
-            break
     return objects, {key: v for key, v in allowed.items() if key in required}
 
 
