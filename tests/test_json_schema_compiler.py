@@ -407,3 +407,33 @@ def test_object_only_all_of_subschemas_are_merged_exactly(monkeypatch: pytest.Mo
     for instance in instances:
         text = serialize_instance(instance, MERGED_ALL_OF)
         assert merged.matches(text.encode()) == validator.is_valid(instance), text
+
+
+@pytest.mark.parametrize("draft", ["4", "6", "7", "2020-12"])
+def test_if_then_else_only_from_draft_7(draft: str) -> None:
+    """``if``/``then``/``else`` came with draft 7: before it they are unknown keywords, ignored, as
+    jsonschema's validators ignore them (MaskBench o3385, o39097: valid instances were refused)."""
+    import jsonschema
+
+    from constrain.json_schema import SchemaOptions, schema_to_dfa, serialize_instance
+
+    schema = {
+        "type": "object",
+        "properties": {"kind": {"type": "string"}, "n": {"type": "integer"}},
+        "additionalProperties": False,
+        "if": {"properties": {"kind": {"enum": ["a"]}}},
+        "then": {"required": ["n"]},
+        "else": {"properties": {"n": {"maximum": 3}}},
+    }
+    validator = {
+        "4": jsonschema.Draft4Validator,
+        "6": jsonschema.Draft6Validator,
+        "7": jsonschema.Draft7Validator,
+    }
+    check = validator.get(draft, jsonschema.Draft202012Validator)(schema)
+    dfa = schema_to_dfa(schema, SchemaOptions(draft=draft))
+    instances = [{"kind": "a"}, {"kind": "a", "n": 9}, {"kind": "b", "n": 9}, {"kind": "b", "n": 2}, {}]
+    verdicts = [check.is_valid(i) for i in instances]
+    assert dfa.matches(b'{"kind":"a"}') == (draft in ("4", "6"))  # the then branch needs "n" from draft 7
+    for instance, expected in zip(instances, verdicts):
+        assert dfa.matches(serialize_instance(instance, schema).encode()) == expected, (draft, instance)

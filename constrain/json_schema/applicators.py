@@ -73,7 +73,7 @@ def _after_one_of(
     if "not" in k:
         sub = ctx.lang(doc.child(node, k["not"], "not"), loc)
         result = ctx.difference(result if result is not None else ctx.skeleton(loc), sub)
-    if "if" in k and ("then" in k or "else" in k):
+    if "if" in k and ("then" in k or "else" in k) and doc.version >= 7:  # draft 7 brought if/then/else
         cond = ctx.lang(doc.child(node, k["if"], "if"), loc)
         universe = result if result is not None else ctx.skeleton(loc)
         yes = ctx.intersect(universe, cond)
