@@ -164,17 +164,18 @@ def _discriminators(doc: SchemaDocument, node: SchemaNode) -> tuple[bool, dict[s
         props = k.get("properties")
         if isinstance(props, dict):
             for key, sub in props.items():
-                values = _const_values(sub)
+                values = _const_values(sub, doc.version)
                 if values is not None:
                     allowed[key] = allowed[key] & values if key in allowed else values
     return objects, {key: v for key, v in allowed.items() if key in required}
 
 
-def _const_values(sub: Any) -> set[tuple[str, Any]] | None:
-    """The values a property schema's own ``const`` / ``enum`` allow (None: not such a list)."""
-    if not isinstance(sub, dict):
+def _const_values(sub: Any, version: int) -> set[tuple[str, Any]] | None:
+    """The values a property schema's own ``const`` (draft 6 on) / ``enum`` allow (None: not such a
+    list, or one the draft ignores: before 2019-09 a ``$ref`` hides its siblings)."""
+    if not isinstance(sub, dict) or (version <= 7 and "$ref" in sub):
         return None
-    if "const" in sub:
+    if "const" in sub and version >= 6:
         values = [sub["const"]]
     elif isinstance(sub.get("enum"), list):
         values = sub["enum"]
