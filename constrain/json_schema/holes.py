@@ -105,8 +105,9 @@ def products_meet_holes(ctx: CompileContext) -> bool:
     """Whether a product keyword of the schema may take an operand that holds an object or an array
     (which could hold an out-of-line language): any of :data:`PRODUCT_KEYWORDS` but ``allOf``,
     ``oneOf``, ``not`` and ``if`` whose every subschema has a ``type`` of scalars only (the common
-    ``oneOf: [{type: string}, {type: integer}]``), and but a ``oneOf`` whose branches a discriminator
-    keeps apart (a union). Such products would fill the holes back in."""
+    ``oneOf: [{type: string}, {type: integer}]``), nor a ``oneOf`` whose branches cannot both hold
+    (a union, see :func:`~constrain.json_schema.applicators.exclusive_branches`). Such products would
+    fill the holes back in."""
     from .applicators import exclusive_branches
 
     doc = ctx.doc

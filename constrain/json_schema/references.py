@@ -66,8 +66,9 @@ def escape_pointer(part: object) -> str:
 
 def _tolerant(spec: referencing.Specification[Any], id_keyword: str) -> referencing.Specification[Any]:
     """``spec`` with an ``id_of`` that names nothing for a boolean schema or a non-string id, as the
-    validators read them: referencing's drafts 4 to 7 raise on both (a ``true`` subschema while
-    crawling; ``"id": {...}``, a property misplaced beside ``type``), which would be a crash here."""
+    validators read them: referencing's drafts 4 to 7 raise on both (``"id": {...}``, a property
+    misplaced beside ``type``, was a crash here). A subresource naming its own ``$schema`` gets
+    referencing's spec again; :class:`SchemaDocument` then falls back from the crawl."""
     base = spec.id_of
 
     def id_of(contents: Any) -> str | None:
