@@ -286,3 +286,59 @@ def test_integer_with_zero_fraction_follows_the_draft(
             schema,
             text,
         )
+
+
+# --- exponent forms ----------------------------------------------------------------------------------
+
+_MANTISSAS = ["0", "0.0", "1", "1.5", "0.001", "12", "100", "999.99", "5", "2.5"]
+_EXPONENTS = ["", "e0", "e-0", "e+0", "e1", "e-1", "e2", "E-2", "E+3", "e-6", "e10", "e-10", "e0010"]
+_EXP_TEXTS = [sign + m + e for sign in ("", "-") for m in _MANTISSAS for e in _EXPONENTS]
+
+
+@pytest.mark.parametrize("lo", [None, 0, -1, 1, Decimal("0.5"), -100, 100])
+@pytest.mark.parametrize("hi", [None, 0, 1, -1, 100, Decimal("2.5")])
+@pytest.mark.parametrize(("xlo", "xhi"), [(False, False), (True, False), (False, True), (True, True)])
+def test_exponent_forms_stay_in_range(
+    lo: Decimal | int | None, hi: Decimal | int | None, xlo: bool, xhi: bool
+) -> None:
+    """``exponent=True`` adds only texts whose value is in the range (Decimal decides), all of the
+    range's texts on a half-line at 0, and the plain texts stay as they were."""
+    pattern = number_range_regex(lo, hi, exclusive_minimum=xlo, exclusive_maximum=xhi, exponent=True)
+    plain = number_range_regex(lo, hi, exclusive_minimum=xlo, exclusive_maximum=xhi)
+    dfa = regex_to_dfa(pattern)
+    dlo = None if lo is None else Decimal(lo)
+    dhi = None if hi is None else Decimal(hi)
+    half_line = (lo == 0 and hi is None) or (hi == 0 and lo is None)
+    for text in _EXP_TEXTS:
+        valid = in_range(text, dlo, dhi, xlo, xhi) and not (text.startswith("-") and Decimal(text) == 0)
+        got = dfa.matches(text.encode())
+        assert got == bool(re.fullmatch(pattern, text)), (pattern, text)
+        assert valid or not got, (lo, hi, xlo, xhi, text)
+        if half_line or ("e" not in text.lower()):
+            expected = valid if half_line else bool(re.fullmatch(plain, text))
+            assert got == expected, (lo, hi, xlo, xhi, text)
+
+
+_SCHEMA_CASES = [
+    ({"type": "number", "minimum": 0}, ["1e-06", "2E+3", "0e5", "1.5e1"], ["-1e-06", "-2E3"]),
+    ({"type": "number", "exclusiveMinimum": 0}, ["1e-06", "3e2"], ["0e5", "0.0e-1", "-1e2"]),
+    ({"type": "number", "minimum": 0, "maximum": 1}, ["1e-06", "1e0", "0.5e-3"], ["1e1", "2e-0", "-1e-2"]),
+    ({"type": "number", "minimum": 2}, ["2e0", "3e5", "2.5E+1"], ["2e-1", "-3e2"]),
+]
+
+
+@pytest.mark.parametrize(("schema", "accepted", "rejected"), _SCHEMA_CASES)
+def test_exponent_forms_in_schemas(
+    schema: dict[str, object], accepted: list[str], rejected: list[str]
+) -> None:
+    """Ranges read exponent forms where that stays inside the range; jsonschema agrees on every text."""
+    from constrain.json_schema import SchemaOptions, schema_to_dfa
+
+    dfa = schema_to_dfa(schema, SchemaOptions(draft="2020-12"))
+    validator = jsonschema.Draft202012Validator(schema)
+    for text in accepted:
+        assert validator.is_valid(json.loads(text)), text
+        assert dfa.matches(text.encode()), (schema, text)
+    for text in rejected:
+        assert not validator.is_valid(json.loads(text)), text
+        assert not dfa.matches(text.encode()), (schema, text)

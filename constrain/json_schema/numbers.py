@@ -5,14 +5,20 @@
 ``minimum`` / ``maximum`` / ``exclusiveMinimum`` / ``exclusiveMaximum`` become one regex
 (:func:`number_range_regex`); ``multipleOf`` becomes a DFA that tracks the value modulo the divisor
 (:func:`.multiple_of.multiple_of_dfa`). Both speak the same text syntax, the JSON number
-grammar without an exponent::
+grammar without an exponent (a range may add some exponent forms, below; with ``multipleOf`` beside
+it the intersection keeps only the plain ones)::
 
     -?(0|[1-9][0-9]*)(\\.[0-9]+)?        numbers
     -?(0|[1-9][0-9]*)(\\.0+)?            the "integer" type (integer=True): zero fractional part
 
 Decisions shared by both (the compiler relies on them):
 
-* No exponent forms (``1e3``): the caller must add exponents itself if it wants them.
+* No exponent forms (``1e3``) unless asked (``number_range_regex(..., exponent=True)``, which the
+  compiler asks for non-integers): a range's exponent forms are not a regular language in general
+  (``0.000…01e+N`` needs the digits counted against ``N``), so a subset is added, chosen by the
+  sign of the exponent: any exponent where the range is a whole half-line at 0 (``minimum: 0``: all),
+  a negative one where it starts at 0 (scaling down stays in ``[0, max]``), a positive one where it
+  has no upper end (scaling up stays above ``min``); the same mirrored for negative values.
 * Never negative zero (``-0``, ``-0.0``): zero is written ``0`` (or ``0.0…``), so every value has
   exactly one sign.
 * Trailing fraction zeros are allowed (``1.50``), leading integer zeros are not (``01``).
@@ -347,6 +353,7 @@ def number_range_regex(
     exclusive_minimum: bool = False,
     exclusive_maximum: bool = False,
     integer: bool = False,
+    exponent: bool = False,
 ) -> str:
     """A regex (``re.fullmatch`` semantics) for the JSON number texts whose value lies in the range.
 
@@ -357,9 +364,11 @@ def number_range_regex(
         exclusive_maximum: the value must be strictly less than ``maximum``.
         integer: only integer values (the JSON Schema ``"integer"`` type), written
             ``-?(0|[1-9][0-9]*)(\\.0+)?``.
+        exponent: also the exponent forms the module docstring lists (a subset of the range's, all
+            of them where the range is ``[0, inf)``, ``(0, inf)``, ``(-inf, 0]`` or ``(-inf, 0)``).
 
     Returns:
-        A regex over number text without exponent and never negative zero (see the module docstring);
+        A regex over number text (without exponent unless asked) and never negative zero;
         it is one atom, safe to embed. An empty range gives :data:`NEVER_MATCHES`. The size grows with
         the number of significant digits of the bounds, not their magnitude (``1e308`` is small).
 
@@ -377,7 +386,8 @@ def number_range_regex(
         else:
             pos = _magnitude_regex(lo, not exclusive_minimum, hi, not exclusive_maximum, integer)
         if pos is not None:
-            branches.append(pos)
+            pos_lo = zero if lo is None or lo < zero else lo
+            branches.append(pos + (_exponent_suffix(pos_lo, hi) if exponent else ""))
     # Values < 0: "-" and a magnitude > 0, with the bounds mirrored.
     if lo is None or lo < zero:
         if hi is None or hi >= zero:
@@ -387,8 +397,21 @@ def number_range_regex(
         mag_hi = None if lo is None else -lo
         neg = _magnitude_regex(mag_lo, mag_lo_incl, mag_hi, not exclusive_minimum, integer)
         if neg is not None:
-            branches.append("-" + neg)
+            branches.append("-" + neg + (_exponent_suffix(mag_lo, mag_hi) if exponent else ""))
     return _alt(branches, atom=True) if branches else NEVER_MATCHES
+
+
+def _exponent_suffix(mag_lo: Decimal, mag_hi: Decimal | None) -> str:
+    """The exponents that keep every magnitude of ``[mag_lo, mag_hi]`` inside it when scaled (the
+    bounds' exclusivity holds too: scaling never moves a value across 0 or towards the bound it
+    leaves)."""
+    if mag_lo == 0 and (mag_hi is None or mag_hi == 0):  # [0, inf), or 0 alone
+        return "(?:[eE][+-]?[0-9]+)?"
+    if mag_lo == 0:
+        return "(?:[eE](?:-[0-9]+|\\+?0+))?"  # m * 10^-k <= m <= max, and stays >= 0 (> 0 where m > 0)
+    if mag_hi is None:
+        return "(?:[eE](?:\\+?[0-9]+|-0+))?"  # m * 10^k >= m >= min
+    return ""
 
 
 def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], integer: bool) -> DFA:
@@ -422,7 +445,7 @@ def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], in
         base = A.build(A.Regex(INTEGER_RE if integer else NUMBER_RE))
     else:
         pattern = number_range_regex(
-            lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex, integer=integer
+            lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex, integer=integer, exponent=not integer
         )
         base = A.build(A.Regex(pattern))
     if "multipleOf" in bounds:
