@@ -184,10 +184,12 @@ def test_maskbench_false_negatives_of_the_cap_pass(record: str) -> None:
     assert seen.get(None, 0) >= 1, "the capped grammar refuses at least one valid instance"
 
 
-# oneOf and not over unconstrained values: the difference keeps the any-value holes as symbols where
-# the two sides enter them together (json_schema.holes.symbolic_product), so the result is exact at
-# any depth; where a side reads a concrete value against the other's hole, the holes are filled with
-# the capped DFA as before (sound, not complete: the last schema).
+# oneOf, not, if/then/else and dependencies over unconstrained values: products keep the any-value
+# holes as symbols where the two sides enter them together, and where a side reads concrete bytes
+# against the other's hole, that hole is unfolded one level at a time until they do
+# (json_schema.holes.unfolded_product), so the result is exact at any depth. Only where that does not
+# end (past its rounds or size) are the holes filled with the capped DFA (sound, not complete: a
+# schema marked False would be checked that way; none of these needs it any more).
 COMBINED: dict[str, tuple[dict[str, Any], bool]] = {
     "oneOf by required key": (
         {"oneOf": [{"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]},
@@ -201,7 +203,36 @@ COMBINED: dict[str, tuple[dict[str, Any], bool]] = {
                 {"type": "object", "properties": {"a": {}}, "required": ["a"]},
             ]
         },
-        False,
+        True,
+    ),
+    # MaskBench o58453 (angular.json): if/then over open objects refused values deeper than 3.
+    "if/then/else over open objects": (
+        {
+            "type": "object",
+            "if": {"properties": {"a": {"const": "s"}}},
+            "then": {"required": ["b"]},
+            "else": {"not": {"required": ["c"]}},
+        },
+        True,
+    ),
+    "not, nested structure against any value": (
+        {
+            "type": "object",
+            "properties": {"b": {}},
+            "not": {
+                "properties": {"a": {"type": "array", "prefixItems": [{"type": ["array", "object"]}]}},
+                "required": ["a"],
+            },
+        },
+        True,
+    ),
+    "dependencies beside unconstrained values": (
+        {
+            "type": "object",
+            "dependentRequired": {"a": ["b"]},
+            "dependentSchemas": {"b": {"properties": {"c": {"type": ["array", "object"]}}}},
+        },
+        True,
     ),
 }
 
@@ -213,7 +244,7 @@ def test_combined_unconstrained_values_agree_with_jsonschema(name: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     rng = random.Random(11)
     seen = {True: 0, False: 0}
-    for i in range(120):
+    for i in range(240):
         keys = rng.sample(["a", "b", "c"], rng.randrange(0, 3))
         instance = {k: _deep(rng.choice([0, 2, 6, 14]), rng) for k in sorted(keys)}
         if i % 4 == 0:

@@ -10,8 +10,10 @@ filled back in.
 
 Concatenation and union are exact on holes. Intersection and difference (``allOf``, ``oneOf``, ``not``,
 ``if``) are exact where the operands' first bytes cannot overlap, where one operand is a bare ``type``
-(it only cuts first bytes) or repeats another's constraints; else out-of-line holes are filled back in
-(any value: depth-capped), and a recursive hole left is refused.
+(it only cuts first bytes) or repeats another's constraints, and where the two sides read the same
+holes at the same places once the holes that meet concrete bytes are unfolded a few levels
+(:func:`unfolded_product`); else out-of-line holes are filled back in (any value: depth-capped), and
+a recursive hole left is refused.
 """
 
 from __future__ import annotations
@@ -258,7 +260,7 @@ def intersect(ctx: CompileContext, *dfas: DFA) -> DFA:
         return empty_dfa("disjoint recursive values")
     out: DFA | None = dfas[0]
     for d in dfas[1:]:
-        out = symbolic_product(ctx, out, d, "and") if out is not None else None
+        out = unfolded_product(ctx, out, d, "and") if out is not None else None
     if out is not None:
         return out
     dfas = tuple(fill_in(ctx, d) for d in dfas)
@@ -275,7 +277,7 @@ def difference(ctx: CompileContext, a: DFA, b: DFA) -> DFA:
         return empty_dfa("not any value")
     if not (first_bytes(ctx, a) & first_bytes(ctx, b)):
         return a
-    exact = symbolic_product(ctx, a, b, "minus")
+    exact = unfolded_product(ctx, a, b, "minus")
     if exact is not None:
         return exact
     a, b = fill_in(ctx, a), fill_in(ctx, b)
@@ -288,37 +290,91 @@ def difference(ctx: CompileContext, a: DFA, b: DFA) -> DFA:
 _VALUE_EXTENSION = np.frombuffer(b"0123456789.eE", dtype=np.uint8)
 
 
-def symbolic_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None:
-    """``a`` and ``b`` (``op="and"``) or ``a`` less ``b`` (``op="minus"``) with the holes kept as
-    symbols, exact at any depth, or None where that would not be exact (the caller then fills them in).
+#: Rounds of :func:`unfolded_product` before a product falls back to the depth-capped fill-in, and
+#: how many times their first size (plus 1,024 states) the unfolded operands may grow to.
+MAX_UNFOLD_ROUNDS = 8
+UNFOLD_GROWTH = 4
 
-    Exact when the two automata, read in step, always enter a hole together: in every reachable pair
-    of states, the first bytes of a hole on either side are read by neither side's concrete edges nor
-    by a different hole on the other side, and no state after a hole reads a byte that could extend a
-    value (numbers are the only values that are prefixes of others). Then a text has the same holes at
-    the same places in both automata, and the product of the symbol strings is the product of the texts.
-    """
+
+def unfolded_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None:
+    """``a`` and ``b`` (``op="and"``) or ``a`` less ``b`` (``op="minus"``) with the holes kept as
+    symbols, exact at any depth, or None where that cannot be had (the caller then fills them in).
+
+    The product of the symbol strings is exact when the two automata, read in step, always enter a
+    hole together: in every reachable pair of states, the first bytes of a hole on either side are
+    read by neither side's concrete edges nor by a different hole on the other side, and no state
+    after a hole reads a byte that could extend a value (numbers are the only values that are
+    prefixes of others). Then a text has the same holes at the same places in both automata.
+
+    Where a hole on one side meets concrete bytes (or another hole) on the other, that occurrence of
+    the hole is replaced by its own language (any value: ``{``, ``[`` or a scalar, with holes for the
+    values inside; an out-of-line language: its DFA, holes kept), which changes neither language, and
+    the product is tried again: each round follows the other side's concrete structure one level
+    deeper. None after :data:`MAX_UNFOLD_ROUNDS` rounds, past :data:`UNFOLD_GROWTH` times the
+    operands' first size, at a recursive hole (a DFA cannot hold it), or where a value could extend
+    past a hole."""
+    # Where the other side loops (its structure goes deeper at every level) unfolding has no end and
+    # the operands double each round: stop at a few times their first size.
+    limit = min(current_limits().max_dfa_states // 4, UNFOLD_GROWTH * (a.num_states + b.num_states) + 1024)
+    for _ in range(MAX_UNFOLD_ROUNDS):
+        got = _product_or_conflicts(ctx, a, b, op)
+        if got is None or isinstance(got, DFA):
+            return got
+        at_a, at_b = got
+        a2 = _unfold(ctx, a, at_a) if at_a else a
+        b2 = _unfold(ctx, b, at_b) if at_b else b
+        if a2 is None or b2 is None or a2.num_states + b2.num_states > limit:
+            return None
+        a, b = a2, b2
+    return None
+
+
+def _unfold(ctx: CompileContext, dfa: DFA, states: set[int]) -> DFA | None:
+    """``dfa`` with the holes read at ``states`` replaced there by their languages (see
+    :func:`unfolded_product`); None where one of them is recursive."""
+    table = ctx.holes
+    trans = dfa.transitions.copy()
+    edges: list[tuple[int, int, DFA]] = []
+    for s in sorted(states):
+        mid = int(trans[s, HOLE])
+        for idx in np.flatnonzero(trans[mid] >= 0).tolist():
+            if idx in table.recursive:
+                return None
+            key = table.info[idx][0]
+            edges.append((s, int(trans[mid, idx]), ctx.lang_memo[key]))
+        trans[s, HOLE] = -1  # cut here only: other states may share the state after HOLE
+    cut = DFA(trans, dfa.accepting, dfa.start, dfa.pattern)
+    return A.splice(cut, edges, label=f"{dfa.pattern} unfolded")
+
+
+def _product_or_conflicts(
+    ctx: CompileContext, a: DFA, b: DFA, op: str
+) -> DFA | tuple[set[int], set[int]] | None:
+    """The exact symbolic product (see :func:`unfolded_product`), else the states of ``a`` and of
+    ``b`` whose holes stand in the way, or None where a value could extend past a hole."""
     sa, sb = _hole_summary(ctx, a), _hole_summary(ctx, b)
     if sa is None or sb is None:
         return None
     conc_a, first_a, holes_a = sa
     conc_b, first_b, holes_b = sb
     info = ctx.holes.info
+    at_a: set[int] = set()
+    at_b: set[int] = set()
 
     def pairs_ok(pair_a: np.ndarray, pair_b: np.ndarray) -> bool:
         ca, fa, cb, fb = conc_a[pair_a], first_a[pair_a], conc_b[pair_b], first_b[pair_b]
-        if (fa & cb).any() or (fb & ca).any():
-            return False
+        at_a.update(pair_a[(fa & cb).any(axis=1)].tolist())
+        at_b.update(pair_b[(fb & ca).any(axis=1)].tolist())
         both = np.flatnonzero(fa.any(axis=1) & fb.any(axis=1))
         for i in both.tolist():  # holes on both sides: different holes must not share a first byte
             ha, hb = holes_a[int(pair_a[i])], holes_b[int(pair_b[i])]
-            for x in ha:
-                for y in hb:
-                    if x != y and info[x][2] & info[y][2]:
-                        return False
-        return True
+            if any(x != y and info[x][2] & info[y][2] for x in ha for y in hb):
+                at_a.add(int(pair_a[i]))
+                at_b.add(int(pair_b[i]))
+        return not at_a and not at_b
 
-    return A.checked_product(a, b, op, pairs_ok, "<and>" if op == "and" else "<minus>")
+    got = A.checked_product(a, b, op, pairs_ok, "<and>" if op == "and" else "<minus>")
+    return got if got is not None else (at_a, at_b)
 
 
 def _hole_summary(
@@ -379,9 +435,18 @@ def type_first_bytes(node: SchemaNode, k: dict[str, Any]) -> frozenset[int] | No
     return frozenset(b for t in types for b in TYPE_FIRST[t])
 
 
-def cut_first_bytes(ctx: CompileContext, dfa: DFA, allowed: frozenset[int]) -> DFA | None:
+def cut_first_bytes(
+    ctx: CompileContext, dfa: DFA, allowed: frozenset[int], unfold: bool = False
+) -> DFA | None:
     """The values of ``dfa`` that start with an ``allowed`` byte; None where a hole at the start
-    may start with both allowed and other bytes."""
+    may start with both allowed and other bytes (``unfold``: unless its language, put in its place
+    one level deep, can be cut; see :func:`unfolded_product`)."""
+    if unfold:
+        got = cut_first_bytes(ctx, dfa, allowed)
+        if got is not None or not hole_edges(dfa, dfa.start):
+            return got
+        opened = _unfold(ctx, dfa, {dfa.start})
+        return cut_first_bytes(ctx, opened, allowed) if opened is not None else None
     trans = dfa.transitions
     n = trans.shape[0]
     row = trans[dfa.start].copy()

@@ -18,7 +18,7 @@ from ..automata import DFA, empty_dfa
 from ..exceptions import SchemaError
 from ..limits import DEFAULT_LIMITS, current_limits
 from .arrays import count_keyword
-from .holes import distinct
+from .holes import cut_first_bytes, distinct
 from .key_order import location_keys
 from .keywords import ANNOTATIONS
 from .locations import Location
@@ -251,8 +251,13 @@ def dependencies_language(
 
 
 def non_objects(ctx: CompileContext, loc: Location) -> DFA:
-    """The values at ``loc`` that are not objects."""
-    return ctx.difference(ctx.skeleton(loc), A.build(A.Regex(r"\{(?s:.*)")))
+    """The values at ``loc`` that are not objects: those not starting with ``{``."""
+    skeleton = ctx.skeleton(loc)
+    cut = cut_first_bytes(ctx, skeleton, _NOT_BRACE, unfold=True)
+    return cut if cut is not None else ctx.difference(skeleton, A.build(A.Regex(r"\{(?s:.*)")))
+
+
+_NOT_BRACE = frozenset(range(256)) - {ord("{")}
 
 
 def presence(ctx: CompileContext, empty: SchemaNode, loc: Location, want: dict[str, bool]) -> DFA:
