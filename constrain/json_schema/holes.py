@@ -294,6 +294,9 @@ _VALUE_EXTENSION = np.frombuffer(b"0123456789.eE", dtype=np.uint8)
 #: how many times their first size (plus 1,024 states) the unfolded operands may grow to.
 MAX_UNFOLD_ROUNDS = 8
 UNFOLD_GROWTH = 4
+#: The most states :func:`unfolded_product` determinises in all its rounds (each rebuilds an operand
+#: whole: rounds of one state each on a 20,000-state operand took 1.4 s and then failed).
+MAX_UNFOLD_WORK = 64_000
 
 
 def unfolded_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None:
@@ -311,11 +314,12 @@ def unfolded_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None
     values inside; an out-of-line language: its DFA, holes kept), which changes neither language, and
     the product is tried again: each round follows the other side's concrete structure one level
     deeper. None after :data:`MAX_UNFOLD_ROUNDS` rounds, past :data:`UNFOLD_GROWTH` times the
-    operands' first size, at a recursive hole (a DFA cannot hold it), or where a value could extend
+    operands' first size or :data:`MAX_UNFOLD_WORK` states rebuilt, at a recursive hole (a DFA cannot hold it), or where a value could extend
     past a hole."""
     # Where the other side loops (its structure goes deeper at every level) unfolding has no end and
     # the operands double each round: stop at a few times their first size.
     limit = min(current_limits().max_dfa_states // 4, UNFOLD_GROWTH * (a.num_states + b.num_states) + 1024)
+    work = 0  # states determinised again so far: each round rebuilds both operands whole
     for _ in range(MAX_UNFOLD_ROUNDS):
         got = _product_or_conflicts(ctx, a, b, op)
         if got is None or isinstance(got, DFA):
@@ -324,6 +328,9 @@ def unfolded_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None
         a2 = _unfold(ctx, a, at_a) if at_a else a
         b2 = _unfold(ctx, b, at_b) if at_b else b
         if a2 is None or b2 is None or a2.num_states + b2.num_states > limit:
+            return None
+        work += (a2.num_states if a2 is not a else 0) + (b2.num_states if b2 is not b else 0)
+        if work > MAX_UNFOLD_WORK:
             return None
         a, b = a2, b2
     return None
