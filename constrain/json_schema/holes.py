@@ -314,8 +314,8 @@ def unfolded_product(ctx: CompileContext, a: DFA, b: DFA, op: str) -> DFA | None
     values inside; an out-of-line language: its DFA, holes kept), which changes neither language, and
     the product is tried again: each round follows the other side's concrete structure one level
     deeper. None after :data:`MAX_UNFOLD_ROUNDS` rounds, past :data:`UNFOLD_GROWTH` times the
-    operands' first size or :data:`MAX_UNFOLD_WORK` states rebuilt, at a recursive hole (a DFA cannot hold it), or where a value could extend
-    past a hole."""
+    operands' first size or :data:`MAX_UNFOLD_WORK` states rebuilt, at a recursive hole (a DFA
+    cannot hold it), or where a value could extend past a hole."""
     # Where the other side loops (its structure goes deeper at every level) unfolding has no end and
     # the operands double each round: stop at a few times their first size.
     limit = min(current_limits().max_dfa_states // 4, UNFOLD_GROWTH * (a.num_states + b.num_states) + 1024)
