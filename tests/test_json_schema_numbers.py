@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from constrain.automata import regex_to_dfa
 from constrain.exceptions import InvalidInputError, UnsupportedSchemaFeature
 from constrain.json_schema.multiple_of import multiple_of_dfa
-from constrain.json_schema.numbers import NEVER_MATCHES, number_range_regex
+from constrain.json_schema.numbers import (
+    NEVER_MATCHES,
+    SMALL_EXPONENT_RE,
+    number_range_regex,
+    small_exponent_dfa,
+)
 
 JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 
@@ -290,40 +295,55 @@ def test_integer_with_zero_fraction_follows_the_draft(
 
 # --- exponent forms ----------------------------------------------------------------------------------
 
-_MANTISSAS = ["0", "0.0", "1", "1.5", "0.001", "12", "100", "999.99", "5", "2.5"]
-_EXPONENTS = ["", "e0", "e-0", "e+0", "e1", "e-1", "e2", "E-2", "E+3", "e-6", "e10", "e-10", "e0010"]
+_MANTISSAS = ["1", "1.5", "2.25", "9.99", "5", "1.05", "3.3333", "1.0", "10", "0.5", "2.50"]
+_EXPONENTS = ["e-1", "e-2", "E-3", "e-06", "e-7", "e-10", "e-0", "e1", "e+2", "e0", "e-00"]
 _EXP_TEXTS = [sign + m + e for sign in ("", "-") for m in _MANTISSAS for e in _EXPONENTS]
+_SMALL = re.compile(SMALL_EXPONENT_RE)
+_BOUNDS = [
+    None,
+    0,
+    Decimal("0.001"),
+    Decimal("0.0015"),
+    Decimal("-0.05"),
+    Decimal("0.5"),
+    1,
+    -1,
+    100,
+    Decimal("1e-6"),
+]
 
 
-@pytest.mark.parametrize("lo", [None, 0, -1, 1, Decimal("0.5"), -100, 100])
-@pytest.mark.parametrize("hi", [None, 0, 1, -1, 100, Decimal("2.5")])
-@pytest.mark.parametrize(("xlo", "xhi"), [(False, False), (True, False), (False, True), (True, True)])
-def test_exponent_forms_stay_in_range(
+@pytest.mark.parametrize("lo", _BOUNDS)
+@pytest.mark.parametrize("hi", _BOUNDS)
+@pytest.mark.parametrize(("xlo", "xhi"), [(False, False), (True, True), (True, False)])
+def test_small_exponent_forms_are_exactly_those_in_range(
     lo: Decimal | int | None, hi: Decimal | int | None, xlo: bool, xhi: bool
 ) -> None:
-    """``exponent=True`` adds only texts whose value is in the range (Decimal decides), all of the
-    range's texts on a half-line at 0, and the plain texts stay as they were."""
-    pattern = number_range_regex(lo, hi, exclusive_minimum=xlo, exclusive_maximum=xhi, exponent=True)
-    plain = number_range_regex(lo, hi, exclusive_minimum=xlo, exclusive_maximum=xhi)
-    dfa = regex_to_dfa(pattern)
+    """Every ``M e-K`` text the engine reads (normalised mantissa, negative exponent) is in the range's
+    language exactly when Decimal puts its value in the range; other exponent forms are in none."""
+    dfa = small_exponent_dfa(lo, hi, exclusive_minimum=xlo, exclusive_maximum=xhi)
     dlo = None if lo is None else Decimal(lo)
     dhi = None if hi is None else Decimal(hi)
-    half_line = (lo == 0 and hi is None) or (hi == 0 and lo is None)
     for text in _EXP_TEXTS:
-        valid = in_range(text, dlo, dhi, xlo, xhi) and not (text.startswith("-") and Decimal(text) == 0)
-        got = dfa.matches(text.encode())
-        assert got == bool(re.fullmatch(pattern, text)), (pattern, text)
-        assert valid or not got, (lo, hi, xlo, xhi, text)
-        if half_line or ("e" not in text.lower()):
-            expected = valid if half_line else bool(re.fullmatch(plain, text))
-            assert got == expected, (lo, hi, xlo, xhi, text)
+        readable = bool(_SMALL.fullmatch(text.lstrip("-")))
+        expected = readable and in_range(text, dlo, dhi, xlo, xhi)
+        got = dfa is not None and dfa.matches(text.encode())
+        assert got == expected, (lo, hi, xlo, xhi, text)
+
+
+def test_small_exponent_forms_are_never_integers() -> None:
+    for text in _EXP_TEXTS:
+        if _SMALL.fullmatch(text.lstrip("-")):
+            value = Decimal(text)
+            assert 0 < abs(value) < 1 and value != value.to_integral_value(), text
 
 
 _SCHEMA_CASES = [
-    ({"type": "number", "minimum": 0}, ["1e-06", "2E+3", "0e5", "1.5e1"], ["-1e-06", "-2E3"]),
-    ({"type": "number", "exclusiveMinimum": 0}, ["1e-06", "3e2"], ["0e5", "0.0e-1", "-1e2"]),
-    ({"type": "number", "minimum": 0, "maximum": 1}, ["1e-06", "1e0", "0.5e-3"], ["1e1", "2e-0", "-1e-2"]),
-    ({"type": "number", "minimum": 2}, ["2e0", "3e5", "2.5E+1"], ["2e-1", "-3e2"]),
+    ({"type": "number", "minimum": 0}, ["1e-06", "2.5E-7", "1.5"], ["-1e-06", "-2.5e-3"]),
+    ({"type": "number", "exclusiveMinimum": 0.001}, ["1.5e-3", "9e-1"], ["1e-3", "9.99e-4", "-1e-1"]),
+    ({"type": "number", "minimum": 0, "maximum": 0.5}, ["1e-06", "5e-1"], ["5.5e-1", "-1e-2"]),
+    ({"not": {"type": "integer"}}, ["1e-3", "1.5"], ["3", "7.0"]),
+    ({"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 2}]}, ["2.5", "1"], ["3", "-5e-1"]),
 ]
 
 
@@ -331,10 +351,10 @@ _SCHEMA_CASES = [
 def test_exponent_forms_in_schemas(
     schema: dict[str, object], accepted: list[str], rejected: list[str]
 ) -> None:
-    """Ranges read exponent forms where that stays inside the range; jsonschema agrees on every text."""
+    """Small exponent forms under ranges, ``not`` and ``oneOf``; jsonschema agrees on every text."""
     from constrain.json_schema import SchemaOptions, schema_to_dfa
 
-    dfa = schema_to_dfa(schema, SchemaOptions(draft="2020-12"))
+    dfa = schema_to_dfa(schema, SchemaOptions(draft="2020-12", max_any_depth=2))
     validator = jsonschema.Draft202012Validator(schema)
     for text in accepted:
         assert validator.is_valid(json.loads(text)), text
@@ -342,3 +362,15 @@ def test_exponent_forms_in_schemas(
     for text in rejected:
         assert not validator.is_valid(json.loads(text)), text
         assert not dfa.matches(text.encode()), (schema, text)
+
+
+@pytest.mark.parametrize("schema", [{"not": {"type": "integer"}}, {"type": "number", "not": {"minimum": 0}}])
+def test_exponent_forms_the_engine_does_not_read_stay_out_of_complements(schema: dict[str, object]) -> None:
+    """``1e3`` is an integer and ``1e-3`` is >= 0: read as plain numbers they would pass these ``not``s
+    (both did before, as false positives); every text accepted here jsonschema accepts."""
+    from constrain.json_schema import SchemaOptions, schema_to_dfa
+
+    dfa = schema_to_dfa(schema, SchemaOptions(draft="2020-12", max_any_depth=2))
+    validator = jsonschema.Draft202012Validator(schema)
+    for text in ["1e3", "1E+2", "1.5e1", "10e-1", "0e5", "1e-3", "-1e-3", "2.5e-1", "-3"]:
+        assert not dfa.matches(text.encode()) or validator.is_valid(json.loads(text)), text

@@ -5,20 +5,19 @@
 ``minimum`` / ``maximum`` / ``exclusiveMinimum`` / ``exclusiveMaximum`` become one regex
 (:func:`number_range_regex`); ``multipleOf`` becomes a DFA that tracks the value modulo the divisor
 (:func:`.multiple_of.multiple_of_dfa`). Both speak the same text syntax, the JSON number
-grammar without an exponent (a range may add some exponent forms, below; with ``multipleOf`` beside
-it the intersection keeps only the plain ones)::
+grammar without an exponent::
 
     -?(0|[1-9][0-9]*)(\\.[0-9]+)?        numbers
     -?(0|[1-9][0-9]*)(\\.0+)?            the "integer" type (integer=True): zero fractional part
 
 Decisions shared by both (the compiler relies on them):
 
-* No exponent forms (``1e3``) unless asked (``number_range_regex(..., exponent=True)``, which the
-  compiler asks for non-integers): a range's exponent forms are not a regular language in general
-  (``0.000…01e+N`` needs the digits counted against ``N``), so a subset is added, chosen by the
-  sign of the exponent: any exponent where the range is a whole half-line at 0 (``minimum: 0``: all),
-  a negative one where it starts at 0 (scaling down stays in ``[0, max]``), a positive one where it
-  has no upper end (scaling up stays above ``min``); the same mirrored for negative values.
+* No exponent forms (``1e3``): the caller must add exponents itself if it wants them. The compiler
+  adds one kind only (:func:`small_exponent_dfa`): a normalised mantissa times a negative power of ten
+  (``1e-06``, ``2.5E-7``, what Python and JavaScript write for small floats). Their values lie strictly
+  between -1 and 1 and are never 0, so none is an integer, and which of them a range holds is regular;
+  so every number language stays exact over the texts the engine reads, which ``not``, ``oneOf`` and
+  ``if`` need (``not: {type: integer}`` must refuse ``1e3``, which is an integer: it reads no ``1e3``).
 * Never negative zero (``-0``, ``-0.0``): zero is written ``0`` (or ``0.0…``), so every value has
   exactly one sign.
 * Trailing fraction zeros are allowed (``1.50``), leading integer zeros are not (``01``).
@@ -47,8 +46,12 @@ Number = int | float | Decimal
 #: nothing yet still compiles (``regex_to_dfa`` gives the empty DFA). Compare with ``==`` to detect it.
 NEVER_MATCHES = r"[^\x00-\U0010ffff]"
 
-#: Any JSON number (with exponent), and the text of an integral one (``1``, ``1.0``; no exponent).
-NUMBER_RE = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+#: A normalised mantissa (one nonzero digit, a fraction without trailing zeros), and the exponent forms
+#: the engine reads: that mantissa times a negative power of ten (see the module docstring).
+SMALL_MANTISSA_RE = r"[1-9](?:\.[0-9]*[1-9])?"
+SMALL_EXPONENT_RE = SMALL_MANTISSA_RE + r"[eE]-0*[1-9][0-9]*"
+#: Any JSON number the engine reads, and the text of an integral one (``1``, ``1.0``; no exponent).
+NUMBER_RE = r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|" + SMALL_EXPONENT_RE + ")"
 INTEGER_RE = r"-?(0|[1-9][0-9]*)(\.0+)?"
 
 _ANY_FRACTION = r"(?:\.[0-9]+)?"
@@ -353,7 +356,6 @@ def number_range_regex(
     exclusive_minimum: bool = False,
     exclusive_maximum: bool = False,
     integer: bool = False,
-    exponent: bool = False,
 ) -> str:
     """A regex (``re.fullmatch`` semantics) for the JSON number texts whose value lies in the range.
 
@@ -364,11 +366,9 @@ def number_range_regex(
         exclusive_maximum: the value must be strictly less than ``maximum``.
         integer: only integer values (the JSON Schema ``"integer"`` type), written
             ``-?(0|[1-9][0-9]*)(\\.0+)?``.
-        exponent: also the exponent forms the module docstring lists (a subset of the range's, all
-            of them where the range is ``[0, inf)``, ``(0, inf)``, ``(-inf, 0]`` or ``(-inf, 0)``).
 
     Returns:
-        A regex over number text (without exponent unless asked) and never negative zero;
+        A regex over number text without exponent and never negative zero (see the module docstring);
         it is one atom, safe to embed. An empty range gives :data:`NEVER_MATCHES`. The size grows with
         the number of significant digits of the bounds, not their magnitude (``1e308`` is small).
 
@@ -386,8 +386,7 @@ def number_range_regex(
         else:
             pos = _magnitude_regex(lo, not exclusive_minimum, hi, not exclusive_maximum, integer)
         if pos is not None:
-            pos_lo = zero if lo is None or lo < zero else lo
-            branches.append(pos + (_exponent_suffix(pos_lo, hi) if exponent else ""))
+            branches.append(pos)
     # Values < 0: "-" and a magnitude > 0, with the bounds mirrored.
     if lo is None or lo < zero:
         if hi is None or hi >= zero:
@@ -397,21 +396,77 @@ def number_range_regex(
         mag_hi = None if lo is None else -lo
         neg = _magnitude_regex(mag_lo, mag_lo_incl, mag_hi, not exclusive_minimum, integer)
         if neg is not None:
-            branches.append("-" + neg + (_exponent_suffix(mag_lo, mag_hi) if exponent else ""))
+            branches.append("-" + neg)
     return _alt(branches, atom=True) if branches else NEVER_MATCHES
 
 
-def _exponent_suffix(mag_lo: Decimal, mag_hi: Decimal | None) -> str:
-    """The exponents that keep every magnitude of ``[mag_lo, mag_hi]`` inside it when scaled (the
-    bounds' exclusivity holds too: scaling never moves a value across 0 or towards the bound it
-    leaves)."""
-    if mag_lo == 0 and (mag_hi is None or mag_hi == 0):  # [0, inf), or 0 alone
-        return "(?:[eE][+-]?[0-9]+)?"
-    if mag_lo == 0:
-        return "(?:[eE](?:-[0-9]+|\\+?0+))?"  # m * 10^-k <= m <= max, and stays >= 0 (> 0 where m > 0)
-    if mag_hi is None:
-        return "(?:[eE](?:\\+?[0-9]+|-0+))?"  # m * 10^k >= m >= min
-    return ""
+def small_exponent_dfa(
+    minimum: Number | None,
+    maximum: Number | None,
+    *,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+) -> DFA | None:
+    """The texts of :data:`SMALL_EXPONENT_RE` (signed) whose value lies in the range, all of them;
+    None when there are none.
+
+    ``M e-K`` is ``M * 10^-K`` with ``M`` in ``[1, 10)``: for each ``K`` the range asks ``M`` to lie in
+    ``[lo * 10^K, hi * 10^K]``, which holds for every ``M`` on an interval of ``K``, for none outside
+    the (at most two) ``K`` where a bound's leading digit falls, and for a mantissa range there.
+    """
+    lo = None if minimum is None else to_decimal(minimum, "minimum")
+    hi = None if maximum is None else to_decimal(maximum, "maximum")
+    zero = Decimal(0)
+    parts: list[A.Expr] = []
+    # Positive values: magnitudes in [max(lo, 0), hi]; they are never 0, so an exclusive 0 holds.
+    if hi is None or hi > zero:
+        pos_lo, pos_lo_incl = (lo, not exclusive_minimum) if lo is not None and lo > zero else (zero, True)
+        got = _small_magnitudes(pos_lo, pos_lo_incl, hi, not exclusive_maximum)
+        if got is not None:
+            parts.append(got)
+    # Negative values: "-" and magnitudes in [-hi, -lo] (hi >= 0: from 0).
+    if lo is None or lo < zero:
+        neg_lo, neg_lo_incl = (-hi, not exclusive_maximum) if hi is not None and hi < zero else (zero, True)
+        neg_hi = None if lo is None else -lo
+        got = _small_magnitudes(neg_lo, neg_lo_incl, neg_hi, not exclusive_minimum)
+        if got is not None:
+            parts.append(A.seq(A.Literal(b"-"), got))
+    if not parts:
+        return None
+    dfa = A.build(A.alt(*parts) if len(parts) > 1 else parts[0], "<small exponent forms>")
+    return None if A.is_empty(dfa) else dfa
+
+
+def _small_magnitudes(lo: Decimal, lo_incl: bool, hi: Decimal | None, hi_incl: bool) -> A.Expr | None:
+    """The unsigned ``M e-K`` texts with a value in ``[lo, hi]`` (``lo >= 0``)."""
+    exp = "[eE]-0*"
+    # K such that every M in [1, 10) is in range: lo * 10^K < 1 and hi * 10^K >= 10.
+    k_min = 1 if hi is None else max(1, -hi.adjusted() + 1)
+    k_max = None if lo == 0 else -lo.adjusted() - 1
+    branches: list[A.Expr] = []
+    if k_max is None or k_min <= k_max:
+        ks = _int_range(k_min, k_max)
+        if ks is not None:
+            branches.append(A.Regex(SMALL_MANTISSA_RE + exp + f"(?:{ks})"))
+    # The K where a bound's leading digit falls: a mantissa range there.
+    edges = {-b.adjusted() for b in (lo, hi) if b is not None and b != 0}
+    for k in sorted(x for x in edges if x >= 1 and not (x >= k_min and (k_max is None or x <= k_max))):
+        scale = Decimal(10) ** k
+        m_lo, m_lo_incl = (lo * scale, lo_incl) if lo * scale >= 1 else (Decimal(1), True)
+        m_hi, m_hi_incl = (
+            (hi * scale, hi_incl) if hi is not None and hi * scale < 10 else (Decimal(10), False)
+        )
+        mantissas = number_range_regex(
+            m_lo, m_hi, exclusive_minimum=not m_lo_incl, exclusive_maximum=not m_hi_incl
+        )
+        if mantissas == NEVER_MATCHES:
+            continue
+        normal = A.intersect(A.build(A.Regex(mantissas)), A.build(A.Regex(SMALL_MANTISSA_RE)))
+        if not A.is_empty(normal):
+            branches.append(A.seq(A.Embed(normal), A.Regex(exp + str(k))))
+    if not branches:
+        return None
+    return A.alt(*branches) if len(branches) > 1 else branches[0]
 
 
 def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], integer: bool) -> DFA:
@@ -445,9 +500,13 @@ def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], in
         base = A.build(A.Regex(INTEGER_RE if integer else NUMBER_RE))
     else:
         pattern = number_range_regex(
-            lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex, integer=integer, exponent=not integer
+            lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex, integer=integer
         )
         base = A.build(A.Regex(pattern))
+        if not integer:
+            small = small_exponent_dfa(lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex)
+            if small is not None:
+                base = A.union(base, small)
     if "multipleOf" in bounds:
         m = bounds["multipleOf"]
         if m <= 0:
