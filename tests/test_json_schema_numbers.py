@@ -20,6 +20,7 @@ from constrain.json_schema.numbers import (
     SMALL_EXPONENT_RE,
     number_range_regex,
     small_exponent_dfa,
+    small_exponent_multiples_dfa,
 )
 
 JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
@@ -374,3 +375,53 @@ def test_exponent_forms_the_engine_does_not_read_stay_out_of_complements(schema:
     validator = jsonschema.Draft202012Validator(schema)
     for text in ["1e3", "1E+2", "1.5e1", "10e-1", "0e5", "1e-3", "-1e-3", "2.5e-1", "-3"]:
         assert not dfa.matches(text.encode()) or validator.is_valid(json.loads(text)), text
+
+
+@pytest.mark.parametrize(
+    "m", [Decimal("0.001"), Decimal("0.25"), Decimal("0.0025"), Decimal("0.3"), 2, Decimal("1e-5")]
+)
+def test_small_exponent_multiples_are_exactly_the_multiples(m: Decimal | int) -> None:
+    """``multipleOf`` reads the small exponent forms too (else ``not: {multipleOf: 0.001}`` would pass
+    ``5e-3``): exactly the multiples, Decimal decides."""
+    dfa = small_exponent_multiples_dfa(m)
+    for text in _EXP_TEXTS:
+        expected = bool(_SMALL.fullmatch(text.lstrip("-"))) and Decimal(text) % Decimal(m) == 0
+        assert (dfa is not None and dfa.matches(text.encode())) == expected, (m, text)
+
+
+_ENUM_TEXTS = [
+    "1",
+    "1.0",
+    "1.00",
+    "0.5",
+    "0.50",
+    "5e-1",
+    "5E-01",
+    "0.001",
+    "0.0010",
+    "1e-3",
+    "2",
+    "-0.5",
+    "-5e-1",
+]
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"const": 0.001},
+        {"enum": [1, 0.5, -0.5]},
+        {"not": {"const": 0.5}},
+        {"not": {"enum": [1, 0.001]}},
+        {"type": "number", "not": {"multipleOf": 0.001}},
+    ],
+)
+def test_numbers_in_enum_const_and_their_complements_follow_jsonschema(schema: dict[str, object]) -> None:
+    """An enum's number in every form the engine reads for it (trailing zeros, the small exponent
+    form): ``not: {const: 0.5}`` passed ``0.50`` before, a false positive."""
+    from constrain.json_schema import SchemaOptions, schema_to_dfa
+
+    dfa = schema_to_dfa(schema, SchemaOptions(draft="2020-12", max_any_depth=2))
+    validator = jsonschema.Draft202012Validator(schema)
+    for text in _ENUM_TEXTS:
+        assert dfa.matches(text.encode()) == validator.is_valid(json.loads(text)), (schema, text)

@@ -469,6 +469,32 @@ def _small_magnitudes(lo: Decimal, lo_incl: bool, hi: Decimal | None, hi_incl: b
     return A.alt(*branches) if len(branches) > 1 else branches[0]
 
 
+def small_exponent_multiples_dfa(m: Number, pointer: str = "") -> DFA | None:
+    """The texts of :data:`SMALL_EXPONENT_RE` (signed) whose value is a multiple of ``m``; None when
+    there are none. ``M e-K`` is a multiple of ``m`` when ``M`` is one of ``m * 10^K``; only the ``K``
+    with ``10^(1-K) > m`` can have one (the value is below ``10^(1-K)`` and not 0).
+
+    Raises:
+        UnsupportedSchemaFeature: a divisor's automaton would be too large (as for the plain texts).
+    """
+    from .multiple_of import multiple_of_dfa
+
+    d = to_decimal(m, "multipleOf")
+    mantissa = A.build(A.Regex(SMALL_MANTISSA_RE))
+    branches: list[A.Expr] = []
+    k = 1
+    while Decimal(10) ** (1 - k) > d:
+        scaled = multiple_of_dfa(d * Decimal(10) ** k, pointer=pointer)
+        normal = A.intersect(scaled, mantissa)
+        if not A.is_empty(normal):
+            branches.append(A.seq(A.Embed(normal), A.Regex(f"[eE]-0*{k}")))
+        k += 1
+    if not branches:
+        return None
+    body = A.alt(*branches) if len(branches) > 1 else branches[0]
+    return A.build(A.seq(A.Regex("-?"), body), "<small exponent multiples>")
+
+
 def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], integer: bool) -> DFA:
     """The numbers (``integer``: the integral ones) that ``node``'s numeric keywords allow."""
     bounds: dict[str, Any] = {}
@@ -518,6 +544,9 @@ def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], in
         except UnsupportedSchemaFeature as e:
             ctx.unsupported("multipleOf", f"{node.ptr}/multipleOf", e.detail)
         else:
+            if not integer:
+                small = small_exponent_multiples_dfa(m, pointer=f"{node.ptr}/multipleOf")
+                mult = A.union(mult, small) if small is not None else mult
             base = ctx.intersect(base, mult)
     if integer and ctx.doc.version <= 4:
         # Draft 4's integers have no fraction part: 1.0 is a number there, not an integer (from

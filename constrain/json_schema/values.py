@@ -2,8 +2,8 @@
 
 The types' first bytes (``{`` for an object, ``-0123456789`` for a number, ...) let recursive
 languages be intersected by cutting first bytes instead of building products (:mod:`.holes`).
-``enum``/``const`` values become the literal texts they may be written as in canonical form
-(:func:`value_forms`).
+``enum``/``const`` values become the texts they may be written as in canonical form
+(:func:`enum_language`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .. import automata as A
@@ -19,7 +20,7 @@ from ..caches import register
 from ..exceptions import SchemaError
 from .key_order import instance_key_order, location_keys, member_location
 from .locations import Location
-from .numbers import NUMBER_RE
+from .numbers import NUMBER_RE, to_decimal
 from .references import SchemaNode
 from .strings import ANY_CHARS, string_expr
 
@@ -77,47 +78,58 @@ def enum_values(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) -> lis
 
 
 def enum_language(ctx: CompileContext, values: list[Any], loc: Location) -> DFA:
-    """The canonical texts of ``values`` at ``loc``."""
-    forms: set[bytes] = set()
-    for v in values:
-        forms.update(value_forms(ctx, v, loc))
-    return A.build(A.alt(*[A.Literal(f) for f in sorted(forms)])) if forms else empty_dfa("enum")
+    """Every text of ``values`` at ``loc``: numbers in each form the engine reads for their value
+    (``1``, ``1.0``, ``1.00``; ``0.5``, ``0.50``, ``5e-1``), so that ``not``/``oneOf`` over an enum stay
+    exact, and object keys in any order where the location does not fix it (small objects only)."""
+    forms = [_forms(ctx, v, loc) for v in values]
+    return A.build(A.alt(*forms)) if forms else empty_dfa("enum")
 
 
-def value_forms(ctx: CompileContext, value: Any, loc: Location) -> set[bytes]:
-    """The canonical texts of an ``enum``/``const`` value: ``1`` also as ``1.0``, and object keys
-    in any order where the location does not fix it (small objects only)."""
-    return {f.encode() for f in _forms(ctx, value, loc)}
-
-
-def _forms(ctx: CompileContext, value: Any, loc: Location) -> list[str]:
+def _forms(ctx: CompileContext, value: Any, loc: Location) -> A.Expr:
     if isinstance(value, bool) or value is None or isinstance(value, str):
-        return [json.dumps(value, ensure_ascii=False)]
-    if isinstance(value, int):
-        return [str(value), f"{value}.0"]
-    if isinstance(value, float):
-        text = json.dumps(value)
-        return [text, str(int(value))] if value.is_integer() and math.isfinite(value) else [text]
+        return A.Literal(json.dumps(value, ensure_ascii=False).encode())
+    if isinstance(value, (int, float)):
+        return A.Regex(number_value_regex(value))
     if isinstance(value, list):
-        combos = [""]
+        parts: list[A.Expr] = [A.Literal(b"[")]
         for i, item in enumerate(value):
-            sub = _forms(ctx, item, ctx.places.item_loc(loc, i) if loc.nodes else loc)
-            combos = [c + ("," if i else "") + f for c in combos for f in sub][:256]
-        return ["[" + c + "]" for c in combos]
+            if i:
+                parts.append(A.Literal(b","))
+            parts.append(_forms(ctx, item, ctx.places.item_loc(loc, i) if loc.nodes else loc))
+        return A.seq(*parts, A.Literal(b"]"))
     if isinstance(value, dict):
         known = location_keys(ctx.doc, loc) if loc.nodes else []
         fixed, free = instance_key_order(ctx, loc, value)
         orders = [fixed + list(p) for p in itertools.permutations(free)] if len(free) <= 4 else [fixed + free]
-        out: list[str] = []
+        members = {name: _forms(ctx, value[name], member_location(ctx, loc, name, known)) for name in value}
+        out: list[A.Expr] = []
         for order in orders:
-            combos = [""]
+            parts = [A.Literal(b"{")]
             for i, name in enumerate(order):
-                sub = _forms(ctx, value[name], member_location(ctx, loc, name, known))
                 head = ("," if i else "") + json.dumps(name, ensure_ascii=False) + ":"
-                combos = [c + head + f for c in combos for f in sub][:256]
-            out.extend("{" + c + "}" for c in combos)
-        return out[:1024]
-    return [json.dumps(value, ensure_ascii=False)]
+                parts += [A.Literal(head.encode()), members[name]]
+            out.append(A.seq(*parts, A.Literal(b"}")))
+        return A.alt(*out) if len(out) > 1 else out[0]
+    return A.Literal(json.dumps(value, ensure_ascii=False).encode())
+
+
+def number_value_regex(value: int | float) -> str:
+    """Every text the engine reads for the number ``value`` (never ``-0``): the plain decimal with any
+    trailing fraction zeros, and where ``0 < |value| < 1`` its one small exponent form (``5e-1``,
+    :data:`~.numbers.SMALL_EXPONENT_RE`)."""
+    d = to_decimal(value)
+    sign = "-" if d < 0 else ""
+    d = abs(d)
+    if d == d.to_integral_value():
+        return sign + format(d.quantize(Decimal(1)), "f") + r"(?:\.0+)?" if d else r"0(?:\.0+)?"
+    digits = format(d.normalize(), "f")  # no exponent, no trailing zeros
+    plain = sign + digits.replace(".", r"\.") + "0*"
+    if d >= 1:
+        return plain
+    sig = digits.split(".")[1].lstrip("0")
+    mantissa = sig[0] + (r"\." + sig[1:] if len(sig) > 1 else "")
+    small = sign + mantissa + f"[eE]-0*{-d.adjusted()}"
+    return f"(?:{plain}|{small})"
 
 
 def json_equal(a: Any, b: Any) -> bool:
