@@ -425,3 +425,17 @@ def test_numbers_in_enum_const_and_their_complements_follow_jsonschema(schema: d
     validator = jsonschema.Draft202012Validator(schema)
     for text in _ENUM_TEXTS:
         assert dfa.matches(text.encode()) == validator.is_valid(json.loads(text)), (schema, text)
+
+
+def test_huge_enum_numbers_and_bounds_stay_exact() -> None:
+    """Past the Decimal context's 28 digits: ``1e308`` in an enum crashed (InvalidOperation, MaskBench's
+    draft2019_09 multipleOf id9), and negating a 41-digit bound must not round it."""
+    from constrain.json_schema import SchemaOptions, schema_to_dfa
+    from constrain.json_schema.values import number_value_regex
+
+    assert re.fullmatch(number_value_regex(1e308), "1" + "0" * 308)
+    big = 10**40 + 1
+    assert re.fullmatch(number_value_regex(-big), f"-{big}.00")
+    dfa = schema_to_dfa({"type": "number", "minimum": -big}, SchemaOptions(max_any_depth=2))
+    assert dfa.matches(f"-{big}".encode()) and not dfa.matches(f"-{big + 1}".encode())
+    assert dfa.matches(f"-{big - 1}".encode())

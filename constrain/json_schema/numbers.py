@@ -28,9 +28,11 @@ shortest repr (``Decimal(repr(0.1)) == Decimal("0.1")``), which is the number th
 
 from __future__ import annotations
 
+import functools
 import math
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from decimal import Decimal, localcontext
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .. import automata as A
 from ..automata import DFA
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from .references import SchemaNode
 
 Number = int | float | Decimal
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 #: What :func:`number_range_regex` returns for an empty range: a class with no members, so it matches
 #: nothing yet still compiles (``regex_to_dfa`` gives the empty DFA). Compare with ``==`` to detect it.
@@ -56,6 +60,19 @@ INTEGER_RE = r"-?(0|[1-9][0-9]*)(\.0+)?"
 
 _ANY_FRACTION = r"(?:\.[0-9]+)?"
 _ZERO_FRACTION = r"(?:\.0+)?"
+
+
+def _exact(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` with Decimal arithmetic exact for any bound a schema writes (negation and scaling by
+    powers of ten round to the context's 28 digits otherwise)."""
+
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext() as ctx:
+            ctx.prec = 100_000
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def to_decimal(value: Number, what: str = "number") -> Decimal:
@@ -349,6 +366,7 @@ def _magnitude_regex(
     return _alt(branches) if branches else None
 
 
+@_exact
 def number_range_regex(
     minimum: Number | None = None,
     maximum: Number | None = None,
@@ -400,6 +418,7 @@ def number_range_regex(
     return _alt(branches, atom=True) if branches else NEVER_MATCHES
 
 
+@_exact
 def small_exponent_dfa(
     minimum: Number | None,
     maximum: Number | None,
@@ -469,6 +488,7 @@ def _small_magnitudes(lo: Decimal, lo_incl: bool, hi: Decimal | None, hi_incl: b
     return A.alt(*branches) if len(branches) > 1 else branches[0]
 
 
+@_exact
 def small_exponent_multiples_dfa(m: Number, pointer: str = "") -> DFA | None:
     """The texts of :data:`SMALL_EXPONENT_RE` (signed) whose value is a multiple of ``m``; None when
     there are none. ``M e-K`` is a multiple of ``m`` when ``M`` is one of ``m * 10^K``; only the ``K``

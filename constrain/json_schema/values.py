@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .. import automata as A
@@ -119,10 +118,11 @@ def number_value_regex(value: int | float) -> str:
     :data:`~.numbers.SMALL_EXPONENT_RE`)."""
     d = to_decimal(value)
     sign = "-" if d < 0 else ""
-    d = abs(d)
+    d = d.copy_abs()  # exact (abs() rounds to the context precision)
+    text = format(d, "f")  # exact at any size (quantize and normalize round to the context)
     if d == d.to_integral_value():
-        return sign + format(d.quantize(Decimal(1)), "f") + r"(?:\.0+)?" if d else r"0(?:\.0+)?"
-    digits = format(d.normalize(), "f")  # no exponent, no trailing zeros
+        return sign + text.split(".")[0] + r"(?:\.0+)?" if d else r"0(?:\.0+)?"
+    digits = text.rstrip("0")  # no trailing zeros (a non-integer's text has a point)
     plain = sign + digits.replace(".", r"\.") + "0*"
     if d >= 1:
         return plain
