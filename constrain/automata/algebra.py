@@ -333,23 +333,14 @@ def _done(dfa: DFA | None) -> DFA:
     return dfa
 
 
-def splice(
-    dfa: DFA,
-    edges: list[tuple[int, int]] | list[tuple[int, int, DFA]],
-    sub: DFA | None = None,
-    label: str = "<splice>",
-) -> DFA:
-    """``dfa`` with a fresh copy of ``sub``'s language between ``s`` and ``r`` for each ``(s, r)`` in
-    ``edges``, or of each edge's own language for ``(s, r, language)`` edges (the caller has already
-    cut whatever path joined them)."""
+def splice(dfa: DFA, edges: list[tuple[int, int, DFA]], label: str = "<splice>") -> DFA:
+    """``dfa`` with a fresh copy of ``language`` between ``s`` and ``r`` for each ``(s, r, language)``
+    in ``edges`` (the caller has already cut whatever path joined them)."""
     nfa = NFA(label)
     start, end = nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
     base = start - dfa.start
     links: list[tuple[int, int]] = []
-    for edge in edges:
-        s, r = edge[0], edge[1]
-        lang = edge[2] if len(edge) == 3 else sub
-        assert lang is not None, "splice: an (s, r) edge needs sub"
+    for s, r, lang in edges:
         a, b = nfa.embed_dfa(lang.transitions, lang.accepting, lang.start)
         links += [(base + s, a), (b, base + r)]
     if links:

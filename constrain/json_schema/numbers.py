@@ -53,7 +53,8 @@ NEVER_MATCHES = r"[^\x00-\U0010ffff]"
 #: A normalised mantissa (one nonzero digit, a fraction without trailing zeros), and the exponent forms
 #: the engine reads: that mantissa times a negative power of ten (see the module docstring).
 SMALL_MANTISSA_RE = r"[1-9](?:\.[0-9]*[1-9])?"
-SMALL_EXPONENT_RE = SMALL_MANTISSA_RE + r"[eE]-0*[1-9][0-9]*"
+_NEGATIVE_EXPONENT = "[eE]-0*"  # the exponent's digits follow, leading zeros allowed
+SMALL_EXPONENT_RE = SMALL_MANTISSA_RE + _NEGATIVE_EXPONENT + "[1-9][0-9]*"
 #: Any JSON number the engine reads, and the text of an integral one (``1``, ``1.0``; no exponent).
 NUMBER_RE = r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|" + SMALL_EXPONENT_RE + ")"
 INTEGER_RE = r"-?(0|[1-9][0-9]*)(\.0+)?"
@@ -458,7 +459,6 @@ def small_exponent_dfa(
 
 def _small_magnitudes(lo: Decimal, lo_incl: bool, hi: Decimal | None, hi_incl: bool) -> A.Expr | None:
     """The unsigned ``M e-K`` texts with a value in ``[lo, hi]`` (``lo >= 0``)."""
-    exp = "[eE]-0*"
     # K such that every M in [1, 10) is in range: lo * 10^K < 1 and hi * 10^K >= 10.
     k_min = 1 if hi is None else max(1, -hi.adjusted() + 1)
     k_max = None if lo == 0 else -lo.adjusted() - 1
@@ -466,7 +466,7 @@ def _small_magnitudes(lo: Decimal, lo_incl: bool, hi: Decimal | None, hi_incl: b
     if k_max is None or k_min <= k_max:
         ks = _int_range(k_min, k_max)
         if ks is not None:
-            branches.append(A.Regex(SMALL_MANTISSA_RE + exp + f"(?:{ks})"))
+            branches.append(A.Regex(SMALL_MANTISSA_RE + _NEGATIVE_EXPONENT + f"(?:{ks})"))
     # The K where a bound's leading digit falls: a mantissa range there.
     edges = {-b.adjusted() for b in (lo, hi) if b is not None and b != 0}
     for k in sorted(x for x in edges if x >= 1 and not (x >= k_min and (k_max is None or x <= k_max))):
@@ -482,7 +482,7 @@ def _small_magnitudes(lo: Decimal, lo_incl: bool, hi: Decimal | None, hi_incl: b
             continue
         normal = A.intersect(A.build(A.Regex(mantissas)), A.build(A.Regex(SMALL_MANTISSA_RE)))
         if not A.is_empty(normal):
-            branches.append(A.seq(A.Embed(normal), A.Regex(exp + str(k))))
+            branches.append(A.seq(A.Embed(normal), A.Regex(_NEGATIVE_EXPONENT + str(k))))
     if not branches:
         return None
     return A.alt(*branches) if len(branches) > 1 else branches[0]
@@ -507,7 +507,7 @@ def small_exponent_multiples_dfa(m: Number, pointer: str = "") -> DFA | None:
         scaled = multiple_of_dfa(d * Decimal(10) ** k, pointer=pointer)
         normal = A.intersect(scaled, mantissa)
         if not A.is_empty(normal):
-            branches.append(A.seq(A.Embed(normal), A.Regex(f"[eE]-0*{k}")))
+            branches.append(A.seq(A.Embed(normal), A.Regex(_NEGATIVE_EXPONENT + str(k))))
         k += 1
     if not branches:
         return None

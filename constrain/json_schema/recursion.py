@@ -105,7 +105,7 @@ def fill_hole(dfa: DFA, idx: int, language: DFA) -> DFA:
         trans[int(trans[s, HOLE]), idx] = -1
     # The hole edges are cut; splice joins their ends through copies of the language.
     cut = DFA(trans, dfa.accepting, dfa.start, dfa.pattern)
-    return splice(cut, edges, language, f"{dfa.pattern} with hole {idx} filled")
+    return splice(cut, [(s, r, language) for s, r in edges], f"{dfa.pattern} with hole {idx} filled")
 
 
 def _boundaries(dfa: DFA) -> np.ndarray:
