@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -210,6 +211,52 @@ def test_anchors_inside_search_regex() -> None:
     dfa = regex_to_dfa(search_regex("a^b"))
     assert not dfa.matches(b"ab")
     assert not dfa.matches(b"a^b")
+
+
+# Patterns pinned at both ends: where both anchors are top-level and alone, the search language is the
+# full match of the middle (no anchors for the subset construction to track); elsewhere the general form.
+PINNED = [
+    (r"^abc$", True),
+    (r"^(a|b)+$", True),
+    (r"^[a-z]{2,3}(-[A-Z]{2})?$", True),
+    (r"^$", True),
+    (r"^a[$^]b$", True),  # anchors inside a class are characters
+    (r"^a|b$", False),  # the anchors belong to the two branches
+    (r"^a$|^b$", False),
+    (r"^(a$|b)$", False),
+    (r"^a\\$", True),  # an escaped backslash, then the anchor
+    (r"^a\$$", True),  # an escaped dollar, then the anchor
+    (r"^a\$", False),  # only an escaped dollar: anchored at one end
+]
+
+
+@pytest.mark.parametrize(("pattern", "pinned"), PINNED)
+def test_search_regex_of_pinned_patterns(pattern: str, pinned: bool) -> None:
+    fast = search_regex(pattern)
+    general = rf"(?s:.*)(?:{ecma_to_python(pattern)})(?s:.*)"
+    assert (fast != general) == pinned
+    a, b = regex_to_dfa(fast), regex_to_dfa(general)
+    assert a.num_states == b.num_states
+    assert np.array_equal(a.transitions, b.transitions) and np.array_equal(a.accepting, b.accepting)
+    for text in [
+        "",
+        "a",
+        "b",
+        "abc",
+        "xabc",
+        "abcx",
+        "ab",
+        "aab",
+        "ba",
+        "a$b",
+        "a^b",
+        "a\\",
+        "a$",
+        "ab-CD",
+        "abc\n",
+        "\nabc",
+    ]:
+        assert a.matches(text.encode()) == (re.search(ecma_to_python(pattern), text) is not None), text
 
 
 def test_property_tables() -> None:

@@ -50,7 +50,7 @@ from .dfa import (
     equivalent_states,
 )
 from .nfa import MAX_NFA_STATES
-from .regex import regex_dfa, regex_to_dfa
+from .regex import engine_regex_dfa, regex_dfa, regex_to_dfa
 
 __all__ = [
     "DEAD",
@@ -75,6 +75,7 @@ __all__ = [
     "dfa_from_class_arrays",
     "difference",
     "empty_dfa",
+    "engine_regex_dfa",
     "equivalent_states",
     "intersect",
     "is_empty",

@@ -14,9 +14,10 @@ the string value, not on its escaped text.
 
 from __future__ import annotations
 
+import functools
 import re
 
-from ..caches import bounded_cache
+from ..caches import bounded_cache, register
 from ..exceptions import RegexSyntaxError, UnsupportedRegexFeature
 from .charsets import Ranges, subtract
 from .determinize import determinize, nfa_to_dfa
@@ -120,3 +121,13 @@ def regex_dfa(pattern: str, flags: int = 0, json_string: bool = False) -> DFA:
     except RecursionError:
         raise _too_deep(pattern) from None
     return nfa_to_dfa(nfa, start, final, pattern)
+
+
+@functools.lru_cache(maxsize=64)
+def engine_regex_dfa(pattern: str) -> DFA:
+    """:func:`regex_dfa` of a pattern the engine writes itself (a JSON number, ``true|false``), built once
+    per process: it depends on no grammar, so ``clear_caches(keep_constants=True)`` keeps it."""
+    return regex_dfa(pattern)
+
+
+register(engine_regex_dfa.cache_clear, constant=True)

@@ -312,7 +312,7 @@ def own_language(
         if t == "null":
             parts.append(A.build(A.Literal(b"null")))
         elif t == "boolean":
-            parts.append(A.build(A.Regex("true|false")))
+            parts.append(A.engine_regex_dfa("true|false"))
         elif t in ("number", "integer"):
             parts.append(number_language(ctx, node, k, integer=t == "integer"))
         elif t == "string":

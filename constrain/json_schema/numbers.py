@@ -543,7 +543,7 @@ def number_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any], in
             elif not is_lo and (hi is None or v <= hi):
                 hi, hi_ex = v, True
     if lo is None and hi is None:
-        base = A.build(A.Regex(INTEGER_RE if integer else NUMBER_RE))
+        base = A.engine_regex_dfa(INTEGER_RE if integer else NUMBER_RE)
     else:
         pattern = number_range_regex(
             lo, hi, exclusive_minimum=lo_ex, exclusive_maximum=hi_ex, integer=integer

@@ -194,25 +194,38 @@ def _object_order(
             return c + 1 if c + 1 <= hi else None
         return min(c + 1, top)
 
+    # A member is its key (after the separator its count asks for) then its value, through a node of
+    # its own per target count: the members that reach the same count share one copy of the value
+    # (without, every count had its copy, which the subset construction built and minimisation merged).
     edges: list[tuple[int, int, A.Expr]] = []
+    entries: dict[tuple[object, int], int] = {}
+    num_nodes = (n + 1) * (top + 1)
+
+    def member(src: int, dst: int, c: int, key: A.Expr, value: DFA, which: object) -> None:
+        nonlocal num_nodes
+        entry = entries.get((which, dst))
+        if entry is None:
+            entry = entries[(which, dst)] = num_nodes
+            num_nodes += 1
+            edges.append((entry, dst, A.Embed(value)))
+        edges.append((src, entry, A.seq(ctx.sep(c), key, ws, A.Literal(b":"), ws)))
+
     for i, (quoted, value, is_required) in enumerate(slots):
         for c in range(top + 1):
             if not is_required:
                 edges.append((nid(i, c), nid(i + 1, c), A.Literal(b"")))
             c2 = bump(c)
             if value is not None and c2 is not None:
-                member = A.seq(ctx.sep(c), A.Literal(quoted), ws, A.Literal(b":"), ws, A.Embed(value))
-                edges.append((nid(i, c), nid(i + 1, c2), member))
-    for keys, value in tail:
+                member(nid(i, c), nid(i + 1, c2), c, A.Literal(quoted), value, i)
+    for t, (keys, value) in enumerate(tail):
         for i in range(n + 1) if tail_anywhere else (n,):
             for c in range(top + 1):
                 c2 = bump(c)
                 if c2 is None:
                     continue
-                member = A.seq(ctx.sep(c), A.Embed(keys), ws, A.Literal(b":"), ws, A.Embed(value))
-                edges.append((nid(i, c), nid(i, c2), member))
+                member(nid(i, c), nid(i, c2), c, A.Embed(keys), value, ("tail", t))
     finals = tuple(nid(n, c) for c in range(top + 1) if c >= lo)
-    graph = A.Graph((n + 1) * (top + 1), 0, finals, tuple(edges))
+    graph = A.Graph(num_nodes, 0, finals, tuple(edges))
     return A.build(A.seq(A.Literal(b"{"), ws, graph, ws, A.Literal(b"}")), f"object at {node.ptr}")
 
 

@@ -9,6 +9,7 @@ and the targets of ``$ref`` / ``$dynamicRef`` (``$id``, ``$anchor`` and ``$dynam
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,10 @@ class SchemaNode:
     ptr: str
     resolver: Any  # referencing.Resolver
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[Any, ...]:
-        """The node's identity: the subschema, its base URI and its dynamic scope."""
+        """The node's identity: the subschema, its base URI and its dynamic scope (computed once: the
+        compiler asks each node many times)."""
         if isinstance(self.schema, dict):
             # The dynamic scope is part of the identity: it decides where a $dynamicRef lands, which
             # is the outermost resource with the anchor. So only each URI's outermost entry matters;

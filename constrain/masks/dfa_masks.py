@@ -528,6 +528,7 @@ class DFATokenMasks(MaskStore):
             walked = 0
             prev, prev_row = -1, np.zeros(self.num_words, dtype=np.uint32)
             size = reps.shape[0] if everything else 2
+            started = time.perf_counter()
             while walked < reps.shape[0] and (everything or time.perf_counter() < deadline):
                 batch = reps[walked : walked + size]
                 out, counts = self._walk_batch(batch, trans_c, chains, prev, prev_row)
@@ -538,6 +539,12 @@ class DFATokenMasks(MaskStore):
                     cache.by_class[int(class_of[st])] = masks[i]
                     cache.counts[st] = int(counts[i])
                 walked += batch.shape[0]
+                if not everything:
+                    # Each call costs tens of µs besides its walks: batches grow while the pace measured
+                    # so far says the next one still ends by the deadline.
+                    now = time.perf_counter()
+                    pace = (now - started) / walked
+                    size = max(2, min(2 * size, int((deadline - now) / max(pace, 1e-7))))
             cache.walks += walked
             for st in reps[:walked].tolist():
                 cache.note_reference(st)
