@@ -120,13 +120,24 @@ def object_language(
             return empty_dfa(f"object at {node.ptr}: required {name!r} cannot be present")
         slots.append((quoted, value if allowed else None, is_required))
 
-    tail: Tail = []
-    for klass, keys in _key_classes(ctx, f"{node.ptr}/patternProperties", pats, names, key_names):
+    def class_value(klass: frozenset[str]) -> DFA:
         subs = distinct(ctx, [s for part, _ in owners for s in ctx.places.schemas_for_class(part, klass)])
         cloc = ctx.places.class_loc(loc, klass)
-        value = ctx.intersect(*[ctx.lang(s, cloc) for s in subs]) if subs else ctx.skeleton(cloc)
+        return ctx.intersect(*[ctx.lang(s, cloc) for s in subs]) if subs else ctx.skeleton(cloc)
+
+    tail: Tail = []
+    ptr = f"{node.ptr}/patternProperties"
+    if not pats and key_names is None:
+        # One class, the keys that are no name: never empty, so its value comes first; where that is
+        # empty ("additionalProperties": false) the keys' language (a product) is not built at all.
+        value = class_value(frozenset())
         if not A.is_empty(value):
-            tail.append((keys, value))
+            tail.extend((keys, value) for _, keys in _key_classes(ctx, ptr, pats, names, key_names))
+    else:
+        for klass, keys in _key_classes(ctx, ptr, pats, names, key_names):
+            value = class_value(klass)
+            if not A.is_empty(value):
+                tail.append((keys, value))
     parts = sum(v.num_states for _, v, _ in slots if v is not None) + sum(v.num_states for _, v in tail)
     ctx.too_large_to_inline(node, "properties", parts)
     return object_graph(ctx, node, slots, tail, lo, hi)
