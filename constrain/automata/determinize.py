@@ -28,24 +28,28 @@ _M_START, _M_MID, _M_END_OR_NL, _M_END = 0, 1, 2, 3
 _NL = 0x0A
 
 
-def byte_classes(nfa: NFA) -> np.ndarray:
-    """Partition 0..255 into classes that every NFA edge treats alike; returns class id per byte."""
-    cuts = {0, 256}
-    all_edges = nfa.edges
-    for s in nfa.listed:
-        for lo, hi, _ in all_edges[s]:
-            cuts.add(lo)
-            cuts.add(hi + 1)
-    for block in nfa.edge_blocks:
-        cuts.update(np.unique(block[:, 1]).tolist())
-        cuts.update((np.unique(block[:, 2]) + 1).tolist())
+def byte_classes(nfa: NFA, list_edges: np.ndarray | None = None) -> np.ndarray:
+    """Partition 0..255 into classes that every NFA edge treats alike; returns class id per byte.
+
+    ``list_edges``: :func:`list_edge_array` of ``nfa``, where the caller has it."""
+    starts = np.zeros(257, dtype=np.bool_)  # a class starts at each byte where an edge starts or ends
+    starts[0] = True
+    for edges in (list_edge_array(nfa) if list_edges is None else list_edges, *nfa.edge_blocks):
+        starts[edges[:, 1]] = True
+        starts[edges[:, 2] + 1] = True
     if nfa.has_anchors:
-        cuts.update((_NL, _NL + 1))
-    bounds = sorted(cuts)
-    classes = np.zeros(256, dtype=np.int32)
-    for i in range(len(bounds) - 1):
-        classes[bounds[i] : bounds[i + 1]] = i
-    return classes
+        starts[_NL] = starts[_NL + 1] = True
+    return (np.cumsum(starts[:256]) - 1).astype(np.int32)
+
+
+def list_edge_array(nfa: NFA) -> np.ndarray:
+    """The byte edges kept in ``nfa``'s per-state lists, as ``int64[edges, 4]`` rows
+    ``(src, lo, hi, dst)``."""
+    listed, edge_lists = nfa.listed, nfa.edges
+    count = sum(len(edge_lists[s]) for s in listed)
+    return np.fromiter(
+        (x for s in listed for edge in edge_lists[s] for x in (s, *edge)), dtype=np.int64, count=4 * count
+    ).reshape(-1, 4)
 
 
 def _subset_id(subset: Hashable, index: dict[Any, int], order: list[Any], pattern: str) -> int:
@@ -142,37 +146,22 @@ def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.
     The NFA goes into CSR arrays (epsilon edges; byte-range edges as byte-class ranges); subsets are
     sorted arrays of the states that read bytes (plus the final state), found by hashing.
     """
-    classes = byte_classes(nfa)
+    list_edges = list_edge_array(nfa)
+    classes = byte_classes(nfa, list_edges)
     num_classes = int(classes.max()) + 1
     n = len(nfa.edges)
     # Epsilon edges and byte edges from the per-state lists and the bulk blocks, sorted into CSR.
-    listed, eps_lists, edge_lists = nfa.listed, nfa.eps, nfa.edges
-    eps_src = [np.fromiter((s for s in listed for _ in eps_lists[s]), dtype=np.int64)]
-    eps_dst_parts = [np.fromiter((t for s in listed for _k, t in eps_lists[s]), dtype=np.int64)]
-    for block in nfa.eps_blocks:
-        eps_src.append(block[:, 0])
-        eps_dst_parts.append(block[:, 1])
-    esrc = np.concatenate(eps_src)
-    order = np.argsort(esrc, kind="stable")
-    eps_dst = np.ascontiguousarray(np.concatenate(eps_dst_parts)[order])
-    eps_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(esrc, minlength=n), out=eps_ptr[1:])
-    num_list_edges = sum(len(edge_lists[s]) for s in listed)
-    list_edges = np.fromiter(
-        (x for s in listed for edge in edge_lists[s] for x in (s, *edge)),
-        dtype=np.int64,
-        count=4 * num_list_edges,
-    ).reshape(-1, 4)
+    listed, eps_lists = nfa.listed, nfa.eps
+    count = sum(len(eps_lists[s]) for s in listed)
+    eps = np.fromiter(
+        (x for s in listed for _k, t in eps_lists[s] for x in (s, t)), dtype=np.int64, count=2 * count
+    ).reshape(-1, 2)
+    if nfa.eps_blocks:
+        eps = np.concatenate([eps, *nfa.eps_blocks])
     flat = np.concatenate([list_edges, *nfa.edge_blocks]) if nfa.edge_blocks else list_edges
-    flat = flat[np.argsort(flat[:, 0], kind="stable")]
-    edge_len = np.bincount(flat[:, 0], minlength=n).astype(np.int64)
-    edge_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(edge_len, out=edge_ptr[1:])
-    edge_clo = classes[flat[:, 1]].astype(np.int64)
-    edge_chi = classes[flat[:, 2]].astype(np.int64)
-    edge_dst = np.ascontiguousarray(flat[:, 3])
-    important = edge_len > 0
-    important[final] = True
+    eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important = _csr_tables(
+        eps, flat, classes.astype(np.int64), n, final
+    )
     rows, accepting, ok = _subset_construction(
         eps_ptr, eps_dst, edge_ptr, edge_clo, edge_chi, edge_dst, important, final, start, num_classes,
         state_limit(current_limits().max_dfa_states),
@@ -186,6 +175,47 @@ def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.
             "simplify the pattern or bound its repetitions less finely",
         )
     return rows, accepting, classes
+
+
+@numba.njit(cache=True)
+def _csr_tables(eps, flat, classes, n, final):  # pragma: no cover - numba
+    """The NFA's epsilon edges (``eps``: ``(src, dst)`` rows) and byte edges (``flat``: ``(src, lo, hi,
+    dst)`` rows) as CSR arrays by source, each source's edges in their given order (a stable counting
+    sort), byte ranges as class ranges; and which states read bytes (or are ``final``)."""
+    m = eps.shape[0]
+    eps_ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(m):
+        eps_ptr[eps[i, 0] + 1] += 1
+    for i in range(n):
+        eps_ptr[i + 1] += eps_ptr[i]
+    fill = eps_ptr[:-1].copy()
+    eps_dst = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        s = eps[i, 0]
+        eps_dst[fill[s]] = eps[i, 1]
+        fill[s] += 1
+    e = flat.shape[0]
+    edge_ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(e):
+        edge_ptr[flat[i, 0] + 1] += 1
+    for i in range(n):
+        edge_ptr[i + 1] += edge_ptr[i]
+    fill = edge_ptr[:-1].copy()
+    clo = np.empty(e, dtype=np.int64)
+    chi = np.empty(e, dtype=np.int64)
+    dst = np.empty(e, dtype=np.int64)
+    for i in range(e):
+        s = flat[i, 0]
+        j = fill[s]
+        clo[j] = classes[flat[i, 1]]
+        chi[j] = classes[flat[i, 2]]
+        dst[j] = flat[i, 3]
+        fill[s] += 1
+    important = np.zeros(n, dtype=np.bool_)
+    for s in range(n):
+        important[s] = edge_ptr[s + 1] > edge_ptr[s]
+    important[final] = True
+    return eps_ptr, eps_dst, edge_ptr, clo, chi, dst, important
 
 
 @numba.njit(cache=True)

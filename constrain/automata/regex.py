@@ -125,8 +125,9 @@ def regex_dfa(pattern: str, flags: int = 0, json_string: bool = False) -> DFA:
 
 @functools.lru_cache(maxsize=64)
 def engine_regex_dfa(pattern: str) -> DFA:
-    """:func:`regex_dfa` of a pattern the engine writes itself (a JSON number, ``true|false``), built once
-    per process: it depends on no grammar, so ``clear_caches(keep_constants=True)`` keeps it."""
+    """:func:`regex_dfa` of a pattern the engine writes itself (a JSON number, ``true|false``,
+    ``null``), built once per process: it depends on no grammar, so
+    ``clear_caches(keep_constants=True)`` keeps it."""
     return regex_dfa(pattern)
 
 

@@ -310,7 +310,7 @@ def own_language(
     parts: list[DFA] = []
     for t in types:
         if t == "null":
-            parts.append(A.build(A.Literal(b"null")))
+            parts.append(A.engine_regex_dfa("null"))
         elif t == "boolean":
             parts.append(A.engine_regex_dfa("true|false"))
         elif t in ("number", "integer"):
