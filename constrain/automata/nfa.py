@@ -139,12 +139,26 @@ class NFA:
         return start, end
 
     def literal_path(self, start: int, end: int, data: bytes) -> None:
-        """Edges from ``start`` to ``end`` reading exactly ``data`` (non-empty)."""
-        cur = start
-        for i, b in enumerate(data):
-            nxt = end if i == len(data) - 1 else self.state()
-            self.edges[cur].append((b, b, nxt))
-            cur = nxt
+        """Edges from ``start`` to ``end`` reading exactly ``data`` (non-empty).
+
+        The states inside the path are numbered as :meth:`state` would number them, but their edges go
+        into ``edge_blocks`` as one array (an object's keys are most of a schema's NFA states)."""
+        inner = len(data) - 1
+        if not inner:
+            self.edges[start].append((data[0], data[0], end))
+            return
+        base = len(self.edges)
+        if base + inner > self.max_states:
+            self._too_many()
+        self.edges.extend(itertools.repeat((), inner))  # type: ignore[arg-type]
+        self.eps.extend(itertools.repeat((), inner))  # type: ignore[arg-type]
+        self.edges[start].append((data[0], data[0], base))
+        block = np.empty((inner, 4), dtype=np.int64)
+        block[:, 0] = np.arange(base, base + inner)
+        block[:, 1] = block[:, 2] = np.frombuffer(data, dtype=np.uint8, offset=1)
+        block[:, 3] = block[:, 0] + 1
+        block[-1, 3] = end
+        self.edge_blocks.append(block)
 
 
 def edge_runs(transitions: np.ndarray) -> np.ndarray:
