@@ -307,7 +307,9 @@ def check_states(ceiling: int, what: str) -> None:
     scope = _SCOPE.get()
     if scope is None or scope.budget.max_states is None or scope.budget.max_states >= ceiling:
         return
-    pointer, _spent = _blame(scope, _cpu())
+    # The automaton past the limit is the innermost open subschema's (time shares would blame the
+    # one that spent the most, which a fast construction need not be).
+    pointer = scope.pointers[-1][0] if scope.pointers else ""
     raise CompileBudgetExceeded(
         _keyword(pointer),
         pointer,
