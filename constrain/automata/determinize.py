@@ -178,28 +178,30 @@ def _determinize_fast(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.
 
 
 @numba.njit(cache=True)
+def _row_offsets(rows, n):  # pragma: no cover - numba
+    """CSR offsets of ``rows`` grouped by their source (column 0) among ``n`` states."""
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(rows.shape[0]):
+        ptr[rows[i, 0] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    return ptr
+
+
+@numba.njit(cache=True)
 def _csr_tables(eps, flat, classes, n, final):  # pragma: no cover - numba
     """The NFA's epsilon edges (``eps``: ``(src, dst)`` rows) and byte edges (``flat``: ``(src, lo, hi,
     dst)`` rows) as CSR arrays by source, each source's edges in their given order (a stable counting
     sort), byte ranges as class ranges; and which states read bytes (or are ``final``)."""
-    m = eps.shape[0]
-    eps_ptr = np.zeros(n + 1, dtype=np.int64)
-    for i in range(m):
-        eps_ptr[eps[i, 0] + 1] += 1
-    for i in range(n):
-        eps_ptr[i + 1] += eps_ptr[i]
+    eps_ptr = _row_offsets(eps, n)
     fill = eps_ptr[:-1].copy()
-    eps_dst = np.empty(m, dtype=np.int64)
-    for i in range(m):
+    eps_dst = np.empty(eps.shape[0], dtype=np.int64)
+    for i in range(eps.shape[0]):
         s = eps[i, 0]
         eps_dst[fill[s]] = eps[i, 1]
         fill[s] += 1
     e = flat.shape[0]
-    edge_ptr = np.zeros(n + 1, dtype=np.int64)
-    for i in range(e):
-        edge_ptr[flat[i, 0] + 1] += 1
-    for i in range(n):
-        edge_ptr[i + 1] += edge_ptr[i]
+    edge_ptr = _row_offsets(flat, n)
     fill = edge_ptr[:-1].copy()
     clo = np.empty(e, dtype=np.int64)
     chi = np.empty(e, dtype=np.int64)
