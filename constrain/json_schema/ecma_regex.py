@@ -39,14 +39,8 @@ import re
 import unicodedata
 from typing import Any
 
-try:  # Python >= 3.11
-    from re import _constants as _c
-    from re import _parser as _sre_parse
-except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants as _c
-    import sre_parse as _sre_parse
-
 from ..automata.charsets import MAX_CODEPOINT, Ranges, complement, normalize
+from ..automata.nfa import _c, _sre_parse  # re's parser and constants, for either Python
 from ..exceptions import RegexSyntaxError, UnsupportedRegexFeature
 
 _LINE_TERMINATORS: Ranges = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]
