@@ -45,6 +45,7 @@ _KERNEL_MODULES = (
     "constrain.automata.algebra",
     "constrain.automata.determinize",
     "constrain.automata.minimize",
+    "constrain.automata.nfa",
     "constrain.cfg.fast_step",
     "constrain.cfg.token_masks",
     "constrain.json_schema.recursion",

@@ -108,8 +108,7 @@ def test_minimised_table_accepts_the_same_words() -> None:
     for _ in range(200):
         trans, acc = _copies_dfa(rng)
         k = trans.shape[1]
-        classes = np.arange(k, dtype=np.int64)  # one byte per class: bytes 0..k-1
-        got = prune_and_minimize(trans, acc, 0, classes)
+        got = prune_and_minimize(trans, acc, 0)
         words = [w for n in range(6) for w in itertools.product(range(k), repeat=n)]
         if got is None:
             assert not any(_accepts(trans, acc, 0, w) for w in words)

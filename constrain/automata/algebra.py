@@ -22,8 +22,16 @@ from ..budget import check_states, state_limit
 from ..exceptions import UnsupportedRegexFeature
 from ..limits import current_limits
 from .determinize import nfa_to_dfa
-from .dfa import DFA, dfa_byte_classes, dfa_from_class_arrays, empty_dfa, joint_byte_classes
-from .nfa import NFA, edge_runs
+from .dfa import (
+    DFA,
+    class_table,
+    dfa_byte_classes,
+    dfa_columns,
+    dfa_from_class_arrays,
+    empty_dfa,
+    joint_byte_classes,
+)
+from .nfa import NFA, class_edge_runs
 from .regex import regex_dfa
 
 
@@ -114,10 +122,11 @@ def _embed(nfa: NFA, dfa: DFA) -> tuple[int, int]:
     value automata many times)."""
     runs = dfa.__dict__.get("_edge_runs")
     if runs is None:
-        runs = edge_runs(dfa.transitions)
+        table, classes = class_table(dfa)
+        runs = class_edge_runs(np.ascontiguousarray(table), np.asarray(classes, dtype=np.int64))
         runs.setflags(write=False)
-        object.__setattr__(dfa, "_edge_runs", runs)
-    return nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start, runs)
+        dfa.__dict__["_edge_runs"] = runs
+    return nfa.embed_dfa(dfa.num_states, dfa.accepting, dfa.start, runs)
 
 
 def _emit(nfa: NFA, expr: Expr) -> tuple[int, int]:
@@ -272,8 +281,8 @@ def _combine(
     # Joint byte classes: pairs of the two automata's own classes.
     joint = joint_byte_classes(dfa_byte_classes(a), dfa_byte_classes(b)).astype(np.int32)
     _u, reps = np.unique(joint, return_index=True)
-    ta = np.ascontiguousarray(a.transitions[:, reps], dtype=np.int64)
-    tb = np.ascontiguousarray(b.transitions[:, reps], dtype=np.int64)
+    ta = np.ascontiguousarray(dfa_columns(a, reps), dtype=np.int64)
+    tb = np.ascontiguousarray(dfa_columns(b, reps), dtype=np.int64)
     most = current_limits().max_dfa_states
     rows, acc, pair_a, pair_b, ok = _product(
         ta, tb, a.accepting, b.accepting, np.int64(a.start), np.int64(b.start), op, state_limit(most)
@@ -337,11 +346,11 @@ def splice(dfa: DFA, edges: list[tuple[int, int, DFA]], label: str = "<splice>")
     """``dfa`` with a fresh copy of ``language`` between ``s`` and ``r`` for each ``(s, r, language)``
     in ``edges`` (the caller has already cut whatever path joined them)."""
     nfa = NFA(label)
-    start, end = nfa.embed_dfa(dfa.transitions, dfa.accepting, dfa.start)
+    start, end = _embed(nfa, dfa)
     base = start - dfa.start
     links: list[tuple[int, int]] = []
     for s, r, lang in edges:
-        a, b = nfa.embed_dfa(lang.transitions, lang.accepting, lang.start)
+        a, b = _embed(nfa, lang)
         links += [(base + s, a), (b, base + r)]
     if links:
         # Embedded states keep their edges in blocks, so the joins go in a block too.

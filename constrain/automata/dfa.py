@@ -8,8 +8,6 @@ byte-class and state-equivalence helpers other engines (the Earley lexer, recurs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS
@@ -22,24 +20,68 @@ MAX_DFA_STATES = DEFAULT_LIMITS.max_dfa_states
 """Upper bound on DFA states produced by the subset construction or a product automaton."""
 
 
-@dataclass(frozen=True, eq=False)
 class DFA:
     """A minimal deterministic automaton over bytes.
 
     ``transitions[s, b]`` is the state after reading byte ``b`` in state ``s``, or ``-1`` (dead). Every
     state can reach an accepting state (dead ends are pruned), so a prefix is viable exactly when
     its walk never hits ``-1``. The start state is ``start``.
+
+    A DFA built over byte classes (``classes`` given: ``transitions[s, classes[b]]`` is the next state)
+    keeps that table (:func:`class_table`) and expands it to 256 columns only when ``transitions`` is
+    first read: the compile pipeline reads classes (a nested schema's automata are copied into their
+    parents level by level), the token masks read bytes. Immutable; equality is identity.
     """
 
-    transitions: np.ndarray  # int32[num_states, 256]
     accepting: np.ndarray  # bool[num_states]
-    start: int = 0
-    pattern: str = field(default="", compare=False)
+    start: int
+    pattern: str
+    _table: np.ndarray  # int32[num_states, 256], or [num_states, classes] where _classes is set
+    _classes: np.ndarray | None  # the column of each byte, for a class table
+    _full: np.ndarray | None  # the 256-column table, once expanded
+
+    def __init__(
+        self,
+        transitions: np.ndarray,
+        accepting: np.ndarray,
+        start: int = 0,
+        pattern: str = "",
+        *,
+        classes: np.ndarray | None = None,
+    ) -> None:
+        put = object.__setattr__
+        put(self, "accepting", accepting)
+        put(self, "start", start)
+        put(self, "pattern", pattern)
+        put(self, "_table", transitions)
+        put(self, "_classes", classes)
+        put(self, "_full", transitions if classes is None else None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DFA is immutable (cannot set {name!r})")
+
+    def __repr__(self) -> str:
+        return f"DFA({self.num_states} states, pattern={self.pattern!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...], dict[str, object]]:
+        return (_restore_dfa, (self._table, self.accepting, self.start, self.pattern, self._classes), {})
+
+    @property
+    def transitions(self) -> np.ndarray:
+        """``int32[num_states, 256]`` (read-only where built here), expanded from the class table on
+        first use."""
+        full = self._full
+        if full is None:
+            assert self._classes is not None  # a DFA without classes holds its full table
+            full = np.ascontiguousarray(np.take(self._table, self._classes, axis=1))
+            full.setflags(write=False)
+            object.__setattr__(self, "_full", full)
+        return full
 
     @property
     def num_states(self) -> int:
         """Number of live states."""
-        return int(self.transitions.shape[0])
+        return int(self._table.shape[0])
 
     def step(self, state: int, data: bytes) -> int:
         """The state after reading ``data`` from ``state`` (``-1`` if the walk dies)."""
@@ -56,7 +98,35 @@ class DFA:
         return s >= 0 and bool(self.accepting[s])
 
 
+def _restore_dfa(
+    table: np.ndarray, accepting: np.ndarray, start: int, pattern: str, classes: np.ndarray | None
+) -> DFA:
+    return DFA(table, accepting, start, pattern, classes=classes)
+
+
+def class_table(dfa: DFA) -> tuple[np.ndarray, np.ndarray]:
+    """``(table, classes)``: ``dfa``'s transitions over byte classes (``table[s, classes[b]]``), the
+    table it was built with, or its 256 columns grouped by :func:`dfa_byte_classes` (cached)."""
+    if dfa._classes is not None:
+        return dfa._table, dfa._classes
+    got = dfa.__dict__.get("_class_table")
+    if got is None:
+        classes = dfa_byte_classes(dfa)
+        _u, reps = np.unique(classes, return_index=True)
+        got = (np.ascontiguousarray(dfa.transitions[:, reps]), classes)
+        dfa.__dict__["_class_table"] = got
+    return got
+
+
+def dfa_columns(dfa: DFA, columns: np.ndarray) -> np.ndarray:
+    """``dfa.transitions[:, columns]`` (bytes), read from the class table without expanding it."""
+    if dfa._classes is not None:
+        return np.asarray(dfa._table[:, dfa._classes[columns]])
+    return np.asarray(dfa.transitions[:, columns])
+
+
 _EMPTY_DFA_TRANSITIONS = np.full((1, 256), -1, dtype=np.int32)
+_IDENTITY = np.arange(256, dtype=np.int64)
 
 
 def empty_dfa(label: str = "<empty>") -> DFA:
@@ -124,8 +194,17 @@ def dfa_byte_classes(dfa: DFA) -> np.ndarray:
     """Class id per byte: bytes in one class lead every state to the same place (cached on the DFA)."""
     got = dfa.__dict__.get("_byte_classes")
     if got is None:
-        _reps, got = column_classes(dfa.transitions)
-        object.__setattr__(dfa, "_byte_classes", got)
+        if dfa._classes is not None:
+            # the class table's columns grouped, then by first byte (as column_classes numbers them)
+            _reps, by_column = column_classes(dfa._table)
+            joint = by_column[dfa._classes]
+            _u, first, inverse = np.unique(joint, return_index=True, return_inverse=True)
+            rank = np.empty(first.shape[0], dtype=np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
+            got = rank[np.asarray(inverse).reshape(-1)]
+        else:
+            _reps, got = column_classes(dfa.transitions)
+        dfa.__dict__["_byte_classes"] = got
     return got
 
 
@@ -143,13 +222,16 @@ def minimal_dfa(
     from ..budget import check
 
     check("minimization")  # the loops that blow up call this once per automaton (see constrain.budget)
-    result = prune_and_minimize(compact, accepting, start, classes, known_minimal)
+    result = prune_and_minimize(compact, accepting, start, known_minimal)
     if result is None:
         return empty_dfa(label)
-    full, acc = result
-    full.setflags(write=False)
+    table, acc = result
+    table.setflags(write=False)
     acc.setflags(write=False)
-    return DFA(full, acc, 0, label)
+    cls = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if table.shape[1] != 256 or not np.array_equal(cls, _IDENTITY):
+        return DFA(table, acc, 0, label, classes=cls)
+    return DFA(table, acc, 0, label)
 
 
 def dfa_from_class_arrays(
@@ -167,7 +249,7 @@ def dfa_from_class_arrays(
     """
     dfa = minimal_dfa(compact, np.asarray(accepting, dtype=bool), int(start), classes, label, known_minimal)
     if dfa.accepting.any():
-        object.__setattr__(dfa, "_byte_classes", classes)
+        dfa.__dict__["_byte_classes"] = classes
     return dfa
 
 

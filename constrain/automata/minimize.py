@@ -3,8 +3,7 @@
 :func:`prune_and_minimize` keeps the states that are reachable and can reach acceptance, merges
 equivalent states with Hopcroft's partition refinement (:func:`hopcroft`, in numba), numbers the
 quotient breadth-first from the start in class order, so that equal languages over the same classes
-get equal tables, and expands the classes back to 256 bytes. Its input tables are
-``int[states, classes]`` with ``-1`` for dead.
+get equal tables. Its tables are ``int[states, classes]`` with ``-1`` for dead.
 """
 
 from __future__ import annotations
@@ -80,13 +79,14 @@ def prune_and_minimize(
     trans: np.ndarray,
     accepting: np.ndarray,
     start: int,
-    classes: np.ndarray,
     known_minimal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Drop states that are unreachable or cannot reach acceptance, merge equivalent states, and expand
-    the byte classes: ``(int32[states, 256], accepting)`` with the start state 0, or None when the
-    language is empty. One kernel call: the steps in between were Python and numpy glue that took
-    longer than the kernels on the small tables most compiles build.
+    """Drop states that are unreachable or cannot reach acceptance and merge equivalent states:
+    ``(int32[states, classes], accepting)`` over the same byte classes as ``trans``, with the start
+    state 0, or None when the language is empty. One kernel call: the steps in between were Python and
+    numpy glue that took longer than the kernels on the small tables most compiles build.
+
+    States are numbered breadth-first from the start, each state's columns read in class order.
 
     ``known_minimal``: the caller built a table whose live states are pairwise inequivalent (a layered
     length automaton, a quoted minimal DFA), so refinement is skipped; the result is the same table
@@ -95,13 +95,12 @@ def prune_and_minimize(
     """
     trans64 = np.ascontiguousarray(trans, dtype=np.int64)
     acc = np.ascontiguousarray(accepting, dtype=np.bool_)
-    cls = np.ascontiguousarray(classes, dtype=np.int64)
     while True:
-        full, acc_out, status = _prune_minimize(trans64, acc, int(start), cls, known_minimal)
+        table, acc_out, status = _prune_minimize(trans64, acc, int(start), known_minimal)
         if status == _EMPTY:
             return None
         if status == _DONE:
-            return full, acc_out
+            return table, acc_out
         check("minimization")  # the kernel stopped for the budget: this raises unless time was left
 
 
@@ -109,11 +108,12 @@ _DONE, _EMPTY, _STOPPED = 0, 1, 2
 
 
 @numba.njit(cache=True)
-def _prune_minimize(trans, accepting, start, classes, known_minimal):  # pragma: no cover - numba
+def _prune_minimize(trans, accepting, start, known_minimal):  # pragma: no cover - numba
     """:func:`prune_and_minimize`'s kernel; the status is ``_DONE``, ``_EMPTY`` or ``_STOPPED``
     (:func:`hopcroft` ran out of budget)."""
     n = trans.shape[0]
-    nothing = np.empty((0, 256), dtype=np.int32)
+    k = trans.shape[1]
+    nothing = np.empty((0, k), dtype=np.int32)
     live = _live_states(trans, accepting, start)
     if not live[start]:
         return nothing, np.empty(0, dtype=np.bool_), _EMPTY
@@ -141,26 +141,36 @@ def _prune_minimize(trans, accepting, start, classes, known_minimal):  # pragma:
     rep = np.zeros(num_blocks, dtype=np.int64)
     for s in range(m, -1, -1):
         rep[block[s]] = s
-    k = t2.shape[1]
-    quotient = np.empty((num_blocks, k), dtype=np.int64)
-    for b in range(num_blocks):
-        for c in range(k):
-            quotient[b, c] = block[t2[rep[b], c]]
-    order = bfs_order(quotient, block[ids[start]], block[m])
+    sink = block[m]
+    seen = np.zeros(num_blocks, dtype=np.bool_)
+    bfs = np.empty(num_blocks, dtype=np.int64)
+    first = block[ids[start]]
+    bfs[0] = first
+    seen[first] = True
+    seen[sink] = True
+    size = 1
+    i = 0
+    while i < size:
+        r = rep[bfs[i]]
+        i += 1
+        for j in range(k):
+            t = block[t2[r, j]]
+            if not seen[t]:
+                seen[t] = True
+                bfs[size] = t
+                size += 1
     new_id = np.full(num_blocks, -1, dtype=np.int64)
-    for i in range(order.shape[0]):
-        new_id[order[i]] = i
-    full = np.empty((order.shape[0], classes.shape[0]), dtype=np.int32)
-    acc_out = np.empty(order.shape[0], dtype=np.bool_)
-    row = np.empty(k, dtype=np.int32)
-    for i in range(order.shape[0]):
-        q = quotient[order[i]]
-        for c in range(k):  # renumber per class, then expand: one random read per class, not per byte
-            row[c] = new_id[q[c]]
-        for byte in range(classes.shape[0]):
-            full[i, byte] = row[classes[byte]]
-        acc_out[i] = acc2[rep[order[i]]]
-    return full, acc_out, _DONE
+    for i in range(size):
+        new_id[bfs[i]] = i
+    new_id[sink] = -1
+    table = np.empty((size, k), dtype=np.int32)
+    acc_out = np.empty(size, dtype=np.bool_)
+    for i in range(size):
+        r = rep[bfs[i]]
+        for c in range(k):
+            table[i, c] = new_id[block[t2[r, c]]]
+        acc_out[i] = acc2[r]
+    return table, acc_out, _DONE
 
 
 @numba.njit(cache=True, nogil=True)

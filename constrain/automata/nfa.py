@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..exceptions import RegexSyntaxError, UnsupportedRegexFeature
@@ -69,13 +70,13 @@ class NFA:
         self.max_states = current_limits().max_nfa_states  # read once: state() runs per NFA state
 
     def embed_dfa(
-        self, transitions: np.ndarray, accepting: np.ndarray, start: int, runs: np.ndarray | None = None
+        self, num_states: int, accepting: np.ndarray, start: int, runs: np.ndarray
     ) -> tuple[int, int]:
         """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk.
 
-        ``runs``: :func:`edge_runs` of ``transitions``, if the caller keeps them (a DFA embedded often).
+        ``runs``: the DFA's edges as :func:`edge_runs` gives them (``int64[edges, 4]``).
         """
-        num = transitions.shape[0]
+        num = num_states
         if len(self.edges) + num + 1 > self.max_states:
             self._too_many()
         base = len(self.edges)
@@ -86,7 +87,7 @@ class NFA:
         self.eps.append([])
         end = base + num
         self.listed.append(end)
-        block = (edge_runs(transitions) if runs is None else runs).copy()
+        block = runs.copy()
         block[:, 0] += base
         block[:, 3] += base
         self.edge_blocks.append(block)
@@ -174,6 +175,52 @@ def edge_runs(transitions: np.ndarray) -> np.ndarray:
     dst = transitions[src, lo]
     keep = dst >= 0
     return np.stack([src[keep], lo[keep], hi[keep], dst[keep].astype(np.int64)], axis=1).astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def class_edge_runs(table: np.ndarray, classes: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """:func:`edge_runs` of the 256-column table ``table[:, classes]``, read from the class table
+    (``classes[b]``: the column of byte ``b``) without building it."""
+    run_lo = np.empty(256, dtype=np.int64)
+    run_col = np.empty(256, dtype=np.int64)
+    runs = 0
+    for b in range(256):
+        if b == 0 or classes[b] != classes[b - 1]:
+            run_lo[runs] = b
+            run_col[runs] = classes[b]
+            runs += 1
+    n = table.shape[0]
+    count = 0
+    for s in range(n):
+        prev = -2
+        for r in range(runs):
+            t = table[s, run_col[r]]
+            if t != prev:
+                if t >= 0:
+                    count += 1
+                prev = t
+    out = np.empty((count, 4), dtype=np.int64)
+    i = 0
+    for s in range(n):
+        prev = -2
+        open_i = -1
+        for r in range(runs):
+            t = table[s, run_col[r]]
+            if t == prev:
+                continue
+            if open_i >= 0:
+                out[open_i, 2] = run_lo[r] - 1
+                open_i = -1
+            if t >= 0:
+                out[i, 0] = s
+                out[i, 1] = run_lo[r]
+                out[i, 3] = t
+                open_i = i
+                i += 1
+            prev = t
+        if open_i >= 0:
+            out[open_i, 2] = 255
+    return out
 
 
 class RegexBuilder:
