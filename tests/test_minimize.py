@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from constrain.automata.minimize import _live_states, _renumber_live, hopcroft, prune_and_minimize
+from constrain.automata.minimize import hopcroft, prune_and_minimize
 
 
 def _canonical(blocks: np.ndarray) -> tuple[int, ...]:
@@ -29,17 +29,43 @@ def _copies_dfa(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return trans, np.tile(rng.random(n0) < 0.4, copies)
 
 
+def _live(trans: np.ndarray, acc: np.ndarray, start: int) -> np.ndarray:
+    """States reachable from ``start`` that can reach an accepting state (plain Python searches)."""
+    n = trans.shape[0]
+    reach = {start}
+    todo = [start]
+    while todo:
+        for t in trans[todo.pop()].tolist():
+            if t >= 0 and t not in reach:
+                reach.add(t)
+                todo.append(t)
+    coreach = set(np.flatnonzero(acc).tolist())
+    changed = True
+    while changed:
+        changed = False
+        for s in range(n):
+            if s not in coreach and any(t in coreach for t in trans[s].tolist() if t >= 0):
+                coreach.add(s)
+                changed = True
+    return np.array([s in reach and s in coreach for s in range(n)], dtype=bool)
+
+
 def _trimmed(trans: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     """The live states' table with the sink ``m`` last, its acceptance, and ``m`` (None: no language)."""
-    live = _live_states(trans, acc, 0)
+    live = _live(trans, acc, 0)
     if not live[0]:
         return None
     ids = np.full(trans.shape[0], -1, dtype=np.int64)
     m = int(live.sum())
     ids[live] = np.arange(m)
+    table = np.full((m + 1, trans.shape[1]), m, dtype=np.int64)
+    for s in np.flatnonzero(live).tolist():
+        for c, t in enumerate(trans[s].tolist()):
+            if t >= 0 and live[t]:
+                table[ids[s], c] = ids[t]
     acc2 = np.zeros(m + 1, dtype=np.bool_)
     acc2[ids[live]] = acc[live]
-    return _renumber_live(trans, live, ids, m), acc2, m
+    return table, acc2, m
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -147,3 +173,67 @@ def test_known_minimal_tables_equal_the_refined_ones(lo: int, hi: int) -> None:
     for raw in [r'(\\")*', r'(\\"|a)*b', 'a"?']:
         content = A.build(A.Regex(raw))
         assert same(quoted(content), A.build(string_expr(A.Embed(content)))), raw
+
+
+def _minimal_table(trans: np.ndarray, acc: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The oracle for :func:`prune_and_minimize`, in plain Python: trim, merge Moore's blocks, number
+    the blocks breadth-first from the start reading columns in order."""
+    live = _live(trans, acc, start)
+    if not live[start]:
+        return None
+    states = np.flatnonzero(live).tolist()
+    ids = {s: i for i, s in enumerate(states)}
+    m = len(states)
+    table = np.full((m + 1, trans.shape[1]), m, dtype=np.int64)
+    for s in states:
+        for c, t in enumerate(trans[s].tolist()):
+            if t >= 0 and live[t]:
+                table[ids[s], c] = ids[t]
+    acc2 = np.array([bool(acc[s]) for s in states] + [False])
+    blocks = _moore_blocks(table, acc2)
+    sink = blocks[m]
+    order = [blocks[ids[start]]]
+    for b in order:
+        r = blocks.index(b)
+        for t in table[r].tolist():
+            if blocks[t] != sink and blocks[t] not in order:
+                order.append(blocks[t])
+    out = np.full((len(order), trans.shape[1]), -1, dtype=np.int32)
+    out_acc = np.zeros(len(order), dtype=bool)
+    for i, b in enumerate(order):
+        r = blocks.index(b)
+        out_acc[i] = acc2[r]
+        for c, t in enumerate(table[r].tolist()):
+            if blocks[t] != sink:
+                out[i, c] = order.index(blocks[t])
+    return out, out_acc
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_prune_and_minimize_gives_the_canonical_minimal_table(seed: int) -> None:
+    """The kernel's table is exactly the oracle's: unreachable states, dead ends (states that reach no
+    accepting one, with edges among themselves and from live states) and any start."""
+    rng = np.random.default_rng(200 + seed)
+    empty = merged = 0
+    for _ in range(200):
+        trans, acc = _copies_dfa(rng)
+        n, k = trans.shape
+        dead = int(rng.integers(0, 4))  # dead-end states: edges only among themselves
+        if dead:
+            wide = np.full((n + dead, k), -1, dtype=np.int64)
+            wide[:n] = trans
+            wide[n:] = np.where(rng.random((dead, k)) < 0.5, rng.integers(n, n + dead, (dead, k)), -1)
+            holes = rng.random((n, k)) < 0.2
+            wide[:n][holes & (trans < 0)] = rng.integers(n, n + dead, int((holes & (trans < 0)).sum()))
+            trans, acc = wide, np.concatenate([acc, np.zeros(dead, dtype=bool)])
+        start = int(rng.integers(0, trans.shape[0]))
+        want = _minimal_table(trans, acc, start)
+        got = prune_and_minimize(trans.astype(np.int32), acc, start)
+        if want is None:
+            assert got is None
+            empty += 1
+            continue
+        assert got is not None
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        merged += int(want[0].shape[0] < int(_live(trans, acc, start).sum()))
+    assert empty > 5 and merged > 20

@@ -42,39 +42,6 @@ def predecessors(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma:
     return ptr, preds
 
 
-@numba.njit(cache=True)
-def _live_states(trans: np.ndarray, accepting: np.ndarray, start: int) -> np.ndarray:  # pragma: no cover
-    """States reachable from ``start`` that can also reach an accepting state."""
-    n, k = trans.shape
-    reach = np.zeros(n, dtype=np.bool_)
-    reach[start] = True
-    stack = [start]
-    while stack:
-        s = stack.pop()
-        for c in range(k):
-            t = trans[s, c]
-            if t >= 0 and not reach[t]:
-                reach[t] = True
-                stack.append(t)
-    # Reverse edges as CSR, then a backward search from the accepting states.
-    counts, preds = predecessors(trans)
-    coreach = np.zeros(n, dtype=np.bool_)
-    stack2 = [np.int64(0)]
-    stack2.pop()
-    for s in range(n):
-        if accepting[s]:
-            coreach[s] = True
-            stack2.append(np.int64(s))
-    while stack2:
-        t = stack2.pop()
-        for i in range(counts[t], counts[t + 1]):
-            s = preds[i]
-            if not coreach[s]:
-                coreach[s] = True
-                stack2.append(s)
-    return reach & coreach
-
-
 def prune_and_minimize(
     trans: np.ndarray,
     accepting: np.ndarray,
@@ -93,10 +60,10 @@ def prune_and_minimize(
     the full path gives (trimmed, numbered breadth-first), for a fraction of the time on the
     28,000-state tables of ``maxLength: 2048``.
     """
-    trans64 = np.ascontiguousarray(trans, dtype=np.int64)
+    table32 = np.ascontiguousarray(trans, dtype=np.int32)
     acc = np.ascontiguousarray(accepting, dtype=np.bool_)
     while True:
-        table, acc_out, status = _prune_minimize(trans64, acc, int(start), known_minimal)
+        table, acc_out, status = _prune_minimize(table32, acc, int(start), known_minimal)
         if status == _EMPTY:
             return None
         if status == _DONE:
@@ -110,84 +77,109 @@ _DONE, _EMPTY, _STOPPED = 0, 1, 2
 @numba.njit(cache=True)
 def _prune_minimize(trans, accepting, start, known_minimal):  # pragma: no cover - numba
     """:func:`prune_and_minimize`'s kernel; the status is ``_DONE``, ``_EMPTY`` or ``_STOPPED``
-    (:func:`hopcroft` ran out of budget)."""
-    n = trans.shape[0]
-    k = trans.shape[1]
+    (:func:`hopcroft` ran out of budget).
+
+    The table is read twice, into its edges; the rest runs over the edges and the quotient is written
+    once. States that cannot reach acceptance form the sink's block (dead); unreachable ones take part
+    in the refinement (equivalence does not depend on reachability) but the breadth-first numbering
+    never meets them, so the result is the trimmed minimal table."""
+    n, k = trans.shape
     nothing = np.empty((0, k), dtype=np.int32)
-    live = _live_states(trans, accepting, start)
+    # Out-edges as CSR, each state's in column order; incoming counts on the way.
+    optr = np.zeros(n + 1, dtype=np.int64)
+    iptr = np.zeros(n + 1, dtype=np.int64)
+    for s in range(n):
+        out = 0
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0:
+                out += 1
+                iptr[t + 1] += 1
+        optr[s + 1] = optr[s] + out
+    for t in range(n):
+        iptr[t + 1] += iptr[t]
+    e = optr[n]
+    ocol = np.empty(e, dtype=np.int64)
+    odst = np.empty(e, dtype=np.int64)
+    isrc = np.empty(e, dtype=np.int64)
+    icls = np.empty(e, dtype=np.int64)
+    fill = iptr[:-1].copy()
+    i = 0
+    for s in range(n):
+        for c in range(k):
+            t = trans[s, c]
+            if t >= 0:
+                ocol[i] = c
+                odst[i] = t
+                i += 1
+                isrc[fill[t]] = s
+                icls[fill[t]] = c
+                fill[t] += 1
+    # Co-reachable states: a backward search from the accepting ones.
+    live = np.zeros(n, dtype=np.bool_)
+    stack = np.empty(n, dtype=np.int64)
+    top = 0
+    for s in range(n):
+        if accepting[s]:
+            live[s] = True
+            stack[top] = s
+            top += 1
+    while top > 0:
+        top -= 1
+        t = stack[top]
+        for j in range(iptr[t], iptr[t + 1]):
+            s = isrc[j]
+            if not live[s]:
+                live[s] = True
+                stack[top] = s
+                top += 1
     if not live[start]:
         return nothing, np.empty(0, dtype=np.bool_), _EMPTY
-    # Renumber live states; a sink (index m) stands for dead during minimisation.
-    ids = np.full(n, -1, dtype=np.int64)
-    m = 0
-    for s in range(n):
-        if live[s]:
-            ids[s] = m
-            m += 1
-    t2 = _renumber_live(trans, live, ids, m)
-    acc2 = np.zeros(m + 1, dtype=np.bool_)
-    for s in range(n):
-        if live[s]:
-            acc2[ids[s]] = accepting[s]
     if known_minimal:
-        block = np.arange(m + 1)
+        block = np.arange(n)
     else:
-        block = hopcroft(t2, acc2, m)  # trimmed: the sink m differs from every live state
-    if block.shape[0] == 0:
-        return nothing, np.empty(0, dtype=np.bool_), _STOPPED
-    # The quotient automaton: blocks renumbered in BFS order from the start, sink removed; the first
-    # state of each block represents it.
+        group = np.empty(n, dtype=np.int64)
+        for s in range(n):
+            group[s] = (0 if accepting[s] else 1) if live[s] else 2
+        block = _refine(n, k, group, iptr, isrc, icls, True)
+        if block.shape[0] == 0:
+            return nothing, np.empty(0, dtype=np.bool_), _STOPPED
+    # The quotient automaton: blocks renumbered in BFS order from the start (columns in order); the
+    # first live state of each block represents it.
     num_blocks = block.max() + 1
-    rep = np.zeros(num_blocks, dtype=np.int64)
-    for s in range(m, -1, -1):
-        rep[block[s]] = s
-    sink = block[m]
+    rep = np.full(num_blocks, -1, dtype=np.int64)
+    for s in range(n - 1, -1, -1):
+        if live[s]:
+            rep[block[s]] = s
     seen = np.zeros(num_blocks, dtype=np.bool_)
     bfs = np.empty(num_blocks, dtype=np.int64)
-    first = block[ids[start]]
+    first = block[start]
     bfs[0] = first
     seen[first] = True
-    seen[sink] = True
     size = 1
     i = 0
     while i < size:
         r = rep[bfs[i]]
         i += 1
-        for j in range(k):
-            t = block[t2[r, j]]
-            if not seen[t]:
-                seen[t] = True
-                bfs[size] = t
+        for j in range(optr[r], optr[r + 1]):
+            t = odst[j]
+            if live[t] and not seen[block[t]]:
+                seen[block[t]] = True
+                bfs[size] = block[t]
                 size += 1
     new_id = np.full(num_blocks, -1, dtype=np.int64)
     for i in range(size):
         new_id[bfs[i]] = i
-    new_id[sink] = -1
-    table = np.empty((size, k), dtype=np.int32)
+    table = np.full((size, k), -1, dtype=np.int32)
     acc_out = np.empty(size, dtype=np.bool_)
     for i in range(size):
         r = rep[bfs[i]]
-        for c in range(k):
-            table[i, c] = new_id[block[t2[r, c]]]
-        acc_out[i] = acc2[r]
+        for j in range(optr[r], optr[r + 1]):
+            t = odst[j]
+            if live[t]:
+                table[i, ocol[j]] = new_id[block[t]]
+        acc_out[i] = accepting[r]
     return table, acc_out, _DONE
-
-
-@numba.njit(cache=True, nogil=True)
-def _renumber_live(trans, live, ids, m):  # pragma: no cover - numba
-    """The rows of the live states with targets renumbered by ``ids``, dead (``-1`` or a dropped
-    state) sent to the sink ``m``, and the sink's own row last: ``int64[m + 1, k]``."""
-    n, k = trans.shape
-    out = np.empty((m + 1, k), dtype=np.int64)
-    r = 0
-    for s in range(n):
-        if live[s]:
-            for c in range(k):
-                t = trans[s, c]
-                out[r, c] = ids[t] if t >= 0 and ids[t] >= 0 else m
-            r += 1
-    out[m, :] = m
-    return out
 
 
 def refine(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:
@@ -266,6 +258,17 @@ def hopcroft(trans: np.ndarray, accepting: np.ndarray, sink: int = -1) -> np.nda
                 src[fill[t]] = s
                 cls[fill[t]] = c
                 fill[t] += 1
+    group = np.empty(n, dtype=np.int64)
+    for s in range(n):
+        group[s] = 2 if s == sink else (0 if accepting[s] else 1)
+    return _refine(n, k, group, ptr, src, cls, sink >= 0)
+
+
+@numba.njit(cache=True)
+def _refine(n, k, group, ptr, src, cls, partial):  # pragma: no cover - numba
+    """:func:`hopcroft`'s refinement from the initial blocks ``group`` (0: accepting, 1: not, 2: the
+    sink's block, dead states that reach no other), given each state's incoming edges as CSR
+    (``ptr``; source ``src``, class ``cls``); ``partial``: a partial DFA (see :func:`hopcroft`)."""
     elems = np.empty(n, dtype=np.int64)
     pos = np.empty(n, dtype=np.int64)
     block_of = np.zeros(n, dtype=np.int64)
@@ -275,10 +278,10 @@ def hopcroft(trans: np.ndarray, accepting: np.ndarray, sink: int = -1) -> np.nda
     in_work = np.zeros(n + 1, dtype=np.bool_)
     j = 0
     nblocks = 0
-    for want in (True, False):
+    for want in range(3):  # accepting, other, and last the sink's block (partial)
         first = j
         for s in range(n):
-            if accepting[s] == want and s != sink:
+            if group[s] == want:
                 elems[j] = s
                 pos[s] = j
                 block_of[s] = nblocks
@@ -287,18 +290,15 @@ def hopcroft(trans: np.ndarray, accepting: np.ndarray, sink: int = -1) -> np.nda
             bstart[nblocks] = first
             bend[nblocks] = j
             nblocks += 1
-    if sink >= 0:
+    if partial:
         # every initial block splits (a partial DFA: no block is the complement of the others); the
-        # sink's own block comes last and is never split or read
-        work = [np.int64(b) for b in range(nblocks)]  # numba: a typed list of int64
+        # sink's block is never split or read
+        work = [np.int64(0)]  # numba: a typed list of int64
+        work.pop()
         for b0 in range(nblocks):
-            in_work[b0] = True
-        elems[j] = sink
-        pos[sink] = j
-        block_of[sink] = nblocks
-        bstart[nblocks] = j
-        bend[nblocks] = j + 1
-        nblocks += 1
+            if group[elems[bstart[b0]]] < 2:
+                work.append(np.int64(b0))
+                in_work[b0] = True
     else:
         # a complete DFA: either initial block splits like the pair (the other is its complement), so
         # only the smaller one is queued
