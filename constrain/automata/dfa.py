@@ -118,8 +118,9 @@ def class_table(dfa: DFA) -> tuple[np.ndarray, np.ndarray]:
     return got
 
 
-def dfa_columns(dfa: DFA, columns: np.ndarray) -> np.ndarray:
-    """``dfa.transitions[:, columns]`` (bytes), read from the class table without expanding it."""
+def dfa_columns(dfa: DFA, columns: np.ndarray | int) -> np.ndarray:
+    """``dfa.transitions[:, columns]`` (a byte, or an array of bytes), read from the class table
+    without expanding it."""
     if dfa._classes is not None:
         return np.asarray(dfa._table[:, dfa._classes[columns]])
     return np.asarray(dfa.transitions[:, columns])

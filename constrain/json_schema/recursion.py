@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from ..automata import DFA, column_classes, dfa_from_class_arrays
+from ..automata import DFA, column_classes, dfa_columns, dfa_from_class_arrays
 from ..exceptions import UnsupportedSchemaFeature
 from ..limits import DEFAULT_LIMITS, current_limits
 
@@ -68,7 +68,7 @@ class RecursiveLanguage:
 
 def has_holes(dfa: DFA) -> bool:
     """True when ``dfa`` refers to a place still being compiled (a recursive ``$ref``)."""
-    return bool((dfa.transitions[:, HOLE] >= 0).any())
+    return bool((dfa_columns(dfa, HOLE) >= 0).any())
 
 
 def hole_edges(dfa: DFA, state: int) -> list[tuple[int, int]]:

@@ -55,12 +55,15 @@ def quoted(body: DFA, label: str = "<string>") -> DFA:
     minimal as it stands (``body`` is: appending ``"`` keeps its states apart) unless a state of
     ``body`` does what the new start does, read only a quote into ``body``'s start (content such as
     ``(\\")*``); that case and the others take the general construction."""
-    trans = body.transitions
-    if not body.accepting.any() or bool((trans[body.accepting, _QUOTE] >= 0).any()):
+    table, body_classes = A.class_table(body)
+    on_quote = table[:, body_classes[_QUOTE]]
+    if not body.accepting.any() or bool((on_quote[body.accepting] >= 0).any()):
         return A.build(string_expr(A.Embed(body)), label)
-    into_start = np.flatnonzero(trans[:, _QUOTE] == body.start)
-    if into_start.shape[0] and bool(((trans[into_start] >= 0).sum(axis=1) == 1).any()):
-        return A.build(string_expr(A.Embed(body)), label)
+    into_start = np.flatnonzero(on_quote == body.start)
+    if into_start.shape[0]:
+        width = np.bincount(body_classes, minlength=table.shape[1])  # bytes per class
+        if bool((((table[into_start] >= 0) * width).sum(axis=1) == 1).any()):
+            return A.build(string_expr(A.Embed(body)), label)
     quote = np.zeros(256, dtype=np.int64)
     quote[_QUOTE] = 1
     joint = joint_byte_classes(dfa_byte_classes(body), quote)
@@ -70,7 +73,7 @@ def quoted(body: DFA, label: str = "<string>") -> DFA:
     _u, reps = np.unique(classes, return_index=True)
     n = body.num_states
     compact = np.full((n + 2, reps.shape[0]), -1, dtype=np.int64)
-    compact[:n] = trans[:, reps]
+    compact[:n] = A.dfa_columns(body, reps)
     q = int(classes[_QUOTE])
     compact[np.flatnonzero(body.accepting), q] = n + 1
     compact[n, q] = body.start
