@@ -306,3 +306,12 @@ def test_search_regex_agrees_with_python_on_common_subset(pattern: str, texts: l
     for text in texts:
         expected = re.search(pattern, text, re.ASCII) is not None
         assert dfa.matches(text.encode()) == expected, (pattern, text)
+
+
+def test_space_separators_are_the_category_table_zs() -> None:
+    """``\\s``'s Zs part, found through ``str.isspace`` candidates, is exactly the Zs ranges of a scan
+    of every code point's category (the slow table it replaced for ``\\s``)."""
+    from constrain.automata.charsets import normalize
+    from constrain.json_schema.ecma_regex import _category_table, _space_separators
+
+    assert normalize(_space_separators()) == normalize(_category_table()["Zs"])
