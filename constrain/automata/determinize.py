@@ -380,7 +380,8 @@ def _subset_construction(
             rows[i, c] = found
             prev_lo, prev_hi, prev_found = lo, hi, found
         i += 1
-    return rows[:num].copy(), accepting[:num].copy(), True
+    # Views, not copies: the callers minimise the table at once and drop it.
+    return rows[:num], accepting[:num], True
 
 
 def determinize(nfa: NFA, start: int, final: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
