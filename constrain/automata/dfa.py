@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS
-from .minimize import prune_and_minimize, refine
+from .minimize import expand_columns, prune_and_minimize, refine
 
 DEAD = -1
 """The transition target of a dead walk."""
@@ -50,6 +50,10 @@ class DFA:
         classes: np.ndarray | None = None,
     ) -> None:
         put = object.__setattr__
+        if classes is not None:
+            # One kind of argument for the expansion kernel (numba compiles per kind: read-only or not)
+            transitions.setflags(write=False)
+            classes = np.array(classes, dtype=np.int64).reshape(-1)
         put(self, "accepting", accepting)
         put(self, "start", start)
         put(self, "pattern", pattern)
@@ -73,7 +77,7 @@ class DFA:
         full = self._full
         if full is None:
             assert self._classes is not None  # a DFA without classes holds its full table
-            full = np.ascontiguousarray(np.take(self._table, self._classes, axis=1))
+            full = expand_columns(self._table, self._classes)
             full.setflags(write=False)
             object.__setattr__(self, "_full", full)
         return full
@@ -229,9 +233,8 @@ def minimal_dfa(
     table, acc = result
     table.setflags(write=False)
     acc.setflags(write=False)
-    cls = np.asarray(classes, dtype=np.int64).reshape(-1)
-    if table.shape[1] != 256 or not np.array_equal(cls, _IDENTITY):
-        return DFA(table, acc, 0, label, classes=cls)
+    if table.shape[1] != 256 or not np.array_equal(classes, _IDENTITY):
+        return DFA(table, acc, 0, label, classes=classes)
     return DFA(table, acc, 0, label)
 
 

