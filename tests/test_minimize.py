@@ -237,3 +237,40 @@ def test_prune_and_minimize_gives_the_canonical_minimal_table(seed: int) -> None
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
         merged += int(want[0].shape[0] < int(_live(trans, acc, start).sum()))
     assert empty > 5 and merged > 20
+
+
+def test_a_class_table_dfa_reads_the_same_before_and_after_expansion() -> None:
+    """A DFA built over byte classes answers alike from its class table and from its 256 columns:
+    ``class_table``, ``dfa_columns``, ``dfa_byte_classes`` and a pickle round trip, before the first
+    read of ``transitions`` and after it (which drops the class table)."""
+    import pickle
+
+    from constrain.automata import class_table, dfa_byte_classes, dfa_columns, regex_to_dfa
+    from constrain.automata.dfa import DFA
+
+    built = regex_to_dfa(r'"(?:[a-c]+|x[0-9]{2,3})"')
+    table, classes = class_table(built)
+    full = np.take(table, classes, axis=1)
+    cols = np.array([0x22, ord("a"), ord("x"), ord("5"), 0xFF])
+
+    def same_answers(d: DFA) -> None:
+        t, c = class_table(d)
+        assert np.array_equal(np.take(t, c, axis=1), full)
+        assert np.array_equal(dfa_columns(d, cols), full[:, cols])
+        assert np.array_equal(dfa_columns(d, 0x22), full[:, 0x22])
+        groups = dfa_byte_classes(d)
+        assert all(
+            np.array_equal(full[:, a], full[:, b]) == (groups[a] == groups[b])
+            for a in range(256)
+            for b in (0x22, 0x61)
+        )
+        assert d.num_states == full.shape[0]
+        assert d.matches(b'"abca"') and d.matches(b'"x123"') and not d.matches(b'"x1"')
+
+    fresh = DFA(table, built.accepting, built.start, "fresh", classes=classes)
+    unexpanded = pickle.loads(pickle.dumps(fresh))  # pickled before any expansion
+    same_answers(fresh)  # the class table first; matches() then expands
+    same_answers(unexpanded)
+    assert np.array_equal(fresh.transitions, full)
+    same_answers(fresh)  # expanded: the class table derived again
+    same_answers(pickle.loads(pickle.dumps(fresh)))

@@ -30,15 +30,18 @@ class DFA:
     A DFA built over byte classes (``classes`` given: ``transitions[s, classes[b]]`` is the next state)
     keeps that table (:func:`class_table`) and expands it to 256 columns only when ``transitions`` is
     first read: the compile pipeline reads classes (a nested schema's automata are copied into their
-    parents level by level), the token masks read bytes. Immutable; equality is identity.
+    parents level by level), the token masks read bytes. The expansion replaces the class table (the
+    largest automata would otherwise hold both; :func:`class_table` derives it again if asked).
+    Immutable; equality is identity.
     """
 
     accepting: np.ndarray  # bool[num_states]
     start: int
     pattern: str
-    _table: np.ndarray  # int32[num_states, 256], or [num_states, classes] where _classes is set
-    _classes: np.ndarray | None  # the column of each byte, for a class table
-    _full: np.ndarray | None  # the 256-column table, once expanded
+    _n: int  # states
+    _table: np.ndarray | None  # int32[num_states, classes] until expanded (None for a full table)
+    _classes: np.ndarray | None  # the column of each byte, for a DFA built over classes
+    _full: np.ndarray | None  # int32[num_states, 256], once expanded (or as given)
 
     def __init__(
         self,
@@ -57,7 +60,8 @@ class DFA:
         put(self, "accepting", accepting)
         put(self, "start", start)
         put(self, "pattern", pattern)
-        put(self, "_table", transitions)
+        put(self, "_n", int(transitions.shape[0]))
+        put(self, "_table", None if classes is None else transitions)
         put(self, "_classes", classes)
         put(self, "_full", transitions if classes is None else None)
 
@@ -68,7 +72,10 @@ class DFA:
         return f"DFA({self.num_states} states, pattern={self.pattern!r})"
 
     def __reduce__(self) -> tuple[object, tuple[object, ...], dict[str, object]]:
-        return (_restore_dfa, (self._table, self.accepting, self.start, self.pattern, self._classes), {})
+        table, classes = self._table, self._classes
+        if table is None or classes is None:  # expanded, or built full
+            table, classes = self.transitions, None
+        return (_restore_dfa, (table, self.accepting, self.start, self.pattern, classes), {})
 
     @property
     def transitions(self) -> np.ndarray:
@@ -76,16 +83,18 @@ class DFA:
         first use."""
         full = self._full
         if full is None:
-            assert self._classes is not None  # a DFA without classes holds its full table
-            full = expand_columns(self._table, self._classes)
+            table, classes = self._table, self._classes
+            assert table is not None and classes is not None  # one of the two tables is always held
+            full = expand_columns(table, classes)
             full.setflags(write=False)
-            object.__setattr__(self, "_full", full)
+            object.__setattr__(self, "_full", full)  # first: a reader that finds no class table
+            object.__setattr__(self, "_table", None)  # finds the full one
         return full
 
     @property
     def num_states(self) -> int:
         """Number of live states."""
-        return int(self._table.shape[0])
+        return self._n
 
     def step(self, state: int, data: bytes) -> int:
         """The state after reading ``data`` from ``state`` (``-1`` if the walk dies)."""
@@ -111,11 +120,14 @@ def _restore_dfa(
 def class_table(dfa: DFA) -> tuple[np.ndarray, np.ndarray]:
     """``(table, classes)``: ``dfa``'s transitions over byte classes (``table[s, classes[b]]``), the
     table it was built with, or its 256 columns grouped by :func:`dfa_byte_classes` (cached)."""
-    if dfa._classes is not None:
-        return dfa._table, dfa._classes
+    table, classes = dfa._table, dfa._classes
+    if table is not None and classes is not None:
+        return table, classes
     got = dfa.__dict__.get("_class_table")
     if got is None:
-        classes = dfa_byte_classes(dfa)
+        if classes is None:
+            classes = dfa_byte_classes(dfa)
+        # its classes' columns of the full table (classes are numbered 0..k-1, each with a byte)
         _u, reps = np.unique(classes, return_index=True)
         got = (np.ascontiguousarray(dfa.transitions[:, reps]), classes)
         dfa.__dict__["_class_table"] = got
@@ -125,8 +137,9 @@ def class_table(dfa: DFA) -> tuple[np.ndarray, np.ndarray]:
 def dfa_columns(dfa: DFA, columns: np.ndarray | int) -> np.ndarray:
     """``dfa.transitions[:, columns]`` (a byte, or an array of bytes), read from the class table
     without expanding it."""
-    if dfa._classes is not None:
-        return np.asarray(dfa._table[:, dfa._classes[columns]])
+    table, classes = dfa._table, dfa._classes
+    if table is not None and classes is not None:
+        return np.asarray(table[:, classes[columns]])
     return np.asarray(dfa.transitions[:, columns])
 
 
@@ -201,8 +214,9 @@ def dfa_byte_classes(dfa: DFA) -> np.ndarray:
     if got is None:
         if dfa._classes is not None:
             # the class table's columns grouped, then by first byte (as column_classes numbers them)
-            _reps, by_column = column_classes(dfa._table)
-            joint = by_column[dfa._classes]
+            table, classes = class_table(dfa)
+            _reps, by_column = column_classes(table)
+            joint = by_column[classes]
             _u, first, inverse = np.unique(joint, return_index=True, return_inverse=True)
             rank = np.empty(first.shape[0], dtype=np.int64)
             rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
