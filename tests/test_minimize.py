@@ -274,3 +274,37 @@ def test_a_class_table_dfa_reads_the_same_before_and_after_expansion() -> None:
     assert np.array_equal(fresh.transitions, full)
     same_answers(fresh)  # expanded: the class table derived again
     same_answers(pickle.loads(pickle.dumps(fresh)))
+
+
+def _edge_runs_reference(full: np.ndarray) -> np.ndarray:
+    """Byte runs of a 256-column table in plain Python: per state, maximal runs of one live target."""
+    rows = []
+    for s, row in enumerate(full.tolist()):
+        b = 0
+        while b < 256:
+            e = b
+            while e + 1 < 256 and row[e + 1] == row[b]:
+                e += 1
+            if row[b] >= 0:
+                rows.append((s, b, e, row[b]))
+            b = e + 1
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_class_edge_runs_are_the_runs_of_the_expanded_table(seed: int) -> None:
+    """The embedding's edges, read from a class table, are the byte runs of its 256 columns: classes
+    that are not contiguous, neighbouring classes with one target, dead columns."""
+    from constrain.automata.nfa import class_edge_runs
+
+    rng = np.random.default_rng(300 + seed)
+    for _ in range(60):
+        k = int(rng.integers(1, 12))
+        classes = np.sort(rng.integers(0, k, 256)) if rng.random() < 0.5 else rng.integers(0, k, 256)
+        classes = np.unique(classes, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        k = int(classes.max()) + 1
+        n = int(rng.integers(1, 8))
+        table = np.where(rng.random((n, k)) < 0.6, rng.integers(0, 3, (n, k)), -1).astype(np.int32)
+        table.setflags(write=False)
+        got = class_edge_runs(table, classes)
+        assert np.array_equal(got, _edge_runs_reference(np.take(table, classes, axis=1)))

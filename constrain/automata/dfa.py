@@ -129,7 +129,9 @@ def class_table(dfa: DFA) -> tuple[np.ndarray, np.ndarray]:
             classes = dfa_byte_classes(dfa)
         # its classes' columns of the full table (classes are numbered 0..k-1, each with a byte)
         _u, reps = np.unique(classes, return_index=True)
-        got = (np.ascontiguousarray(dfa.transitions[:, reps]), classes)
+        table = np.ascontiguousarray(dfa.transitions[:, reps], dtype=np.int32)
+        table.setflags(write=False)  # as a built class table is: one kind of argument for the kernels
+        got = (table, classes)
         dfa.__dict__["_class_table"] = got
     return got
 

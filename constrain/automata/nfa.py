@@ -74,7 +74,7 @@ class NFA:
     ) -> tuple[int, int]:
         """Copy a DFA in as a fragment (one state per DFA state, byte runs as edges), in bulk.
 
-        ``runs``: the DFA's edges as :func:`edge_runs` gives them (``int64[edges, 4]``).
+        ``runs``: the DFA's edges as :func:`class_edge_runs` gives them (``int64[edges, 4]``).
         """
         num = num_states
         if len(self.edges) + num + 1 > self.max_states:
@@ -162,25 +162,12 @@ class NFA:
         self.edge_blocks.append(block)
 
 
-def edge_runs(transitions: np.ndarray) -> np.ndarray:
-    """The live edges of a DFA table as byte runs: ``int64[edges, 4]`` rows ``(src, lo, hi, dst)``."""
-    num = transitions.shape[0]
-    # A run starts at byte 0 and wherever the target changes.
-    change = np.ones((num, 256), dtype=bool)
-    change[:, 1:] = transitions[:, 1:] != transitions[:, :-1]
-    src, lo = np.nonzero(change)
-    nxt_lo = np.append(lo[1:], 256)
-    nxt_lo[np.append(src[1:] != src[:-1], True)] = 256
-    hi = nxt_lo - 1
-    dst = transitions[src, lo]
-    keep = dst >= 0
-    return np.stack([src[keep], lo[keep], hi[keep], dst[keep].astype(np.int64)], axis=1).astype(np.int64)
-
-
 @numba.njit(cache=True, nogil=True)
 def class_edge_runs(table: np.ndarray, classes: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """:func:`edge_runs` of the 256-column table ``table[:, classes]``, read from the class table
-    (``classes[b]``: the column of byte ``b``) without building it."""
+    """The live edges of the 256-column table ``table[:, classes]`` as byte runs, ``int64[edges, 4]``
+    rows ``(src, lo, hi, dst)``: per state, each maximal run of bytes with one target, dead runs left
+    out, in state and byte order. Read from the class table (``classes[b]``: the column of byte
+    ``b``) without building the 256 columns."""
     run_lo = np.empty(256, dtype=np.int64)
     run_col = np.empty(256, dtype=np.int64)
     runs = 0
