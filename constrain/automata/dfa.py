@@ -200,6 +200,15 @@ def column_classes(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(first)[order], rank[classes]
 
 
+def numbered_by_first(ids: np.ndarray) -> np.ndarray:
+    """``ids`` renumbered 0, 1, ... in the order each first occurs (byte classes numbered by their
+    first byte, as :func:`column_classes` numbers them)."""
+    _u, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    rank = np.empty(first.shape[0], dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
+    return rank[np.asarray(inverse).reshape(-1)]
+
+
 def joint_byte_classes(*classes: np.ndarray) -> np.ndarray:
     """Class id per byte that every map of ``classes`` (a class id per byte each) treats alike: the
     tuples of their ids, numbered in sorted order."""
@@ -218,11 +227,7 @@ def dfa_byte_classes(dfa: DFA) -> np.ndarray:
             # the class table's columns grouped, then by first byte (as column_classes numbers them)
             table, classes = class_table(dfa)
             _reps, by_column = column_classes(table)
-            joint = by_column[classes]
-            _u, first, inverse = np.unique(joint, return_index=True, return_inverse=True)
-            rank = np.empty(first.shape[0], dtype=np.int64)
-            rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
-            got = rank[np.asarray(inverse).reshape(-1)]
+            got = numbered_by_first(by_column[classes])
         else:
             _reps, got = column_classes(dfa.transitions)
         dfa.__dict__["_byte_classes"] = got

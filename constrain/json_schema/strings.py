@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import automata as A
 from ..automata import DFA, empty_dfa
-from ..automata.dfa import dfa_byte_classes, dfa_from_class_arrays, joint_byte_classes
+from ..automata.dfa import dfa_byte_classes, dfa_from_class_arrays, joint_byte_classes, numbered_by_first
 from ..exceptions import RegexSyntaxError, SchemaError, UnsupportedRegexFeature, UnsupportedSchemaFeature
 from ..limits import DEFAULT_LIMITS, current_limits
 from .references import SchemaNode
@@ -68,8 +68,7 @@ def quoted(body: DFA, label: str = "<string>") -> DFA:
     quote[_QUOTE] = 1
     joint = joint_byte_classes(dfa_byte_classes(body), quote)
     # Classes numbered by first byte, as the subset construction numbers them: the same BFS order.
-    remap: dict[int, int] = {}
-    classes = np.array([remap.setdefault(c, len(remap)) for c in joint.tolist()], dtype=np.int64)
+    classes = numbered_by_first(joint)
     _u, reps = np.unique(classes, return_index=True)
     n = body.num_states
     compact = np.full((n + 2, reps.shape[0]), -1, dtype=np.int64)
