@@ -102,9 +102,14 @@ class CompiledGrammar:
     @property
     def kind(self) -> str:
         """``"regular"`` (a byte DFA) or ``"context-free"`` (the Earley engine)."""
+        from .masks.counted import CountedStringMasks
         from .masks.dfa_masks import DFATokenMasks
 
-        return "regular" if isinstance(self.automaton, DFATokenMasks) else "context-free"
+        auto = self.automaton
+        regular = isinstance(auto, DFATokenMasks) or (
+            isinstance(auto, CountedStringMasks) and isinstance(auto.inner, DFATokenMasks)
+        )
+        return "regular" if regular else "context-free"
 
     @property
     def num_words(self) -> int:
@@ -146,11 +151,14 @@ class CompiledGrammar:
         """Pickled as the grammar, the tokenizer and the byte automaton (a DFA's tables, or the Earley
         automaton's tables as built so far, so state ids held by matchers stay valid); token masks are
         computed again where it is loaded (see :func:`_restore_compiled`)."""
+        from .masks.counted import CountedStringMasks
         from .masks.dfa_masks import DFATokenMasks
 
         auto = self.automaton
         if isinstance(auto, DFATokenMasks):
             return _restore_compiled, (self.grammar, self.tokenizer_info, auto.dfa)
+        if isinstance(auto, CountedStringMasks):
+            return _restore_compiled, (self.grammar, self.tokenizer_info, auto.counted)
         earley = getattr(auto, "earley", None) or getattr(auto, "pushdown", None)
         if earley is None:
             raise TypeError(f"cannot pickle a CompiledGrammar over a {type(auto).__name__}")
@@ -176,6 +184,15 @@ def _restore_compiled(grammar: Grammar, info: TokenizerInfo, automaton: object) 
         mine = CompiledGrammar(grammar, info, masks)
         kept = _DEFAULT.adopt(mine)
         return kept if kept is mine or _same_dfa(getattr(kept.automaton, "dfa", None), automaton) else mine
+    from .automata.counted import CountedDFA
+    from .json_schema.recursion import CountedPushdown
+
+    if isinstance(automaton, (CountedDFA, CountedPushdown)):
+        from .masks.counted import CountedStringMasks
+
+        counted = CountedStringMasks(automaton, trie, info.eos_ids)
+        counted.precompute_ahead()
+        return CompiledGrammar(grammar, info, counted)
     from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
 
     if isinstance(automaton, PushdownAutomaton):
@@ -338,6 +355,15 @@ def _token_automaton(grammar: Grammar, info: TokenizerInfo) -> TokenAutomaton:
         masks = DFATokenMasks(automaton, trie, info.eos_ids)
         masks.precompute_ahead()
         return masks
+    from .automata.counted import CountedDFA
+    from .json_schema.recursion import CountedPushdown
+
+    if isinstance(automaton, (CountedDFA, CountedPushdown)):
+        from .masks.counted import CountedStringMasks
+
+        counted = CountedStringMasks(automaton, trie, info.eos_ids)
+        counted.precompute_ahead()
+        return counted
     from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
 
     if isinstance(automaton, PushdownAutomaton):

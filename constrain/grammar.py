@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .automata import DFA, regex_to_dfa
+from .automata.counted import CountedDFA
 from .automata.regex import ascii_by_default
 from .budget import CompileBudget, as_budget, budget_scope
 from .caches import bounded_cache
@@ -26,11 +27,12 @@ from .exceptions import (
     InvalidInputError,
     SchemaError,
 )
-from .limits import DEFAULT_LIMITS, Limits, limits_scope
+from .limits import DEFAULT_LIMITS, Limits, current_limits, limits_scope
 from .validation import check_choice, check_type, checked_arguments
 
 if TYPE_CHECKING:
     from .cfg.earley import EarleyAutomaton
+    from .json_schema.recursion import CountedPushdown
     from .masks.pushdown import PushdownAutomaton
 
 _ALLOWED_FLAGS = re.IGNORECASE | re.DOTALL | re.ASCII | re.UNICODE | re.VERBOSE | re.MULTILINE
@@ -218,6 +220,8 @@ class Grammar:
             raise EmptyLanguageError(
                 "no JSON value is valid against the schema: its language is empty", ""
             ) from None
+        if isinstance(automaton, CountedDFA):
+            automaton = automaton.dfa
         if isinstance(automaton, DFA) and not automaton.accepting.any():
             pointer = _where_empty(doc, opts, docs)
             raise EmptyLanguageError(
@@ -283,6 +287,11 @@ class Grammar:
                 default); use :meth:`to_automaton`, or cap such values with an int ``max_any_depth``.
         """
         got = self.to_automaton()
+        if isinstance(got, CountedDFA):
+            raise InvalidInputError(
+                f"this {self.kind} grammar counts a maxLength past {current_limits().max_counted_length:,} "
+                "code points beside its automaton: it has no single DFA (constrain.compile enforces it)"
+            )
         if not isinstance(got, DFA):
             hint = ""
             if self.kind == "json_schema" and self.schema_options().get("max_any_depth") is None:
@@ -290,11 +299,12 @@ class Grammar:
             raise InvalidInputError(f"this {self.kind} grammar is context-free: it has no single DFA{hint}")
         return got
 
-    def to_automaton(self) -> DFA | EarleyAutomaton | PushdownAutomaton:
+    def to_automaton(self) -> DFA | CountedDFA | EarleyAutomaton | PushdownAutomaton | CountedPushdown:
         """The grammar's automaton (cached): a byte DFA for regular languages, a DFA network run with a
         stack for a JSON Schema with holes whose every push and pop the next byte decides
         (:mod:`constrain.masks.pushdown`), else the Earley configuration automaton of :mod:`constrain.cfg`
-        (Lark grammars, other recursive JSON Schemas)."""
+        (Lark grammars, other recursive JSON Schemas); a JSON Schema with a ``maxLength`` too large for
+        automaton layers gives a :class:`~constrain.automata.counted.CountedDFA`."""
         if self.kind == "regex":
             return regex_to_dfa(self.source, self.flags)
         if self.kind == "json_schema":
@@ -385,12 +395,14 @@ def _escape(token: str) -> str:
 
 
 @bounded_cache(maxsize=128, name="json_schema_automaton")
-def _json_schema_automaton(grammar: Grammar) -> DFA | EarleyAutomaton | PushdownAutomaton:
+def _json_schema_automaton(
+    grammar: Grammar,
+) -> DFA | CountedDFA | EarleyAutomaton | PushdownAutomaton | CountedPushdown:
     from .json_schema import SchemaOptions, schema_to_language
     from .json_schema.recursion import build_automaton
 
     registry = grammar.schema_options()["registry"]
     options = SchemaOptions.from_pairs(grammar.options)
     with limits_scope(options.limits):  # the schema's limits reach the automata it builds (constrain.limits)
-        got = schema_to_language(json.loads(grammar.source), options, registry)
-        return got if isinstance(got, DFA) else build_automaton(got)
+        got = schema_to_language(json.loads(grammar.source), options, registry, count_long_strings=True)
+        return got if isinstance(got, (DFA, CountedDFA)) else build_automaton(got)

@@ -49,6 +49,7 @@ _KERNEL_MODULES = (
     "constrain.cfg.fast_step",
     "constrain.cfg.token_masks",
     "constrain.json_schema.recursion",
+    "constrain.masks.counted",
     "constrain.masks.handle",
     "constrain.masks.sharing",
     "constrain.masks.trie",
@@ -179,11 +180,15 @@ def _walk_signatures(compiled: Any) -> None:
     them (a partial walk deep in a long string is rare), and numba compiles one signature per kind;
     without this a fill in the middle of decoding paid the JIT (a 273 ms step in the MaskBench bench)."""
     from .cfg import fast_step
+    from .masks.counted import CountedStringMasks, token_code_points
     from .masks.dfa_masks import DFATokenMasks
     from .masks.pushdown import PushdownTokenMasks, or_ids, pushdown_walk
     from .masks.walks import sparse_fill, state_chains, write_ids
 
     auto = compiled.automaton
+    token_code_points(compiled.trie)  # a counted maxLength's per-token code points (a vocabulary pass)
+    if isinstance(auto, CountedStringMasks):
+        auto = auto.inner
     earley = getattr(auto, "earley", None)
     if earley is not None:
         # a context-free byte step from Python (an accepted token whose transition no mask computed);

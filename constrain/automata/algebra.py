@@ -21,6 +21,7 @@ import numpy as np
 from ..budget import check_states, state_limit
 from ..exceptions import UnsupportedRegexFeature
 from ..limits import current_limits
+from .counted import has_count_marks
 from .determinize import nfa_to_dfa
 from .dfa import (
     DFA,
@@ -278,6 +279,14 @@ def _combine(
     label: str,
     pairs_ok: Callable[[np.ndarray, np.ndarray], bool] | None = None,
 ) -> DFA | None:
+    if op != _OP_OR and (has_count_marks(a) or has_count_marks(b)):
+        # A product would compare count marks as text (see .counted): refused, never a wrong language.
+        raise UnsupportedRegexFeature(
+            "a string length counted past the automaton's layers (maxLength) inside an intersection or "
+            "difference",
+            label,
+            "a maxLength this large is counted only where it is combined by sequence or union",
+        )
     # Joint byte classes: pairs of the two automata's own classes.
     joint = joint_byte_classes(dfa_byte_classes(a), dfa_byte_classes(b)).astype(np.int32)
     _u, reps = np.unique(joint, return_index=True)

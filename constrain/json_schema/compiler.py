@@ -36,6 +36,7 @@ from typing import Any
 
 from .. import automata as A
 from ..automata import DFA, empty_dfa
+from ..automata.counted import CountedDFA, ImpureCountMark, counted_dfa, has_count_marks
 from ..budget import budget_scope, pointer_scope
 from ..budget import check as budget_check
 from ..exceptions import (
@@ -56,7 +57,7 @@ from .locations import Location, Locations
 from .numbers import number_language
 from .objects import dependencies_language, merged_conjuncts, object_language
 from .options import SchemaOptions
-from .recursion import RecursiveLanguage
+from .recursion import ONE_VALUE_AT_ITS_QUOTE, RecursiveLanguage, count_refusal
 from .references import EMPTY_SCHEMA, SchemaDocument, SchemaNode
 from .strings import string_language
 from .unevaluated import unevaluated_language
@@ -88,6 +89,10 @@ class CompileContext:
         holes: the holes and what the recursion-aware set operations remember (:mod:`.holes`).
         lang_memo: (node key, location key) -> language, for every language compiled so far.
         dropped: (keyword, pointer) of the keywords ``lenient=True`` dropped.
+        count_long_strings: a ``maxLength`` past ``limits.max_counted_length`` is counted beside the
+            DFA (a count mark, :mod:`constrain.automata.counted`) instead of refused; the root is then
+            a :class:`~constrain.automata.counted.CountedDFA` (the token engine's path sets it).
+        counted: (pointer, bound) of each ``maxLength`` counted so.
     """
 
     def __init__(
@@ -110,6 +115,8 @@ class CompileContext:
         self.holes = HoleTable()
         self.lang_memo: dict[LangKey, DFA] = {}
         self.dropped: list[tuple[str, str]] = []
+        self.count_long_strings = False
+        self.counted: list[tuple[str, int]] = []
         self.synthetic: list[Any] = []  # synthetic schemas stay alive: node keys use id()
         self._active: set[LangKey] = set()
 
@@ -327,8 +334,9 @@ def own_language(
     return result
 
 
-def compile_root(ctx: CompileContext) -> DFA | RecursiveLanguage:
-    """The DFA of the whole schema, or DFAs with holes where ``$ref`` recurses."""
+def compile_root(ctx: CompileContext) -> DFA | RecursiveLanguage | CountedDFA:
+    """The DFA of the whole schema, or DFAs with holes where ``$ref`` recurses; with
+    ``ctx.count_long_strings``, a :class:`CountedDFA` where a ``maxLength`` is counted beside the DFA."""
     root = ctx.doc.root
     loc = ctx.places.of([root])
     with contextlib.suppress(ConstrainError):  # a broken $ref: compiling reports it where it is met
@@ -337,7 +345,25 @@ def compile_root(ctx: CompileContext) -> DFA | RecursiveLanguage:
     if ctx.dropped:
         listed = ", ".join(f"{kw} at {ptr}" for kw, ptr in dict.fromkeys(ctx.dropped))  # once each
         warnings.warn(f"lenient=True dropped keywords it cannot enforce: {listed}", UserWarning, stacklevel=3)
-    return holes.finish(ctx, dfa)
+    out = holes.finish(ctx, dfa)
+    return _take_out_count_marks(ctx, out) if ctx.counted else out
+
+
+def _take_out_count_marks(
+    ctx: CompileContext, out: DFA | RecursiveLanguage
+) -> DFA | RecursiveLanguage | CountedDFA:
+    """The root with its count marks taken out (:func:`~constrain.automata.counted.counted_dfa`), or
+    the refusal of the first counted ``maxLength`` where that cannot be exact."""
+    if isinstance(out, RecursiveLanguage):
+        if not any(has_count_marks(d) for d in (out.root, *out.holes.values())):
+            return out
+        return replace(out, counted=tuple(ctx.counted))  # the stack engine counts (build_automaton)
+    if not has_count_marks(out):
+        return out  # the counted strings were cut away (a false branch, a disjoint allOf)
+    try:
+        return counted_dfa(out)
+    except ImpureCountMark:
+        raise count_refusal(ctx.counted, ONE_VALUE_AT_ITS_QUOTE) from None
 
 
 def has_ref_cycle(schema: Any, registry: Mapping[str, Any] | None = None, draft: str = "2020-12") -> bool:
@@ -347,11 +373,20 @@ def has_ref_cycle(schema: Any, registry: Mapping[str, Any] | None = None, draft:
 
 
 def schema_to_language(
-    schema: Any, options: SchemaOptions | None = None, registry: Mapping[str, Any] | None = None
-) -> DFA | RecursiveLanguage:
-    """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``)."""
+    schema: Any,
+    options: SchemaOptions | None = None,
+    registry: Mapping[str, Any] | None = None,
+    *,
+    count_long_strings: bool = False,
+) -> DFA | RecursiveLanguage | CountedDFA:
+    """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``).
+
+    ``count_long_strings``: count a ``maxLength`` past ``limits.max_counted_length`` beside the DFA
+    (a :class:`~constrain.automata.counted.CountedDFA` comes back) instead of refusing it; for the token
+    engine, which enforces the count (``lenient`` keeps dropping such bounds)."""
     loaded = load_schema(schema)
     ctx = CompileContext(loaded, options or SchemaOptions(), registry)
+    ctx.count_long_strings = count_long_strings and not ctx.options.lenient
     try:
         with budget_scope(), limits_scope(ctx.options.limits):  # caller's budget or the default one
             try:
@@ -374,6 +409,7 @@ def schema_to_language(
                 # one DFA after all (its own refusal, if any, names where it outgrew the limit).
                 inline = CompileContext(loaded, ctx.options, registry)
                 inline.estimate_refusals = False
+                inline.count_long_strings = ctx.count_long_strings
                 return compile_root(inline)
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None
@@ -395,8 +431,10 @@ def schema_to_dfa(
     """
     options = options or SchemaOptions(max_any_depth=DFA_ANY_DEPTH)
     got = schema_to_language(schema, options, registry)
-    if not isinstance(got, RecursiveLanguage):
+    if isinstance(got, DFA):
         return got
+    if isinstance(got, CountedDFA):  # pragma: no cover - schema_to_language counts only when asked
+        raise AssertionError("count marks in schema_to_dfa")
     if options.max_any_depth is None:
         capped = replace(options, max_any_depth=DFA_ANY_DEPTH)
         if not isinstance(schema_to_language(schema, capped, registry), RecursiveLanguage):

@@ -31,6 +31,7 @@ grammar's language is exactly the network's.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ import numba
 import numpy as np
 
 from ..automata import DFA, column_classes, dfa_columns, dfa_from_class_arrays
+from ..automata.counted import CountedDFA, ImpureCountMark, counted_dfa
 from ..exceptions import UnsupportedSchemaFeature
 from ..limits import DEFAULT_LIMITS, current_limits
 
@@ -64,6 +66,8 @@ class RecursiveLanguage:
     root: DFA
     holes: dict[int, DFA]
     pointers: dict[int, str]  # hole index -> the JSON pointer of the subschema it stands for
+    #: (pointer, bound) of each maxLength counted beside the automaton (count marks in the DFAs)
+    counted: tuple[tuple[str, int], ...] = ()
 
 
 def has_holes(dfa: DFA) -> bool:
@@ -194,7 +198,7 @@ def _reached(table: np.ndarray, start: int) -> np.ndarray:  # pragma: no cover -
     return seen
 
 
-def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutomaton:
+def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutomaton | CountedPushdown:
     """The automaton of a schema's language with holes: the network run with a stack where the next
     byte decides every push and pop (:mod:`constrain.masks.pushdown`; set ``CONSTRAIN_PUSHDOWN=0`` to
     turn it off), else the Earley configuration automaton (see the module docstring)."""
@@ -203,8 +207,15 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutoma
     if os.environ.get("CONSTRAIN_PUSHDOWN", "1") != "0":
         root, holes = lang.root, dict(lang.holes)
         for _ in range(UNFOLD_ROUNDS + 1):
-            tables = pushdown_tables(root, holes)
+            if lang.counted:
+                counted = {k: _without_marks(lang, d) for k, d in [(None, root), *holes.items()]}
+                tables = pushdown_tables(counted[None].dfa, {k: counted[k].dfa for k in holes})
+            else:
+                tables = pushdown_tables(root, holes)
             if isinstance(tables, PushdownTables):
+                if lang.counted:
+                    parts = [counted[None], *(counted[k] for k in sorted(holes))]
+                    return CountedPushdown.of(PushdownAutomaton(tables), parts)
                 return PushdownAutomaton(tables)
             where, hole = tables.component, tables.hole
             target = root if where is None else holes.get(where)
@@ -217,7 +228,73 @@ def build_automaton(lang: RecursiveLanguage) -> EarleyAutomaton | PushdownAutoma
                 root = fill_hole(target, hole, holes[hole])
             else:
                 holes[where] = fill_hole(target, hole, holes[hole])
+    if lang.counted:
+        raise count_refusal(
+            lang.counted, "where the stack engine runs the schema (not the context-free parser)"
+        )
     return build_earley(lang)
+
+
+def _without_marks(lang: RecursiveLanguage, dfa: DFA) -> CountedDFA:
+    """``dfa`` with its count marks taken out, or the refusal of the first counted ``maxLength``."""
+    try:
+        return counted_dfa(dfa)
+    except ImpureCountMark:
+        raise count_refusal(lang.counted, ONE_VALUE_AT_ITS_QUOTE) from None
+
+
+ONE_VALUE_AT_ITS_QUOTE = (
+    "where the string is the one value its opening quote can begin (not in a union with another string "
+    "at the same place)"
+)
+
+
+def count_refusal(counted: Sequence[tuple[str, int]], where: str) -> UnsupportedSchemaFeature:
+    """The refusal of the first ``maxLength`` of ``counted`` (pointer, bound): counted beside the
+    automaton only ``where``."""
+    ptr, bound = counted[0]
+    return UnsupportedSchemaFeature(
+        "maxLength",
+        ptr,
+        f"a length bound of {bound} is too large for automaton layers, and is counted beside the "
+        f"automaton only {where}",
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class CountedPushdown:
+    """A :class:`~constrain.masks.pushdown.PushdownAutomaton` built without count marks, and where they
+    were: reading byte ``b`` in global state ``g`` of its tables enters a counted string where
+    ``(g << 8) | b`` is in ``entry_keys`` (sorted), bounded by the same position of ``entry_bounds`` (see
+    :class:`constrain.automata.counted.CountedDFA`)."""
+
+    pushdown: PushdownAutomaton
+    entry_keys: np.ndarray
+    entry_bounds: np.ndarray
+
+    @property
+    def start(self) -> int:
+        """The start configuration."""
+        return self.pushdown.start
+
+    @staticmethod
+    def of(pushdown: PushdownAutomaton, parts: list[CountedDFA]) -> CountedPushdown:
+        """The entries of ``parts`` (the root's DFA, then the holes' by index, as
+        :func:`~constrain.masks.pushdown.pushdown_tables` lays them out) at the global states of
+        ``pushdown``'s tables."""
+        keys: list[np.ndarray] = []
+        bounds: list[np.ndarray] = []
+        offset = 0
+        for c in parts:
+            g = (c.entry_keys >> 8) + offset
+            keys.append((g << 8) | (c.entry_keys & 0xFF))
+            bounds.append(c.entry_bounds)
+            offset += c.dfa.num_states
+        assert offset == pushdown.tables.num_states
+        k = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+        b = np.concatenate(bounds) if bounds else np.zeros(0, dtype=np.int64)
+        order = np.argsort(k, kind="stable")
+        return CountedPushdown(pushdown, k[order], b[order])
 
 
 def build_earley(lang: RecursiveLanguage) -> EarleyAutomaton:

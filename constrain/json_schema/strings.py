@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import automata as A
 from ..automata import DFA, empty_dfa
+from ..automata.counted import MAX_MARKED_BOUND, count_mark
 from ..automata.dfa import dfa_byte_classes, dfa_from_class_arrays, joint_byte_classes, numbered_by_first
 from ..exceptions import RegexSyntaxError, SchemaError, UnsupportedRegexFeature, UnsupportedSchemaFeature
 from ..limits import DEFAULT_LIMITS, current_limits
@@ -89,9 +90,18 @@ def string_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) ->
     for name, v in (("minLength", lo), ("maxLength", hi)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v)):
             raise SchemaError(f"{name} must be a non-negative integer", f"{node.ptr}/{name}")
+    counted: int | None = None  # a maxLength counted beside the DFA (a count mark), see below
     if lo or hi is not None:
         top = int(hi) if hi is not None else int(lo)
-        if top > current_limits().max_counted_length:
+        most = current_limits().max_counted_length
+        if top > most and hi is not None and _countable(ctx, int(lo), int(hi), most):
+            # Too many layers: the content keeps only the minLength layers, and a count mark before it
+            # tells the token engine to count the rest (constrain.automata.counted).
+            counted = int(hi)
+            ctx.counted.append((f"{node.ptr}/maxLength", counted))
+            if lo:
+                content.append(("minLength", length_dfa(int(lo), None)))
+        elif top > most:
             name = "maxLength" if hi is not None else "minLength"
             ctx.unsupported(name, f"{node.ptr}/{name}", f"a length bound of {top} is too large to count")
         else:
@@ -120,6 +130,8 @@ def string_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) ->
         elif k["format"] in UNENFORCEABLE_FORMATS:
             ctx.unsupported("format", f"{node.ptr}/format", f"format {k['format']!r} is not regular")
     if not content:
+        if counted is not None:
+            return quoted(A.build(A.seq(A.Literal(count_mark(counted)), ANY_CHARS)), "<counted string>")
         return any_string_dfa()
     while True:
         try:
@@ -133,7 +145,16 @@ def string_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) ->
             name = next(n for n in ("maxLength", "minLength", "format", "pattern") if n in names)
             ctx.unsupported(name, f"{node.ptr}/{name}", str(e))  # raises unless lenient
             content = [(n, d) for n, d in content if n != name]
+    if counted is not None:
+        body = A.build(A.seq(A.Literal(count_mark(counted)), A.Embed(body)), "<counted string>")
     return quoted(body)
+
+
+def _countable(ctx: CompileContext, lo: int, hi: int, most: int) -> bool:
+    """Whether a length bound past ``most`` layers can be a count mark: only a ``maxLength`` (with a
+    ``minLength`` of at most ``most``) where the caller enforces the count (see
+    :attr:`CompileContext.count_long_strings`)."""
+    return ctx.count_long_strings and lo <= most and hi <= MAX_MARKED_BOUND
 
 
 def pattern_dfa(ctx: CompileContext, pattern: str, ptr: str) -> DFA | None:

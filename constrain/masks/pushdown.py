@@ -894,14 +894,26 @@ class PushdownAutomaton:
 
     def step(self, config: int, data: bytes) -> int:
         """The configuration after ``data``, or -1 where a byte is rejected."""
-        node = self._cfg_node[config]
-        g = self._cfg_state[config]
+        node, g, _ = self._advance(self._cfg_node[config], self._cfg_state[config], data)
+        return -1 if g < 0 else self.config(node, g)
+
+    def step_read(self, config: int, b: int) -> tuple[int, int]:
+        """The configuration after byte ``b`` and the global state whose table read it (after the pushes
+        and pops before it), or ``(-1, -1)`` where it is rejected; for callers that watch particular edges
+        (:class:`constrain.masks.counted.CountedStringMasks`)."""
+        node, g, read = self._advance(self._cfg_node[config], self._cfg_state[config], bytes((b,)))
+        return (-1, -1) if g < 0 else (self.config(node, g), read)
+
+    def _advance(self, node: int, g: int, data: bytes) -> tuple[int, int, int]:
+        """``(stack node, state, state that read the last byte)`` after ``data``; ``g`` is -1 where a
+        byte is rejected."""
         trans, pop_ok, enter = self._trans, self._pop_ok, self._enter
+        read = g
         for b in data:
             while True:
                 t = trans[(g << 8) | b]
                 if t >= 0:
-                    g = t
+                    read, g = g, t
                     break
                 for first, start, ret in enter.get(g, ()):
                     if first[b]:
@@ -910,10 +922,10 @@ class PushdownAutomaton:
                         break
                 else:
                     if not pop_ok[g] or not node:
-                        return -1
+                        return node, -1, -1
                     g = self._value[node]
                     node = self._parent[node]
-        return self.config(node, g)
+        return node, g, read
 
     def accepts(self, data: bytes) -> bool:
         """Whether ``data`` is a whole member of the language."""
