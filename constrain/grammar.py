@@ -20,12 +20,14 @@ from .automata.regex import ascii_by_default
 from .budget import CompileBudget, as_budget, budget_scope
 from .caches import bounded_cache
 from .exceptions import (
+    CompileBudgetExceeded,
     ConstrainError,
     EmptyGrammarError,
     EmptyLanguageError,
     GrammarError,
     InvalidInputError,
     SchemaError,
+    UnsupportedSchemaFeature,
 )
 from .limits import DEFAULT_LIMITS, Limits, current_limits, limits_scope
 from .validation import check_choice, check_type, checked_arguments
@@ -400,9 +402,25 @@ def _json_schema_automaton(
 ) -> DFA | CountedDFA | EarleyAutomaton | PushdownAutomaton | CountedPushdown:
     from .json_schema import SchemaOptions, schema_to_language
     from .json_schema.recursion import build_automaton
+    from .json_schema.strings import COUNT_PAST, COUNTED
 
     registry = grammar.schema_options()["registry"]
     options = SchemaOptions.from_pairs(grammar.options)
-    with limits_scope(options.limits):  # the schema's limits reach the automata it builds (constrain.limits)
-        got = schema_to_language(json.loads(grammar.source), options, registry, count_long_strings=True)
+    schema = json.loads(grammar.source)
+
+    def automaton(
+        count_past: int,
+    ) -> DFA | CountedDFA | EarleyAutomaton | PushdownAutomaton | CountedPushdown:
+        got = schema_to_language(schema, options, registry, count_past=count_past)
         return got if isinstance(got, (DFA, CountedDFA)) else build_automaton(got)
+
+    with limits_scope(options.limits):  # the schema's limits reach the automata it builds (constrain.limits)
+        layered = current_limits().max_counted_length
+        first = min(COUNT_PAST, layered)
+        try:
+            return automaton(first)
+        except UnsupportedSchemaFeature as refusal:
+            if first == layered or COUNTED not in str(refusal) or isinstance(refusal, CompileBudgetExceeded):
+                raise
+        # A counted maxLength that a product or a union at its quote meets: layers where they fit.
+        return automaton(layered)

@@ -32,7 +32,10 @@ class Limits:
     Attributes:
         max_nfa_states: states of one regex's Thompson NFA (a repetition expands to copies).
         max_dfa_states: states of a DFA from the subset construction or a product automaton.
-        max_counted_length: a string's ``minLength``/``maxLength`` counted exactly.
+        max_counted_length: a string's ``minLength``/``maxLength`` counted by automaton layers; a
+            larger ``maxLength`` is counted beside the automaton by the token engine
+            (:mod:`constrain.masks.counted`: not where a product or a union at the string's quote
+            meets it), a larger ``minLength`` is refused.
         max_counted_items: array items counted exactly (``minItems``/``maxItems``, ``contains`` counts).
         max_counted_members: object members counted exactly (``minProperties``/``maxProperties``).
         max_patterns: ``patternProperties`` patterns at one place (2**n classes of keys).

@@ -304,3 +304,22 @@ def test_lenient_still_drops_a_bound_too_large_to_count() -> None:
     with pytest.warns(UserWarning, match="maxLength"):
         grammar = Grammar.from_json_schema({"type": "string", "maxLength": 50}, limits=SMALL, lenient=True)
     assert not isinstance(grammar.to_automaton(), (CountedDFA, CountedPushdown))
+
+
+def test_a_bound_that_layers_can_hold_falls_back_to_them_where_counting_cannot_be_exact() -> None:
+    """With the default limits a maxLength past 256 is counted; where a union at its quote or a
+    product meets it, the schema is compiled again with layers (up to 10,000), not refused."""
+    info = tokenizer_info(TOKENIZER)
+    counted = Grammar.from_json_schema({"type": "string", "maxLength": 1000}).to_automaton()
+    assert isinstance(counted, CountedDFA)
+    union = {"anyOf": [{"type": "string", "maxLength": 1000}, {"type": "string", "pattern": "^a"}]}
+    product = {"allOf": [{"type": "string", "maxLength": 1000}, {"type": "string", "maxLength": 1200}]}
+    for schema in (union, product):
+        grammar = Grammar.from_json_schema(schema)
+        assert not isinstance(grammar.to_automaton(), (CountedDFA, CountedPushdown))
+        for length in (1000, 1001):
+            value = "b" * length
+            matcher = GrammarMatcher(constrain.compile(grammar, info))
+            ids = hf_tokenizer(TOKENIZER).encode(json.dumps(value), add_special_tokens=False).ids
+            ok = all(matcher.accept_token(t) for t in ids) and matcher.can_end()
+            assert ok == jsonschema.Draft202012Validator(schema).is_valid(value)

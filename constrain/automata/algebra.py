@@ -282,10 +282,9 @@ def _combine(
     if op != _OP_OR and (has_count_marks(a) or has_count_marks(b)):
         # A product would compare count marks as text (see .counted): refused, never a wrong language.
         raise UnsupportedRegexFeature(
-            "a string length counted past the automaton's layers (maxLength) inside an intersection or "
-            "difference",
+            "a maxLength counted beside the automaton inside an intersection or difference",
             label,
-            "a maxLength this large is counted only where it is combined by sequence or union",
+            "such a bound is counted only where it is combined by sequence or union",
         )
     # Joint byte classes: pairs of the two automata's own classes.
     joint = joint_byte_classes(dfa_byte_classes(a), dfa_byte_classes(b)).astype(np.int32)

@@ -103,28 +103,30 @@ def counted_dfa(dfa: DFA) -> CountedDFA:
     table, classes = class_table(dfa)
     marks = mark_states(dfa)
     n = dfa.num_states
-    after = np.full(n, -1, dtype=np.int64)  # a mark state -> the content start past its mark
-    bound_of = np.zeros(n, dtype=np.int64)
     mark_class = int(classes[COUNT_MARK])
-    live_counts = (table >= 0).sum(axis=1)
     if marks.size and np.count_nonzero(classes == mark_class) != 1:
         raise ImpureCountMark("a byte other than a count mark's is read where marks are")
-    for m in marks.tolist():
-        if live_counts[m] != 1:
-            raise ImpureCountMark(f"state {m} reads a count mark beside other bytes")
-        s = int(table[m, mark_class])
-        bound = 0
-        for _ in range(MARK_DIGITS):
-            live = np.flatnonzero(table[s] >= 0)
-            if live.shape[0] != 1:
-                raise ImpureCountMark(f"state {s} reads more than one digit of a count mark")
-            digit_bytes = np.flatnonzero(classes == live[0])
-            if digit_bytes.shape[0] != 1 or digit_bytes[0] > 0x7F:
-                raise ImpureCountMark(f"state {s} reads a malformed count mark")
-            bound = bound * 128 + int(digit_bytes[0])
-            s = int(table[s, live[0]])
-        after[m] = s
-        bound_of[m] = bound
+    live = table >= 0
+    if marks.size and not (live[marks].sum(axis=1) == 1).all():
+        raise ImpureCountMark("a state reads a count mark beside other bytes")
+    # Every mark's digits at once: each state on the way reads exactly one byte, a digit 0x00-0x7F.
+    first_byte = np.full(table.shape[1], -1, dtype=np.int64)  # the byte of each one-byte class
+    sizes = np.bincount(classes, minlength=table.shape[1])
+    first_byte[classes[::-1]] = np.arange(255, -1, -1)
+    s = table[marks, mark_class].astype(np.int64)
+    bound_of_mark = np.zeros(marks.shape[0], dtype=np.int64)
+    for _ in range(MARK_DIGITS):
+        row = live[s]
+        col = np.argmax(row, axis=1)
+        digit = first_byte[col]
+        if not ((row.sum(axis=1) == 1) & (sizes[col] == 1) & (digit >= 0) & (digit <= 0x7F)).all():
+            raise ImpureCountMark("a count mark is not followed by exactly one bound")
+        bound_of_mark = bound_of_mark * 128 + digit
+        s = table[s, col].astype(np.int64)
+    after = np.full(n, -1, dtype=np.int64)  # a mark state -> the content start past its mark
+    after[marks] = s
+    bound_of = np.zeros(n, dtype=np.int64)
+    bound_of[marks] = bound_of_mark
     # Redirect every edge into a mark past it, and note it as an entry.
     new = np.array(table, dtype=np.int32)
     is_mark = np.zeros(n, dtype=bool)
@@ -138,16 +140,19 @@ def counted_dfa(dfa: DFA) -> CountedDFA:
     renumber[keep] = np.arange(keep.shape[0])
     compact = np.where(new[keep] >= 0, renumber[np.maximum(new[keep], 0)], -1).astype(np.int32)
     out = DFA(compact, dfa.accepting[keep].copy(), int(renumber[dfa.start]), dfa.pattern, classes=classes)
-    keys: list[int] = []
-    bounds: list[int] = []
-    for s, c, t in zip(src.tolist(), col.tolist(), targets.tolist(), strict=True):
-        if renumber[s] < 0:
-            continue
-        for b in np.flatnonzero(classes == c).tolist():
-            keys.append((int(renumber[s]) << 8) | b)
-            bounds.append(int(bound_of[t]))
-    order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
-    return CountedDFA(out, np.array(keys, dtype=np.int64)[order], np.array(bounds, dtype=np.int64)[order])
+    # One entry per byte of each redirected edge's class.
+    reached = renumber[src] >= 0
+    src, col, targets = renumber[src[reached]], col[reached], targets[reached]
+    by_class = np.argsort(classes, kind="stable")  # bytes grouped by class
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    per_edge = sizes[col]
+    edge_of = np.repeat(np.arange(col.shape[0]), per_edge)
+    offset = np.arange(edge_of.shape[0]) - np.repeat(np.cumsum(per_edge) - per_edge, per_edge)
+    byte = by_class[starts[col[edge_of]] + offset]
+    keys = (src[edge_of] << 8) | byte
+    bounds = bound_of[targets[edge_of]]
+    order = np.argsort(keys, kind="stable")
+    return CountedDFA(out, keys[order].astype(np.int64), bounds[order].astype(np.int64))
 
 
 def _reachable(table: np.ndarray, start: int) -> np.ndarray:

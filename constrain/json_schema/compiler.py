@@ -89,9 +89,11 @@ class CompileContext:
         holes: the holes and what the recursion-aware set operations remember (:mod:`.holes`).
         lang_memo: (node key, location key) -> language, for every language compiled so far.
         dropped: (keyword, pointer) of the keywords ``lenient=True`` dropped.
-        count_long_strings: a ``maxLength`` past ``limits.max_counted_length`` is counted beside the
-            DFA (a count mark, :mod:`constrain.automata.counted`) instead of refused; the root is then
-            a :class:`~constrain.automata.counted.CountedDFA` (the token engine's path sets it).
+        count_past: a ``maxLength`` past this is counted beside the DFA (a count mark,
+            :mod:`constrain.automata.counted`) instead of built in layers (or refused, past
+            ``limits.max_counted_length``); the root is then a
+            :class:`~constrain.automata.counted.CountedDFA`. None (the default): never; the token
+            engine's path sets it (:func:`schema_to_language`).
         counted: (pointer, bound) of each ``maxLength`` counted so.
     """
 
@@ -115,7 +117,7 @@ class CompileContext:
         self.holes = HoleTable()
         self.lang_memo: dict[LangKey, DFA] = {}
         self.dropped: list[tuple[str, str]] = []
-        self.count_long_strings = False
+        self.count_past: int | None = None
         self.counted: list[tuple[str, int]] = []
         self.synthetic: list[Any] = []  # synthetic schemas stay alive: node keys use id()
         self._active: set[LangKey] = set()
@@ -336,7 +338,7 @@ def own_language(
 
 def compile_root(ctx: CompileContext) -> DFA | RecursiveLanguage | CountedDFA:
     """The DFA of the whole schema, or DFAs with holes where ``$ref`` recurses; with
-    ``ctx.count_long_strings``, a :class:`CountedDFA` where a ``maxLength`` is counted beside the DFA."""
+    ``ctx.count_past``, a :class:`CountedDFA` where a ``maxLength`` is counted beside the DFA."""
     root = ctx.doc.root
     loc = ctx.places.of([root])
     with contextlib.suppress(ConstrainError):  # a broken $ref: compiling reports it where it is met
@@ -377,16 +379,17 @@ def schema_to_language(
     options: SchemaOptions | None = None,
     registry: Mapping[str, Any] | None = None,
     *,
-    count_long_strings: bool = False,
+    count_past: int | None = None,
 ) -> DFA | RecursiveLanguage | CountedDFA:
     """Compile a JSON Schema: one DFA, or DFAs with holes where ``$ref`` recurses (see ``recursion``).
 
-    ``count_long_strings``: count a ``maxLength`` past ``limits.max_counted_length`` beside the DFA
-    (a :class:`~constrain.automata.counted.CountedDFA` comes back) instead of refusing it; for the token
-    engine, which enforces the count (``lenient`` keeps dropping such bounds)."""
+    ``count_past``: count a ``maxLength`` past this beside the DFA (a
+    :class:`~constrain.automata.counted.CountedDFA` comes back) instead of building its layers (past
+    ``limits.max_counted_length``: instead of refusing it); for the token engine, which enforces the
+    count. Under ``lenient`` nothing is counted (bounds too large for layers are dropped)."""
     loaded = load_schema(schema)
     ctx = CompileContext(loaded, options or SchemaOptions(), registry)
-    ctx.count_long_strings = count_long_strings and not ctx.options.lenient
+    ctx.count_past = None if ctx.options.lenient else count_past
     try:
         with budget_scope(), limits_scope(ctx.options.limits):  # caller's budget or the default one
             try:
@@ -409,7 +412,7 @@ def schema_to_language(
                 # one DFA after all (its own refusal, if any, names where it outgrew the limit).
                 inline = CompileContext(loaded, ctx.options, registry)
                 inline.estimate_refusals = False
-                inline.count_long_strings = ctx.count_long_strings
+                inline.count_past = ctx.count_past
                 return compile_root(inline)
     except RecursionError:
         raise UnsupportedSchemaFeature("$ref", "#", "schema nesting too deep") from None

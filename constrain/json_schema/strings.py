@@ -26,8 +26,16 @@ if TYPE_CHECKING:
 #: Any JSON string content; one code point of it.
 ANY_CHARS = A.Regex(r"(?s).*", 0, True)
 ONE_CHAR = A.Regex(r"(?s).", 0, True)
-#: Length bounds past this are refused (or dropped under ``lenient``): the DFA is one layer per code point.
+#: Length bounds past this have no layers (one per code point): a ``maxLength`` is counted beside the
+#: automaton (below), a ``minLength`` refused (or dropped under ``lenient``).
 MAX_COUNTED_LENGTH = DEFAULT_LIMITS.max_counted_length
+#: A ``maxLength`` past this is counted beside the automaton where the token engine can count it
+#: exactly (:mod:`constrain.automata.counted`), not built as one layer of states per code point: 8,192
+#: was 115,000 states (Snowplow sp_257's 1.9 s first mask), 256 about 3,600 (not lower: a schema whose
+#: strings of 256 were put out of line as too large compiles slower as one DFA, sp_202: 0.4 -> 1.4 s).
+COUNT_PAST = 256
+#: Every refusal of a counted ``maxLength`` says this (the token engine's path then builds layers).
+COUNTED = "counted beside the automaton"
 #: Formats no finite automaton can check.
 UNENFORCEABLE_FORMATS = {"regex"}
 
@@ -94,7 +102,7 @@ def string_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) ->
     if lo or hi is not None:
         top = int(hi) if hi is not None else int(lo)
         most = current_limits().max_counted_length
-        if top > most and hi is not None and _countable(ctx, int(lo), int(hi), most):
+        if hi is not None and _countable(ctx, int(lo), int(hi), most):
             # Too many layers: the content keeps only the minLength layers, and a count mark before it
             # tells the token engine to count the rest (constrain.automata.counted).
             counted = int(hi)
@@ -151,10 +159,10 @@ def string_language(ctx: CompileContext, node: SchemaNode, k: dict[str, Any]) ->
 
 
 def _countable(ctx: CompileContext, lo: int, hi: int, most: int) -> bool:
-    """Whether a length bound past ``most`` layers can be a count mark: only a ``maxLength`` (with a
-    ``minLength`` of at most ``most``) where the caller enforces the count (see
-    :attr:`CompileContext.count_long_strings`)."""
-    return ctx.count_long_strings and lo <= most and hi <= MAX_MARKED_BOUND
+    """Whether ``maxLength: hi`` is a count mark: past ``ctx.count_past`` (see
+    :attr:`CompileContext.count_past`), with a ``minLength`` of at most ``most`` layers."""
+    past = ctx.count_past
+    return past is not None and hi > past and lo <= min(most, hi) and hi <= MAX_MARKED_BOUND
 
 
 def pattern_dfa(ctx: CompileContext, pattern: str, ptr: str) -> DFA | None:
