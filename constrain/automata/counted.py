@@ -140,6 +140,9 @@ def counted_dfa(dfa: DFA) -> CountedDFA:
     renumber[keep] = np.arange(keep.shape[0])
     compact = np.where(new[keep] >= 0, renumber[np.maximum(new[keep], 0)], -1).astype(np.int32)
     out = DFA(compact, dfa.accepting[keep].copy(), int(renumber[dfa.start]), dfa.pattern, classes=classes)
+    # Its byte classes are the marked DFA's (a column grouping of the same table), as dfa_from_class_arrays
+    # keeps them: the masks ask, and deriving them from the 256 columns took 0.2 s at 36,000 states.
+    out.__dict__["_byte_classes"] = classes
     # One entry per byte of each redirected edge's class.
     reached = renumber[src] >= 0
     src, col, targets = renumber[src[reached]], col[reached], targets[reached]
