@@ -358,12 +358,13 @@ def test_schema_limits_reach_every_stage() -> None:
     from constrain.exceptions import UnsupportedFeatureError
     from constrain.limits import DEFAULT_LIMITS, Limits, current_limits
 
-    schema = {"type": "string", "maxLength": 30}
+    # (a minLength past the layers is refused; a maxLength past them would be counted instead)
+    schema = {"type": "string", "minLength": 30}
     default = Grammar.from_json_schema(schema)
     assert "limits" not in dict(default.options)  # default grammars hash and compare as before
-    with pytest.raises(UnsupportedFeatureError, match="maxLength"):
+    with pytest.raises(UnsupportedFeatureError, match="minLength"):
         Grammar.from_json_schema(schema, limits=Limits(max_counted_length=20))
-    with pytest.warns(UserWarning, match="maxLength"):
+    with pytest.warns(UserWarning, match="minLength"):
         lenient = Grammar.from_json_schema(schema, limits=Limits(max_counted_length=20), lenient=True)
     assert lenient != default and dict(lenient.options)["limits"].max_counted_length == 20
     # the automata layer sees the schema's limits too (a product past the states limit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
@@ -21,12 +22,26 @@ import pytest
 import constrain
 from constrain import Grammar
 from constrain.automata import DFA
+from constrain.compiler import clear_caches
 from constrain.exceptions import UnsupportedSchemaFeature
 from constrain.json_schema import serialize_instance
 from constrain.limits import Limits
 from constrain.masks.pushdown import PushdownAutomaton
 
 from .shared_data import hf_tokenizer, tokenizer_info
+
+
+@pytest.fixture(autouse=True)
+def _string_layers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """These schemas are large through their long strings' layers, as where a maxLength meets a
+    product or a union (a bound past 256 is otherwise counted beside the automaton: small)."""
+    from constrain.json_schema import strings
+
+    monkeypatch.setattr(strings, "COUNT_PAST", 1_000_000)
+    clear_caches(keep_constants=True)  # no automaton compiled with the other threshold
+    yield
+    clear_caches(keep_constants=True)
+
 
 LARGE: dict[str, Any] = {
     "type": "object",
@@ -193,12 +208,13 @@ def test_an_estimate_refusal_falls_back_to_building_the_one_dfa(monkeypatch: pyt
         "type": "object",
         "properties": {"a": LARGE["properties"]["name"], "b": {"type": "string", "maxLength": 290}},
     }
+    real_out_of_line = holes.out_of_line
     monkeypatch.setattr(holes, "out_of_line", refuse)
     with pytest.raises(UnsupportedSchemaFeature, match="exceeds 6000") as got:
         Grammar.from_json_schema(flat, limits=LIMITS).to_automaton()
     assert "parts hold" not in str(got.value) and "retry failed" not in str(got.value)
     # Without the monkeypatch, the estimate refuses before the DFA is built, and the retry succeeds.
-    monkeypatch.undo()
+    monkeypatch.setattr(holes, "out_of_line", real_out_of_line)
     assert isinstance(Grammar.from_json_schema(flat, limits=LIMITS).to_automaton(), PushdownAutomaton)
 
     # A refusal in the retry that is not about size (another keyword, the budget) is what comes.
