@@ -32,9 +32,10 @@ SUBSTATES = 9
 """Where a byte of JSON string content leaves its code point: 0 between code points, 1 after a
 backslash, 2-5 with 4-1 hex digits of ``\\uXXXX`` to come, 6-8 with 1-3 UTF-8 continuation bytes to come."""
 _QUOTE = 0x22
-_ROWS_KEPT = 4096
-"""Restricted rows kept per grammar (near the bound of a string: up to the longest token's code points
-times the DFA states there)."""
+_ROWS_KEPT = 256
+"""Restricted rows :meth:`CountedStringMasks.mask` keeps per grammar (4 MB with llama3's 128k tokens;
+the matcher's fill path ANDs into its own row and keeps none). Near a bound there is one per state and
+code point left, up to the longest token's (128 code points in llama3)."""
 
 
 def _substate_tables() -> tuple[np.ndarray, np.ndarray]:
