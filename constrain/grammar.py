@@ -291,8 +291,8 @@ class Grammar:
         got = self.to_automaton()
         if isinstance(got, CountedDFA):
             raise InvalidInputError(
-                f"this {self.kind} grammar counts a maxLength past {current_limits().max_counted_length:,} "
-                "code points beside its automaton: it has no single DFA (constrain.compile enforces it)"
+                f"this {self.kind} grammar counts a long maxLength beside its automaton: it has no single "
+                "DFA (constrain.compile enforces it)"
             )
         if not isinstance(got, DFA):
             hint = ""
@@ -305,8 +305,9 @@ class Grammar:
         """The grammar's automaton (cached): a byte DFA for regular languages, a DFA network run with a
         stack for a JSON Schema with holes whose every push and pop the next byte decides
         (:mod:`constrain.masks.pushdown`), else the Earley configuration automaton of :mod:`constrain.cfg`
-        (Lark grammars, other recursive JSON Schemas); a JSON Schema with a ``maxLength`` too large for
-        automaton layers gives a :class:`~constrain.automata.counted.CountedDFA`."""
+        (Lark grammars, other recursive JSON Schemas); a JSON Schema with a ``maxLength`` counted beside
+        the automaton (past ``json_schema.strings.COUNT_PAST``) gives a
+        :class:`~constrain.automata.counted.CountedDFA` or ``CountedPushdown``."""
         if self.kind == "regex":
             return regex_to_dfa(self.source, self.flags)
         if self.kind == "json_schema":
