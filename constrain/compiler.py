@@ -19,8 +19,9 @@ clears every cache derived from grammars (:func:`constrain.caches.clear_all`); :
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from .grammar import Grammar
 from .masks import MASK_WORKER, TokenTrie, token_trie
 from .tokenizer_info import TokenizerInfo
 from .validation import checked_arguments
+
+if TYPE_CHECKING:
+    from .masks.counted import CountedStringMasks
+    from .masks.dfa_masks import DFATokenMasks
+    from .masks.pushdown import PushdownTokenMasks
 
 __all__ = [
     "CompiledGrammar",
@@ -179,24 +185,12 @@ def _restore_compiled(grammar: Grammar, info: TokenizerInfo, automaton: object) 
         hit = _DEFAULT.cached(grammar, info)
         if hit is not None and _same_dfa(getattr(hit.automaton, "dfa", None), automaton):
             return hit if hit.tokenizer_info is info else CompiledGrammar(grammar, info, hit.automaton)
-        masks = DFATokenMasks(automaton, trie, info.eos_ids)
-        masks.precompute_ahead()
-        mine = CompiledGrammar(grammar, info, masks)
+        mine = CompiledGrammar(grammar, info, _precomputed(DFATokenMasks(automaton, trie, info.eos_ids)))
         kept = _DEFAULT.adopt(mine)
         return kept if kept is mine or _same_dfa(getattr(kept.automaton, "dfa", None), automaton) else mine
-    from .automata.counted import CountedDFA
-    from .json_schema.recursion import CountedPushdown
-
-    if isinstance(automaton, (CountedDFA, CountedPushdown)):
-        from .masks.counted import CountedStringMasks
-
-        counted = CountedStringMasks(automaton, trie, info.eos_ids)
-        counted.precompute_ahead()
-        return CompiledGrammar(grammar, info, counted)
-    from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
-
-    if isinstance(automaton, PushdownAutomaton):
-        return CompiledGrammar(grammar, info, PushdownTokenMasks(automaton, trie, info.eos_ids))
+    engine = _mask_engine(automaton, trie, info.eos_ids)
+    if engine is not None:
+        return CompiledGrammar(grammar, info, engine)
     from .cfg.token_masks import compile_earley_masks
 
     # Not eager: no step before the matchers pickled with it are restored and hold their configurations.
@@ -343,36 +337,49 @@ def _compiled_nbytes(compiled: CompiledGrammar) -> int:
     return estimate_nbytes(compiled, exclude=(TokenizerInfo, TokenTrie))
 
 
-def _token_automaton(grammar: Grammar, info: TokenizerInfo) -> TokenAutomaton:
-    """The engine for ``grammar``: DFA masks for a regular language, Earley masks otherwise."""
+_Ahead = TypeVar("_Ahead", "DFATokenMasks", "CountedStringMasks", "PushdownTokenMasks")
+
+
+def _precomputed(masks: _Ahead) -> _Ahead:
+    """``masks`` with the masks nearest its start computed now (its ``precompute_ahead``)."""
+    masks.precompute_ahead()
+    return masks
+
+
+def _mask_engine(automaton: object, trie: TokenTrie, eos_ids: Sequence[int]) -> TokenAutomaton | None:
+    """The mask engine of a byte DFA, a counted automaton or a pushdown automaton, its nearest masks
+    precomputed; None for anything else (an Earley automaton: the caller decides whether it steps
+    eagerly)."""
     from .automata import DFA
+    from .automata.counted import CountedDFA
+    from .json_schema.recursion import CountedPushdown
+    from .masks.counted import CountedStringMasks
+    from .masks.dfa_masks import DFATokenMasks
+    from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
+
+    if isinstance(automaton, DFA):
+        return _precomputed(DFATokenMasks(automaton, trie, eos_ids))
+    if isinstance(automaton, (CountedDFA, CountedPushdown)):
+        return _precomputed(CountedStringMasks(automaton, trie, eos_ids))
+    if isinstance(automaton, PushdownAutomaton):
+        return _precomputed(PushdownTokenMasks(automaton, trie, eos_ids))
+    return None
+
+
+def _token_automaton(grammar: Grammar, info: TokenizerInfo) -> TokenAutomaton:
+    """The engine for ``grammar``: DFA, counted or pushdown masks (:func:`_mask_engine`), else Earley
+    masks."""
+    from .cfg.earley import EarleyAutomaton
+    from .cfg.token_masks import compile_earley_masks
 
     automaton = grammar.to_automaton()
     trie = token_trie(info)
-    if isinstance(automaton, DFA):
-        from .masks.dfa_masks import DFATokenMasks
-
-        masks = DFATokenMasks(automaton, trie, info.eos_ids)
-        masks.precompute_ahead()
-        return masks
-    from .automata.counted import CountedDFA
-    from .json_schema.recursion import CountedPushdown
-
-    if isinstance(automaton, (CountedDFA, CountedPushdown)):
-        from .masks.counted import CountedStringMasks
-
-        counted = CountedStringMasks(automaton, trie, info.eos_ids)
-        counted.precompute_ahead()
-        return counted
-    from .masks.pushdown import PushdownAutomaton, PushdownTokenMasks
-
-    if isinstance(automaton, PushdownAutomaton):
-        pushdown = PushdownTokenMasks(automaton, trie, info.eos_ids)
-        pushdown.precompute_ahead()
-        return pushdown
-    from .cfg.token_masks import compile_earley_masks
-
-    return compile_earley_masks(automaton, trie, info.eos_ids)
+    if isinstance(automaton, EarleyAutomaton):
+        return compile_earley_masks(automaton, trie, info.eos_ids)
+    engine = _mask_engine(automaton, trie, info.eos_ids)
+    if engine is None:  # pragma: no cover - to_automaton returns one of the kinds above
+        raise TypeError(f"no mask engine for a {type(automaton).__name__}")
+    return engine
 
 
 _DEFAULT = Compiler(name="compiled")
