@@ -388,6 +388,22 @@ def test_limits_scope_bounds_a_regex_compile() -> None:
     assert Grammar.from_regex("(?:ab|cd){300}zz").kind == "regex"  # the default limits again
 
 
+def test_clear_caches_trims_the_heap_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``release=False`` clears every cache but leaves the heap's free pages where they are (the bench
+    times a new schema as a serving process meets it); the default hands them back."""
+    from constrain.compiler import clear_caches
+
+    trims: list[bool] = []
+    monkeypatch.setattr(caches, "release_memory", lambda: trims.append(True) or True)
+    info = tokenizer_info("smollm2-49k")
+    constrain.compile(Grammar.from_regex("[ab]+"), info)
+    clear_caches(keep_constants=True, release=False)
+    assert len(default_compiler()) == 0 and trims == []
+    constrain.compile(Grammar.from_regex("[ab]+"), info)
+    clear_caches(keep_constants=True)
+    assert len(default_compiler()) == 0 and trims == [True]
+
+
 def test_clear_caches_can_keep_the_grammar_independent_constants() -> None:
     """``keep_constants=True`` keeps a tokenizer's key tables and the any-value automata (the state of a
     process that has compiled a schema before); a plain ``clear_caches()`` drops them too."""

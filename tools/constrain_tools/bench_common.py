@@ -234,7 +234,7 @@ class _GrammarMatcherEngine(Engine):
 
 class ConstrainEngine(_GrammarMatcherEngine):
     """constrain: ``Grammar.from_regex`` + ``compile`` + ``GrammarMatcher``, every grammar cache cleared
-    first (``clear_caches(keep_constants=True)``)."""
+    first (``clear_caches(keep_constants=True, release=False)``: the heap is not trimmed)."""
 
     name = "constrain"
 
@@ -266,9 +266,10 @@ class ConstrainEngine(_GrammarMatcherEngine):
     def build(self, regex: str) -> None:
         if self.clear_caches is not None:
             # cold for this grammar; data that depends on no grammar (a tokenizer's key tables, the
-            # any-value automata) stays, as in a process that has compiled one schema before
+            # any-value automata) stays, as in a process that has compiled one schema before, and so do
+            # the heap's free pages (a serving process does not trim its heap between schemas)
             try:
-                self.clear_caches(keep_constants=True)
+                self.clear_caches(keep_constants=True, release=False)
             except TypeError:  # an older constrain
                 self.clear_caches()
         try:

@@ -11,8 +11,9 @@ single-threaded, over the same schemas and the same token ids:
   the canonical text constrain reads (``serialize_instance``: compact JSON, keys in schema order) and
   tokenised once (llama3-128k by default); every engine is teacher-forced along those ids.
 * **Engines**: constrain ``Grammar.from_json_schema`` (the schema's draft, ``formats="assert"``) +
-  ``compile`` after ``clear_caches(keep_constants=True)`` (every grammar cache cleared; a tokenizer's
-  JSON key tables and the any-value automata, which depend on no schema, kept); xgrammar
+  ``compile`` after ``clear_caches(keep_constants=True, release=False)`` (every grammar cache
+  cleared; a tokenizer's JSON key tables and the any-value automata, which depend on no schema, kept;
+  the heap not trimmed, as in a serving process); xgrammar
   ``compile_json_schema(any_whitespace=False, separators=(",", ":"), strict_mode=False)`` with
   ``GrammarCompiler(max_threads=1, cache_enabled=False)``; llguidance ``grammar_from_json_schema``
   with compact separators and ``coerce_one_of``; outlines-core ``build_regex_from_schema(schema, "")``
