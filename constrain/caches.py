@@ -134,6 +134,7 @@ _OPAQUE = (
     weakref.ref,
     *_LOCK_TYPES,
 )
+_SCALARS = frozenset({int, float, bool, type(None)})
 _SHARED: list[type] = []  # classes never counted (the tokenizer's data), see shared_type
 
 
@@ -192,11 +193,12 @@ def estimate_nbytes(obj: Any, exclude: Iterable[type] = ()) -> int:
                 stack.append(o.obj)
             continue
         total += sys.getsizeof(o)
+        # Numbers are left out as they are pushed, not popped (a mask cache's dicts of state -> count).
         if isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
+            stack.extend([x for x in o if type(x) not in _SCALARS])
+            stack.extend([x for x in o.values() if type(x) not in _SCALARS])
         elif isinstance(o, (list, tuple, set, frozenset, deque)):
-            stack.extend(o)
+            stack.extend([x for x in o if type(x) not in _SCALARS])
         else:
             d = getattr(o, "__dict__", None)
             if d is not None:
