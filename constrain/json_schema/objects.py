@@ -5,6 +5,8 @@
 An object is a graph over (named keys passed, members so far): the location's named keys come as
 optional or required *slots* in the canonical key order (:mod:`.key_order`), then any number of other
 members, one edge per class of unnamed keys (which ``patternProperties`` patterns they match).
+Where the graph is deterministic as written (compact separators, no member counts, at most one class
+of other keys), :mod:`.object_tables` writes its table directly instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .holes import cut_first_bytes, distinct
 from .key_order import location_keys
 from .keywords import ANNOTATIONS
 from .locations import Location
+from .object_tables import Slot, object_table
 from .references import SchemaNode
 from .strings import any_string_dfa, key_dfa
 from .values import json_bytes
@@ -29,8 +32,6 @@ from .values import json_bytes
 if TYPE_CHECKING:
     from .compiler import CompileContext
 
-#: A named key's place: (its quoted text, its value's language or None when it cannot be present, required).
-Slot = tuple[bytes, DFA | None, bool]
 #: Other members: (language of their quoted keys, language of their values), one per class of keys.
 Tail = list[tuple[DFA, DFA]]
 
@@ -192,6 +193,10 @@ def _object_order(
     tail_anywhere: bool,
 ) -> DFA:
     """Objects whose named keys come in the order of ``slots``; nodes count the members so far."""
+    if not tail_anywhere and ctx.options.whitespace == "compact":
+        direct = object_table(slots, tail, counts, f"object at {node.ptr}")
+        if direct is not None:
+            return direct
     lo, hi = counts
     ws = ctx.ws
     top = hi if hi is not None else max(lo, 1)
