@@ -41,19 +41,25 @@ Slot = tuple[bytes, DFA | None, bool]
 _WEIGHTS = np.random.default_rng(0x0B1EC7).integers(1, 2**62, size=4096, dtype=np.int64)
 
 
-def _joint_classes(maps: list[np.ndarray]) -> np.ndarray:
+def _joint_classes(maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Byte classes every map of ``maps`` (a class id per byte each) treats alike, numbered by their
-    first byte: one hash and one sort (a collision is caught and the maps are joined one by one)."""
-    if len(maps) > _WEIGHTS.shape[0]:  # pragma: no cover - thousands of distinct values in one object
-        return numbered_by_first(joint_byte_classes(*maps))
+    first byte, and that first byte of each: one hash per byte (a collision is caught, and the maps
+    are then joined one by one)."""
     stacked = np.stack(maps)
-    with np.errstate(over="ignore"):
-        hashed = _WEIGHTS[: len(maps)] @ (stacked + 1)
-    _u, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    if not (stacked == stacked[:, first[inverse]]).all():  # pragma: no cover - a 64-bit collision
-        return numbered_by_first(joint_byte_classes(*maps))
-    return numbered_by_first(inverse)
+    if len(maps) <= _WEIGHTS.shape[0]:
+        with np.errstate(over="ignore"):
+            hashed = _WEIGHTS[: len(maps)] @ (stacked + 1)
+        _u, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.shape[0])
+        classes, reps = rank[np.asarray(inverse).reshape(-1)], first[order]
+        if np.array_equal(stacked, stacked[:, reps[classes]]):
+            return classes, reps
+    # pragma: no cover - a 64-bit collision, or thousands of distinct values in one object
+    classes = numbered_by_first(joint_byte_classes(*maps))
+    _u, reps = np.unique(classes, return_index=True)
+    return classes, reps
 
 
 def _columns(dfa: DFA, reps: np.ndarray) -> np.ndarray:
@@ -87,8 +93,9 @@ def object_table(
     own = np.zeros(256, dtype=np.int64)
     singles = sorted({_OPEN, _CLOSE, _COMMA, _COLON, *(b for q, v, _ in slots if v is not None for b in q)})
     own[singles] = np.arange(1, len(singles) + 1)
-    classes = _joint_classes([own, *(np.asarray(class_table(d)[1], dtype=np.int64) for d in pieces.values())])
-    _u, reps = np.unique(classes, return_index=True)
+    classes, reps = _joint_classes(
+        [own, *(np.asarray(class_table(d)[1], dtype=np.int64) for d in pieces.values())]
+    )
     col = classes.tolist()
     c_open, c_close, c_comma, c_colon = col[_OPEN], col[_CLOSE], col[_COMMA], col[_COLON]
 
