@@ -51,6 +51,7 @@ _KERNEL_MODULES = (
     "constrain.json_schema.recursion",
     "constrain.masks.counted",
     "constrain.masks.handle",
+    "constrain.masks.pushdown",
     "constrain.masks.sharing",
     "constrain.masks.trie",
     "constrain.masks.walks",
