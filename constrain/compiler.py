@@ -324,7 +324,7 @@ class Compiler:
         any-value automata), as a long-running process has them after its first schema; benchmarks of
         a new schema's compile time in a warm process pass it. ``release=False``: keep the freed pages
         in the heap, as a long-running process has them (after a trim, the next compile's new mask rows
-        fault their pages in again: about 1.8 ms of a typical schema's 5 ms of masks at compile)."""
+        fault their pages in again: about 1.6 ms of a typical schema's 5 ms of masks at compile)."""
         from .caches import clear_all, release_memory
 
         self._cache.clear()
