@@ -56,7 +56,7 @@ def _joint_classes(maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         classes, reps = rank[np.asarray(inverse).reshape(-1)], first[order]
         if np.array_equal(stacked, stacked[:, reps[classes]]):
             return classes, reps
-    # pragma: no cover - a 64-bit collision, or thousands of distinct values in one object
+    # here only on a 64-bit collision, or with thousands of distinct values in one object
     classes = numbered_by_first(joint_byte_classes(*maps))
     _u, reps = np.unique(classes, return_index=True)
     return classes, reps
