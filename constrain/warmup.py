@@ -268,7 +268,28 @@ def preload_kernels() -> int:
             except Exception:  # noqa: BLE001 - a stale entry: numba compiles it on first call
                 continue
             loaded += 1
+    _compile_budget_checks()
     return loaded
+
+
+# Its subset construction meets 512 subsets and its minimisation pops more than 256 splitters, so both
+# kernels reach their budget check.
+_BUDGET_CHECK_REGEX = "[ab]*a[ab]{8}"
+
+
+def _compile_budget_checks() -> None:
+    """Run the subset construction and the minimisation far enough to reach their budget checks.
+
+    Those checks are ``numba.objmode`` blocks, which numba compiles in every process the first time one
+    is reached (they are not in the on-disk cache): about 40-50 ms each, which otherwise lands in the
+    first compile of a schema with a few hundred states (its time to first mask). Built directly, not
+    through the grammar caches, so nothing stays behind.
+    """
+    from .automata.determinize import nfa_to_dfa
+    from .automata.regex import RegexBuilder, regex_nfa
+
+    nfa, start, final = regex_nfa(_BUDGET_CHECK_REGEX, 0, RegexBuilder)
+    nfa_to_dfa(nfa, start, final, _BUDGET_CHECK_REGEX)
 
 
 def warm_up(tokenizer: str | Path | TokenizerInfo | None = None) -> WarmupReport:

@@ -57,6 +57,39 @@ def test_preload_loads_every_cached_kernel_once() -> None:
     assert sorted(got["loaded"]) == sorted(got["cached"])
 
 
+_NO_JIT_SCRIPT = r"""
+import json
+from numba.core import compiler
+from constrain.warmup import preload_kernels
+preload_kernels()
+compiled = []
+for name in ("compile_extra", "compile_ir"):
+    def hook(*args, _orig=getattr(compiler, name), **kwargs):
+        compiled.append(str(kwargs.get("func_ir", args[1] if len(args) > 1 else "?"))[:200])
+        return _orig(*args, **kwargs)
+    setattr(compiler, name, hook)
+from constrain.automata.determinize import nfa_to_dfa
+from constrain.automata.regex import RegexBuilder, regex_nfa
+nfa, start, final = regex_nfa("[cd]*c[cd]{9}", 0, RegexBuilder)
+dfa = nfa_to_dfa(nfa, start, final, "[cd]*c[cd]{9}")
+print(json.dumps({"states": dfa.num_states, "compiled": compiled}))
+"""
+
+
+def test_preload_compiles_the_budget_checks() -> None:
+    """After ``preload_kernels``, a subset construction of 1,024 subsets and its minimisation compile
+    nothing: their budget checks are ``numba.objmode`` blocks, compiled in every process the first time
+    they are reached (numba does not cache them), which cost about 90 ms in the first compile of a
+    schema of a few hundred states before the preload reached them."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_JIT_SCRIPT], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["states"] == 1024
+    assert got["compiled"] == []
+
+
 def test_walk_signatures_cover_read_only_and_writable_tables() -> None:
     """The warm-up calls the trie walks on a DFA's read-only transitions and on a writable split table,
     and a context-free byte step from Python: numba compiles one signature per kind, and a fill that
