@@ -132,6 +132,31 @@ def test_a_sweep_keeps_the_newest_entry_alone_over_the_bound(monkeypatch: pytest
     assert cache.nbytes > cache.max_bytes and len(cache) >= 1
 
 
+def test_a_sweep_measures_the_stalest_entries_within_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep after a build measures stale entries stalest first and stops when its time budget is
+    spent (at least one each time): measuring them all took 146 ms with 113 compiled schemas cached,
+    paid by one build's caller. With a budget of 0, one entry per sweep, and every entry in turn."""
+    monkeypatch.setattr(caches, "REMEASURE_S", 0.0)
+    monkeypatch.setattr(caches, "SWEEP_BUDGET_S", 0.0)
+    measured: list[str] = []
+
+    def sizeof(value: str) -> int:
+        measured.append(value)
+        return 1
+
+    cache: LRUCache[str] = LRUCache("test", max_entries=10, max_bytes=1_000, sizeof=sizeof)
+    for name in "abc":
+        cache.get_or_build(name, lambda name=name: name)
+    # each build measures its value, then its sweep the stalest entry: "a" (alone), "a", "b"
+    assert measured == ["a", "a", "b", "a", "c", "b"]
+    measured.clear()
+    for name in "xyz":
+        cache.get_or_build(name, lambda name=name: name)
+    assert measured[0::2] == ["x", "y", "z"]
+    assert sorted(measured[1::2]) == ["a", "b", "c"]  # every older entry in turn, none twice
+    assert cache.nbytes == 6
+
+
 def test_compiler_byte_bound_holds_with_real_masks() -> None:
     info = tokenizer_info("gpt2-50k")
     bound = 400_000  # a few dozen mask rows of 6.3 KB
