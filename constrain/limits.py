@@ -39,7 +39,8 @@ class Limits:
         max_counted_items: array items counted exactly (``minItems``/``maxItems``, ``contains`` counts).
         max_counted_members: object members counted exactly (``minProperties``/``maxProperties``).
         max_patterns: ``patternProperties`` patterns at one place (2**n classes of keys).
-        max_arrays: arrays enumerated for ``uniqueItems``.
+        max_arrays: arrays enumerated for ``uniqueItems``; also the most item texts, and sets of
+            distinct item values, it tracks where the arrays are infinite.
         max_multiple_of_states: states of a ``multipleOf`` automaton.
         max_scenarios: combinations of branches that ``unevaluated*`` keywords track.
         max_branches: branches of one ``anyOf``/``oneOf`` that ``unevaluated*`` keywords look into.

@@ -284,7 +284,7 @@ def _node_language(ctx: CompileContext, node: SchemaNode, loc: Location) -> DFA:
     result = apply_applicators(ctx, node, k, loc, result, {i for i, _ in merged})
     result = dependencies_language(ctx, node, k, loc, result)
     if k.get("uniqueItems") is True:
-        result = unique_items_language(ctx, node, k, result if result is not None else ctx.skeleton(loc))
+        result = unique_items_language(ctx, node, k, loc, result if result is not None else ctx.skeleton(loc))
     for unevaluated in ("unevaluatedProperties", "unevaluatedItems"):
         if unevaluated in k:
             result = unevaluated_language(ctx, node, k, loc, unevaluated, result)
