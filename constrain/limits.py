@@ -36,7 +36,9 @@ class Limits:
             larger ``maxLength`` is counted beside the automaton by the token engine
             (:mod:`constrain.masks.counted`: not where a product or a union at the string's quote
             meets it), a larger ``minLength`` is refused.
-        max_counted_items: array items counted exactly (``minItems``/``maxItems``, ``contains`` counts).
+        max_counted_items: array items counted exactly (``minItems``/``maxItems``, ``contains``
+            counts): one copy of the item automaton per count, so the DFA state limit also applies
+            (1,024 takes ``maxItems: 1000``, the most common large bound in JSONSchemaBench).
         max_counted_members: object members counted exactly (``minProperties``/``maxProperties``).
         max_patterns: ``patternProperties`` patterns at one place (2**n classes of keys).
         max_arrays: arrays enumerated for ``uniqueItems``; also the most item texts, and sets of
@@ -54,7 +56,7 @@ class Limits:
     max_nfa_states: int = 400_000
     max_dfa_states: int = 200_000
     max_counted_length: int = 10_000
-    max_counted_items: int = 512
+    max_counted_items: int = 1024
     max_counted_members: int = 256
     max_patterns: int = 6
     max_arrays: int = 5000

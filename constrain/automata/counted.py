@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dfa import DFA, class_table, dfa_columns
+from .minimize import bfs_order
 
 COUNT_MARK = 0xFD
 """The first byte of a count mark (no UTF-8 text holds it; ``0xFF`` is the holes' byte)."""
@@ -159,14 +160,6 @@ def counted_dfa(dfa: DFA) -> CountedDFA:
 
 
 def _reachable(table: np.ndarray, start: int) -> np.ndarray:
-    """The states of ``table`` (over classes) reachable from ``start``, ascending."""
-    seen = np.zeros(table.shape[0], dtype=bool)
-    seen[start] = True
-    frontier = np.array([start], dtype=np.int64)
-    while frontier.size:
-        nxt = table[frontier].ravel()
-        nxt = np.unique(nxt[nxt >= 0])
-        nxt = nxt[~seen[nxt]]
-        seen[nxt] = True
-        frontier = nxt
-    return np.flatnonzero(seen)
+    """The states of ``table`` (over classes) reachable from ``start``, ascending (one kernel call: a
+    breadth-first search level by level in numpy took a second on the 1,000-deep chains of ``maxItems``)."""
+    return np.sort(bfs_order(np.ascontiguousarray(table, dtype=np.int32), int(start), -1))
