@@ -13,6 +13,7 @@ import multiprocessing
 import operator
 import pickle
 import threading
+import types
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,29 @@ def test_a_sweep_measures_the_stalest_entries_within_its_budget(monkeypatch: pyt
     assert measured[0::2] == ["x", "y", "z"]
     assert sorted(measured[1::2]) == ["a", "b", "c"]  # every older entry in turn, none twice
     assert cache.nbytes == 6
+
+
+def test_hits_measure_one_stale_entry_per_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hit measures its entry again when stale, but at most one hit per period does so in a whole
+    cache: with many hot entries, each one's measure every second was a steady cost in the hits."""
+    clock = [100.0]
+    monkeypatch.setattr(caches, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    measured: list[str] = []
+
+    def sizeof(value: str) -> int:
+        measured.append(value)
+        return 1
+
+    cache: LRUCache[str] = LRUCache("test", max_entries=10, max_bytes=1_000, sizeof=sizeof)
+    for name in "ab":
+        cache.put(name, name)
+    measured.clear()
+    clock[0] += caches.REMEASURE_S  # both stale now
+    assert cache.get("a") == "a" and cache.get("b") == "b"
+    assert measured == ["a"]
+    clock[0] += caches.REMEASURE_S
+    assert cache.get("b") == "b" and cache.get("a") == "a"
+    assert measured == ["a", "b"]  # the next period, the first stale entry hit
 
 
 def test_compiler_byte_bound_holds_with_real_masks() -> None:
