@@ -54,11 +54,9 @@ def unique_items_language(
         finite = A.build(A.alt(*[A.Literal(s) for s in keep])) if keep else empty_dfa("uniqueItems")
         return A.union(others, finite)
     distinct = distinct_item_arrays(ctx, node, loc, hi, limit)
-    if distinct is None:
+    if isinstance(distinct, str):
         ctx.unsupported(
-            "uniqueItems",
-            f"{node.ptr}/uniqueItems",
-            "the set of possible arrays is infinite and their items are not a few known values",
+            "uniqueItems", f"{node.ptr}/uniqueItems", f"the set of possible arrays is infinite and {distinct}"
         )
         return result
     return A.union(others, ctx.intersect(arrays, distinct))
@@ -66,11 +64,11 @@ def unique_items_language(
 
 def distinct_item_arrays(
     ctx: CompileContext, node: SchemaNode, loc: Location, hi: int | None, limit: int
-) -> DFA | None:
+) -> DFA | str:
     """The arrays at ``loc`` of pairwise distinct items, each item one of the texts ``node``'s item
-    schemas allow (``prefixItems``/``items``, built as :func:`.arrays.array_language` builds them), or
-    None where those texts are infinite or more than ``limit``, or the sets of values an array can
-    have used (at most ``maxItems`` = ``hi`` of them) are more than ``limit``.
+    schemas allow (``prefixItems``/``items``, built as :func:`.arrays.array_language` builds them); or
+    why not (for the refusal): those texts are infinite or more than ``limit``, or the sets of values
+    an array can have used (at most ``maxItems`` = ``hi`` of them) are more than ``limit``.
 
     One node per set of values used so far; an item may be any text of a value not in the set. Every
     item of an array the node's keywords allow is one of these texts, so the intersection with those
@@ -81,14 +79,14 @@ def distinct_item_arrays(
     for i in range(width + 1):
         sub = prefix[i] if i < len(prefix) else rest
         if sub is None:
-            return None  # any value may come there
+            return "its items are not a few known values (any value may be one)"
         langs.append(ctx.lang(sub, ctx.places.item_loc(loc, i)))
     items = A.union(*langs) if len(langs) > 1 else langs[0]
     if has_holes(items):
-        return None
+        return "its items hold recursive values"
     texts = enumerate_strings(items, limit)
     if texts is None:
-        return None
+        return "its items are not a few known values (strings, numbers or other open values)"
     values: dict[Any, list[bytes]] = {}
     for text in texts:
         values.setdefault(_canonical(json.loads(text, parse_float=Decimal, parse_int=Decimal)), []).append(
@@ -96,8 +94,11 @@ def distinct_item_arrays(
         )
     m = len(values)
     most = m if hi is None else min(m, hi)
-    if sum(comb(m, j) for j in range(most + 1)) > limit:
-        return None
+    sets = 0
+    for j in range(most + 1):  # the sets of at most ``most`` values, counted only up to the limit
+        sets += comb(m, j)
+        if sets > limit:
+            return f"its items take {m} distinct values: more than {limit} sets of them to track"
     forms = [A.Embed(A.build(A.alt(*[A.Literal(t) for t in group]))) for group in values.values()]
     ids = {0: 0}
     order = [0]
