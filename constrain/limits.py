@@ -40,7 +40,8 @@ class Limits:
             counts): one copy of the item automaton per count, so the DFA state limit also applies
             (1,024 takes ``maxItems: 1000``, the most common large bound in JSONSchemaBench).
         max_counted_members: object members counted exactly (``minProperties``/``maxProperties``).
-        max_patterns: ``patternProperties`` patterns at one place (2**n classes of keys).
+        max_patterns: ``patternProperties`` patterns at one place (the classes of keys they make,
+            the sets of patterns a key matches, are bounded apart: at most 64).
         max_arrays: arrays enumerated for ``uniqueItems``; also the most item texts, and sets of
             distinct item values, it tracks where the arrays are infinite.
         max_multiple_of_states: states of a ``multipleOf`` automaton.
@@ -58,7 +59,7 @@ class Limits:
     max_counted_length: int = 10_000
     max_counted_items: int = 1024
     max_counted_members: int = 256
-    max_patterns: int = 6
+    max_patterns: int = 32
     max_arrays: int = 5000
     max_multiple_of_states: int = 100_000
     max_scenarios: int = 64

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 #: Other members: (language of their quoted keys, language of their values), one per class of keys.
 Tail = list[tuple[DFA, DFA]]
 
-MAX_PATTERNS = DEFAULT_LIMITS.max_patterns  # patternProperties at one place: 2**6 classes of keys
+MAX_PATTERNS = DEFAULT_LIMITS.max_patterns  # patternProperties at one place
+MAX_KEY_CLASSES = 64
+"""Classes of unnamed keys (the sets of patterns a key matches) one object may have."""
 MAX_COUNTED_MEMBERS = DEFAULT_LIMITS.max_counted_members
 ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 
@@ -147,22 +149,37 @@ def object_language(
 def _key_classes(
     ctx: CompileContext, ptr: str, pats: list[str], names: list[str], key_names: DFA | None
 ) -> Iterator[tuple[frozenset[str], DFA]]:
-    """Each non-empty class of unnamed keys: (the patterns they match, their quoted texts' language)."""
-    not_names = A.build(A.alt(*[A.Literal(json_bytes(n)) for n in names])) if names else None
-    any_key = any_string_dfa()
-    for mask in range(1 << len(pats)):
-        klass = frozenset(p for i, p in enumerate(pats) if mask >> i & 1)
-        keys = any_key
-        for i, p in enumerate(pats):
-            d = key_dfa(ctx, p, ptr)
-            if d is not None:
-                keys = ctx.intersect(keys, d) if mask >> i & 1 else ctx.difference(keys, d)
-        if not_names is not None:
-            keys = ctx.difference(keys, not_names)
-        if key_names is not None:
-            keys = ctx.intersect(keys, key_names)
-        if not A.is_empty(keys):
-            yield klass, keys
+    """Each non-empty class of unnamed keys: (the patterns they match, their quoted texts' language),
+    in the order of their bit masks (pattern ``i`` is bit ``i``).
+
+    The classes are split one pattern at a time and empty ones dropped at once, so the products follow
+    the classes that exist (about one per pattern where the patterns hardly overlap), not all 2**n.
+
+    More than :data:`MAX_KEY_CLASSES` classes are refused (``ctx.unsupported``).
+    """
+    keys = any_string_dfa()
+    if names:
+        keys = ctx.difference(keys, A.build(A.alt(*[A.Literal(json_bytes(n)) for n in names])))
+    if key_names is not None:
+        keys = ctx.intersect(keys, key_names)
+    classes = [] if A.is_empty(keys) else [(0, keys)]
+    for i, p in enumerate(pats):
+        d = key_dfa(ctx, p, ptr)
+        if d is None:  # dropped (lenient): the pattern's bit set or not, the same keys
+            classes += [(mask | 1 << i, k) for mask, k in classes]
+            continue  # (the old enumeration of every mask gave these too)
+        split: list[tuple[int, DFA]] = []
+        for mask, k in classes:
+            for bits, part in ((mask | 1 << i, ctx.intersect(k, d)), (mask, ctx.difference(k, d))):
+                if not A.is_empty(part):
+                    split.append((bits, part))
+        if len(split) > MAX_KEY_CLASSES:
+            detail = f"its patterns split the keys into more than {MAX_KEY_CLASSES} classes"
+            ctx.unsupported("patternProperties", ptr, detail)
+            break  # lenient: the patterns from this one on are dropped
+        classes = split
+    for mask, k in sorted(classes, key=lambda c: c[0]):
+        yield frozenset(p for i, p in enumerate(pats) if mask >> i & 1), k
 
 
 def object_graph(
