@@ -165,14 +165,14 @@ def _key_classes(
     classes = [] if A.is_empty(keys) else [(0, keys)]
     for i, p in enumerate(pats):
         d = key_dfa(ctx, p, ptr)
-        if d is None:  # dropped (lenient): the pattern's bit set or not, the same keys
-            classes += [(mask | 1 << i, k) for mask, k in classes]
-            continue  # (the old enumeration of every mask gave these too)
-        split: list[tuple[int, DFA]] = []
-        for mask, k in classes:
-            for bits, part in ((mask | 1 << i, ctx.intersect(k, d)), (mask, ctx.difference(k, d))):
-                if not A.is_empty(part):
-                    split.append((bits, part))
+        if d is None:  # dropped (lenient): the pattern's bit set or not, the same keys (looser, as before)
+            split = classes + [(mask | 1 << i, k) for mask, k in classes]
+        else:
+            split = []
+            for mask, k in classes:
+                for bits, part in ((mask | 1 << i, ctx.intersect(k, d)), (mask, ctx.difference(k, d))):
+                    if not A.is_empty(part):
+                        split.append((bits, part))
         if len(split) > MAX_KEY_CLASSES:
             detail = f"its patterns split the keys into more than {MAX_KEY_CLASSES} classes"
             ctx.unsupported("patternProperties", ptr, detail)

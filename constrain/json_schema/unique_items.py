@@ -48,18 +48,17 @@ def unique_items_language(
     arrays = ctx.intersect(result, A.build(A.Regex(r"\[(?s:.*)")))
     limit = current_limits().max_arrays
     strings = enumerate_strings(arrays, limit)
-    others = ctx.difference(result, arrays)
     if strings is not None:
         keep = [s for s in strings if _all_unique(json.loads(s))]
         finite = A.build(A.alt(*[A.Literal(s) for s in keep])) if keep else empty_dfa("uniqueItems")
-        return A.union(others, finite)
+        return A.union(ctx.difference(result, arrays), finite)
     distinct = distinct_item_arrays(ctx, node, loc, hi, limit)
     if isinstance(distinct, str):
         ctx.unsupported(
             "uniqueItems", f"{node.ptr}/uniqueItems", f"the set of possible arrays is infinite and {distinct}"
         )
         return result
-    return A.union(others, ctx.intersect(arrays, distinct))
+    return A.union(ctx.difference(result, arrays), ctx.intersect(arrays, distinct))
 
 
 def distinct_item_arrays(
