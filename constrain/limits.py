@@ -40,8 +40,9 @@ class Limits:
             counts): one copy of the item automaton per count, so the DFA state limit also applies
             (1,024 takes ``maxItems: 1000``, the most common large bound in JSONSchemaBench).
         max_counted_members: object members counted exactly (``minProperties``/``maxProperties``).
-        max_patterns: ``patternProperties`` patterns at one place (the classes of keys they make,
-            the sets of patterns a key matches, are bounded apart: at most 64).
+        max_patterns: ``patternProperties`` patterns at one place.
+        max_key_classes: classes of the keys no property names at one place (the sets of
+            ``patternProperties`` patterns a key matches), built only where they exist.
         max_arrays: arrays enumerated for ``uniqueItems``; also the most item texts, and sets of
             distinct item values, it tracks where the arrays are infinite.
         max_multiple_of_states: states of a ``multipleOf`` automaton.
@@ -60,6 +61,7 @@ class Limits:
     max_counted_items: int = 1024
     max_counted_members: int = 256
     max_patterns: int = 32
+    max_key_classes: int = 64
     max_arrays: int = 5000
     max_multiple_of_states: int = 100_000
     max_scenarios: int = 64

@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 Tail = list[tuple[DFA, DFA]]
 
 MAX_PATTERNS = DEFAULT_LIMITS.max_patterns  # patternProperties at one place
-MAX_KEY_CLASSES = 64
-"""Classes of unnamed keys (the sets of patterns a key matches) one object may have."""
+MAX_KEY_CLASSES = DEFAULT_LIMITS.max_key_classes  # the sets of patterns keys match, at one place
 MAX_COUNTED_MEMBERS = DEFAULT_LIMITS.max_counted_members
 ANY_ORDER_MAX_KEYS = 4  # property_order="any": objects naming more keys keep the schema order
 
@@ -155,7 +154,7 @@ def _key_classes(
     The classes are split one pattern at a time and empty ones dropped at once, so the products follow
     the classes that exist (about one per pattern where the patterns hardly overlap), not all 2**n.
 
-    More than :data:`MAX_KEY_CLASSES` classes are refused (``ctx.unsupported``).
+    More than ``Limits.max_key_classes`` classes are refused (``ctx.unsupported``).
     """
     keys = any_string_dfa()
     if names:
@@ -173,8 +172,9 @@ def _key_classes(
                 for bits, part in ((mask | 1 << i, ctx.intersect(k, d)), (mask, ctx.difference(k, d))):
                     if not A.is_empty(part):
                         split.append((bits, part))
-        if len(split) > MAX_KEY_CLASSES:
-            detail = f"its patterns split the keys into more than {MAX_KEY_CLASSES} classes"
+        most = current_limits().max_key_classes
+        if len(split) > most:
+            detail = f"its patterns split the keys into more than {most} classes"
             ctx.unsupported("patternProperties", ptr, detail)
             break  # lenient: the patterns from this one on are dropped
         classes = split
